@@ -1,0 +1,1 @@
+"""What every Switchboard service needs: settings, Kafka envelopes, telemetry, health."""

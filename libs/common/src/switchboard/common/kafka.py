@@ -1,0 +1,74 @@
+"""The Kafka adapter every service shares: broker factory, typed publish, dead letters."""
+
+import logging
+
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from google.protobuf.message import Message
+from opentelemetry.sdk.trace import TracerProvider
+from switchboard.common import topics
+from switchboard.common.envelope import M, PoisonMessageError, decode, headers_for
+from switchboard.common.settings import KafkaSettings
+from switchboard.v1.events_pb2 import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+def create_broker(
+    settings: KafkaSettings, client_id: str, tracer_provider: TracerProvider
+) -> KafkaBroker:
+    """A broker that acknowledges writes on all replicas and propagates trace context."""
+    return KafkaBroker(
+        settings.bootstrap_servers,
+        client_id=client_id,
+        request_timeout_ms=settings.request_timeout_ms,
+        retry_backoff_ms=settings.retry_backoff_ms,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_size,
+        max_request_size=settings.max_request_size,
+        acks="all",
+        enable_idempotence=True,
+        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        logger=logging.getLogger(f"switchboard.kafka.{client_id}"),
+        log_level=logging.DEBUG,
+    )
+
+
+async def publish(broker: KafkaBroker, topic: str, message: Message, *, key: str) -> None:
+    """Publish a protobuf payload with its envelope headers and wait for the broker's ack."""
+    await broker.publish(
+        message.SerializeToString(),
+        topic,
+        key=key.encode(),
+        headers=headers_for(message),
+    )
+
+
+async def decode_or_dead_letter(
+    broker: KafkaBroker, record: KafkaMessage, message_type: type[M], *, consumer_group: str
+) -> M | None:
+    """Decode a consumed record; a poison record goes to its dead-letter topic and gives None."""
+    try:
+        return decode(record.body, dict(record.headers), message_type)
+    except PoisonMessageError as exc:
+        await send_dead_letter(broker, record, str(exc), consumer_group=consumer_group)
+        return None
+
+
+async def send_dead_letter(
+    broker: KafkaBroker, record: KafkaMessage, error: str, *, consumer_group: str
+) -> None:
+    """Park a record that cannot be processed, with the reason, so the consumer carries on."""
+    raw = record.raw_message
+    assert not isinstance(raw, tuple), "batch records are not dead-lettered whole"
+    letter = DeadLetter(
+        source_topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key or b"",
+        value=raw.value or b"",
+        error=error,
+        consumer_group=consumer_group,
+    )
+    log.warning("dead-lettering %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, error)
+    await publish(broker, topics.dead_letter(raw.topic), letter, key=(raw.key or b"").decode())

@@ -1,0 +1,64 @@
+"""Settings shared by the services, read from `SWITCHBOARD_*` environment variables.
+
+Each group has its own prefix so that one shell can configure every service at once:
+`SWITCHBOARD_KAFKA_*`, `SWITCHBOARD_REDIS_*`, `SWITCHBOARD_TELEMETRY_*`. A service's own
+settings use `SWITCHBOARD_<SERVICE>_*` and embed these groups.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka and how hard to try."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Prepended to every topic name; lets independent deployments share a cluster.
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    request_timeout_ms: int = Field(default=10_000, gt=0)
+    retry_backoff_ms: int = Field(default=100, gt=0)
+    # Small linger keeps relay latency low while still batching bursts of deltas.
+    linger_ms: int = Field(default=1, ge=0)
+    max_batch_size: int = Field(default=64 * 1024, gt=0)
+    max_request_size: int = Field(default=1024 * 1024, gt=0)
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    # Bounded wait for the first connection at start-up.
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RedisSettings(BaseSettings):
+    """How to reach Redis."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class TelemetrySettings(BaseSettings):
+    """Where traces go and how much is logged."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_TELEMETRY_")
+
+    # "otlp" sends to `otlp_endpoint`; "console" prints spans; "none" keeps context
+    # propagation but exports nothing.
+    exporter: Literal["otlp", "console", "none"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class HealthSettings(BaseSettings):
+    """The HTTP endpoint with /healthz, /readyz and /metrics."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_HEALTH_")
+
+    host: str = "127.0.0.1"
+    # 0 disables the endpoint.
+    port: int = Field(default=0, ge=0, le=65535)

@@ -1,0 +1,30 @@
+"""Logging and OpenTelemetry set-up, one call per process."""
+
+import logging
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from switchboard.common.settings import TelemetrySettings
+
+
+def setup_telemetry(service_name: str, settings: TelemetrySettings) -> TracerProvider:
+    """Configure logging and the global tracer provider for `service_name`."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # aiokafka logs every connection hiccup at ERROR; ours say what matters.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if settings.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+        )
+    elif settings.exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider

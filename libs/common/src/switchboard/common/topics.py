@@ -1,0 +1,49 @@
+"""Kafka topic names (see shared/ARCHITECTURE.md, "Topics").
+
+All names can carry a prefix (`SWITCHBOARD_KAFKA_TOPIC_PREFIX`), so that several
+independent deployments, such as a test run beside `make up`, can share one cluster.
+"""
+
+from dataclasses import dataclass
+
+TIERS = ("cheap", "frontier")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one deployment."""
+
+    prefix: str = ""
+
+    @property
+    def chat_requests(self) -> str:
+        return f"{self.prefix}chat.requests"
+
+    @property
+    def llm_results(self) -> str:
+        return f"{self.prefix}llm.results"
+
+    @property
+    def chat_turns(self) -> str:
+        return f"{self.prefix}chat.turns"
+
+    @property
+    def chat_cancel(self) -> str:
+        return f"{self.prefix}chat.cancel"
+
+    @property
+    def memory_summaries(self) -> str:
+        return f"{self.prefix}memory.summaries"
+
+    def llm_tasks(self, tier: str) -> str:
+        """The task topic of one model tier."""
+        return f"{self.prefix}llm.tasks.{tier}"
+
+    def chat_replies(self, gateway_instance: str) -> str:
+        """The reply topic owned by one gateway instance."""
+        return f"{self.prefix}chat.replies.{gateway_instance}"
+
+
+def dead_letter(topic: str) -> str:
+    """Where messages of `topic` that could not be processed go."""
+    return f"{topic}.dlq"

@@ -1,0 +1,1 @@
+"""The gateway: Switchboard's gRPC front door."""

@@ -1,0 +1,118 @@
+"""Thin adapters around Kafka and Redis for the chat service."""
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
+from switchboard.common.kafka import publish
+from switchboard.common.settings import KafkaSettings
+from switchboard.common.topics import Topics
+from switchboard.gateway.service import BackendUnavailableError, HeldLock
+from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
+
+log = logging.getLogger(__name__)
+
+
+class KafkaTurnPublisher:
+    """Publishes turns keyed by conversation and cancellations keyed by request."""
+
+    def __init__(self, broker: KafkaBroker, topics: Topics, timeout_s: float) -> None:
+        self._broker = broker
+        self._topics = topics
+        self._timeout_s = timeout_s
+
+    async def publish_turn(self, turn: TurnRequest) -> None:
+        """Hand a turn to the orchestrators; raises when Kafka does not ack in time."""
+        await self._publish(self._topics.chat_requests, turn, turn.conversation_id)
+
+    async def publish_cancel(self, cancel: CancelGeneration) -> None:
+        """Ask the workers to stop a generation."""
+        await self._publish(self._topics.chat_cancel, cancel, cancel.request_id)
+
+    async def _publish(self, topic: str, message: TurnRequest | CancelGeneration, key: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await publish(self._broker, topic, message, key=key)
+        except (TimeoutError, KafkaError) as exc:
+            raise BackendUnavailableError(f"Kafka did not accept the message: {exc!r}") from exc
+
+
+class _RedisHeldLock:
+    def __init__(self, lock: Lock) -> None:
+        self._lock = lock
+
+    async def release(self) -> None:
+        try:
+            await self._lock.release()
+        except (LockError, RedisError) as exc:
+            # Expired or unreachable: the TTL frees it in any case.
+            log.warning("conversation lock not released: %s", exc)
+
+
+class RedisConversationLocks:
+    """`SET NX` locks with a TTL, owned by request id (redis-py's Lock does the Lua)."""
+
+    def __init__(self, redis: Redis, ttl_s: float) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+
+    async def acquire(
+        self, tenant_id: str, conversation_id: str, request_id: str
+    ) -> HeldLock | None:
+        """The lock, or None when another request of the conversation holds it."""
+        lock = self._redis.lock(
+            f"sb:{tenant_id}:conversation:{conversation_id}:generating",
+            timeout=self._ttl_s,
+            blocking=False,
+        )
+        try:
+            acquired = await lock.acquire(token=request_id)
+        except RedisError as exc:
+            raise BackendUnavailableError(f"Redis is unreachable: {exc}") from exc
+        return _RedisHeldLock(lock) if acquired else None
+
+
+class ReplyTopicAdmin:
+    """Creates this instance's reply topic at start and deletes it at a clean stop."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, partitions: int) -> None:
+        self._settings = settings
+        self.topic = topic
+        self._partitions = partitions
+
+    async def create(self) -> None:
+        """Create the reply topic (already existing is fine)."""
+        admin = self._client()
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [NewTopic(self.topic, num_partitions=self._partitions, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+        # The admin client reports per-topic errors in the response instead of raising.
+        for _topic, error_code, *_rest in response.topic_errors:
+            if error_code not in (0, TopicAlreadyExistsError.errno):
+                raise KafkaError(f"cannot create reply topic {self.topic}: error {error_code}")
+
+    async def delete(self) -> None:
+        """Delete the reply topic; a failure only leaves an empty topic behind."""
+        admin = self._client()
+        try:
+            await admin.start()
+            await admin.delete_topics([self.topic])
+        except KafkaError as exc:
+            log.warning("reply topic %s not deleted: %s", self.topic, exc)
+        finally:
+            await admin.close()
+
+    def _client(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            request_timeout_ms=self._settings.request_timeout_ms,
+        )

@@ -1,0 +1,98 @@
+"""Routes reply events from this instance's reply topic to the open client streams.
+
+One Kafka consumer feeds every stream, so delivery never blocks: a stream whose buffer
+is full is marked overflowed and ended, instead of stalling every other conversation.
+"""
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator
+
+from switchboard.v1.chat_pb2 import ChatEvent
+
+
+class Delivery(enum.Enum):
+    """What became of one reply event."""
+
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    ORPHANED = "orphaned"  # no open stream for its request: the client is gone
+    OVERFLOW = "overflow"
+
+
+class StreamOverflowError(Exception):
+    """The client read too slowly and its buffer filled up."""
+
+
+class ReplyTimeoutError(Exception):
+    """No reply event arrived within the idle timeout."""
+
+
+def is_terminal(event: ChatEvent) -> bool:
+    """`done` and `error` end a reply."""
+    return event.WhichOneof("event") in ("done", "error")
+
+
+class ReplyStream:
+    """The events of one request, de-duplicated by sequence, in a bounded buffer."""
+
+    def __init__(self, request_id: str, max_buffered: int) -> None:
+        self.request_id = request_id
+        self._queue: asyncio.Queue[ChatEvent] = asyncio.Queue(maxsize=max_buffered)
+        self._last_sequence = 0
+        self._overflowed = asyncio.Event()
+
+    def offer(self, event: ChatEvent) -> Delivery:
+        """Buffer `event` unless it was seen already or the buffer is full."""
+        if event.sequence <= self._last_sequence:
+            return Delivery.DUPLICATE
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._overflowed.set()
+            return Delivery.OVERFLOW
+        self._last_sequence = event.sequence
+        return Delivery.DELIVERED
+
+    async def events(self, idle_timeout_s: float) -> AsyncIterator[ChatEvent]:
+        """Yield events until a terminal one; raise on overflow or a silence too long."""
+        while True:
+            if self._overflowed.is_set() and self._queue.empty():
+                raise StreamOverflowError(self.request_id)
+            try:
+                event = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
+            except TimeoutError:
+                raise ReplyTimeoutError(self.request_id) from None
+            yield event
+            if is_terminal(event):
+                return
+
+
+class ReplyRouter:
+    """Open streams of this gateway instance, by request id."""
+
+    def __init__(self, max_buffered_per_stream: int) -> None:
+        self._max_buffered = max_buffered_per_stream
+        self._streams: dict[str, ReplyStream] = {}
+
+    def open(self, request_id: str) -> ReplyStream:
+        """Register a stream for `request_id` before its request is published."""
+        stream = ReplyStream(request_id, self._max_buffered)
+        self._streams[request_id] = stream
+        return stream
+
+    def close(self, request_id: str) -> None:
+        """Forget a finished or abandoned stream."""
+        self._streams.pop(request_id, None)
+
+    def deliver(self, event: ChatEvent) -> Delivery:
+        """Hand one event to its stream."""
+        stream = self._streams.get(event.request_id)
+        if stream is None:
+            return Delivery.ORPHANED
+        return stream.offer(event)
+
+    @property
+    def open_streams(self) -> int:
+        """How many client streams are open."""
+        return len(self._streams)

@@ -1,0 +1,200 @@
+"""`switchboard.v1.ChatService` over gRPC: authenticate, validate, publish, relay."""
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from prometheus_client import Counter
+from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.gateway.replies import (
+    ReplyRouter,
+    ReplyTimeoutError,
+    StreamOverflowError,
+    is_terminal,
+)
+from switchboard.gateway.validation import ChatLimits, chat_request_problem
+from switchboard.v1 import chat_pb2_grpc
+from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, Error, Started
+from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.gateway")
+
+CHATS = Counter("switchboard_gateway_chats", "Chat calls by outcome", ["outcome"])
+
+
+class TurnPublisher(Protocol):
+    """Where accepted turns and cancellations go (Kafka in production)."""
+
+    async def publish_turn(self, turn: TurnRequest) -> None: ...
+
+    async def publish_cancel(self, cancel: CancelGeneration) -> None: ...
+
+
+class HeldLock(Protocol):
+    """A conversation lock held by one request."""
+
+    async def release(self) -> None: ...
+
+
+class ConversationLocks(Protocol):
+    """One generation per conversation at a time (Redis in production)."""
+
+    async def acquire(
+        self, tenant_id: str, conversation_id: str, request_id: str
+    ) -> HeldLock | None: ...
+
+
+class BackendUnavailableError(Exception):
+    """Kafka or Redis could not be reached in time."""
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    """Accepts one message per call and streams its reply back."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: ApiKeyAuthenticator,
+        limits: ChatLimits,
+        publisher: TurnPublisher,
+        locks: ConversationLocks,
+        router: ReplyRouter,
+        reply_topic: str,
+        reply_idle_timeout_s: float,
+    ) -> None:
+        self._authenticator = authenticator
+        self._limits = limits
+        self._publisher = publisher
+        self._locks = locks
+        self._router = router
+        self._reply_topic = reply_topic
+        self._reply_idle_timeout_s = reply_idle_timeout_s
+
+    async def Chat(
+        self, request: ChatRequest, context: grpc.aio.ServicerContext[ChatRequest, ChatEvent]
+    ) -> AsyncIterator[ChatEvent]:
+        tenant_id = self._authenticator.tenant_for(context.invocation_metadata() or ())
+        if tenant_id is None:
+            CHATS.labels("unauthenticated").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key")
+        problem = chat_request_problem(request, self._limits)
+        if problem is not None:
+            CHATS.labels("invalid").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        assert tenant_id is not None
+        conversation_id = request.conversation_id or str(uuid.uuid4())
+        request_id = request.request_id or str(uuid.uuid4())
+
+        with tracer.start_as_current_span(
+            "chat", kind=trace.SpanKind.SERVER, attributes={"switchboard.request_id": request_id}
+        ):
+            try:
+                lock = await self._locks.acquire(tenant_id, conversation_id, request_id)
+            except BackendUnavailableError as exc:
+                CHATS.labels("unavailable").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            if lock is None:
+                CHATS.labels("busy").inc()
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"conversation {conversation_id} is still generating a reply",
+                )
+            assert lock is not None
+            try:
+                async for event in self._relay(
+                    context, tenant_id, conversation_id, request_id, request
+                ):
+                    yield event
+            finally:
+                await lock.release()
+
+    async def _relay(
+        self,
+        context: grpc.aio.ServicerContext[ChatRequest, ChatEvent],
+        tenant_id: str,
+        conversation_id: str,
+        request_id: str,
+        request: ChatRequest,
+    ) -> AsyncIterator[ChatEvent]:
+        accepted_at = Timestamp()
+        accepted_at.GetCurrentTime()
+        turn = TurnRequest(
+            tenant_id=tenant_id,
+            conversation_id=conversation_id,
+            request_id=request_id,
+            user_id=request.user_id,
+            message=request.message,
+            options=request.options,
+            reply_topic=self._reply_topic,
+            accepted_at=accepted_at,
+        )
+        # Registered before publishing so that no early reply finds the stream missing.
+        stream = self._router.open(request_id)
+        finished = False
+        try:
+            try:
+                await self._publisher.publish_turn(turn)
+            except BackendUnavailableError as exc:
+                CHATS.labels("unavailable").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            yield ChatEvent(
+                request_id=request_id,
+                started=Started(conversation_id=conversation_id, request_id=request_id),
+            )
+            try:
+                async for event in stream.events(self._reply_idle_timeout_s):
+                    finished = is_terminal(event)
+                    yield event
+            except ReplyTimeoutError:
+                finished = True
+                CHATS.labels("timeout").inc()
+                yield ChatEvent(
+                    request_id=request_id,
+                    error=Error(
+                        code="DEADLINE_EXCEEDED",
+                        message=f"no reply within {self._reply_idle_timeout_s:g}s",
+                    ),
+                )
+                return
+            except StreamOverflowError as exc:
+                CHATS.labels("overflow").inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"client read the reply stream too slowly ({exc})",
+                )
+            CHATS.labels("completed").inc()
+        finally:
+            self._router.close(request_id)
+            if not finished:
+                # The client went away (or we failed) mid-reply: stop paying for tokens.
+                await self._cancel_quietly(request_id)
+
+    async def _cancel_quietly(self, request_id: str) -> None:
+        try:
+            await self._publisher.publish_cancel(
+                CancelGeneration(request_id=request_id, reason="client disconnected")
+            )
+        except (BackendUnavailableError, asyncio.CancelledError):
+            log.warning("could not publish the cancellation of %s", request_id)
+
+    # The conversation methods arrive with the memory-backed gateway (issues 3 and 6);
+    # until then they answer UNIMPLEMENTED explicitly rather than hang or pretend.
+    async def GetConversation(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetConversation is not available yet")
+
+    async def ListConversations(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListConversations is not available yet")
+
+    async def DeleteConversation(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "DeleteConversation is not available yet"
+        )
+
+    async def SubmitFeedback(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SubmitFeedback is not available yet")

@@ -1,0 +1,1 @@
+"""The LLM worker: calls a provider and relays the tokens to the client."""

@@ -1,0 +1,1 @@
+"""The memory service: durable conversations and their context windows."""

@@ -1,0 +1,1 @@
+"""The orchestrator: context, routing and the life of a turn."""

@@ -1,0 +1,62 @@
+import pytest
+from switchboard.gateway.replies import (
+    Delivery,
+    ReplyRouter,
+    ReplyTimeoutError,
+    StreamOverflowError,
+)
+from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
+
+
+def delta(request_id: str, sequence: int, text: str = "x") -> ChatEvent:
+    return ChatEvent(request_id=request_id, sequence=sequence, delta=Delta(text=text))
+
+
+async def test_events_reach_their_stream_until_done() -> None:
+    router = ReplyRouter(max_buffered_per_stream=10)
+    stream = router.open("r1")
+    assert router.deliver(delta("r1", 1, "Hel")) is Delivery.DELIVERED
+    assert router.deliver(delta("r1", 2, "lo")) is Delivery.DELIVERED
+    assert router.deliver(ChatEvent(request_id="r1", sequence=3, done=Done())) is Delivery.DELIVERED
+    received = [e async for e in stream.events(idle_timeout_s=1)]
+    assert [e.sequence for e in received] == [1, 2, 3]
+
+
+async def test_redelivered_events_are_dropped() -> None:
+    router = ReplyRouter(max_buffered_per_stream=10)
+    router.open("r1")
+    router.deliver(delta("r1", 1))
+    router.deliver(delta("r1", 2))
+    assert router.deliver(delta("r1", 2)) is Delivery.DUPLICATE
+    assert router.deliver(delta("r1", 1)) is Delivery.DUPLICATE
+
+
+async def test_events_without_a_stream_are_orphaned() -> None:
+    router = ReplyRouter(max_buffered_per_stream=10)
+    assert router.deliver(delta("gone", 1)) is Delivery.ORPHANED
+    router.open("r1")
+    router.close("r1")
+    assert router.deliver(delta("r1", 1)) is Delivery.ORPHANED
+    assert router.open_streams == 0
+
+
+async def test_a_full_buffer_ends_the_stream_instead_of_blocking_others() -> None:
+    router = ReplyRouter(max_buffered_per_stream=2)
+    slow = router.open("slow")
+    other = router.open("other")
+    assert router.deliver(delta("slow", 1)) is Delivery.DELIVERED
+    assert router.deliver(delta("slow", 2)) is Delivery.DELIVERED
+    assert router.deliver(delta("slow", 3)) is Delivery.OVERFLOW
+    assert router.deliver(ChatEvent(request_id="other", sequence=1, done=Done())) is (
+        Delivery.DELIVERED
+    )
+    with pytest.raises(StreamOverflowError):
+        _ = [e async for e in slow.events(idle_timeout_s=1)]
+    assert [e.sequence async for e in other.events(idle_timeout_s=1)] == [1]
+
+
+async def test_silence_longer_than_the_idle_timeout_raises() -> None:
+    router = ReplyRouter(max_buffered_per_stream=2)
+    stream = router.open("r1")
+    with pytest.raises(ReplyTimeoutError):
+        _ = [e async for e in stream.events(idle_timeout_s=0.01)]
