@@ -1,0 +1,67 @@
+"""A bounded record of the requests the simulator received, for tests to inspect."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TypedDict
+
+# Credentials never enter the journal: it is served unauthenticated on /_journal.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
+)
+
+
+class JournalEntry(TypedDict):
+    """One received request."""
+
+    time: float
+    """Unix time of arrival, in seconds."""
+    method: str
+    path: str
+    api: str
+    """"openai" or "anthropic"."""
+    headers: dict[str, str]
+    """The request headers, minus credentials."""
+    body: object
+    """The parsed JSON body; None when it was not valid JSON."""
+
+
+class Journal:
+    """The last `size` requests, oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self._entries: deque[JournalEntry] = deque(maxlen=size)
+
+    def record(
+        self,
+        *,
+        method: str,
+        path: str,
+        api: str,
+        headers: Mapping[str, str],
+        body: object,
+    ) -> None:
+        """Add a request, dropping the oldest one when full."""
+        self._entries.append(
+            JournalEntry(
+                time=time.time(),
+                method=method,
+                path=path,
+                api=api,
+                headers={k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS},
+                body=body,
+            )
+        )
+
+    def entries(self) -> list[JournalEntry]:
+        """The recorded requests, oldest first."""
+        return list(self._entries)
+
+    def clear(self) -> None:
+        """Forget every recorded request."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
