@@ -24,11 +24,12 @@ help: ## List the targets
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))" >&2; exit 1; }
-	$(PYTHON) -m venv $(BOOTSTRAP)
-	$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION)
+	@echo "creating the bootstrap environment with uv $(UV_VERSION)" >&2
+	@$(PYTHON) -m venv $(BOOTSTRAP)
+	@$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION) >&2
 
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
-	$(UV) sync --locked --python $(PYTHON)
+	@$(UV) sync --locked --python $(PYTHON) >&2
 	@touch $@
 
 .PHONY: venv
@@ -103,7 +104,7 @@ status: ## Show what runs
 
 .PHONY: run
 run: venv ## Set everything up and chat in the terminal (one message per line when piped)
-	deploy/local/run.sh
+	@deploy/local/run.sh
 
 # ---- tests --------------------------------------------------------------------------
 

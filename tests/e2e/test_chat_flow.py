@@ -263,3 +263,16 @@ async def test_poison_message_goes_to_dead_letter_and_consumer_carries_on(
     # The orchestrator carried on.
     events = await collect(chat, ChatRequest(message="still there?"), platform)
     assert events[-1].WhichOneof("event") == "done"
+
+
+async def test_back_to_back_turns_on_one_conversation_all_complete(
+    chat: ChatServiceStub, platform: Platform
+) -> None:
+    """The next message may follow `done` at once: the conversation is free by then."""
+    first = await collect(chat, ChatRequest(message="one"), platform)
+    conversation_id = first[0].started.conversation_id
+    for message in ("two", "three", "four"):
+        events = await collect(
+            chat, ChatRequest(conversation_id=conversation_id, message=message), platform
+        )
+        assert events[-1].WhichOneof("event") == "done", message

@@ -45,8 +45,12 @@ class KafkaTurnPublisher:
 class _RedisHeldLock:
     def __init__(self, lock: Lock) -> None:
         self._lock = lock
+        self._released = False
 
     async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
         try:
             await self._lock.release()
         except (LockError, RedisError) as exc:

@@ -39,7 +39,9 @@ class TurnPublisher(Protocol):
 class HeldLock(Protocol):
     """A conversation lock held by one request."""
 
-    async def release(self) -> None: ...
+    async def release(self) -> None:
+        """Free the conversation; releasing twice is harmless."""
+        ...
 
 
 class ConversationLocks(Protocol):
@@ -108,7 +110,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             assert lock is not None
             try:
                 async for event in self._relay(
-                    context, tenant_id, conversation_id, request_id, request
+                    context, tenant_id, conversation_id, request_id, request, lock
                 ):
                     yield event
             finally:
@@ -121,6 +123,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         conversation_id: str,
         request_id: str,
         request: ChatRequest,
+        lock: HeldLock,
     ) -> AsyncIterator[ChatEvent]:
         accepted_at = Timestamp()
         accepted_at.GetCurrentTime()
@@ -150,10 +153,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             try:
                 async for event in stream.events(self._reply_idle_timeout_s):
                     finished = is_terminal(event)
+                    if finished:
+                        # Free the conversation before the client hears `done`: its next
+                        # message may arrive before this generator resumes.
+                        await lock.release()
                     yield event
             except ReplyTimeoutError:
                 finished = True
                 CHATS.labels("timeout").inc()
+                await lock.release()
                 yield ChatEvent(
                     request_id=request_id,
                     error=Error(
