@@ -1,9 +1,12 @@
 """The Kafka adapter every service shares: broker factory, typed publish, dead letters."""
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.middlewares import AckPolicy
 from google.protobuf.message import Message
 from opentelemetry.sdk.trace import TracerProvider
 from switchboard.common import topics
@@ -32,6 +35,32 @@ def create_broker(
         logger=logging.getLogger(f"switchboard.kafka.{client_id}"),
         log_level=logging.DEBUG,
     )
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+
+def durable_subscriber(
+    broker: KafkaBroker, topic: str, group_id: str
+) -> Callable[[Handler], Handler]:
+    """Subscribe `group_id` to `topic` with at-least-once delivery.
+
+    The offset is committed only after the handler returned; a handler that raises
+    (after its own bounded retries) hands the record back to Kafka (NACK) so it is
+    processed again, never skipped. Poison records are dead-lettered by the handler.
+    """
+    subscriber = broker.subscriber(
+        topic,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+
+    def register(handler: Handler) -> Handler:
+        subscriber(handler)
+        return handler
+
+    return register
 
 
 async def publish(broker: KafkaBroker, topic: str, message: Message, *, key: str) -> None:

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import signal
 
 import grpc
 from faststream.kafka import KafkaMessage
@@ -10,10 +9,11 @@ from faststream.middlewares import AckPolicy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
+from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
@@ -66,11 +66,7 @@ async def serve(settings: GatewaySettings) -> None:
             return
         REPLIES.labels(router.deliver(event).value).inc()
 
-    redis = Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.connect_timeout_s,
-    )
+    redis = create_redis(settings.redis)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
 
@@ -108,11 +104,7 @@ async def serve(settings: GatewaySettings) -> None:
     health_server.ready = True
     log.info("gateway %s serving gRPC on %s", settings.instance_id, address)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
 
     log.info("draining open streams for up to %.0fs", settings.shutdown_grace_s)
     health_server.ready = False

@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import signal
 from functools import partial
 
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -10,7 +9,13 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import Gauge
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, decode_or_dead_letter, publish
+from switchboard.common.kafka import (
+    create_broker,
+    decode_or_dead_letter,
+    durable_subscriber,
+    publish,
+)
+from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
 from switchboard.llm_worker.generation import Coalescer, generate, models_for
@@ -92,12 +97,7 @@ def build(
     def register_tier(tier: str) -> None:
         group = f"{settings.consumer_group_prefix}-{tier}"
 
-        @broker.subscriber(
-            topics.llm_tasks(tier),
-            group_id=group,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )
+        @durable_subscriber(broker, topics.llm_tasks(tier), group)
         async def on_task(message: KafkaMessage) -> None:
             task = await decode_or_dead_letter(broker, message, LlmTask, consumer_group=group)
             if task is None:
@@ -148,11 +148,7 @@ async def serve(settings: WorkerSettings) -> None:
     health_server.ready = True
     log.info("worker %s serving tiers %s", settings.instance_id, ",".join(settings.tiers))
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
 
     health_server.ready = False
     await broker.stop()

@@ -2,16 +2,15 @@
 
 import asyncio
 import logging
-import signal
 
 import grpc
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.middlewares import AckPolicy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, decode_or_dead_letter
+from switchboard.common.kafka import create_broker, decode_or_dead_letter, durable_subscriber
+from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
@@ -30,14 +29,8 @@ def build(settings: MemorySettings, broker: KafkaBroker, store: ConversationStor
     """Register the `chat.turns` handler on `broker`."""
     group = settings.consumer_group
 
-    # The offset is committed only after MongoDB acknowledged the write; a write that
-    # keeps failing is handed back to Kafka (NACK) and tried again, never skipped.
-    @broker.subscriber(
-        Topics(settings.kafka.topic_prefix).chat_turns,
-        group_id=group,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    # Returning means MongoDB acknowledged the write: only then is the offset committed.
+    @durable_subscriber(broker, Topics(settings.kafka.topic_prefix).chat_turns, group)
     async def on_turn(message: KafkaMessage) -> None:
         turn = await decode_or_dead_letter(broker, message, CompletedTurn, consumer_group=group)
         if turn is None:
@@ -83,11 +76,7 @@ async def serve(settings: MemorySettings) -> None:
     health_server.ready = True
     log.info("memory serving gRPC on %s", address)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
 
     health_server.ready = False
     await server.stop(settings.shutdown_grace_s)

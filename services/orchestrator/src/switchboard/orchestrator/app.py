@@ -2,15 +2,20 @@
 
 import asyncio
 import logging
-import signal
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.middlewares import AckPolicy
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, decode_or_dead_letter, publish
+from switchboard.common.kafka import (
+    create_broker,
+    decode_or_dead_letter,
+    durable_subscriber,
+    publish,
+)
+from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
@@ -33,13 +38,7 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     group = settings.consumer_group
     topics = Topics(settings.kafka.topic_prefix)
 
-    # NACK_ON_ERROR: a step that still fails after its retries is redelivered, never skipped.
-    @broker.subscriber(
-        topics.chat_requests,
-        group_id=group,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(broker, topics.chat_requests, group)
     async def on_turn_request(message: KafkaMessage) -> None:
         turn = await decode_or_dead_letter(broker, message, TurnRequest, consumer_group=group)
         if turn is None:
@@ -61,12 +60,7 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
                 await turns.save(turn, route)
                 await publish(broker, topics.llm_tasks(route.tier), task, key=turn.conversation_id)
 
-    @broker.subscriber(
-        topics.llm_results,
-        group_id=group,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-    )
+    @durable_subscriber(broker, topics.llm_results, group)
     async def on_llm_result(message: KafkaMessage) -> None:
         result = await decode_or_dead_letter(broker, message, LlmResult, consumer_group=group)
         if result is None:
@@ -102,22 +96,14 @@ async def serve(settings: OrchestratorSettings) -> None:
     health_server = HealthServer(settings.health.host, settings.health.port)
     await health_server.start()
     broker = create_broker(settings.kafka, "orchestrator", tracer_provider)
-    redis = Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.connect_timeout_s,
-    )
+    redis = create_redis(settings.redis)
     memory = build(settings, broker, redis)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
     health_server.ready = True
     log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
 
     health_server.ready = False
     await broker.stop()
