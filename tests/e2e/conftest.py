@@ -30,10 +30,16 @@ REDIS = os.environ.get("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379/0")
 READY_TIMEOUT_S = float(os.environ.get("SWITCHBOARD_E2E_READY_TIMEOUT_S", "60"))
 API_KEY = "e2e-api-key"
 
-# Test ports sit apart from the `make up` defaults (50051/50052, 808x, 8400).
-SIM_PORT = 18400
-GATEWAY_PORT = 50161
-MEMORY_PORT = 50162
+# Test ports sit apart from the `make up` defaults (50051/50052, 808x, 8400); an offset
+# (a multiple of 1000) lets several checkouts run the suite at once on one stack.
+PORT_OFFSET = int(os.environ.get("SWITCHBOARD_E2E_PORT_OFFSET", "0"))
+SIM_PORT = 18400 + PORT_OFFSET
+GATEWAY_PORT = 50161 + PORT_OFFSET
+MEMORY_PORT = 50162 + PORT_OFFSET
+HEALTH_PORTS = {
+    name: 18180 + PORT_OFFSET + n
+    for n, name in enumerate(("gateway", "orchestrator", "memory", "llm-worker"), start=1)
+}
 
 
 def topic_specs(prefix: str) -> list[tuple[str, int]]:
@@ -144,9 +150,9 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_MEMORY_MONGO_URL": MONGO,
                 "SWITCHBOARD_MEMORY_DATABASE": plat.database,
                 "SWITCHBOARD_MEMORY_CONSUMER_GROUP": f"e2e-{run_id}-memory",
-                "SWITCHBOARD_HEALTH_PORT": "18183",
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["memory"]),
             },
-            "http://127.0.0.1:18183/readyz",
+            f"http://127.0.0.1:{HEALTH_PORTS['memory']}/readyz",
         ),
         (
             "llm-worker",
@@ -154,9 +160,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_LLM_WORKER_TIERS": "cheap,frontier",
                 "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"e2e-{run_id}-llm-worker",
-                "SWITCHBOARD_HEALTH_PORT": "18190",
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["llm-worker"]),
             },
-            "http://127.0.0.1:18190/readyz",
+            f"http://127.0.0.1:{HEALTH_PORTS['llm-worker']}/readyz",
         ),
         (
             "orchestrator",
@@ -164,9 +170,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-orchestrator",
-                "SWITCHBOARD_HEALTH_PORT": "18182",
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["orchestrator"]),
             },
-            "http://127.0.0.1:18182/readyz",
+            f"http://127.0.0.1:{HEALTH_PORTS['orchestrator']}/readyz",
         ),
         (
             "gateway",
@@ -175,9 +181,9 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
                 "SWITCHBOARD_DEV_API_KEY": API_KEY,
-                "SWITCHBOARD_HEALTH_PORT": "18181",
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
             },
-            "http://127.0.0.1:18181/readyz",
+            f"http://127.0.0.1:{HEALTH_PORTS['gateway']}/readyz",
         ),
     ]
     try:

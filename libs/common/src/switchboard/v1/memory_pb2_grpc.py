@@ -55,6 +55,16 @@ class MemoryServiceStub:
                 request_serializer=switchboard_dot_v1_dot_memory__pb2.MemoryDeleteConversationRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_chat__pb2.DeleteConversationResponse.FromString,
                 _registered_method=True)
+        self.ExportConversation = channel.unary_unary(
+                '/switchboard.v1.MemoryService/ExportConversation',
+                request_serializer=switchboard_dot_v1_dot_memory__pb2.MemoryExportConversationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_memory__pb2.ExportedConversation.FromString,
+                _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/switchboard.v1.MemoryService/SubmitFeedback',
+                request_serializer=switchboard_dot_v1_dot_memory__pb2.MemorySubmitFeedbackRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -85,6 +95,20 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportConversation(self, request, context):
+        """ExportConversation returns the whole conversation as JSON (messages, summary, facts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitFeedback(self, request, context):
+        """SubmitFeedback stores a rating with the turn it rates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +131,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.DeleteConversation,
                     request_deserializer=switchboard_dot_v1_dot_memory__pb2.MemoryDeleteConversationRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_chat__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'ExportConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportConversation,
+                    request_deserializer=switchboard_dot_v1_dot_memory__pb2.MemoryExportConversationRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_memory__pb2.ExportedConversation.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=switchboard_dot_v1_dot_memory__pb2.MemorySubmitFeedbackRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +251,60 @@ class MemoryService:
             '/switchboard.v1.MemoryService/DeleteConversation',
             switchboard_dot_v1_dot_memory__pb2.MemoryDeleteConversationRequest.SerializeToString,
             switchboard_dot_v1_dot_chat__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.MemoryService/ExportConversation',
+            switchboard_dot_v1_dot_memory__pb2.MemoryExportConversationRequest.SerializeToString,
+            switchboard_dot_v1_dot_memory__pb2.ExportedConversation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.MemoryService/SubmitFeedback',
+            switchboard_dot_v1_dot_memory__pb2.MemorySubmitFeedbackRequest.SerializeToString,
+            switchboard_dot_v1_dot_chat__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

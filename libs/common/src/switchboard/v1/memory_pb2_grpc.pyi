@@ -37,6 +37,10 @@ class MemoryServiceStub:
     GetConversation: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryGetConversationRequest, _chat_pb2.Conversation]
     ListConversations: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryListConversationsRequest, _chat_pb2.ListConversationsResponse]
     DeleteConversation: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryDeleteConversationRequest, _chat_pb2.DeleteConversationResponse]
+    ExportConversation: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemoryExportConversationRequest, _memory_pb2.ExportedConversation]
+    """ExportConversation returns the whole conversation as JSON (messages, summary, facts)."""
+    SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_memory_pb2.MemorySubmitFeedbackRequest, _chat_pb2.SubmitFeedbackResponse]
+    """SubmitFeedback stores a rating with the turn it rates."""
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -46,6 +50,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     GetConversation: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryGetConversationRequest, _chat_pb2.Conversation]  # type: ignore[assignment]
     ListConversations: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryListConversationsRequest, _chat_pb2.ListConversationsResponse]  # type: ignore[assignment]
     DeleteConversation: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryDeleteConversationRequest, _chat_pb2.DeleteConversationResponse]  # type: ignore[assignment]
+    ExportConversation: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemoryExportConversationRequest, _memory_pb2.ExportedConversation]  # type: ignore[assignment]
+    """ExportConversation returns the whole conversation as JSON (messages, summary, facts)."""
+    SubmitFeedback: _aio.UnaryUnaryMultiCallable[_memory_pb2.MemorySubmitFeedbackRequest, _chat_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
+    """SubmitFeedback stores a rating with the turn it rates."""
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +84,21 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.MemoryDeleteConversationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.DeleteConversationResponse, _abc.Awaitable[_chat_pb2.DeleteConversationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportConversation(
+        self,
+        request: _memory_pb2.MemoryExportConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ExportedConversation, _abc.Awaitable[_memory_pb2.ExportedConversation]]:
+        """ExportConversation returns the whole conversation as JSON (messages, summary, facts)."""
+
+    @_abc_1.abstractmethod
+    def SubmitFeedback(
+        self,
+        request: _memory_pb2.MemorySubmitFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.SubmitFeedbackResponse, _abc.Awaitable[_chat_pb2.SubmitFeedbackResponse]]:
+        """SubmitFeedback stores a rating with the turn it rates."""
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,13 +1,9 @@
 """API keys to tenants. Keys are kept only as SHA-256 digests."""
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
-
-def hash_api_key(api_key: str) -> str:
-    """The stored form of an API key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
+from switchboard.common.tenants import hash_api_key
 
 
 class ApiKeyAuthenticator:

@@ -57,3 +57,11 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED, "DeleteConversation is not available yet"
         )
+
+    async def ExportConversation(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "ExportConversation is not available yet"
+        )
+
+    async def SubmitFeedback(self, request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SubmitFeedback is not available yet")

@@ -1,0 +1,176 @@
+"""Tenants: who a caller is and what their turns may do.
+
+A tenant's configuration lives in MongoDB (`tenants` collection, one document per tenant,
+`_id` = tenant id). The local default is seeded from `deploy/local/tenants.yaml` by
+`python -m switchboard.common.tenants seed FILE`. API keys are stored only as SHA-256
+digests; a YAML entry may name an environment variable holding a key to hash at seeding.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pymongo import AsyncMongoClient
+
+TENANTS_COLLECTION = "tenants"
+
+
+def hash_api_key(api_key: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class ModelPolicy(BaseModel):
+    """How a tenant's turns pick a tier."""
+
+    # "auto" lets the router decide; "cheap" or "frontier" pins every turn.
+    default_tier: Literal["auto", "cheap", "frontier"] = "auto"
+    allowed_tiers: list[str] = Field(default_factory=lambda: ["cheap", "frontier"])
+    # Re-run a low-confidence cheap answer on the frontier tier.
+    cascade: bool = False
+
+
+class GuardrailPolicy(BaseModel):
+    """What the guardrails do for a tenant."""
+
+    redact_pii: bool = True
+    prompt_injection: Literal["block", "flag", "off"] = "block"
+    blocked_topics: list[str] = Field(default_factory=list)
+
+
+class RateLimits(BaseModel):
+    """Per-tenant request limits."""
+
+    requests_per_minute: int = Field(default=600, gt=0)
+    requests_per_minute_per_user: int = Field(default=30, gt=0)
+
+
+class TenantConfig(BaseModel):
+    """Everything Switchboard knows about one tenant."""
+
+    tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = ""
+    api_key_sha256: list[str] = Field(default_factory=list)
+    # A template: {tenant_name} and {user_id} are filled per turn.
+    system_prompt: str = (
+        "You are {tenant_name}'s customer-support assistant. Be helpful, concise and polite. "
+        "Answer in the customer's language."
+    )
+    model_policy: ModelPolicy = Field(default_factory=ModelPolicy)
+    guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    daily_budget_usd: float = Field(default=50.0, ge=0)
+    retention_days: int = Field(default=90, gt=0)
+    # Tool definitions, as the orchestrator's tool registry reads them.
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TenantStore:
+    """Reads tenants from MongoDB, with a small bounded cache (tenants change rarely)."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        cache_ttl_s: float = 30.0,
+        cache_size: int = 1_024,
+    ) -> None:
+        self._collection = client[database][TENANTS_COLLECTION]
+        self._cache_ttl_s = cache_ttl_s
+        self._cache_size = cache_size
+        self._by_id: dict[str, tuple[float, TenantConfig | None]] = {}
+        self._by_key: dict[str, tuple[float, TenantConfig | None]] = {}
+
+    async def get(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant, or None when unknown."""
+        return await self._cached(self._by_id, tenant_id, {"_id": tenant_id})
+
+    async def by_api_key(self, api_key: str) -> TenantConfig | None:
+        """The tenant owning `api_key`, or None."""
+        digest = hash_api_key(api_key)
+        return await self._cached(self._by_key, digest, {"api_key_sha256": digest})
+
+    async def upsert(self, tenant: TenantConfig) -> None:
+        """Create or replace a tenant."""
+        document = tenant.model_dump()
+        document["_id"] = tenant.tenant_id
+        await self._collection.replace_one({"_id": tenant.tenant_id}, document, upsert=True)
+        self._by_id.clear()
+        self._by_key.clear()
+
+    async def _cached(
+        self,
+        cache: dict[str, tuple[float, TenantConfig | None]],
+        key: str,
+        query: dict[str, Any],
+    ) -> TenantConfig | None:
+        now = time.monotonic()
+        hit = cache.get(key)
+        if hit is not None and now - hit[0] < self._cache_ttl_s:
+            return hit[1]
+        document = await self._collection.find_one(query)
+        tenant = None
+        if document is not None:
+            document.pop("_id", None)
+            tenant = TenantConfig.model_validate(document)
+        if len(cache) >= self._cache_size:
+            cache.clear()  # crude but bounded; tenants are few
+        cache[key] = (now, tenant)
+        return tenant
+
+
+def load_seed(path: Path) -> list[TenantConfig]:
+    """Tenants from a YAML seed file; `api_keys_from_env` names variables holding keys."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    tenants = []
+    for entry in raw.get("tenants", []):
+        entry = dict(entry)
+        hashes = list(entry.pop("api_key_sha256", []))
+        for variable in entry.pop("api_keys_from_env", []):
+            name, _, default = str(variable).partition("=")
+            key = os.environ.get(name, default)
+            if key:
+                hashes.append(hash_api_key(key))
+        tenants.append(TenantConfig.model_validate({**entry, "api_key_sha256": hashes}))
+    return tenants
+
+
+async def _seed(path: Path, mongo_url: str, database: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_url, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        store = TenantStore(client, database)
+        for tenant in load_seed(path):
+            await store.upsert(tenant)
+            print(f"seeded tenant {tenant.tenant_id}", file=sys.stderr)
+    finally:
+        await client.close()
+
+
+def main() -> None:
+    """`python -m switchboard.common.tenants seed FILE`"""
+    parser = argparse.ArgumentParser(prog="python -m switchboard.common.tenants")
+    sub = parser.add_subparsers(dest="command", required=True)
+    seed = sub.add_parser("seed", help="create or replace the tenants of a YAML file")
+    seed.add_argument("file", type=Path)
+    seed.add_argument(
+        "--mongo-url",
+        default=os.environ.get("SWITCHBOARD_MONGO_URL", "mongodb://127.0.0.1:27017/"),
+    )
+    seed.add_argument(
+        "--database", default=os.environ.get("SWITCHBOARD_MONGO_DATABASE", "switchboard")
+    )
+    args = parser.parse_args()
+    asyncio.run(_seed(args.file, args.mongo_url, args.database))
+
+
+if __name__ == "__main__":
+    main()

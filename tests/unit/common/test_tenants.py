@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from switchboard.common.tenants import TenantConfig, hash_api_key, load_seed
+
+
+def test_seed_hashes_keys_from_the_environment_and_never_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = tmp_path / "tenants.yaml"
+    seed.write_text(
+        "tenants:\n"
+        "  - tenant_id: acme\n"
+        "    name: Acme\n"
+        "    api_keys_from_env: [ACME_KEY, MISSING_KEY=fallback-key, UNSET_WITHOUT_DEFAULT]\n"
+        "    daily_budget_usd: 5\n"
+    )
+    monkeypatch.setenv("ACME_KEY", "secret-1")
+    monkeypatch.delenv("UNSET_WITHOUT_DEFAULT", raising=False)
+    (tenant,) = load_seed(seed)
+    assert tenant.tenant_id == "acme" and tenant.daily_budget_usd == 5
+    assert tenant.api_key_sha256 == [hash_api_key("secret-1"), hash_api_key("fallback-key")]
+    assert "secret-1" not in tenant.model_dump_json()
+
+
+def test_the_repository_seed_file_is_valid() -> None:
+    seed = Path(__file__).resolve().parents[3] / "deploy/local/tenants.yaml"
+    assert [t.tenant_id for t in load_seed(seed)] == ["demo"]
+
+
+def test_tenant_ids_are_restricted() -> None:
+    with pytest.raises(ValidationError):
+        TenantConfig(tenant_id="Bad Id!")
