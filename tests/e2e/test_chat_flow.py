@@ -12,6 +12,7 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
+
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.events_pb2 import DeadLetter, TurnRequest

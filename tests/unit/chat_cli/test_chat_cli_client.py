@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from grpc import aio
+
 from switchboard.chat_cli.client import main, run
 from switchboard.chat_cli.settings import ChatCliSettings
 from switchboard.v1 import chat_pb2, chat_pb2_grpc

@@ -1,4 +1,5 @@
 import pytest
+
 from switchboard.common.envelope import PoisonMessageError, decode, headers_for
 from switchboard.common.topics import Topics, dead_letter
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest

@@ -1,5 +1,7 @@
 import pytest
-from switchboard.gateway.auth import ApiKeyAuthenticator, hash_api_key
+
+from switchboard.common.tenants import hash_api_key
+from switchboard.gateway.auth import ApiKeyAuthenticator
 from switchboard.gateway.validation import ChatLimits, chat_request_problem
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 

@@ -5,7 +5,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from switchboard.gateway.auth import ApiKeyAuthenticator, hash_api_key
+
+from switchboard.common.tenants import hash_api_key
+from switchboard.gateway.auth import ApiKeyAuthenticator
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.service import BackendUnavailableError, ChatService, HeldLock
 from switchboard.gateway.validation import ChatLimits

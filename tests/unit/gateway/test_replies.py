@@ -1,4 +1,5 @@
 import pytest
+
 from switchboard.gateway.replies import (
     Delivery,
     ReplyRouter,

@@ -7,6 +7,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+
 from switchboard.simulator import RunningSimulator, Settings, serve
 
 API_KEY = "test"

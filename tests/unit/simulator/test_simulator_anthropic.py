@@ -9,6 +9,7 @@ import anthropic
 import bpe_openai
 import pytest
 from anthropic.types import MessageParam
+
 from switchboard.simulator import RunningSimulator
 from switchboard.simulator.replies import count_prompt_tokens, generate_reply
 

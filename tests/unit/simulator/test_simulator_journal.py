@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import anthropic
 import openai
+
 from switchboard.simulator import RunningSimulator
 
 StartSimulator = Callable[..., AbstractAsyncContextManager[RunningSimulator]]

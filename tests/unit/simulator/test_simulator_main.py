@@ -8,6 +8,7 @@ import sys
 
 import aiohttp
 import pytest
+
 from switchboard.simulator import Settings
 
 

@@ -8,6 +8,7 @@ import bpe_openai
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
 from switchboard.simulator import RunningSimulator
 from switchboard.simulator.replies import count_prompt_tokens, generate_reply
 

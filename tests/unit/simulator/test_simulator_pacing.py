@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import openai
+
 from switchboard.simulator import RunningSimulator
 
 StartSimulator = Callable[..., AbstractAsyncContextManager[RunningSimulator]]

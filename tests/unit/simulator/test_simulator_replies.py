@@ -1,6 +1,7 @@
 """Deterministic replies and token accounting (pure functions, no server)."""
 
 import pytest
+
 from switchboard.simulator.replies import (
     count_prompt_tokens,
     count_tokens,

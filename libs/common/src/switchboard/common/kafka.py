@@ -9,6 +9,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.middlewares import AckPolicy
 from google.protobuf.message import Message
 from opentelemetry.sdk.trace import TracerProvider
+
 from switchboard.common import topics
 from switchboard.common.envelope import M, PoisonMessageError, decode, headers_for
 from switchboard.common.settings import KafkaSettings

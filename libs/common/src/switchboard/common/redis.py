@@ -1,6 +1,7 @@
 """The Redis client every service configures the same way."""
 
 from redis.asyncio import Redis
+
 from switchboard.common.settings import RedisSettings
 
 

@@ -9,6 +9,7 @@ from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
+
 from switchboard.common.kafka import publish
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics

@@ -9,19 +9,21 @@ from faststream.middlewares import AckPolicy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter
+
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.tenants import hash_api_key
 from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
     KafkaTurnPublisher,
     RedisConversationLocks,
     ReplyTopicAdmin,
 )
-from switchboard.gateway.auth import ApiKeyAuthenticator, hash_api_key
+from switchboard.gateway.auth import ApiKeyAuthenticator
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.settings import GatewaySettings

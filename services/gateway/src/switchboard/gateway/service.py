@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from prometheus_client import Counter
+
 from switchboard.gateway.auth import ApiKeyAuthenticator
 from switchboard.gateway.replies import (
     ReplyRouter,

@@ -6,6 +6,7 @@ import uuid
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from switchboard.common.settings import (
     HealthSettings,
     KafkaSettings,

@@ -7,6 +7,7 @@ from functools import partial
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import Gauge
+
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (

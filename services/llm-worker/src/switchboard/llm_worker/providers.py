@@ -7,6 +7,7 @@ from typing import Any, Protocol, cast
 import anthropic
 import openai
 from openai.types.chat import ChatCompletionMessageParam
+
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_TOOL, ROLE_USER
 from switchboard.v1.events_pb2 import ChatMessage, GenerationParams
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
 from switchboard.common.settings import HealthSettings, KafkaSettings, TelemetrySettings
 
 SIMULATOR_URL = "http://127.0.0.1:8400"

@@ -8,6 +8,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
+
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker, decode_or_dead_letter, durable_subscriber
 from switchboard.common.lifecycle import wait_for_stop_signal

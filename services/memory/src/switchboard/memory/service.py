@@ -4,6 +4,7 @@ import logging
 
 import grpc
 from pymongo.errors import PyMongoError
+
 from switchboard.memory.context import fit_context
 from switchboard.memory.store import ConversationStore
 from switchboard.memory.tokens import count_tokens

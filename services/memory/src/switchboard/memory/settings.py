@@ -2,6 +2,7 @@
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from switchboard.common.settings import HealthSettings, KafkaSettings, TelemetrySettings
 
 

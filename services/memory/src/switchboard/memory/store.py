@@ -9,6 +9,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, Message
 from switchboard.v1.events_pb2 import CompletedTurn
 

@@ -5,6 +5,7 @@ from typing import cast
 
 import grpc
 from redis.asyncio import Redis
+
 from switchboard.orchestrator.core import Route
 from switchboard.v1.events_pb2 import TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext, GetContextRequest

@@ -7,6 +7,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
     create_broker,

@@ -4,6 +4,7 @@ import uuid
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER, ChatEvent, Done
 from switchboard.v1.events_pb2 import (
     ChatMessage,

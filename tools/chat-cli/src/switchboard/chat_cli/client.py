@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from grpc import aio
+
 from switchboard.v1 import chat_pb2, chat_pb2_grpc
 
 from .render import Renderer
