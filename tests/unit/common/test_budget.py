@@ -1,0 +1,30 @@
+"""The ledger against a real Redis when one runs; skipped in a plain unit run without it."""
+
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from switchboard.common.budget import BudgetLedger
+
+
+async def test_costs_add_up_exactly_per_tenant_and_day() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1)
+    try:
+        await redis.ping()
+    except (RedisConnectionError, OSError):
+        await redis.aclose()
+        pytest.skip("no Redis on 127.0.0.1:6379 (make stack-up)")
+    ledger = BudgetLedger(redis)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    try:
+        for _ in range(10):
+            await ledger.add(tenant, 0.1, day="2026-01-01")
+        assert await ledger.spent(tenant, day="2026-01-01") == pytest.approx(1.0, abs=1e-9)
+        assert await ledger.spent(tenant, day="2026-01-02") == 0.0
+        assert await ledger.spent("other-" + tenant, day="2026-01-01") == 0.0
+        assert await redis.ttl(f"sb:{tenant}:spend:2026-01-01") > 0
+    finally:
+        await redis.delete(f"sb:{tenant}:spend:2026-01-01")
+        await redis.aclose()
