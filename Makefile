@@ -106,6 +106,17 @@ status: ## Show what runs
 run: venv ## Set everything up and chat in the terminal (one message per line when piped)
 	@deploy/local/run.sh
 
+# ---- benchmarks ---------------------------------------------------------------------
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: venv ## Platform overhead vs calling the simulator directly (BENCH_ARGS="--concurrency 100")
+	deploy/local/with-stack.sh $(PY) -m switchboard.bench $(BENCH_ARGS)
+
+.PHONY: bench-soak
+bench-soak: venv ## 10-minute soak: memory per service at start and end
+	deploy/local/with-stack.sh $(PY) -m switchboard.bench --soak-seconds 600 --out bench-results/soak $(BENCH_ARGS)
+
 # ---- tests --------------------------------------------------------------------------
 
 .PHONY: test-unit

@@ -1,0 +1,3 @@
+module switchboard.local/jaeger
+
+go 1.24

@@ -1,0 +1,157 @@
+"""The two loads of a benchmark run: through the platform's gRPC API, and straight to the
+simulator through the OpenAI SDK (the baseline). Each records per-request timings."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import openai
+
+from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
+from switchboard.v1.chat_pb2_grpc import ChatServiceStub
+
+MESSAGES = (
+    "Hi, where is my order 10023? It was due yesterday.",
+    "Can I change the delivery address to my office?",
+    "Thanks. And how do I return the blue jacket?",
+    "Is the refund paid to my card or as store credit?",
+    "Great, that is all for today.",
+)
+
+
+@dataclass
+class Sample:
+    """One request: when it started, when its first text and its end arrived."""
+
+    started: float
+    first_token: float | None = None
+    finished: float | None = None
+    output_tokens: int = 0
+    outcome: str = "ok"
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.started
+
+
+@dataclass
+class LoadResult:
+    """All samples of one load and its wall-clock span."""
+
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def wall_s(self) -> float:
+        return self.finished - self.started
+
+
+Request = Callable[[int, int], Awaitable[Sample]]
+
+
+async def _drive(
+    name: str, concurrency: int, requests: int, deadline_s: float | None, send: Request
+) -> LoadResult:
+    """`concurrency` conversations send requests one after another until `requests` are
+    done (or `deadline_s` passed, for soak runs)."""
+    result = LoadResult(name, started=time.perf_counter())
+    counter = iter(range(requests))
+    stop_at = None if deadline_s is None else result.started + deadline_s
+
+    async def conversation(index: int) -> None:
+        for turn, _ in enumerate(counter):
+            if stop_at is not None and time.perf_counter() > stop_at:
+                return
+            result.samples.append(await send(index, turn))
+
+    await asyncio.gather(*(conversation(i) for i in range(concurrency)))
+    result.finished = time.perf_counter()
+    return result
+
+
+async def platform_load(
+    target: str,
+    api_key: str,
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    timeout_s: float,
+    deadline_s: float | None = None,
+) -> LoadResult:
+    """Chat calls through the gateway, one conversation per concurrent client."""
+    metadata = (("authorization", f"Bearer {api_key}"),)
+    conversations: dict[int, str] = {}
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = ChatServiceStub(channel)
+
+        async def send(index: int, turn: int) -> Sample:
+            request = ChatRequest(
+                conversation_id=conversations.get(index, ""),
+                message=MESSAGES[turn % len(MESSAGES)],
+                user_id=f"bench-{index}",
+                options=ChatOptions(tier="cheap", metadata={"sim.tokens": str(tokens)}),
+            )
+            sample = Sample(started=time.perf_counter())
+            try:
+                async for event in stub.Chat(request, metadata=metadata, timeout=timeout_s):
+                    kind = event.WhichOneof("event")
+                    if kind == "started":
+                        conversations[index] = event.started.conversation_id
+                    elif kind == "delta" and sample.first_token is None:
+                        sample.first_token = time.perf_counter()
+                    elif kind == "done":
+                        sample.output_tokens = event.done.usage.output_tokens
+                    elif kind == "error":
+                        sample.outcome = f"error:{event.error.code}"
+            except grpc.aio.AioRpcError as exc:
+                sample.outcome = f"status:{exc.code().name}"
+            sample.finished = time.perf_counter()
+            return sample
+
+        return await _drive("platform", concurrency, requests, deadline_s, send)
+
+
+async def direct_load(
+    base_url: str,
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    timeout_s: float,
+    deadline_s: float | None = None,
+) -> LoadResult:
+    """The same requests sent straight to the simulator with the official OpenAI SDK."""
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key="bench", max_retries=0, timeout=timeout_s
+    )
+
+    async def send(index: int, turn: int) -> Sample:
+        sample = Sample(started=time.perf_counter())
+        try:
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[
+                    {"role": "system", "content": "You are a helpful support assistant."},
+                    {"role": "user", "content": MESSAGES[turn % len(MESSAGES)]},
+                ],
+                stream=True,
+                stream_options={"include_usage": True},
+                metadata={"sim.tokens": str(tokens)},
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
+                    sample.first_token = time.perf_counter()
+                if chunk.usage is not None:
+                    sample.output_tokens = chunk.usage.completion_tokens
+        except openai.APIError as exc:
+            sample.outcome = f"error:{type(exc).__name__}"
+        sample.finished = time.perf_counter()
+        return sample
+
+    try:
+        return await _drive("direct", concurrency, requests, deadline_s, send)
+    finally:
+        await client.close()

@@ -1,0 +1,227 @@
+"""Starts the simulator and the four services as separate processes, on chosen ports, with
+their own topic prefix, consumer groups and database, and stops them again.
+
+Used by the benchmark; the same isolation lets it run beside `make up`.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[5]
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each process listens."""
+
+    simulator: int = 28400
+    gateway: int = 50261
+    memory: int = 50262
+    gateway_health: int = 28181
+    orchestrator_health: int = 28182
+    memory_health: int = 28183
+    worker_health: int = 28190
+
+
+@dataclass
+class Platform:
+    """A running isolated platform."""
+
+    run_id: str
+    ports: Ports
+    kafka: str
+    mongo_url: str
+    api_key: str
+    simulator_env: dict[str, str]
+    log_dir: Path
+    workers_per_tier: int = 1
+    ready_timeout_s: float = 60.0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"bench-{self.run_id}."
+
+    @property
+    def database(self) -> str:
+        return f"bench_{self.run_id}"
+
+    @property
+    def gateway_target(self) -> str:
+        return f"127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.simulator}"
+
+    def pids(self) -> dict[str, int]:
+        """Process ids by service name."""
+        return {name: process.pid for name, process in self.processes.items()}
+
+    def start(self) -> None:
+        """Create the topics, start every process and wait until each is ready."""
+        asyncio.run(self._create_topics())
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        p = self.ports
+        base = {
+            **os.environ,
+            "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "SWITCHBOARD_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+            "SWITCHBOARD_DEV_API_KEY": self.api_key,
+            "OPENAI_BASE_URL": f"{self.simulator_url}/v1",
+            "ANTHROPIC_BASE_URL": self.simulator_url,
+            "SWITCHBOARD_TELEMETRY_LOG_LEVEL": "WARNING",
+        }
+        for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+            base.pop(secret, None)
+        specs: list[tuple[str, str, dict[str, str], str]] = [
+            (
+                "simulator",
+                "switchboard.simulator",
+                {"SWITCHBOARD_SIM_PORT": str(p.simulator), **self.simulator_env},
+                f"{self.simulator_url}/_health",
+            ),
+            (
+                "memory",
+                "switchboard.memory",
+                {
+                    "SWITCHBOARD_MEMORY_GRPC_PORT": str(p.memory),
+                    "SWITCHBOARD_MEMORY_MONGO_URL": self.mongo_url,
+                    "SWITCHBOARD_MEMORY_DATABASE": self.database,
+                    "SWITCHBOARD_MEMORY_CONSUMER_GROUP": f"bench-{self.run_id}-memory",
+                    "SWITCHBOARD_HEALTH_PORT": str(p.memory_health),
+                },
+                f"http://127.0.0.1:{p.memory_health}/readyz",
+            ),
+        ]
+        for tier_index, tier in enumerate(("cheap", "frontier")):
+            for i in range(self.workers_per_tier):
+                port = p.worker_health + tier_index * self.workers_per_tier + i
+                specs.append(
+                    (
+                        f"llm-worker-{tier}-{i}",
+                        "switchboard.llm_worker",
+                        {
+                            "SWITCHBOARD_LLM_WORKER_TIERS": tier,
+                            "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": (
+                                f"bench-{self.run_id}-llm-worker"
+                            ),
+                            "SWITCHBOARD_HEALTH_PORT": str(port),
+                        },
+                        f"http://127.0.0.1:{port}/readyz",
+                    )
+                )
+        specs += [
+            (
+                "orchestrator",
+                "switchboard.orchestrator",
+                {
+                    "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{p.memory}",
+                    "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"bench-{self.run_id}-orchestrator",
+                    "SWITCHBOARD_HEALTH_PORT": str(p.orchestrator_health),
+                },
+                f"http://127.0.0.1:{p.orchestrator_health}/readyz",
+            ),
+            (
+                "gateway",
+                "switchboard.gateway",
+                {
+                    "SWITCHBOARD_GATEWAY_GRPC_PORT": str(p.gateway),
+                    "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"bench-{self.run_id}",
+                    "SWITCHBOARD_HEALTH_PORT": str(p.gateway_health),
+                },
+                f"http://127.0.0.1:{p.gateway_health}/readyz",
+            ),
+        ]
+        for name, module, env, _ in specs:
+            log = (self.log_dir / f"{name}.log").open("wb")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env={**base, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        for name, _, _, url in specs:
+            self._wait_ready(name, url)
+
+    def stop(self) -> None:
+        """Stop every process (bounded), then drop the topics and the database."""
+        for process in reversed(self.processes.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        asyncio.run(self._delete_topics())
+        asyncio.run(self._drop_database())
+
+    def _wait_ready(self, name: str, url: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        process = self.processes[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready at {url} within {self.ready_timeout_s}s")
+
+    def _topic_specs(self) -> list[tuple[str, int]]:
+        specs = []
+        for line in (ROOT / "deploy/local/kafka/topics.txt").read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, partitions = line.split()
+                specs.append((self.topic_prefix + name, int(partitions)))
+        return specs
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(n, num_partitions=k, replication_factor=1)
+                    for n, k in self._topic_specs()
+                ]
+            )
+        finally:
+            await admin.close()
+
+    async def _delete_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(self.topic_prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+    async def _drop_database(self) -> None:
+        from pymongo import AsyncMongoClient
+
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            self.mongo_url, serverSelectionTimeoutMS=5_000
+        )
+        try:
+            await client.drop_database(self.database)
+        finally:
+            await client.close()

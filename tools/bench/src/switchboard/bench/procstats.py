@@ -1,0 +1,83 @@
+"""CPU seconds and memory of the platform's processes, sampled from the OS (psutil)."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class ProcessStats:
+    """One process over a run."""
+
+    cpu_start_s: float
+    cpu_end_s: float = 0.0
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    rss_series: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_end_s - self.cpu_start_s
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _rss_mb(process: psutil.Process) -> float:
+    return float(process.memory_info().rss) / 2**20
+
+
+class Sampler:
+    """Samples each process's memory every `interval_s` while a load runs."""
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.5) -> None:
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._interval_s = interval_s
+        self.stats: dict[str, ProcessStats] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        for name, process in self._processes.items():
+            rss = _rss_mb(process)
+            self.stats[name] = ProcessStats(
+                cpu_start_s=_cpu(process),
+                rss_start_mb=rss,
+                rss_peak_mb=rss,
+                rss_series=[(0.0, rss)],
+            )
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.perf_counter() - self._t0
+        for name, process in self._processes.items():
+            try:
+                rss = _rss_mb(process)
+            except psutil.NoSuchProcess:
+                continue
+            stats = self.stats[name]
+            stats.rss_peak_mb = max(stats.rss_peak_mb, rss)
+            stats.rss_series.append((now, rss))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._sample()
+        for name, process in self._processes.items():
+            stats = self.stats[name]
+            try:
+                stats.cpu_end_s = _cpu(process)
+                stats.rss_end_mb = _rss_mb(process)
+            except psutil.NoSuchProcess:
+                stats.cpu_end_s = stats.cpu_start_s
