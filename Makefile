@@ -77,11 +77,11 @@ typecheck: venv ## mypy (strict) over every package
 # ---- local stack and services -------------------------------------------------------
 
 .PHONY: stack-up
-stack-up: ## Install (first time) and start Kafka, FerretDB and Redis
+stack-up: ## Install (first time) and start Kafka, FerretDB, Redis and Jaeger
 	$(STACK) up
 
 .PHONY: stack-down
-stack-down: ## Stop Kafka, FerretDB and Redis
+stack-down: ## Stop Kafka, FerretDB, Redis and Jaeger
 	$(STACK) down
 
 .PHONY: up
@@ -90,6 +90,7 @@ up: venv stack-up ## Start the stack, the simulator and the four services in the
 	@echo
 	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:50051"
 	@echo "  API key (demo tenant): $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}"
+	@echo "  traces: Jaeger on http://127.0.0.1:16686 (query API: /api/traces?service=gateway)"
 	@echo "  chat:  $(PY) -m switchboard.chat_cli      stop: make down      logs: .local/logs/"
 
 .PHONY: down

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local infrastructure for Switchboard: Apache Kafka (KRaft, single node), FerretDB (MongoDB wire
-# protocol on SQLite) and Redis, installed and run as plain processes under <repo>/.local/.
+# protocol on SQLite), Redis and Jaeger v2 (traces), installed and run as plain processes under
+# <repo>/.local/.
 #
 #   deploy/local/stack.sh up            install what is missing, start what is stopped, wait until ready
 #   deploy/local/stack.sh down [--purge] stop everything (--purge also deletes .local/data)
@@ -9,6 +10,8 @@
 # Environment (all optional):
 #   SWITCHBOARD_KAFKA_PORT (9092)  SWITCHBOARD_KAFKA_CONTROLLER_PORT (9093)
 #   SWITCHBOARD_MONGO_PORT (27017) SWITCHBOARD_REDIS_PORT (6379)
+#   SWITCHBOARD_OTLP_PORT (4317)   SWITCHBOARD_OTLP_HTTP_PORT (4318)  SWITCHBOARD_JAEGER_UI_PORT (16686)
+#   SWITCHBOARD_JAEGER_START_TIMEOUT_S (30)
 #   SWITCHBOARD_KAFKA_START_TIMEOUT_S (90)  SWITCHBOARD_FERRETDB_START_TIMEOUT_S (30)
 #   SWITCHBOARD_REDIS_START_TIMEOUT_S (15)  SWITCHBOARD_STOP_TIMEOUT_S (30)   [seconds]
 #   SWITCHBOARD_LOCK_TIMEOUT_S (900)  SWITCHBOARD_FERRETDB_LOG_LEVEL (warn)  JAVA_HOME
@@ -20,6 +23,7 @@ set -euo pipefail
 KAFKA_VERSION=4.1.1         # passed to deploy/local/kafka/pom.xml as -Dkafka.version
 LOG4J_VERSION=2.24.3        # passed to deploy/local/kafka/pom.xml as -Dlog4j.version
 FERRETDB_VERSION=v1.24.2    # must equal the require in deploy/local/ferretdb/go.mod (checked)
+JAEGER_VERSION=v1.76.0      # Jaeger v2's Go module tag; must equal deploy/local/jaeger/go.mod (checked)
 REDIS_APT_PACKAGE=redis-server  # Debian's current build; apt versions are not pinnable for long
 JAVA_MIN_MAJOR=17
 
@@ -42,10 +46,16 @@ KAFKA_PORT="${SWITCHBOARD_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${SWITCHBOARD_KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${SWITCHBOARD_MONGO_PORT:-27017}"
 REDIS_PORT="${SWITCHBOARD_REDIS_PORT:-6379}"
+OTLP_PORT="${SWITCHBOARD_OTLP_PORT:-4317}"
+OTLP_HTTP_PORT="${SWITCHBOARD_OTLP_HTTP_PORT:-4318}"
+JAEGER_UI_PORT="${SWITCHBOARD_JAEGER_UI_PORT:-16686}"
+JAEGER_QUERY_GRPC_PORT="${SWITCHBOARD_JAEGER_QUERY_GRPC_PORT:-16685}"
+JAEGER_HEALTH_PORT="${SWITCHBOARD_JAEGER_HEALTH_PORT:-13133}"
 
 KAFKA_START_TIMEOUT="${SWITCHBOARD_KAFKA_START_TIMEOUT_S:-90}"
 FERRETDB_START_TIMEOUT="${SWITCHBOARD_FERRETDB_START_TIMEOUT_S:-30}"
 REDIS_START_TIMEOUT="${SWITCHBOARD_REDIS_START_TIMEOUT_S:-15}"
+JAEGER_START_TIMEOUT="${SWITCHBOARD_JAEGER_START_TIMEOUT_S:-30}"
 STOP_TIMEOUT="${SWITCHBOARD_STOP_TIMEOUT_S:-30}"
 LOCK_TIMEOUT="${SWITCHBOARD_LOCK_TIMEOUT_S:-900}"
 FERRETDB_LOG_LEVEL="${SWITCHBOARD_FERRETDB_LOG_LEVEL:-warn}"
@@ -59,8 +69,10 @@ FERRETDB_SRC="$SCRIPT_DIR/ferretdb"
 FERRETDB_BIN="$BIN_DIR/ferretdb"
 FERRETDB_DATA="$DATA_DIR/ferretdb"
 REDIS_DATA="$DATA_DIR/redis"
+JAEGER_SRC="$SCRIPT_DIR/jaeger"
+JAEGER_BIN="$BIN_DIR/jaeger"
 
-COMPONENTS=(kafka ferretdb redis)
+COMPONENTS=(kafka ferretdb redis jaeger)
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -76,7 +88,8 @@ since() { local ms=$((($(now_us) - $1) / 1000)); printf '%d.%ds' $((ms / 1000)) 
 
 validate_settings() {
   local v
-  for v in KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT REDIS_PORT; do
+  for v in KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT REDIS_PORT OTLP_PORT OTLP_HTTP_PORT JAEGER_UI_PORT \
+    JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((10#${!v} < 1 || 10#${!v} > 65535)); then die "SWITCHBOARD_$v='${!v}' is not a port number"; fi
   done
   for v in KAFKA_START_TIMEOUT FERRETDB_START_TIMEOUT REDIS_START_TIMEOUT STOP_TIMEOUT LOCK_TIMEOUT; do
@@ -140,6 +153,7 @@ process_marker() {
     kafka) echo "kafka.Kafka" ;;
     ferretdb) echo "$FERRETDB_BIN" ;;
     redis) echo "redis-server" ;;
+    jaeger) echo "$JAEGER_BIN" ;;
   esac
 }
 
@@ -446,6 +460,47 @@ redis_start() {
 redis_probe() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 
 # ---------------------------------------------------------------------------------------------
+# Jaeger v2 (an OpenTelemetry Collector distribution): OTLP in, traces in memory, query API out
+# ---------------------------------------------------------------------------------------------
+# Built from a small tool module (deploy/local/jaeger/go.mod, go.sum committed) because
+# `go install pkg@version` needs the proxy's version list, which it refuses for this module.
+# Its UI assets are not part of the Go module (they are built from a separate npm project that
+# no registry publishes), so :16686 serves the query API and Jaeger's placeholder page.
+jaeger_stamp() {
+  echo "jaeger=$JAEGER_VERSION src=$(cat "$JAEGER_SRC/go.mod" "$JAEGER_SRC/go.sum" | sha256sum | cut -c1-12)"
+}
+
+jaeger_installed() {
+  [[ -x $JAEGER_BIN && -f $BIN_DIR/.jaeger.stamp && $(<"$BIN_DIR/.jaeger.stamp") == "$(jaeger_stamp)" ]]
+}
+
+jaeger_install() {
+  jaeger_installed && return 0
+  need_cmd go "to build Jaeger"
+  grep -qE "github.com/jaegertracing/jaeger[[:space:]]+$JAEGER_VERSION([[:space:]]|$)" "$JAEGER_SRC/go.mod" ||
+    die "deploy/local/jaeger/go.mod does not require Jaeger $JAEGER_VERSION (pinned in stack.sh); update one of them"
+  local t0
+  t0=$(now_us)
+  log "jaeger: building Jaeger $JAEGER_VERSION (the first build takes several minutes)"
+  # The checksum database has no entries for some collector-contrib modules; the committed
+  # go.sum pins their hashes instead.
+  (cd "$JAEGER_SRC" && GOBIN="$BIN_DIR" GONOSUMDB='github.com/open-telemetry/*,go.opentelemetry.io/*' \
+    GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install github.com/jaegertracing/jaeger/cmd/jaeger)
+  jaeger_stamp >"$BIN_DIR/.jaeger.stamp"
+  log "jaeger: built in $(since "$t0")"
+}
+
+jaeger_start() {
+  JAEGER_OTLP_GRPC_PORT=$OTLP_PORT JAEGER_OTLP_HTTP_PORT=$OTLP_HTTP_PORT JAEGER_QUERY_PORT=$JAEGER_UI_PORT \
+    JAEGER_QUERY_GRPC_PORT=$JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT=$JAEGER_HEALTH_PORT \
+    start_bg jaeger "$JAEGER_BIN" --config "file:$JAEGER_SRC/config.yaml"
+}
+
+jaeger_probe() {
+  curl -fsS -m 2 -o /dev/null "http://$HOST:$JAEGER_UI_PORT/api/services" && port_open "$OTLP_PORT"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Per-component tables
 # ---------------------------------------------------------------------------------------------
 address() {
@@ -453,6 +508,7 @@ address() {
     kafka) echo "$HOST:$KAFKA_PORT (controller $HOST:$KAFKA_CONTROLLER_PORT)" ;;
     ferretdb) echo "mongodb://$HOST:$MONGO_PORT/" ;;
     redis) echo "redis://$HOST:$REDIS_PORT" ;;
+    jaeger) echo "http://$HOST:$JAEGER_UI_PORT (OTLP $HOST:$OTLP_PORT)" ;;
   esac
 }
 
@@ -461,6 +517,7 @@ ports_env() {
     kafka) echo "KAFKA_PORT KAFKA_CONTROLLER_PORT" ;;
     ferretdb) echo "MONGO_PORT" ;;
     redis) echo "REDIS_PORT" ;;
+    jaeger) echo "OTLP_PORT OTLP_HTTP_PORT JAEGER_UI_PORT JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT" ;;
   esac
 }
 
@@ -490,6 +547,7 @@ cmd_up() {
       kafka) kafka_installed || need_cmd mvn "to download the Kafka jars from Maven Central" ;;
       ferretdb) ferretdb_installed || need_cmd go "to build FerretDB (Go 1.24+, https://go.dev/dl)" ;;
       redis) redis_installed || need_cmd apt-get "to install $REDIS_APT_PACKAGE" ;;
+      jaeger) jaeger_installed || need_cmd go "to build Jaeger (Go 1.24+)"; need_cmd curl "to check Jaeger" ;;
     esac
   done
 
@@ -516,6 +574,9 @@ cmd_up() {
   wait_ready ferretdb "$FERRETDB_START_TIMEOUT" ferretdb_probe
   log "ferretdb: ready at $(address ferretdb) ($(since "$t0"), checked by $FERRETDB_PROBE)"
 
+  wait_ready jaeger "$JAEGER_START_TIMEOUT" jaeger_probe
+  log "jaeger: ready at $(address jaeger) ($(since "$t0"))"
+
   wait_ready kafka "$KAFKA_START_TIMEOUT" kafka_probe
   log "kafka: ready at $HOST:$KAFKA_PORT ($(since "$t0"))"
   kafka_ensure_topics
@@ -532,7 +593,7 @@ cmd_down() {
   esac
   [[ -d $RUN_DIR ]] || mkdir -p "$RUN_DIR"
   take_lock
-  for c in kafka ferretdb redis; do stop_component "$c"; done
+  for c in jaeger kafka ferretdb redis; do stop_component "$c"; done
   if ((purge)); then
     rm -rf "$DATA_DIR"
     log "purged ${DATA_DIR#"$REPO_ROOT"/}"
