@@ -153,8 +153,12 @@ _PHONE_CONTEXT = re.compile(
 )
 _NOT_PHONE_CONTEXT = re.compile(
     r"(?i)(?:order|invoice|ref|reference|tracking|sku|model|serial|case|ticket|account"
-    r"|pedido|commande|bestellung|rechnung|factura|ordine|#)\W{0,3}(?:number|no\.?|nr\.?"
-    r"|n°|id|code)?\W{0,3}$"
+    r"|contract|customer|meter|pedido|commande|bestellung|rechnung|factura|ordine|#)"
+    r"(?:\b|(?<=#))[^\d\n]{0,14}$"
+)
+_PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\b)\(?\d[\d \t().\-/]{5,}\d(?![\w-])")
+_DATE_LIKE = re.compile(
+    r"^(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})$"
 )
 _PHONE_FORMATTED = re.compile(r"^\(?\d+\)?(?:[ .\-/]\(?\d+\)?)+$")
 
@@ -280,17 +284,26 @@ class Redactor:
                 yield Finding(m.start(), m.end(), Kind.NATIONAL_ID)
 
     def _phones(self, text: str) -> Iterable[Finding]:
-        seen: set[tuple[int, int]] = set()
-        for region in self._phone_regions:
-            for match in phonenumbers.PhoneNumberMatcher(
-                text, region, leniency=phonenumbers.Leniency.VALID
-            ):
-                span = (match.start, match.end)
-                if span in seen:
-                    continue
-                seen.add(span)
-                if self._looks_like_phone(text, match.start, match.raw_string):
-                    yield Finding(match.start, match.end, Kind.PHONE)
+        for m in _PHONE_CANDIDATE.finditer(text):
+            raw = m.group().rstrip(" .-/")
+            digits = re.sub(r"\D", "", raw)
+            if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(raw):
+                continue
+            if self._looks_like_phone(text, m.start(), raw) and self._valid_phone(raw):
+                yield Finding(m.start(), m.start() + len(raw), Kind.PHONE)
+
+    def _valid_phone(self, raw: str) -> bool:
+        if raw.startswith("00"):
+            raw = "+" + raw[2:]
+        regions: Sequence[str | None] = (None,) if raw.startswith("+") else self._phone_regions
+        for region in regions:
+            try:
+                number = phonenumbers.parse(raw, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+        return False
 
     @staticmethod
     def _looks_like_phone(text: str, start: int, raw: str) -> bool:
