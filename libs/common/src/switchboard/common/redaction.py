@@ -140,10 +140,46 @@ _PASSWORD = re.compile(
 )
 # Words that follow "password is" without being a password.
 _NOT_A_PASSWORD = frozenset(
-    """wrong incorrect invalid not correct expired too the my a an still being reset required
-    missing forgotten lost blocked locked empty different same weak strong ok fine working
-    changed new old falsch incorrecta incorrecto incorrect faux errada sbagliata
-    """.split()
+    [
+        "wrong",
+        "incorrect",
+        "invalid",
+        "not",
+        "correct",
+        "expired",
+        "too",
+        "the",
+        "my",
+        "a",
+        "an",
+        "still",
+        "being",
+        "reset",
+        "required",
+        "missing",
+        "forgotten",
+        "lost",
+        "blocked",
+        "locked",
+        "empty",
+        "different",
+        "same",
+        "weak",
+        "strong",
+        "ok",
+        "fine",
+        "working",
+        "changed",
+        "new",
+        "old",
+        "falsch",
+        "incorrecta",
+        "incorrecto",
+        "incorrect",
+        "faux",
+        "errada",
+        "sbagliata",
+    ]
 )
 
 _PHONE_CONTEXT = re.compile(
@@ -157,9 +193,7 @@ _NOT_PHONE_CONTEXT = re.compile(
     r"(?:\b|(?<=#))[^\d\n]{0,14}$"
 )
 _PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\b)\(?\d[\d \t().\-/]{5,}\d(?![\w-])")
-_DATE_LIKE = re.compile(
-    r"^(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})$"
-)
+_DATE_LIKE = re.compile(r"^(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}[./-]\d{1,2}[./-]\d{1,2})$")
 _PHONE_FORMATTED = re.compile(r"^\(?\d+\)?(?:[ .\-/]\(?\d+\)?)+$")
 
 
@@ -432,9 +466,7 @@ class StreamingRedactor:
         segment, self._pending = self._pending[:cut], self._pending[cut:]
         window = self._context + segment
         offset = len(self._context)
-        findings = [
-            f for f in self._redactor.find(window, self._kinds) if f.end > offset
-        ]
+        findings = [f for f in self._redactor.find(window, self._kinds) if f.end > offset]
         self.findings.extend(f.kind for f in findings)
         self._context = window[-self._context_chars :]
         return _apply(segment, findings, offset)

@@ -50,7 +50,7 @@ def evaluate_router(data: Path, prices: dict[str, tuple[float, float]]) -> int:
     classifier = ComplexityClassifier()
     threshold = classifier.config.threshold
     print(f"router evaluation on {len(rows)} labelled messages ({data / 'router_eval.jsonl'})")
-    for split in sorted({r["split"] for r in rows}) + ["all"]:
+    for split in [*sorted({r["split"] for r in rows}), "all"]:
         subset = [r for r in rows if split in ("all", r["split"])]
         routed = [
             FRONTIER
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.suite == "router":
         prices = {k: tuple(v) for k, v in (args.prices or DEFAULT_PRICES).items()}
-        return evaluate_router(args.data, prices)  # type: ignore[arg-type]
+        return evaluate_router(args.data, prices)
     return evaluate_guardrails(args.data)
 
 

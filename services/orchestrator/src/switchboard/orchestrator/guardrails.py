@@ -64,7 +64,8 @@ _RULES = (
             r"\b(?:do not|don't|stop) (?:follow(?:ing)?|obey(?:ing)?) (?:your|the|any) "
             r"(?:rules|instructions|guidelines|programming)\b",
             r"\b(?:a partir de ahora|à partir de maintenant|ab jetzt|von nun an|d'ora in poi"
-            r"|a partir de agora)\b[^.\n]{0,30}\b(?:eres|serás|tu es|tu seras|du bist|sei|você é)\b",
+            r"|a partir de agora)\b[^.\n]{0,30}"
+            r"\b(?:eres|serás|tu es|tu seras|du bist|sei|você é)\b",
         ),
     ),
     _Rule(
@@ -118,9 +119,9 @@ _RULES = (
             r"\beverything (?:above|before) this (?:line|message|point)\b",
             r"\bwhat (?:were|are|was) you (?:told|instructed|programmed)\b",
             r"\byour (?:instructions|prompt|rules) (?:verbatim|word for word)\b",
-            r"\b(?:muestra(?:me)?|muéstrame|revela(?:me)?|repite|dime|montre(?:-moi)?|révèle|affiche"
-            r"|répète|donne-moi|zeig(?:e)?(?: mir)?|verrate(?: mir)?|gib mir|wiederhole|mostra(?:mi)?"
-            r"|rivela(?:mi)?|ripeti|dimmi|mostre|revele|repita|diga|toon|herhaal)\b[^.?!\n]{0,40}"
+            r"\b(?:muestra(?:me)?|muéstrame|revela(?:me)?|repite|dime|montre(?:-moi)?|révèle"
+            r"|affiche|répète|donne-moi|zeig(?:e)?(?: mir)?|verrate(?: mir)?|gib mir|wiederhole"
+            r"|mostra(?:mi)?|rivela(?:mi)?|ripeti|dimmi|mostre|revele|repita|diga|toon|herhaal)\b[^.?!\n]{0,40}"
             r"\b(?:prompt|instrucciones|instructions|anweisungen|systemanweisungen|istruzioni"
             r"|instruções|instructies|system-?prompt|systemprompt)\b",
         ),
@@ -291,14 +292,29 @@ _HUMAN_REQUEST = _rx(
     r"\b(?:spreken|praten) met een (?:medewerker|mens|persoon)\b",
 )
 _FRUSTRATION = (
-    (0.6, _rx(r"\b(?:fuck\w*|shit\w*|wtf|bullshit|crap|damn it|bloody hell|merde|mierda"
-              r"|scheiße|scheisse|cazzo|porra)\b")),
-    (0.5, _rx(r"\b(?:ridiculous|unacceptable|useless|worst|furious|fed up|sick (?:and tired )?of"
-              r"|absurd|pathetic|disgrace(?:ful)?|outrageous|incompetent|joke of a|waste of "
-              r"(?:my )?time|terrible service|scam|rip-?off)\b")),
-    (0.5, _rx(r"\b(?:harto|harta|inaceptable|ridículo|pésimo|vergonzoso|inadmissible|ras le bol"
-              r"|scandaleux|lamentable|unverschämt|lächerlich|inakzeptabel|frechheit"
-              r"|inaccettabile|vergognoso|ridicolo|absurdo|inaceitável|belachelijk)\b")),
+    (
+        0.6,
+        _rx(
+            r"\b(?:fuck\w*|shit\w*|wtf|bullshit|crap|damn it|bloody hell|merde|mierda"
+            r"|scheiße|scheisse|cazzo|porra)\b"
+        ),
+    ),
+    (
+        0.5,
+        _rx(
+            r"\b(?:ridiculous|unacceptable|useless|worst|furious|fed up|sick (?:and tired )?of"
+            r"|absurd|pathetic|disgrace(?:ful)?|outrageous|incompetent|joke of a|waste of "
+            r"(?:my )?time|terrible service|scam|rip-?off)\b"
+        ),
+    ),
+    (
+        0.5,
+        _rx(
+            r"\b(?:harto|harta|inaceptable|ridículo|pésimo|vergonzoso|inadmissible|ras le bol"
+            r"|scandaleux|lamentable|unverschämt|lächerlich|inakzeptabel|frechheit"
+            r"|inaccettabile|vergognoso|ridicolo|absurdo|inaceitável|belachelijk)\b"
+        ),
+    ),
 )
 _SHOUTING = re.compile(r"[A-ZÀ-Ý]")
 _EXCLAIM = re.compile(r"[!?]{3,}")

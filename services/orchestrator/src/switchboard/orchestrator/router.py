@@ -100,7 +100,7 @@ _CALCULATION = _rx(
     r"\b(?:we're|i'm|we are|i am) owed\b",
     r"\bin total\b",
     r"\bper (?:year|seat)\b",
-    r"\b\d+(?:[.,]\d+)?\s*[x×*/+]\s*\d+(?:[.,]\d+)?\b",
+    r"\b\d+(?:[.,]\d+)?\s*[x\u00d7*/+]\s*\d+(?:[.,]\d+)?\b",
     r"\b(?:calcular|calculer|berechnen|calcolare)\b",
 )
 _CODE_OR_LOG = _rx(
