@@ -85,6 +85,9 @@ class Redaction:
 # ---- candidate patterns ---------------------------------------------------------------
 
 _CARD = re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w-]|\.\d)")
+# How people group card digits: 4-4-4-4 (most), 4-4-4-4-3 (19 digits), 4-6-5 and 4-6-4 (Amex,
+# Diners).
+_CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?=[ -]?[A-Za-z0-9])")
 _IBAN_TAIL = re.compile(r"[A-Za-z0-9]+|[ -]")
 _SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
@@ -272,6 +275,9 @@ class Redactor:
 
     def _cards(self, text: str) -> Iterable[Finding]:
         for m in _CARD.finditer(text):
+            groups = tuple(len(g) for g in re.split(r"[ -]", m.group()))
+            if len(groups) > 1 and groups not in _CARD_GROUPINGS:
+                continue  # e.g. the digits of an IBAN, or a list of numbers
             if _luhn_card(re.sub(r"\D", "", m.group())):
                 yield Finding(m.start(), m.end(), Kind.CARD)
 
@@ -393,8 +399,10 @@ _HOLD_RULES = tuple(
         rf"(?i)\b(?:{_PASSWORD_KEYWORDS}|bearer|api[_ -]?key|access[_ -]?token|auth[_ -]?token"
         r"|secret(?:[_ -]?key)?|client[_ -]?secret|token|ssn|social security)\b"
         r"[\s:=]*(?:\w{1,7}[\s:=]+)?[\"'“]?\S*$",
+        # a UK national insurance number in groups
+        r"(?<![A-Za-z0-9])[A-Z]{2} ?(?:\d{1,2} ?){0,3}[A-D]?$",
         # a private key block until its end line
-        r"-----BEGIN [A-Z ]*(?:PRIVATE KEY-----(?:(?!-----END)[\s\S])*)?$",
+        r"-----BEGIN[A-Z ]*(?:-{1,5}(?:(?!-----END [A-Z ]*PRIVATE KEY-----)[\s\S])*)?$",
     )
 )
 
@@ -432,20 +440,28 @@ class StreamingRedactor:
     def push(self, text: str) -> str:
         """Take the next piece; returns the redacted text that can be sent now."""
         self._pending += text
+        pending = self._pending
+        offset = len(self._context)
+        window = self._context + pending
         # Rules look at the released context too: a keyword sent already still makes its
         # value wait.
-        hold = self._hold_start(self._context + self._pending) - len(self._context)
-        hold = max(hold, len(self._pending) - self._max_hold, 0)
+        hold = max(self._hold_start(window) - offset, 0)
         # Never cut inside a run of non-space characters (a detector would see half of
         # it), except between non-ASCII ones: scripts without spaces must still flow.
-        pending = self._pending
         while 0 < hold < len(pending) and _joined(pending[hold - 1], pending[hold]):
             hold -= 1
-        return self._release(hold)
+        findings = self._redactor.find(window, self._kinds)
+        # Nor inside something already recognisable as sensitive.
+        for finding in reversed(findings):
+            if finding.start < offset + hold < finding.end:
+                hold = max(finding.start - offset, 0)
+        hold = max(hold, len(pending) - self._max_hold)
+        return self._release(hold, findings)
 
     def flush(self) -> str:
         """Everything still held, redacted: call once at the end of the stream."""
-        return self._release(len(self._pending))
+        window = self._context + self._pending
+        return self._release(len(self._pending), self._redactor.find(window, self._kinds))
 
     @property
     def held(self) -> int:
@@ -460,13 +476,14 @@ class StreamingRedactor:
                 start = m.start()
         return start
 
-    def _release(self, cut: int) -> str:
+    def _release(self, cut: int, findings: list[Finding]) -> str:
+        """Send `pending[:cut]`, redacting the `findings` (positions in context + pending)."""
         if cut <= 0:
             return ""
         segment, self._pending = self._pending[:cut], self._pending[cut:]
-        window = self._context + segment
         offset = len(self._context)
-        findings = [f for f in self._redactor.find(window, self._kinds) if f.end > offset]
-        self.findings.extend(f.kind for f in findings)
+        released = [f for f in findings if f.end > offset and f.start < offset + cut]
+        self.findings.extend(f.kind for f in released)
+        window = self._context + segment
         self._context = window[-self._context_chars :]
-        return _apply(segment, findings, offset)
+        return _apply(segment, released, offset)
