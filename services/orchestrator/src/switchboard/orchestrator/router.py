@@ -276,7 +276,7 @@ def choose_route(
 _HEDGES = _rx(
     r"\bi(?:'m| am) not (?:sure|certain)\b",
     r"\bi (?:don't|do not) know\b",
-    r"\bi(?: can't|cannot| am unable to|'m unable to) (?:help|answer|assist|determine|say)\b",
+    r"\bi(?: can't| cannot| am unable to|'m unable to) (?:help|answer|assist|determine|say)\b",
     r"\b(?:unfortunately,? )?i (?:don't|do not) have (?:enough )?(?:information|access|details)\b",
     r"\bit(?:'s| is) (?:unclear|hard to say|difficult to say)\b",
     r"\bas an ai\b",

@@ -332,7 +332,11 @@ class HttpToolClient:
             kwargs["json"] = rest
         try:
             async with self._session.request(definition.method, url, **kwargs) as response:
-                body = await response.content.read(self._max_response_bytes + 1)
+                body = b""
+                async for chunk in response.content.iter_chunked(16_384):
+                    body += chunk
+                    if len(body) > self._max_response_bytes:
+                        break
                 status = response.status
                 content_type = response.content_type
         except aiohttp.ClientError as exc:
