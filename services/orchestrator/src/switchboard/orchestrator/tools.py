@@ -348,6 +348,9 @@ class HttpToolClient:
                 f"{definition.name} answered more than {self._max_response_bytes} bytes"
             )
         text = body.decode("utf-8", errors="replace")
+        if 300 <= status < 400:
+            # Following a redirect could lead off the allow-list.
+            raise ToolFailedError(f"{definition.name} answered HTTP {status} (not followed)")
         if status >= 400:
             raise ToolFailedError(f"{definition.name} answered HTTP {status}: {text[:200]}")
         if content_type == "application/json":
