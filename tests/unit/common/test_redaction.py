@@ -80,7 +80,7 @@ NEGATIVES = [
     "meter reading 123456789",
     "SSN-like 000-12-3456 is not valid",
     "¿Dónde está mi pedido 55102?",
-    "荷物はいつ届きますか？注文番号は 12345 です。",
+    "荷物はいつ届きますか？注文番号は 12345 です。",  # noqa: RUF001
 ]
 
 
@@ -113,11 +113,15 @@ def test_secret_kinds_leave_personal_data_for_the_provider_when_the_tenant_allow
     assert REDACTOR.redact(text, ALL_KINDS).text == "mail [EMAIL], card [CARD]"
 
 
-STREAM_SAMPLES = [p[0] for p in POSITIVES] + NEGATIVES[:8] + [
-    "Thanks! I sent the refund to DE89 3704 0044 0532 0130 00 and mailed bob@example.com. "
-    "If you need me, call +44 20 7946 0958. My password is hunter2 and the key is "
-    "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 — please keep them safe.",
-]
+STREAM_SAMPLES = (
+    [p[0] for p in POSITIVES]
+    + NEGATIVES[:8]
+    + [
+        "Thanks! I sent the refund to DE89 3704 0044 0532 0130 00 and mailed bob@example.com. "
+        "If you need me, call +44 20 7946 0958. My password is hunter2 and the key is "
+        "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 — please keep them safe.",
+    ]
+)
 
 
 @pytest.mark.parametrize("text", STREAM_SAMPLES)
