@@ -411,6 +411,14 @@ def _joined(left: str, right: str) -> bool:
     return not (left.isspace() or right.isspace()) and (left.isascii() or right.isascii())
 
 
+# Text without any of these has nothing to redact: every detector needs one of them.
+_SUSPICIOUS = re.compile(
+    rf"\d|@|-----BEGIN|[A-Za-z0-9_\-+/=]{{20,}}|(?i:\b(?:{_PASSWORD_KEYWORDS}|bearer|api|token"
+    r"|secret|ssn|social security|key|national insurance|nino)\b)"
+)
+_PLAIN_HOLD_RULES = (_HOLD_RULES[0], _HOLD_RULES[1], _HOLD_RULES[4])
+
+
 class StreamingRedactor:
     """Redacts text that arrives in pieces, holding back only a possibly-sensitive tail.
 
@@ -445,12 +453,13 @@ class StreamingRedactor:
         window = self._context + pending
         # Rules look at the released context too: a keyword sent already still makes its
         # value wait.
-        hold = max(self._hold_start(window) - offset, 0)
+        suspicious = _SUSPICIOUS.search(window) is not None
+        hold = max(self._hold_start(window, suspicious) - offset, 0)
         # Never cut inside a run of non-space characters (a detector would see half of
         # it), except between non-ASCII ones: scripts without spaces must still flow.
         while 0 < hold < len(pending) and _joined(pending[hold - 1], pending[hold]):
             hold -= 1
-        findings = self._redactor.find(window, self._kinds)
+        findings = self._redactor.find(window, self._kinds) if suspicious else []
         # Nor inside something already recognisable as sensitive.
         for finding in reversed(findings):
             if finding.start < offset + hold < finding.end:
@@ -468,9 +477,10 @@ class StreamingRedactor:
         """How many characters are waiting."""
         return len(self._pending)
 
-    def _hold_start(self, pending: str) -> int:
+    def _hold_start(self, pending: str, suspicious: bool) -> int:
         start = len(pending)
-        for rule in _HOLD_RULES:
+        # Ordinary prose (no digit, "@", keyword or long token) needs only the cheap rules.
+        for rule in _HOLD_RULES if suspicious else _PLAIN_HOLD_RULES:
             m = rule.search(pending, max(0, len(pending) - self._max_hold))
             if m is not None and m.start() < start:
                 start = m.start()

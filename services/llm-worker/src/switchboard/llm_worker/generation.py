@@ -95,7 +95,8 @@ async def generate(
     failures: list[str] = []
     for spec in models:
         coalescer = new_coalescer()
-        # Output guardrail: PII and secrets never reach the client (holds back a short tail).
+        # Output guardrail: PII and secrets never reach the client. It redacts the coalesced
+        # chunks (not every token, which would cost more), holding back a short tail.
         redactor = StreamingRedactor() if task.redact_output else None
         parts: list[str] = []
         sent_text = False
@@ -106,8 +107,9 @@ async def generate(
             ):
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
-                    text = redactor.push(event.text) if redactor else event.text
-                    chunk = coalescer.add(text) if text else None
+                    chunk = coalescer.add(event.text)
+                    if chunk and redactor is not None:
+                        chunk = redactor.push(chunk)
                     if chunk:
                         await emit(ChatEvent(delta=Delta(text=chunk)))
                         sent_text = True
@@ -115,7 +117,7 @@ async def generate(
                     finished = event
             rest = coalescer.drain()
             if redactor is not None:
-                rest += redactor.flush()
+                rest = redactor.push(rest) + redactor.flush()
             if rest:
                 await emit(ChatEvent(delta=Delta(text=rest)))
         except ProviderError as exc:

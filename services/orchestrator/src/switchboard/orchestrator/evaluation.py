@@ -8,13 +8,14 @@ Speeds are measured here, never asserted in tests.
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from switchboard.common.redaction import ALL_KINDS, Kind, Redactor
+from switchboard.common.redaction import ALL_KINDS, Kind, Redactor, StreamingRedactor
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.router import CHEAP, FRONTIER, ComplexityClassifier
 
@@ -140,6 +141,17 @@ def evaluate_guardrails(data: Path) -> int:
     print(f"  injection scoring: {_per_message_us(detector.score, texts, 5):.1f} µs per message")
     pii_texts = [c["text"] for c in cases]
     print(f"  redaction: {_per_message_us(redactor.redact, pii_texts, 5):.1f} µs per message")
+    # Streaming redaction as the worker runs it: once per relayed chunk of a few tokens.
+    prose = " ".join(b["text"] for b in benign)
+    chunks = re.findall(r"(?:\s*\S+){1,4}", prose)
+    start = time.perf_counter()
+    for _ in range(5):
+        stream = StreamingRedactor(redactor)
+        for chunk in chunks:
+            stream.push(chunk)
+        stream.flush()
+    per_chunk = (time.perf_counter() - start) / (5 * len(chunks)) * 1e6
+    print(f"  streaming redaction: {per_chunk:.1f} µs per relayed chunk of up to 4 tokens")
     return 0
 
 
