@@ -128,3 +128,13 @@ test-unit: venv ## Unit tests (no servers needed)
 test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real stack
 	$(MAKE) --no-print-directory proto-check lint typecheck
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
+
+# ---- evaluations --------------------------------------------------------------------
+
+.PHONY: eval-router
+eval-router: venv ## Router on tests/data: share sent to cheap, recall of complex, cost vs all-frontier
+	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data
+
+.PHONY: eval-guardrails
+eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates
+	$(PY) -m switchboard.orchestrator.evaluation guardrails --data tests/data

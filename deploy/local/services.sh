@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts, stops and lists the Switchboard processes of the local stack: the provider
-# simulator, memory, the llm-workers, the orchestrator and the gateway. Each runs in the
+# simulator, the demo order service, memory, the llm-workers, the orchestrator and the
+# gateway (after seeding the tenants of tenants.yaml into MongoDB). Each runs in the
 # background from the repository's .venv, in its own session so that it outlives the caller.
 #
 #   deploy/local/services.sh up       start what is not running, then wait until all are ready
@@ -58,6 +59,8 @@ add() {
 	ENVS+=("$4")
 }
 add simulator switchboard.simulator http://127.0.0.1:8400/_health ""
+# The demo tenant's order_status tool calls it (deploy/local/tenants.yaml).
+add demo-orders switchboard.demo_orders http://127.0.0.1:8086/_health ""
 add memory switchboard.memory http://127.0.0.1:8083/readyz SWITCHBOARD_HEALTH_PORT=8083
 k=0
 for tier in ${TIERS[@]+"${TIERS[@]}"}; do
@@ -176,6 +179,9 @@ up() {
 		fi
 		to_start+=("$idx")
 	done
+	# Tenants (policies, tools, API keys) live in MongoDB; the local ones come from YAML.
+	"$PYTHON" -m switchboard.common.tenants seed "$ROOT/deploy/local/tenants.yaml" \
+		|| die "seeding the tenants of deploy/local/tenants.yaml failed (is FerretDB up?)"
 	for idx in ${to_start[@]+"${to_start[@]}"}; do
 		start "$idx"
 	done
@@ -288,6 +294,7 @@ down() {
 	stop_together orchestrator
 	stop_together ${workers[@]+"${workers[@]}"}
 	stop_together memory
+	stop_together demo-orders
 	stop_together simulator
 	((STOPPED > 0)) || echo "nothing was running"
 }

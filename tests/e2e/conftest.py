@@ -22,6 +22,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
+from switchboard.common.tenants import TenantConfig, TenantStore, load_seed
+
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs" / "e2e"
 KAFKA = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -36,6 +38,7 @@ PORT_OFFSET = int(os.environ.get("SWITCHBOARD_E2E_PORT_OFFSET", "0"))
 SIM_PORT = 18400 + PORT_OFFSET
 GATEWAY_PORT = 50161 + PORT_OFFSET
 MEMORY_PORT = 50162 + PORT_OFFSET
+DEMO_ORDERS_PORT = 18086 + PORT_OFFSET
 HEALTH_PORTS = {
     name: 18180 + PORT_OFFSET + n
     for n, name in enumerate(("gateway", "orchestrator", "memory", "llm-worker"), start=1)
@@ -62,6 +65,7 @@ class Platform:
     database: str
     gateway_target: str = f"127.0.0.1:{GATEWAY_PORT}"
     simulator_url: str = f"http://127.0.0.1:{SIM_PORT}"
+    demo_orders_url: str = f"http://127.0.0.1:{DEMO_ORDERS_PORT}"
     api_key: str = API_KEY
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -109,6 +113,39 @@ async def _delete_topics(prefix: str) -> None:
         await admin.close()
 
 
+# A second tenant whose policy lets personal data reach its provider (secrets never do):
+# the output guardrail is what keeps it from the client and from storage.
+RAW_TENANT = "e2e-raw"
+
+
+async def _seed_tenants(database: str, demo_orders_url: str) -> None:
+    """The tenants of deploy/local/tenants.yaml, pointed at this run's demo order service."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        MONGO, serverSelectionTimeoutMS=5_000
+    )
+    try:
+        store = TenantStore(client, database)  # type: ignore[arg-type]
+        previous = os.environ.get("SWITCHBOARD_DEV_API_KEY")
+        os.environ["SWITCHBOARD_DEV_API_KEY"] = API_KEY
+        try:
+            tenants = load_seed(ROOT / "deploy/local/tenants.yaml")
+        finally:
+            if previous is None:
+                os.environ.pop("SWITCHBOARD_DEV_API_KEY")
+            else:
+                os.environ["SWITCHBOARD_DEV_API_KEY"] = previous
+        for tenant in tenants:
+            for tool in tenant.tools:
+                if isinstance(tool.get("url"), str):
+                    tool["url"] = tool["url"].replace("http://127.0.0.1:8086", demo_orders_url)
+            await store.upsert(tenant)
+        raw = TenantConfig(tenant_id=RAW_TENANT, name="Raw Data Inc.")
+        raw.guardrails.redact_pii = False
+        await store.upsert(raw)
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
     """Start the simulator and the four services; stop them and clean up at the end."""
@@ -118,6 +155,7 @@ def platform() -> Iterator[Platform]:
         asyncio.run(_create_topics(plat.topic_prefix))
     except Exception as exc:  # the stack is a precondition of this suite
         pytest.fail(f"Kafka at {KAFKA} is unreachable ({exc!r}); start it with `make stack-up`")
+    asyncio.run(_seed_tenants(plat.database, plat.demo_orders_url))
     LOGS.mkdir(parents=True, exist_ok=True)
     base_env = {
         **os.environ,
@@ -141,6 +179,12 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_SIM_TOKEN_DELAY_MS": "1",
             },
             f"{plat.simulator_url}/_health",
+        ),
+        (
+            "demo-orders",
+            "switchboard.demo_orders",
+            {"SWITCHBOARD_DEMO_ORDERS_PORT": str(DEMO_ORDERS_PORT)},
+            f"{plat.demo_orders_url}/_health",
         ),
         (
             "memory",
@@ -170,6 +214,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-orchestrator",
+                "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
+                "SWITCHBOARD_ORCHESTRATOR_DATABASE": plat.database,
+                "SWITCHBOARD_ORCHESTRATOR_HTTP_TOOL_ALLOWED_HOSTS": f"127.0.0.1:{DEMO_ORDERS_PORT}",
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["orchestrator"]),
             },
             f"http://127.0.0.1:{HEALTH_PORTS['orchestrator']}/readyz",

@@ -40,9 +40,33 @@ class ModelPolicy(BaseModel):
 class GuardrailPolicy(BaseModel):
     """What the guardrails do for a tenant."""
 
+    # Redact personal data (e-mails, phones, national ids) before the provider sees it.
+    # Secrets (cards, IBANs, keys, passwords) are always redacted, and storage always is.
     redact_pii: bool = True
     prompt_injection: Literal["block", "flag", "off"] = "block"
     blocked_topics: list[str] = Field(default_factory=list)
+    # Injection score (0..1) from which the policy above applies.
+    injection_threshold: float = Field(default=0.5, gt=0, le=1)
+    # Redact PII and secrets in generated text while it streams.
+    redact_output: bool = True
+    # Hand the conversation to a human on request, strong frustration or repeated failure.
+    escalation: bool = True
+    frustration_threshold: float = Field(default=1.0, gt=0)
+    failure_turns: int = Field(default=3, ge=1)
+    # Regions whose national phone formats are recognised (international ones always are).
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "ES", "IT", "NL"]
+    )
+    refusal_message: str = (
+        "I'm sorry, but I can't help with that request. Is there anything else I can do for you?"
+    )
+    topic_refusal_message: str = (
+        "I'm sorry, but I can't discuss that topic here. Is there anything else I can help with?"
+    )
+    handoff_message: str = (
+        "I'm connecting you with a member of our team. Your ticket number is {ticket_id}; "
+        "someone will be with you shortly."
+    )
 
 
 class RateLimits(BaseModel):
@@ -58,7 +82,8 @@ class TenantConfig(BaseModel):
     tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = ""
     api_key_sha256: list[str] = Field(default_factory=list)
-    # A template: {tenant_name} and {user_id} are filled per turn.
+    # A template: {tenant_name}, {user_id}, {date} and the request's metadata keys
+    # (e.g. {user_name}, {locale}) are filled per turn; unknown names stay as written.
     system_prompt: str = (
         "You are {tenant_name}'s customer-support assistant. Be helpful, concise and polite. "
         "Answer in the customer's language."
@@ -68,8 +93,13 @@ class TenantConfig(BaseModel):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     daily_budget_usd: float = Field(default=50.0, ge=0)
     retention_days: int = Field(default=90, gt=0)
-    # Tool definitions, as the orchestrator's tool registry reads them.
+    # Tool definitions, as the orchestrator's tool registry reads them (HTTP tools:
+    # name, description, method, url, parameters (JSON Schema), timeout_s).
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    # Built-in tools offered to the model: "escalate_to_human", "current_time".
+    builtin_tools: list[str] = Field(default_factory=lambda: ["escalate_to_human", "current_time"])
+    # Cache answers to FAQ-style first turns this long (0 disables the cache).
+    response_cache_ttl_s: int = Field(default=0, ge=0)
 
 
 class TenantStore:

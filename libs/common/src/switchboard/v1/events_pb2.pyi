@@ -215,6 +215,7 @@ class LlmTask(_message.Message):
     RESULT_TOPIC_FIELD_NUMBER: _builtins.int
     SEQUENCE_BASE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REDACT_OUTPUT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     tenant_id: _builtins.str
     conversation_id: _builtins.str
@@ -226,6 +227,8 @@ class LlmTask(_message.Message):
     """Where the LlmResult goes; empty means `llm.results`."""
     sequence_base: _builtins.int
     """Sequence numbers of this task's reply events start after this value."""
+    redact_output: _builtins.bool
+    """Redact PII and secrets in the streamed text before it reaches the client."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
     @_builtins.property
@@ -254,10 +257,11 @@ class LlmTask(_message.Message):
         result_topic: _builtins.str = ...,
         sequence_base: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        redact_output: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "messages", b"messages", "metadata", b"metadata", "models", b"models", "params", b"params", "reply_topic", b"reply_topic", "request_id", b"request_id", "result_topic", b"result_topic", "sequence_base", b"sequence_base", "task_id", b"task_id", "tenant_id", b"tenant_id", "tier", b"tier", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "messages", b"messages", "metadata", b"metadata", "models", b"models", "params", b"params", "redact_output", b"redact_output", "reply_topic", b"reply_topic", "request_id", b"request_id", "result_topic", b"result_topic", "sequence_base", b"sequence_base", "task_id", b"task_id", "tenant_id", b"tenant_id", "tier", b"tier", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -349,6 +353,9 @@ class CompletedTurn(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    TOOL_EXCHANGES_FIELD_NUMBER: _builtins.int
+    GUARDRAIL_FLAGS_FIELD_NUMBER: _builtins.int
+    HANDOFF_TICKET_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     conversation_id: _builtins.str
     request_id: _builtins.str
@@ -360,12 +367,22 @@ class CompletedTurn(_message.Message):
     routing_reason: _builtins.str
     cost_usd: _builtins.float
     finish_reason: _builtins.str
+    handoff_ticket_id: _builtins.str
+    """Set when the turn was handed to a human."""
     @_builtins.property
     def usage(self) -> _chat_pb2.Usage: ...
     @_builtins.property
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tool_exchanges(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolExchange]:
+        """The tools the model called during the turn, with their (redacted) results."""
+
+    @_builtins.property
+    def guardrail_flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the guardrails noticed, e.g. "redacted:EMAIL", "injection-flagged:0.62"."""
+
     def __init__(
         self,
         *,
@@ -383,14 +400,47 @@ class CompletedTurn(_message.Message):
         finish_reason: _builtins.str = ...,
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        tool_exchanges: _abc.Iterable[Global___ToolExchange] | None = ...,
+        guardrail_flags: _abc.Iterable[_builtins.str] | None = ...,
+        handoff_ticket_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "completed_at", b"completed_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "assistant_message", b"assistant_message", "completed_at", b"completed_at", "conversation_id", b"conversation_id", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "model", b"model", "request_id", b"request_id", "routing_reason", b"routing_reason", "tenant_id", b"tenant_id", "tier", b"tier", "usage", b"usage", "user_id", b"user_id", "user_message", b"user_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "assistant_message", b"assistant_message", "completed_at", b"completed_at", "conversation_id", b"conversation_id", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "guardrail_flags", b"guardrail_flags", "handoff_ticket_id", b"handoff_ticket_id", "model", b"model", "request_id", b"request_id", "routing_reason", b"routing_reason", "tenant_id", b"tenant_id", "tier", b"tier", "tool_exchanges", b"tool_exchanges", "usage", b"usage", "user_id", b"user_id", "user_message", b"user_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompletedTurn: _TypeAlias = CompletedTurn  # noqa: Y015
+
+@_typing.final
+class ToolExchange(_message.Message):
+    """ToolExchange is one tool call of a turn and its outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"succeeded" or "failed"."""
+    result: _builtins.str
+    """What the tool returned (or the error), as given to the model."""
+    @_builtins.property
+    def call(self) -> Global___ToolCall: ...
+    def __init__(
+        self,
+        *,
+        call: Global___ToolCall | None = ...,
+        status: _builtins.str = ...,
+        result: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "result", b"result", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolExchange: _TypeAlias = ToolExchange  # noqa: Y015
 
 @_typing.final
 class CancelGeneration(_message.Message):

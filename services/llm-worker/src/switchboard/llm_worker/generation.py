@@ -3,6 +3,7 @@
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from switchboard.common.redaction import StreamingRedactor
 from switchboard.llm_worker.providers import Finished, Provider, ProviderError, TextDelta
 from switchboard.llm_worker.settings import ModelSpec
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Error, Reset, Usage
@@ -94,6 +95,9 @@ async def generate(
     failures: list[str] = []
     for spec in models:
         coalescer = new_coalescer()
+        # Output guardrail: PII and secrets never reach the client. It redacts the coalesced
+        # chunks (not every token, which would cost more), holding back a short tail.
+        redactor = StreamingRedactor() if task.redact_output else None
         parts: list[str] = []
         sent_text = False
         try:
@@ -104,12 +108,16 @@ async def generate(
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     chunk = coalescer.add(event.text)
+                    if chunk and redactor is not None:
+                        chunk = redactor.push(chunk)
                     if chunk:
                         await emit(ChatEvent(delta=Delta(text=chunk)))
                         sent_text = True
                 else:
                     finished = event
             rest = coalescer.drain()
+            if redactor is not None:
+                rest = redactor.push(rest) + redactor.flush()
             if rest:
                 await emit(ChatEvent(delta=Delta(text=rest)))
         except ProviderError as exc:

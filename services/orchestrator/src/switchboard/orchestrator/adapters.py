@@ -1,17 +1,26 @@
-"""Thin adapters: the memory service over gRPC and turn state in Redis."""
+"""Thin adapters: memory over gRPC, turn state and the response cache in Redis, tickets in
+MongoDB."""
 
+import json
 import logging
-from typing import cast
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import grpc
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from switchboard.orchestrator.core import Route
+from switchboard.orchestrator.tools import ToolContext
+from switchboard.orchestrator.turns import TurnState
 from switchboard.v1.events_pb2 import TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext, GetContextRequest
 from switchboard.v1.memory_pb2_grpc import MemoryServiceStub
 
 log = logging.getLogger(__name__)
+
+TICKETS_COLLECTION = "tickets"
+_TICKET_NAMESPACE = uuid.UUID("5b0c2a4e-8f3d-4c1e-9a57-2d6f0b8e1c33")
 
 
 class MemoryClient:
@@ -59,29 +68,81 @@ class RedisTurnStore:
     def _key(request_id: str) -> str:
         return f"sb:turn:{request_id}"
 
-    async def save(self, turn: TurnRequest, route: Route) -> None:
-        """Remember a turn whose task is about to be published."""
-        key = self._key(turn.request_id)
+    async def save(self, state: TurnState) -> None:
+        """Remember a turn whose next task is about to be published."""
+        key = self._key(state.turn.request_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
                 mapping={
-                    "turn": turn.SerializeToString(),
-                    "tier": route.tier,
-                    "reason": route.reason,
+                    "turn": state.turn.SerializeToString(),
+                    "task": state.task.SerializeToString(),
+                    "meta": state.to_json(),
                 },
             )
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
 
-    async def load(self, request_id: str) -> tuple[TurnRequest, Route] | None:
-        """The turn and its route, or None when it finished already or expired."""
+    async def load(self, request_id: str) -> TurnState | None:
+        """The turn's state, or None when it finished already or expired."""
         fields = cast(dict[bytes, bytes], await self._redis.hgetall(self._key(request_id)))
         if not fields:
             return None
-        turn = TurnRequest.FromString(fields[b"turn"])
-        return turn, Route(fields[b"tier"].decode(), fields[b"reason"].decode())
+        return TurnState.from_parts(fields[b"turn"], fields[b"task"], fields[b"meta"].decode())
 
     async def forget(self, request_id: str) -> None:
         """Drop a finished turn."""
         await self._redis.delete(self._key(request_id))
+
+
+class RedisResponseCache:
+    """Cached answers to FAQ-style first turns, JSON values with a TTL."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) and "text" in value else None
+
+    async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
+        await self._redis.set(key, json.dumps(value), ex=ttl_s)
+
+
+class MongoTicketStore:
+    """Handoff tickets per tenant (MongoDB `tickets`); one ticket per request at most."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self._collection = client[database][TICKETS_COLLECTION]
+
+    @staticmethod
+    def ticket_id(tenant_id: str, request_id: str) -> str:
+        """Deterministic, so that a redelivered request opens no second ticket."""
+        return "T-" + uuid.uuid5(_TICKET_NAMESPACE, f"{tenant_id}/{request_id}").hex[:12].upper()
+
+    async def open_ticket(self, context: ToolContext, reason: str, priority: str) -> str:
+        """Open (or find) the ticket of this request; returns its id."""
+        ticket_id = self.ticket_id(context.tenant_id, context.request_id)
+        await self._collection.update_one(
+            {"_id": ticket_id},
+            {
+                "$setOnInsert": {
+                    "tenant_id": context.tenant_id,
+                    "conversation_id": context.conversation_id,
+                    "request_id": context.request_id,
+                    "user_id": context.user_id,
+                    "reason": reason,
+                    "priority": priority,
+                    "status": "open",
+                    "created_at": datetime.now(UTC),
+                }
+            },
+            upsert=True,
+        )
+        return ticket_id

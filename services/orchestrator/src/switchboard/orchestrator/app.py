@@ -1,13 +1,17 @@
-"""Wires the orchestrator: two Kafka handlers around the turn logic in `core`."""
+"""Wires the orchestrator: two Kafka handlers around the `TurnEngine`."""
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from switchboard.common.budget import BudgetLedger
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
     create_broker,
@@ -19,47 +23,116 @@ from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
-from switchboard.orchestrator import core
-from switchboard.orchestrator.adapters import MemoryClient, RedisTurnStore
+from switchboard.orchestrator.adapters import (
+    MemoryClient,
+    MongoTicketStore,
+    RedisResponseCache,
+    RedisTurnStore,
+)
+from switchboard.orchestrator.router import ComplexityClassifier, RouterConfig
 from switchboard.orchestrator.settings import OrchestratorSettings
-from switchboard.v1.events_pb2 import LlmResult, TurnRequest
+from switchboard.orchestrator.tools import HttpToolClient, ToolRegistry, build_registry
+from switchboard.orchestrator.turns import EngineSettings, TurnEngine
+from switchboard.v1.chat_pb2 import ChatEvent
+from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask, TurnRequest
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (RedisError, KafkaError, TimeoutError)
+TRANSIENT = (RedisError, KafkaError, TimeoutError, PyMongoError)
 
 
-def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> MemoryClient:
-    """Register the handlers on `broker`; returns the memory client to close at the end."""
+class KafkaOutbox:
+    """The engine's messages, published with the broker's acknowledgement."""
+
+    def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
+        self._broker = broker
+        self._topics = topics
+
+    async def reply(self, topic: str, event: ChatEvent) -> None:
+        await publish(self._broker, topic, event, key=event.request_id)
+
+    async def task(self, task: LlmTask) -> None:
+        await publish(
+            self._broker, self._topics.llm_tasks(task.tier), task, key=task.conversation_id
+        )
+
+    async def completed(self, turn: CompletedTurn) -> None:
+        await publish(self._broker, self._topics.chat_turns, turn, key=turn.conversation_id)
+
+
+class Resources:
+    """What `build` opened and `serve` must close."""
+
+    def __init__(
+        self, memory: MemoryClient, mongo: AsyncMongoClient[dict[str, Any]], http: HttpToolClient
+    ) -> None:
+        self.memory = memory
+        self.mongo = mongo
+        self.http = http
+
+    async def close(self) -> None:
+        await self.memory.close()
+        await self.http.close()
+        await self.mongo.close()
+
+
+def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> Resources:
+    """Register the handlers on `broker`; returns what to close at the end."""
+    topics = Topics(settings.kafka.topic_prefix)
     memory = MemoryClient(
         settings.memory_target, settings.memory_timeout_s, settings.context_max_tokens
     )
-    turns = RedisTurnStore(redis, settings.turn_state_ttl_s)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url,
+        serverSelectionTimeoutMS=settings.mongo_timeout_ms,
+        timeoutMS=settings.mongo_timeout_ms,
+    )
+    tenants = TenantStore(mongo, settings.database, cache_ttl_s=settings.tenant_cache_ttl_s)
+    tickets = MongoTicketStore(mongo, settings.database)
+    http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
+
+    def registry_for(tenant: TenantConfig) -> ToolRegistry:
+        return build_registry(
+            builtin_names=tenant.builtin_tools,
+            tool_definitions=tenant.tools,
+            tickets=tickets,
+            http=http,
+            builtin_timeout_s=settings.builtin_tool_timeout_s,
+            max_result_chars=settings.tool_result_max_chars,
+        )
+
+    engine = TurnEngine(
+        EngineSettings(
+            result_topic=topics.llm_results,
+            default_max_output_tokens=settings.default_max_output_tokens,
+            max_input_chars=settings.max_input_chars,
+            max_tool_rounds=settings.max_tool_rounds,
+            cache_namespace=settings.kafka.topic_prefix,
+        ),
+        outbox=KafkaOutbox(broker, topics),
+        states=RedisTurnStore(redis, settings.turn_state_ttl_s),
+        memory=memory,
+        tenants=tenants,
+        ledger=BudgetLedger(redis),
+        tickets=tickets,
+        cache=RedisResponseCache(redis),
+        registry_for=registry_for,
+        classifier=ComplexityClassifier(RouterConfig(threshold=settings.router_threshold)),
+    )
     group = settings.consumer_group
-    topics = Topics(settings.kafka.topic_prefix)
 
     @durable_subscriber(broker, topics.chat_requests, group)
     async def on_turn_request(message: KafkaMessage) -> None:
         turn = await decode_or_dead_letter(broker, message, TurnRequest, consumer_group=group)
         if turn is None:
             return
-        route = core.choose_route(turn, settings.default_tier)
-        context = await memory.context_for(turn)
-        task = core.build_task(
-            turn,
-            context,
-            route,
-            result_topic=topics.llm_results,
-            system_prompt=settings.system_prompt,
-            default_max_output_tokens=settings.default_max_output_tokens,
-        )
         async for attempt in retrying(
             settings.step_attempts, settings.step_backoff_max_s, TRANSIENT
         ):
             with attempt:
-                await turns.save(turn, route)
-                await publish(broker, topics.llm_tasks(route.tier), task, key=turn.conversation_id)
+                await engine.on_request(turn)
 
     @durable_subscriber(broker, topics.llm_results, group)
     async def on_llm_result(message: KafkaMessage) -> None:
@@ -70,25 +143,9 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
             settings.step_attempts, settings.step_backoff_max_s, TRANSIENT
         ):
             with attempt:
-                state = await turns.load(result.request_id)
-                if state is None:
-                    # Redelivered after the turn finished, or expired: nothing left to do.
-                    log.info("no open turn for %s; result ignored", result.request_id)
-                    return
-                turn, route = state
-                if not result.HasField("error"):
-                    await publish(
-                        broker,
-                        topics.chat_turns,
-                        core.completed_turn(turn, route, result),
-                        key=turn.conversation_id,
-                    )
-                await publish(
-                    broker, turn.reply_topic, core.final_event(result), key=turn.request_id
-                )
-                await turns.forget(turn.request_id)
+                await engine.on_result(result)
 
-    return memory
+    return Resources(memory, mongo, http)
 
 
 async def serve(settings: OrchestratorSettings) -> None:
@@ -98,7 +155,7 @@ async def serve(settings: OrchestratorSettings) -> None:
     await health_server.start()
     broker = create_broker(settings.kafka, "orchestrator", tracer_provider)
     redis = create_redis(settings.redis)
-    memory = build(settings, broker, redis)
+    resources = build(settings, broker, redis)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
     health_server.ready = True
@@ -108,7 +165,7 @@ async def serve(settings: OrchestratorSettings) -> None:
 
     health_server.ready = False
     await broker.stop()
-    await memory.close()
+    await resources.close()
     await redis.aclose()
     await health_server.stop()
     tracer_provider.shutdown()

@@ -1,7 +1,10 @@
 """Orchestrator settings (`SWITCHBOARD_ORCHESTRATOR_*`)."""
 
+from typing import Annotated
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.functional_validators import BeforeValidator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from switchboard.common.settings import (
     HealthSettings,
@@ -9,6 +12,14 @@ from switchboard.common.settings import (
     RedisSettings,
     TelemetrySettings,
 )
+
+
+def _comma_separated(value: object) -> object:
+    return (
+        [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str)
+        else value
+    )
 
 
 class OrchestratorSettings(BaseSettings):
@@ -20,10 +31,23 @@ class OrchestratorSettings(BaseSettings):
     memory_target: str = "127.0.0.1:50052"
     memory_timeout_s: float = Field(default=2.0, gt=0)
     context_max_tokens: int = Field(default=4_000, gt=0)
-    default_tier: str = "cheap"
     default_max_output_tokens: int = Field(default=512, gt=0)
-    system_prompt: str = (
-        "You are a helpful, concise customer-support assistant. Answer in the customer's language."
+    # Longest user message accepted (the gateway has its own, usually equal, limit).
+    max_input_chars: int = Field(default=8_000, gt=0)
+    # Tenants and handoff tickets.
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    database: str = "switchboard"
+    mongo_timeout_ms: int = Field(default=5_000, gt=0)
+    tenant_cache_ttl_s: float = Field(default=30.0, ge=0)
+    # Routing: complexity score from which a turn goes to the frontier tier.
+    router_threshold: float = Field(default=0.5, gt=0)
+    # Tool calls: rounds per turn, time limits, result sizes, HTTP hosts tools may call.
+    max_tool_rounds: int = Field(default=5, ge=1, le=20)
+    builtin_tool_timeout_s: float = Field(default=5.0, gt=0)
+    tool_result_max_chars: int = Field(default=4_000, gt=0)
+    http_tool_max_response_bytes: int = Field(default=256 * 1024, gt=0)
+    http_tool_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = (
+        Field(default_factory=lambda: ["127.0.0.1:8086", "localhost:8086"])
     )
     # How long a turn may wait for its generation before its state is forgotten.
     turn_state_ttl_s: int = Field(default=3_600, gt=0)

@@ -1,0 +1,298 @@
+"""Cheap or frontier: the routing policy and its rule-based complexity classifier.
+
+Policy, in order:
+1. a tier the client asked for explicitly wins (when the tenant allows it);
+2. a tenant whose model policy pins a tier gets that tier;
+3. otherwise the complexity classifier decides: each signal found in the message (or in the
+   conversation) adds its weight, and a score at or above the threshold goes to frontier.
+
+The classifier is a handful of precompiled regular expressions over the message: a few
+microseconds per message, deterministic, and its reason lists the signals it saw. Rules are
+used rather than a learned model because routing must be explainable and cost nothing.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+CHEAP = "cheap"
+FRONTIER = "frontier"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One reason a message looks complex."""
+
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """The classifier's verdict on one message."""
+
+    score: float
+    signals: tuple[Signal, ...]
+
+    def explain(self, threshold: float) -> str:
+        relation = "≥" if self.score >= threshold else "<"
+        found = ", ".join(f"{s.name} +{s.weight:.2f}" for s in self.signals) or "no signal"
+        return f"complexity {self.score:.2f} {relation} {threshold:.2f} ({found})"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The tier a turn runs on and why."""
+
+    tier: str
+    reason: str
+    score: float = 0.0
+    # True when the classifier chose (so a cascade may upgrade it).
+    classified: bool = False
+    signals: tuple[str, ...] = field(default=())
+
+
+def _rx(*patterns: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE | re.MULTILINE)
+
+
+_REASONING = _rx(
+    r"\bwhy\b",
+    r"\bexplain\b",
+    r"\bhow come\b",
+    r"\bpros and cons\b",
+    r"\bwalk me through\b",
+    r"\bstep[- ]by[- ]step\b",
+    r"\bwhat (?:would|will) happen if\b",
+    r"\btrade-?offs?\b",
+    r"\bwhat are my options\b",
+    r"\bhow does (?:that|this|it) work\b",
+    r"\b(?:i need|help me|want) to understand\b",
+    r"\bshould i\b",
+    r"\b(?:por qué|explica|explique|erklären|erkläre|warum|wieso|pourquoi|perché|spiegami"
+    r"|porque)\b",
+)
+_COMPARISON = _rx(
+    r"\bcompar(?:e|ed|ing|ison)\b",
+    r"\bdifferences? between\b",
+    r"\b(?:vs\.?|versus)\b",
+    r"\b(?:better|cheaper|best) (?:option|choice|plan|deal|value|for me)\b",
+    r"\bis it better\b",
+    r"\bwhich (?:is|one is) (?:better|cheaper|best)\b",
+    r"\bwhich (?:plan|option|tariff|subscription)\b",
+    r"\bor (?:keep|use|stay|switch)\b",
+    r"\b(?:comparar|diferencia entre|différence entre|unterschied zwischen|differenza tra"
+    r"|me conviene|lohnt sich)\b",
+)
+_CALCULATION = _rx(
+    r"\bcalculat(?:e|ed|ion)\b",
+    r"\bcompute\b",
+    r"\bwork out\b",
+    r"\bhow much (?:would|will|do|does|did|am|is)\b",
+    r"\bhow many (?:installments|months|payments)\b",
+    r"\bpro-?rat(?:e|ed|a)\b",
+    r"\binterest\b",
+    r"\bpercent(?:age)?\b",
+    r"\d\s*%",
+    r"\bsplit (?:the|my) (?:bill|cost|payment)\b",
+    r"\binstal(?:l)?ments?\b",
+    r"\bwhat (?:exactly )?(?:do|will) i owe\b",
+    r"\b(?:we're|i'm|we are|i am) owed\b",
+    r"\bin total\b",
+    r"\bper (?:year|seat)\b",
+    r"\b\d+(?:[.,]\d+)?\s*[x\u00d7*/+]\s*\d+(?:[.,]\d+)?\b",
+    r"\b(?:calcular|calculer|berechnen|calcolare)\b",
+)
+_CODE_OR_LOG = _rx(
+    r"\btraceback\b",
+    r"\b\w*(?:exception|error):",
+    r"\bstack ?trace\b",
+    r"\berror(?: code)? [A-Z]?\d{2,}\b",
+    r"\b(?:http|status)(?: code)? [45]\d\d\b",
+    r"```",
+    r"\{\s*\"",
+    r"^\s*at [\w.$]+\(",
+    r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d",
+    r"\b(?:ERROR|WARN|FATAL)\b",
+    r"\b0x[0-9a-f]{4,}\b",
+    r"\b(?:def|function|select|curl|import)\b .*[(=*]",
+    r"\b[A-Z]\d{3,}\b",
+)
+_TRIED = _rx(
+    r"\b(?:i(?:'ve| have)?|we(?:'ve| have)?) (?:already |also |even )?(?:tried|restarted"
+    r"|rebooted|reinstalled|reset|updated|cleared|unplugged|followed|replaced|checked|changed"
+    r"|called|contacted|asked|sent|increased|whitelisted|rotated|retried|removed|power cycled"
+    r"|logged out)\b",
+    r"\b(?:already|twice|three times|two times|several times|five times|again)\b",
+    r"\bfactory reset\b",
+    r"\btried (?:another|a different|two different|resetting|restarting)\b",
+    r"\bstill (?:not|doesn't|does not|isn't|won't|can't|cannot|no|get|gets|happens|the same"
+    r"|drops|nothing)\b",
+    r"\b(?:doesn't|does not|didn't|did not|won't) (?:work|help|fix|turn on|start)\b",
+    r"\bnot working\b",
+    r"\bkeeps? (?:crashing|failing|dropping|happening|disconnecting|billing|charging)\b",
+    r"\b(?:ya (?:probé|intenté|reinicié)|reinicié|sigue sin|j'ai déjà|déjà essayé|toujours pas"
+    r"|schon|neu gestartet|immer noch nicht|ho già provato|ainda não|já tentei)\b",
+)
+_STAKES = _rx(
+    r"\b(?:lawyer|attorney|solicitor|legal action|lawsuit|sue|suing|court|tribunal)\b",
+    r"\b(?:gdpr|data protection|ccpa|privacy complaint|personal data)\b",
+    r"\b(?:chargeback|fraud(?:ulent)?|unauthori[sz]ed (?:charge|transaction|payment)s?)\b",
+    r"\b(?:dispute|compensat(?:ion|ed)|liab(?:ility|le)|breach of contract|regulator"
+    r"|ombudsman|binding|executor|estate|consent)\b",
+    r"\b(?:small claims|bankrupt(?:cy)?|discrimination|consumer protection)\b",
+    r"\b(?:credit (?:score|check)|financing|loan|debts?)\b",
+    r"\b(?:abogado|demanda|denuncia|avocat|plainte|anwalt|klage|avvocato|advogado"
+    r"|mahngebühr|reclamación)\b",
+)
+_MONEY_TROUBLE = _rx(
+    r"\b(?:charged|billed|debited|overcharged|overpa(?:id|ying)|double[- ]charged)\b"
+    r"[^.?!]{0,60}\b(?:twice|two|three|\d+ times|duplicate|same|full price|without"
+    r"|but|only|since|wrong)\b",
+    r"\b(?:charge|charges|debit|bill|invoice)s?\b[^.?!]{0,40}\b(?:don't recognise|don't recognize"
+    r"|never (?:signed|ordered|bought)|wrong|twice|doubled)\b",
+    r"\b(?:refund|money back|reimburse)\w*\b[^.?!]{0,60}\b(?:rejected|denied|never|not arrived"
+    r"|all months|difference|for all)\b",
+    r"\b(?:cobraron dos veces|cobrado dos veces|facture a[- ]t[- ]elle augmenté)\b",
+)
+_HISTORY_TROUBLE = _rx(
+    r"\bstill\b",
+    r"\b(?:won't|can't|doesn't|does not|cannot) (?:connect|start|work|pair|load|open)\b",
+    r"\bagain\b",
+    r"\b(?:doesn't|didn't|not) (?:work|working|help)\b",
+    r"\b(?:human|agent|manager|supervisor|complaint|escalate)\b",
+)
+_LIST_ITEM = re.compile(r"(?:^\s*(?:\d+[.)]|[-*•])|(?<=\s)\(?\d\))\s+\S", re.MULTILINE)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_QUESTION = re.compile(r"\?+")
+_ALSO = _rx(
+    r"\b(?:also|another (?:question|thing)|secondly|additionally|and one more)\b",
+    r"\b(?:and|or) (?:which|what|how|when|will|who|whether)\b",
+    r"\b(?:y cuál|y qué|et quel|et quelle|und welche|und wie|e quale|e qual)\b",
+)
+_FIGURE = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Weights and threshold of the classifier."""
+
+    threshold: float = 0.5
+    medium_words: int = 25
+    long_words: int = 45
+    very_long_words: int = 90
+    many_sentences: int = 3
+    # Messages (earlier ones and this one) that say it still fails or ask for a human.
+    history_turns_for_trouble: int = 2
+
+
+class ComplexityClassifier:
+    """Scores a message's complexity from explainable signals."""
+
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        self.config = config or RouterConfig()
+
+    def classify(self, message: str, history: Sequence[str] = ()) -> Complexity:
+        """Score `message`; `history` holds the conversation's earlier user messages."""
+        signals: list[Signal] = []
+        words = len(message.split())
+        if words >= self.config.very_long_words:
+            signals.append(Signal("very long message", 0.5))
+        elif words >= self.config.long_words:
+            signals.append(Signal("long message", 0.35))
+        elif words >= self.config.medium_words:
+            signals.append(Signal("detailed message", 0.2))
+        if len(_SENTENCE_END.findall(message.strip())) >= self.config.many_sentences:
+            signals.append(Signal("several sentences", 0.15))
+        questions = len(_QUESTION.findall(message))
+        items = len(_LIST_ITEM.findall(message))
+        if questions >= 3 or items >= 3:
+            signals.append(Signal("several questions", 0.5))
+        elif questions >= 2 or items >= 2 or (questions >= 1 and _ALSO.search(message)):
+            signals.append(Signal("several questions", 0.35))
+        for name, pattern, weight in _RULES:
+            if pattern.search(message):
+                signals.append(Signal(name, weight))
+        if len(_TRIED.findall(message)) >= 2:
+            signals.append(Signal("several attempts described", 0.15))
+        if len(_FIGURE.findall(message)) >= 3:
+            signals.append(Signal("several figures", 0.15))
+        troubled = sum(1 for text in (*history, message) if _HISTORY_TROUBLE.search(text))
+        if troubled >= self.config.history_turns_for_trouble:
+            signals.append(Signal("earlier escalations or failures", 0.5))
+        score = round(sum(s.weight for s in signals), 4)
+        return Complexity(score, tuple(signals))
+
+
+_RULES: tuple[tuple[str, re.Pattern[str], float], ...] = (
+    ("reasoning", _REASONING, 0.3),
+    ("comparison", _COMPARISON, 0.35),
+    ("calculation", _CALCULATION, 0.35),
+    ("code or log excerpt", _CODE_OR_LOG, 0.5),
+    ("troubleshooting already tried", _TRIED, 0.35),
+    ("legal or financial stakes", _STAKES, 0.5),
+    ("billing dispute", _MONEY_TROUBLE, 0.3),
+)
+
+
+def choose_route(
+    *,
+    requested_tier: str,
+    tenant_default_tier: str,
+    allowed_tiers: Sequence[str],
+    message: str,
+    history: Sequence[str],
+    classifier: ComplexityClassifier,
+) -> Route:
+    """Apply the routing policy (see the module docstring)."""
+    allowed = list(allowed_tiers) or [CHEAP]
+    if requested_tier and requested_tier != "auto":
+        if requested_tier in allowed:
+            return Route(requested_tier, f"tier {requested_tier!r} requested by the client")
+        fallback = CHEAP if CHEAP in allowed else allowed[0]
+        return Route(
+            fallback,
+            f"tier {requested_tier!r} requested but not allowed for the tenant; using {fallback}",
+        )
+    if tenant_default_tier != "auto":
+        tier = tenant_default_tier if tenant_default_tier in allowed else allowed[0]
+        return Route(tier, f"tenant policy pins tier {tier!r}")
+    verdict = classifier.classify(message, history)
+    threshold = classifier.config.threshold
+    wanted = FRONTIER if verdict.score >= threshold else CHEAP
+    tier = wanted if wanted in allowed else allowed[0]
+    reason = verdict.explain(threshold)
+    if tier != wanted:
+        reason += f"; {wanted} not allowed for the tenant"
+    return Route(
+        tier,
+        reason,
+        score=verdict.score,
+        classified=True,
+        signals=tuple(s.name for s in verdict.signals),
+    )
+
+
+_HEDGES = _rx(
+    r"\bi(?:'m| am) not (?:sure|certain)\b",
+    r"\bi (?:don't|do not) know\b",
+    r"\bi(?: can't| cannot| am unable to|'m unable to) (?:help|answer|assist|determine|say)\b",
+    r"\b(?:unfortunately,? )?i (?:don't|do not) have (?:enough )?(?:information|access|details)\b",
+    r"\bit(?:'s| is) (?:unclear|hard to say|difficult to say)\b",
+    r"\bas an ai\b",
+    r"\bno (?:lo )?sé\b|\bje ne sais pas\b|\bich weiß (?:es )?nicht\b",
+)
+
+
+def low_confidence(answer: str, complexity_score: float, min_words: int = 8) -> str | None:
+    """Why a cheap answer looks unreliable enough to re-run on frontier, or None."""
+    words = len(answer.split())
+    if not answer.strip():
+        return "empty answer"
+    match = _HEDGES.search(answer)
+    if match:
+        return f"hedging or refusal ({match.group(0)!r})"
+    # A question that scored some complexity deserves more than a few words.
+    if complexity_score > 0 and words < min_words:
+        return f"far too short ({words} words)"
+    return None
