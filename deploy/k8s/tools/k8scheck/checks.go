@@ -68,7 +68,7 @@ type workload struct {
 	pod      *corev1.PodTemplateSpec
 	selector *metav1.LabelSelector
 	replicas *int32
-	long     bool // runs until stopped (Deployment, StatefulSet), as opposed to a Job
+	long     bool     // runs until stopped (Deployment, StatefulSet), as opposed to a Job
 	claims   []string // volumeClaimTemplates of a StatefulSet
 }
 
@@ -419,6 +419,17 @@ func checkKafka(set *objectSet, r *report) {
 	for _, o := range set.ofKind("Kafka") {
 		if controllers[o.meta.Name] == 0 || brokers[o.meta.Name] == 0 {
 			r.add("%s: needs KafkaNodePools with the controller and the broker roles", o.ref())
+		}
+		spec, _ := o.raw["spec"].(map[string]any)
+		kafka, _ := spec["kafka"].(map[string]any)
+		config, _ := kafka["config"].(map[string]any)
+		factor, hasFactor := config["default.replication.factor"].(float64)
+		if hasFactor && int64(factor) > brokers[o.meta.Name] {
+			r.add("%s: default.replication.factor %v on %d brokers", o.ref(), factor, brokers[o.meta.Name])
+		}
+		if isr, ok := config["min.insync.replicas"].(float64); ok && hasFactor && isr > factor {
+			r.add("%s: min.insync.replicas %v above default.replication.factor %v: writes would fail",
+				o.ref(), isr, factor)
 		}
 		if n := controllers[o.meta.Name]; n%2 == 0 && n > 0 {
 			r.add("%s: %d KRaft controllers; an odd number tolerates as many failures with fewer nodes", o.ref(), n)

@@ -152,7 +152,7 @@ func checkRequired(set *objectSet, path string, r *report) error {
 		if len(fields) != 2 {
 			return fmt.Errorf("%s: want `Kind name`, got %q", path, line)
 		}
-		if set.find(fields[0], fields[1]) == nil {
+		if set.find(fields[0], fields[1]) == nil && !generated(set, fields[0], fields[1]) {
 			r.add("required %s/%s is missing (%s)", fields[0], fields[1], filepath.Base(path))
 		}
 	}
@@ -192,4 +192,15 @@ func readLines(path string) ([]string, error) {
 		}
 	}
 	return lines, nil
+}
+
+// generated: a ConfigMap or Secret generator's output, named <name>-<content hash>.
+func generated(set *objectSet, kind, name string) bool {
+	for _, o := range set.ofKind(kind) {
+		suffix, ok := strings.CutPrefix(o.meta.Name, name+"-")
+		if ok && len(suffix) == 10 && strings.Trim(suffix, "abcdefghijklmnopqrstuvwxyz0123456789") == "" {
+			return true
+		}
+	}
+	return false
 }
