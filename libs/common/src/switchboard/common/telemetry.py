@@ -1,6 +1,7 @@
 """Logging and OpenTelemetry set-up, one call per process."""
 
 import logging
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -29,3 +30,17 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings) -> TracerPro
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def grpc_client_interceptors() -> list[Any]:
+    """Interceptors that put each outgoing gRPC call on the current trace."""
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+
+
+def grpc_server_interceptors() -> list[Any]:
+    """Interceptors that continue the caller's trace in each incoming gRPC call."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ import grpc
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.orchestrator.tools import ToolContext
 from switchboard.orchestrator.turns import TurnState
 from switchboard.v1.events_pb2 import TurnRequest
@@ -27,7 +28,7 @@ class MemoryClient:
     """Loads conversation context; a slow or absent memory service degrades, never blocks."""
 
     def __init__(self, target: str, timeout_s: float, max_tokens: int) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, interceptors=grpc_client_interceptors())
         self._stub = MemoryServiceStub(self._channel)
         self._timeout_s = timeout_s
         self._max_tokens = max_tokens

@@ -30,6 +30,7 @@ from switchboard.common.redaction import (
     Redactor,
 )
 from switchboard.common.tenants import TenantConfig
+from switchboard.orchestrator import metrics
 from switchboard.orchestrator.guardrails import (
     InjectionDetector,
     blocked_topic,
@@ -345,10 +346,12 @@ class TurnEngine:
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)
+        metrics.ROUTES.labels(route.tier, "classified" if route.classified else "policy").inc()
 
         cache_key = self._cache_key(turn, tenant, context, route, bool(stored.findings))
         if cache_key:
             cached = await self._cache.get(cache_key)
+            metrics.CACHE.labels("miss" if cached is None else "hit").inc()
             if cached is not None:
                 span.set_attribute("switchboard.cache.hit", True)
                 await self._answer_from_cache(turn, stored.text, route, cached, flags)
@@ -387,6 +390,7 @@ class TurnEngine:
 
     async def _continue(self, state: TurnState, result: LlmResult) -> None:
         turn = state.turn
+        metrics.record_result(result)
         if result.cost_usd > 0:
             await self._ledger.add(turn.tenant_id, result.cost_usd)
         state.input_tokens += result.usage.input_tokens
@@ -533,7 +537,7 @@ class TurnEngine:
         if reply.findings:
             state.flags.extend(f"output-redacted:{k}" for k in sorted(reply.kinds))
         usage = Usage(input_tokens=state.input_tokens, output_tokens=state.output_tokens)
-        await self._outbox.completed(
+        await self._complete(
             self._completed(
                 turn,
                 user_message=state.stored_message,
@@ -596,7 +600,7 @@ class TurnEngine:
     ) -> None:
         """Reply without a model: a refusal or a handoff notice, then `done`."""
         trace.get_current_span().set_attribute("switchboard.route.reason", reason)
-        await self._outbox.completed(
+        await self._complete(
             self._completed(
                 turn,
                 user_message=stored_message,
@@ -656,7 +660,7 @@ class TurnEngine:
         flags.append("cache-hit")
         text, model, tier = str(cached["text"]), str(cached["model"]), str(cached["tier"])
         reason = f"{route.reason}; answered from the response cache"
-        await self._outbox.completed(
+        await self._complete(
             self._completed(
                 turn,
                 user_message=stored_message,
@@ -682,7 +686,12 @@ class TurnEngine:
             event.sequence = sequence
             await self._outbox.reply(turn.reply_topic, event)
 
+    async def _complete(self, record: CompletedTurn) -> None:
+        metrics.record_completed(record)
+        await self._outbox.completed(record)
+
     async def _fail(self, turn: TurnRequest, code: str, message: str) -> None:
+        metrics.TURN_ERRORS.labels(code).inc()
         await self._outbox.reply(
             turn.reply_topic,
             ChatEvent(

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the orchestrator: outcomes, cost, routing, guardrails, cache."""
+
+from prometheus_client import Counter
+
+from switchboard.v1.events_pb2 import CompletedTurn, LlmResult
+
+TURNS = Counter(
+    "switchboard_turns",
+    "Finished turns by tenant, tier and finish reason",
+    ["tenant", "tier", "finish_reason"],
+)
+TURN_ERRORS = Counter("switchboard_turn_errors", "Turns that ended in an error", ["code"])
+COST_USD = Counter("switchboard_cost_usd", "Model spend by tenant and tier", ["tenant", "tier"])
+TOKENS = Counter(
+    "switchboard_model_tokens",
+    "Model tokens by tenant, tier and direction",
+    ["tenant", "tier", "direction"],
+)
+ROUTES = Counter("switchboard_routing_decisions", "Routing decisions by tier", ["tier", "how"])
+GUARDRAIL_ACTIONS = Counter(
+    "switchboard_guardrail_actions", "Guardrail actions by kind (redacted:email, ...)", ["action"]
+)
+CACHE = Counter("switchboard_response_cache", "Response cache look-ups", ["result"])
+
+
+def record_result(result: LlmResult) -> None:
+    """Spend and tokens of one generation (every round of a turn counts)."""
+    tier = result.tier or "none"
+    COST_USD.labels(result.tenant_id, tier).inc(result.cost_usd)
+    TOKENS.labels(result.tenant_id, tier, "input").inc(result.usage.input_tokens)
+    TOKENS.labels(result.tenant_id, tier, "output").inc(result.usage.output_tokens)
+    if result.HasField("error"):
+        TURN_ERRORS.labels(result.error.code or "UNKNOWN").inc()
+
+
+def record_completed(turn: CompletedTurn) -> None:
+    """Outcome and guardrail actions of a finished turn."""
+    TURNS.labels(turn.tenant_id, turn.tier or "none", turn.finish_reason or "unknown").inc()
+    for flag in turn.guardrail_flags:
+        GUARDRAIL_ACTIONS.labels(guardrail_action(flag)).inc()
+
+
+def guardrail_action(flag: str) -> str:
+    """The bounded label of a guardrail flag: "redacted:email" stays, scores and topic names
+    ("injection-blocked:0.93", "topic-blocked:refunds") are dropped."""
+    kind, _, _ = flag.partition(":")
+    return flag if kind in ("redacted", "output-redacted") else kind
