@@ -73,6 +73,7 @@ class ContextCache:
         if self._expired(entry):
             del self._entries[key]
             return None
+        self._entries.move_to_end(key)
         newer = [m for m in entry.messages if m.position > entry.summary.until_position]
         return ContextSnapshot(
             summary=entry.summary,

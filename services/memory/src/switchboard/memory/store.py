@@ -187,12 +187,14 @@ class ConversationStore:
                             "$setOnInsert": {
                                 "request_id": fact.request_id,
                                 "position": position,
+                                # Keeps the order of facts stated in one message.
+                                "rank": rank,
                                 "created_at": accepted,
                             }
                         },
                         upsert=True,
                     )
-                    for fact, position in facts
+                    for rank, (fact, position) in enumerate(facts)
                 ]
             )
         # Counting instead of incrementing keeps the count right however often a turn
@@ -238,7 +240,7 @@ class ConversationStore:
         if max_facts:
             docs = (
                 await self._facts.find(scope)
-                .sort("position", DESCENDING)
+                .sort([("position", DESCENDING), ("rank", DESCENDING)])
                 .limit(max_facts)
                 .to_list()
             )
@@ -440,7 +442,11 @@ class ConversationStore:
             return None
         messages = await self.messages(tenant_id, conversation_id, max_messages)
         summaries = await self._summaries.find(scope).sort("version", ASCENDING).to_list()
-        facts = await self._facts.find(scope).sort("position", ASCENDING).to_list()
+        facts = (
+            await self._facts.find(scope)
+            .sort([("position", ASCENDING), ("rank", ASCENDING)])
+            .to_list()
+        )
         document = {
             "tenant_id": tenant_id,
             "conversation_id": conversation_id,
