@@ -92,3 +92,21 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache = ContextCache(0, 10, 60)
     cache.add(KEY, turn(1), [])
     assert cache.get(KEY) is None
+
+
+def test_a_fresh_read_keeps_received_turns_newer_than_the_store() -> None:
+    cache = ContextCache(10, 10, 60)
+    cache.add(KEY, turn(1), [])
+    cache.add(KEY, turn(2), [])  # received, its write not acknowledged yet
+    assert [m.text for m in cache.newer_than(KEY, 13)] == ["answer 2", "question 2"]
+    # The store only has turn 1 so far.
+    cache.remember(KEY, ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1)))))
+    snapshot = cache.get(KEY)
+    assert snapshot is not None
+    assert [m.text for m in snapshot.newest_first] == [
+        "answer 2",
+        "question 2",
+        "answer 1",
+        "question 1",
+    ]
+    assert cache.newer_than(("other", "c1"), 0) == []

@@ -49,9 +49,21 @@ class ContextCache:
         return len(self._entries)
 
     def remember(self, key: Key, snapshot: ContextSnapshot) -> None:
-        """Replace what is known of a conversation with a fresh read of the store."""
+        """Replace what is known of a conversation with a fresh read of the store, keeping
+        received turns that are newer than anything the read returned (not stored yet)."""
+        newest_stored = max(
+            (m.position for m in snapshot.newest_first), default=snapshot.summary.until_position
+        )
         messages = sorted(snapshot.newest_first, key=lambda m: m.position)
+        messages.extend(self.newer_than(key, newest_stored)[::-1])
         self._put(key, _Entry(snapshot.summary, list(snapshot.facts), messages))
+
+    def newer_than(self, key: Key, position: int) -> list[StoredMessage]:
+        """Received messages after `position`, newest first: turns still being written."""
+        entry = self._entries.get(key)
+        if entry is None or self._expired(entry):
+            return []
+        return [m for m in reversed(entry.messages) if m.position > position]
 
     def add(self, key: Key, messages: Sequence[StoredMessage], facts: Iterable[Fact]) -> None:
         """Add the messages and facts of a turn just received (a repeat changes nothing)."""

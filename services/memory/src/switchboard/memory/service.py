@@ -9,6 +9,7 @@ store that cannot be reached is UNAVAILABLE, except for `GetContext`, which degr
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
@@ -109,8 +110,15 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
                     self._settings.context_scan_limit,
                     self._settings.context_max_facts,
                 )
+            # A turn this process received but has not finished writing belongs in the
+            # context already: the client may send its next message the moment it hears
+            # `done`, before the write is acknowledged.
+            newest = snapshot.newest_first[0].position if snapshot.newest_first else 0
+            unstored = self._cache.newer_than(key, max(newest, snapshot.summary.until_position))
             self._cache.remember(key, snapshot)
-            CONTEXTS.labels("store").inc()
+            if unstored:
+                snapshot = replace(snapshot, newest_first=(*unstored, *snapshot.newest_first))
+            CONTEXTS.labels("store+received" if unstored else "store").inc()
         except PyMongoError as exc:
             degraded = True
             cached = self._cache.get(key)

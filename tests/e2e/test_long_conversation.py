@@ -1,0 +1,97 @@
+"""Done-when of the memory issue: a 40-turn conversation through the whole platform sends
+a summary plus a recent window instead of its whole history."""
+
+import json
+import urllib.request
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+
+from switchboard.memory.tokens import count_tokens
+from switchboard.v1.chat_pb2 import ChatRequest
+from switchboard.v1.chat_pb2_grpc import ChatServiceStub
+
+from .conftest import Platform
+from .memory_support import Mongo, stored
+
+pytestmark = pytest.mark.e2e
+TURNS = 40
+SUMMARY_MARK = "Summary of the conversation so far:"
+
+
+def journal(platform: Platform) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{platform.simulator_url}/_journal", timeout=5) as response:
+        entries: list[dict[str, Any]] = json.load(response)["requests"]
+        return entries
+
+
+def message(n: int, marker: str) -> str:
+    if n == 1:
+        return f"[{marker}] Hello, my name is Dana Reyes and my order 4242 never arrived."
+    return (
+        f"[{marker}] Turn {n}: I checked the tracking page again and it still says the parcel "
+        "is waiting at the depot, the courier did not call, and I would like to know what "
+        "happens next and when I can expect the delivery or a refund for it."
+    )
+
+
+async def test_turn_forty_sends_summary_and_recent_window_not_the_whole_history(
+    platform: Platform, mongo: Mongo
+) -> None:
+    marker = uuid.uuid4().hex[:8]
+    metadata = [("authorization", f"Bearer {platform.api_key}")]
+    sent: list[str] = []
+    conversation = ""
+    async with grpc.aio.insecure_channel(platform.gateway_target) as channel:
+        chat = ChatServiceStub(channel)
+        for n in range(1, TURNS + 1):
+            request = ChatRequest(
+                conversation_id=conversation, message=message(n, marker), user_id="dana"
+            )
+            events = [e async for e in chat.Chat(request, metadata=metadata, timeout=60)]
+            assert events[-1].WhichOneof("event") == "done", (n, events[-1])
+            conversation = events[0].started.conversation_id
+            sent.append(message(n, marker))
+            reply = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+            sent.append(reply)
+            last_done = events[-1].done
+    await stored(mongo, platform.database, "demo", conversation, 2 * TURNS)
+
+    prompts = [
+        entry["body"]["messages"]
+        for entry in journal(platform)
+        if entry["api"] == "openai"
+        and entry["body"]["messages"][-1]["content"].startswith(f"[{marker}] Turn {TURNS}:")
+    ]
+    assert len(prompts) == 1
+    prompt = prompts[0]
+    history = prompt[1:-1]
+    summaries = [m for m in history if m["role"] == "system" and SUMMARY_MARK in m["content"]]
+    window = [m for m in history if m["role"] != "system"]
+    assert len(summaries) == 1, "turn 40 carries the rolling summary"
+    assert message(1, marker) not in [m["content"] for m in window], "turn 1 is summarised"
+    assert 0 < len(window) < 2 * (TURNS - 1), "a recent window, not the whole history"
+    # The window is the newest history, verbatim and in order. It normally ends with turn
+    # 39; when turn 40 is sent the instant turn 39 is done, turn 39 may still be on its way
+    # to memory (Kafka) and the window then ends with turn 38.
+    contents = [m["content"] for m in window]
+    history_sent = sent[:-2]
+    ends_with = [
+        i
+        for i in (0, 2)
+        if contents == history_sent[len(history_sent) - i - len(contents) : len(history_sent) - i]
+    ]
+    assert ends_with, "the window is a contiguous run of the newest messages"
+    print(f"window ends {ends_with[0] // 2} turn(s) before turn {TURNS - 1}")
+    full_history_tokens = sum(count_tokens(text) for text in sent[:-2])
+    window_tokens = sum(count_tokens(m["content"]) for m in window)
+    summary_tokens = count_tokens(summaries[0]["content"])
+    assert summary_tokens + window_tokens < full_history_tokens
+    assert last_done.usage.input_tokens < full_history_tokens
+    print(
+        f"\nturn {TURNS}: prompt {last_done.usage.input_tokens} input tokens "
+        f"(summary {summary_tokens} + window {window_tokens} of {len(window)} messages); "
+        f"the full history alone is {full_history_tokens} tokens"
+    )
