@@ -106,6 +106,12 @@ status: ## Show what runs
 run: venv ## Set everything up and chat in the terminal (one message per line when piped)
 	@deploy/local/run.sh
 
+# ---- benchmarks ---------------------------------------------------------------------
+
+.PHONY: bench-memory
+bench-memory: venv ## Input tokens per turn up to turn 40: memory's context vs the whole history
+	$(PY) services/memory/bench/context_tokens.py
+
 # ---- tests --------------------------------------------------------------------------
 
 .PHONY: test-unit
