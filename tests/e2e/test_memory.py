@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.memory.context import (
@@ -379,3 +380,56 @@ async def test_retention_removes_conversations_idle_past_their_tenant_period(
             MemoryGetConversationRequest(tenant_id="acme", conversation_id=expired)
         )
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_unreadable_summary_result_is_dead_lettered_and_the_consumer_goes_on(
+    platform: Platform,
+) -> None:
+    topic = platform.topic("memory.summaries")
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic,
+            b"\xff not protobuf",
+            key=b"poison-summary",
+            headers=[("sb-type", b"switchboard.v1.LlmResult"), ("sb-schema-version", b"1")],
+        )
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        f"{topic}.dlq",
+        bootstrap_servers=KAFKA,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    letter = None
+    try:
+        deadline = time.monotonic() + 20
+        while letter is None and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for record in (r for records in batch.values() for r in records):
+                candidate = DeadLetter.FromString(record.value)
+                if candidate.value == b"\xff not protobuf":
+                    letter = candidate
+    finally:
+        await consumer.stop()
+    assert letter is not None and letter.source_topic == topic
+    assert "cannot parse" in letter.error
+
+    # The summary consumer committed past the poison record: it carries on.
+    group = f"e2e-{platform.run_id}-memory-summaries"
+    partition = TopicPartition(topic, letter.partition)
+
+    async def committed() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=[partition])
+        finally:
+            await admin.close()
+        found = offsets.get(partition)
+        return found.offset if found is not None else -1
+
+    assert await eventually(committed, lambda offset: offset > letter.offset) > letter.offset

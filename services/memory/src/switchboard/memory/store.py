@@ -330,8 +330,8 @@ class ConversationStore:
         conversation_id: str,
         task_id: str,
         text: str,
-        model: str,
         versions_kept: int,
+        usage: Document | None = None,
     ) -> int | None:
         """Store the result of a summary task as the next version; None when the task is
         unknown (stale, already stored, or its conversation was deleted)."""
@@ -358,7 +358,8 @@ class ConversationStore:
                     "until_role": pending["until_role"],
                     "covered_messages": covered,
                     "task_id": task_id,
-                    "model": model,
+                    # Model, tokens and cost of the summary call, for cost reports.
+                    **(usage or {}),
                     "created_at": now,
                 }
             )

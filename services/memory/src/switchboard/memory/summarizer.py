@@ -114,8 +114,13 @@ class Summarizer:
             result.conversation_id,
             result.task_id,
             result.text.strip(),
-            result.model,
             self._settings.summary_versions_kept,
+            usage={
+                "model": result.model,
+                "input_tokens": result.usage.input_tokens,
+                "output_tokens": result.usage.output_tokens,
+                "cost_usd": result.cost_usd,
+            },
         )
         if version is None:
             # Another memory deployment's task, a redelivery, or a deleted conversation.
