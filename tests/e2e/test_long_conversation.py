@@ -83,7 +83,8 @@ async def test_turn_forty_sends_summary_and_recent_window_not_the_whole_history(
         for i in (0, 2)
         if contents == history_sent[len(history_sent) - i - len(contents) : len(history_sent) - i]
     ]
-    assert ends_with, "the window is a contiguous run of the newest messages"
+    labels = [c[10:18] if c.startswith("[") else "reply" for c in contents]
+    assert ends_with, f"the window is a contiguous run of the newest messages: {labels}"
     print(f"window ends {ends_with[0] // 2} turn(s) before turn {TURNS - 1}")
     full_history_tokens = sum(count_tokens(text) for text in sent[:-2])
     window_tokens = sum(count_tokens(m["content"]) for m in window)

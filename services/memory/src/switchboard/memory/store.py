@@ -13,7 +13,6 @@ Every document carries `tenant_id` and every query filters by it. Collections:
   turns does not bring it back (a turn accepted after the deletion starts it afresh).
 """
 
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -289,9 +288,15 @@ class ConversationStore:
     ) -> bool:
         """Record a summary task as in flight; False when another one (not stale) is."""
         now = _now()
+        # Only on the summary the plan was made from: a version stored meanwhile makes the
+        # plan stale (it would fold messages already covered into a duplicate version).
+        base_filter: Document = (
+            {"summary.version": base.version} if base.version else {"summary": {"$exists": False}}
+        )
         claimed = await self._conversations.find_one_and_update(
             {
                 **_scope(tenant_id, conversation_id),
+                **base_filter,
                 "$or": [
                     {"summary_pending": {"$exists": False}},
                     {
@@ -346,8 +351,7 @@ class ConversationStore:
         until = int(pending["until_position"])
         now = _now()
         covered = await self._messages.count_documents({**scope, "position": {"$lte": until}})
-        # A redelivered result finds its version stored already.
-        with contextlib.suppress(DuplicateKeyError):
+        try:
             await self._summaries.insert_one(
                 {
                     **scope,
@@ -363,6 +367,13 @@ class ConversationStore:
                     "created_at": now,
                 }
             )
+        except DuplicateKeyError:
+            existing = await self._summaries.find_one({**scope, "version": version})
+            if existing is None or existing.get("task_id") != task_id:
+                # Another task wrote this version: this result is stale.
+                await self.release_summary(tenant_id, conversation_id, task_id)
+                return None
+            # A redelivered result: the version is stored already; finish the bookkeeping.
         await self._conversations.update_one(
             {**scope, "summary_pending.task_id": task_id},
             {
