@@ -167,6 +167,8 @@ class ConversationStore:
                             "text": m.text,
                             "position": m.position,
                             "created_at": m.created_at,
+                            # When it became durable: completed-to-stored lag, for audits.
+                            "stored_at": _now(),
                             "model": m.model,
                             **(details if m.role == ROLE_ASSISTANT else {}),
                         }
