@@ -35,9 +35,11 @@ class MemorySettings(BaseSettings):
     # A context read gives up after this long (or the caller's deadline, if sooner) and
     # answers from the cache: the orchestrator's own timeout is 2 s.
     context_read_timeout_s: float = Field(default=1.0, gt=0)
-    # The in-process cache that serves contexts while MongoDB is unreachable.
-    cache_max_conversations: int = Field(default=10_000, ge=0)
-    cache_max_messages: int = Field(default=50, ge=1)
+    # The in-process cache that serves contexts while MongoDB is unreachable. Worst case
+    # it holds conversations x messages texts (2,000 x 40 x 8,000 characters at most;
+    # typical contact-center messages keep it to a few tens of MB).
+    cache_max_conversations: int = Field(default=2_000, ge=0)
+    cache_max_messages: int = Field(default=40, ge=1)
     cache_ttl_s: float = Field(default=1_800.0, gt=0)
 
     # ---- reads of whole conversations -----------------------------------------------------
