@@ -130,6 +130,10 @@ bench: venv ## Platform overhead vs calling the simulator directly (BENCH_ARGS="
 bench-soak: venv ## 10-minute soak: memory per service at start and end
 	deploy/local/with-stack.sh $(PY) -m switchboard.bench --soak-seconds 600 --out bench-results/soak $(BENCH_ARGS)
 
+.PHONY: bench-memory
+bench-memory: venv ## Input tokens per turn up to turn 40: memory's context vs the whole history
+	$(PY) services/memory/bench/context_tokens.py
+
 # ---- tests --------------------------------------------------------------------------
 
 .PHONY: test-unit

@@ -228,6 +228,7 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
                 "SWITCHBOARD_DEV_API_KEY": API_KEY,
+                "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
             },
             f"http://127.0.0.1:{HEALTH_PORTS['gateway']}/readyz",

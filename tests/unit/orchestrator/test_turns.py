@@ -35,7 +35,7 @@ from switchboard.v1.events_pb2 import (
     ToolCall,
     TurnRequest,
 )
-from switchboard.v1.memory_pb2 import ConversationContext
+from switchboard.v1.memory_pb2 import ConversationContext, Fact
 
 EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -506,6 +506,23 @@ async def test_later_turns_are_not_cached() -> None:
     await world.engine.on_request(request("What are your opening hours?"))
     await world.engine.on_result(result_for(world.outbox.tasks[0]))
     assert world.cache.values == {}
+
+
+async def test_summary_and_key_facts_from_memory_reach_the_model() -> None:
+    world = World()
+    world.memory.context = ConversationContext(
+        summary="The customer's parcel is late.",
+        facts=[
+            Fact(kind="customer_name", value="Dana Reyes"),
+            Fact(kind="order_number", value="4242"),
+        ],
+        messages=[Message(role=ROLE_USER, text="hi")],
+    )
+    await world.engine.on_request(request("Any news?"))
+    texts = [m.text for m in world.outbox.tasks[0].messages]
+    assert "Summary of the conversation so far: The customer's parcel is late." in texts
+    assert "Known facts: customer name: Dana Reyes; order number: 4242" in texts
+    assert texts[-2:] == ["hi", "Any news?"]
 
 
 async def test_the_system_prompt_template_is_filled_with_user_context() -> None:

@@ -24,6 +24,7 @@ from switchboard.gateway.adapters import (
     ReplyTopicAdmin,
 )
 from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.settings import GatewaySettings
@@ -72,6 +73,7 @@ async def serve(settings: GatewaySettings) -> None:
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
 
+    memory = MemoryClient(settings.memory.target)
     chat_service = ChatService(
         authenticator=ApiKeyAuthenticator(
             {hash_api_key(settings.dev.api_key.get_secret_value()): settings.dev.tenant_id}
@@ -87,6 +89,7 @@ async def serve(settings: GatewaySettings) -> None:
         router=router,
         reply_topic=reply_admin.topic,
         reply_idle_timeout_s=settings.reply_idle_timeout_s,
+        conversations=ConversationMethods(memory.stub, settings.memory.timeout_s),
     )
     server = grpc.aio.server()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
@@ -114,6 +117,7 @@ async def serve(settings: GatewaySettings) -> None:
     await server.stop(settings.shutdown_grace_s)
     await broker.stop()
     await reply_admin.delete()
+    await memory.close()
     await redis.aclose()
     await health_server.stop()
     tracer_provider.shutdown()

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,6 +12,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 
 from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.gateway.conversations import ConversationMethods
 from switchboard.gateway.replies import (
     ReplyRouter,
     ReplyTimeoutError,
@@ -20,7 +21,20 @@ from switchboard.gateway.replies import (
 )
 from switchboard.gateway.validation import ChatLimits, chat_request_problem
 from switchboard.v1 import chat_pb2_grpc
-from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, Error, Started
+from switchboard.v1.chat_pb2 import (
+    ChatEvent,
+    ChatRequest,
+    Conversation,
+    DeleteConversationRequest,
+    DeleteConversationResponse,
+    Error,
+    GetConversationRequest,
+    ListConversationsRequest,
+    ListConversationsResponse,
+    Started,
+    SubmitFeedbackRequest,
+    SubmitFeedbackResponse,
+)
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
 log = logging.getLogger(__name__)
@@ -70,6 +84,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         router: ReplyRouter,
         reply_topic: str,
         reply_idle_timeout_s: float,
+        conversations: ConversationMethods | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._limits = limits
@@ -78,6 +93,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._router = router
         self._reply_topic = reply_topic
         self._reply_idle_timeout_s = reply_idle_timeout_s
+        self._conversations = conversations
 
     async def Chat(
         self, request: ChatRequest, context: grpc.aio.ServicerContext[ChatRequest, ChatEvent]
@@ -192,18 +208,51 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         except (BackendUnavailableError, asyncio.CancelledError):
             log.warning("could not publish the cancellation of %s", request_id)
 
-    # The conversation methods arrive with the memory-backed gateway (issues 3 and 6);
-    # until then they answer UNIMPLEMENTED explicitly rather than hang or pretend.
-    async def GetConversation(self, request, context):  # type: ignore[no-untyped-def]
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetConversation is not available yet")
+    # ---- conversation methods: proxies to the memory service (conversations.py) ----------
 
-    async def ListConversations(self, request, context):  # type: ignore[no-untyped-def]
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListConversations is not available yet")
+    async def _tenant_or_abort(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        tenant_id = self._authenticator.tenant_for(context.invocation_metadata() or ())
+        if tenant_id is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key")
+        assert tenant_id is not None
+        if self._conversations is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "conversation methods are not configured"
+            )
+        return tenant_id
 
-    async def DeleteConversation(self, request, context):  # type: ignore[no-untyped-def]
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "DeleteConversation is not available yet"
-        )
+    async def GetConversation(
+        self,
+        request: GetConversationRequest,
+        context: grpc.aio.ServicerContext[GetConversationRequest, Conversation],
+    ) -> Conversation:
+        tenant_id = await self._tenant_or_abort(context)
+        assert self._conversations is not None
+        return await self._conversations.get_conversation(tenant_id, request, context)
 
-    async def SubmitFeedback(self, request, context):  # type: ignore[no-untyped-def]
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SubmitFeedback is not available yet")
+    async def ListConversations(
+        self,
+        request: ListConversationsRequest,
+        context: grpc.aio.ServicerContext[ListConversationsRequest, ListConversationsResponse],
+    ) -> ListConversationsResponse:
+        tenant_id = await self._tenant_or_abort(context)
+        assert self._conversations is not None
+        return await self._conversations.list_conversations(tenant_id, request, context)
+
+    async def DeleteConversation(
+        self,
+        request: DeleteConversationRequest,
+        context: grpc.aio.ServicerContext[DeleteConversationRequest, DeleteConversationResponse],
+    ) -> DeleteConversationResponse:
+        tenant_id = await self._tenant_or_abort(context)
+        assert self._conversations is not None
+        return await self._conversations.delete_conversation(tenant_id, request, context)
+
+    async def SubmitFeedback(
+        self,
+        request: SubmitFeedbackRequest,
+        context: grpc.aio.ServicerContext[SubmitFeedbackRequest, SubmitFeedbackResponse],
+    ) -> SubmitFeedbackResponse:
+        tenant_id = await self._tenant_or_abort(context)
+        assert self._conversations is not None
+        return await self._conversations.submit_feedback(tenant_id, request, context)

@@ -29,6 +29,16 @@ class DevKeySettings(BaseSettings):
     tenant_id: str = "demo"
 
 
+class MemoryClientSettings(BaseSettings):
+    """Where the conversation methods find the memory service (`SWITCHBOARD_GATEWAY_MEMORY_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_GATEWAY_MEMORY_")
+
+    target: str = "127.0.0.1:50052"
+    # Above the memory service's own wait for a rating's turn (3 s by default).
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway reads from the environment."""
 
@@ -52,6 +62,7 @@ class GatewaySettings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
     dev: DevKeySettings = Field(default_factory=DevKeySettings)
+    memory: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

@@ -1,47 +1,127 @@
-"""Wires the memory service: the `chat.turns` consumer and the gRPC server."""
+"""Wires the memory service: `chat.turns` and summary consumers, gRPC server, sweeper."""
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, decode_or_dead_letter, durable_subscriber
+from switchboard.common.kafka import (
+    create_broker,
+    decode_or_dead_letter,
+    durable_subscriber,
+    publish,
+    send_dead_letter,
+)
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
+from switchboard.memory.cache import ContextCache
+from switchboard.memory.facts import facts_of
+from switchboard.memory.records import messages_of
+from switchboard.memory.retention import RetentionSweeper
 from switchboard.memory.service import MemoryService
 from switchboard.memory.settings import MemorySettings
-from switchboard.memory.store import ConversationStore
+from switchboard.memory.store import ConversationStore, SaveOutcome
+from switchboard.memory.summarizer import Summarizer
 from switchboard.v1 import memory_pb2, memory_pb2_grpc
-from switchboard.v1.events_pb2 import CompletedTurn
+from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
 
-TURNS_STORED = Counter("switchboard_memory_turns_stored", "Turns written to the store")
+TURNS = Counter("switchboard_memory_turns", "Turns from chat.turns by outcome", ["outcome"])
+
+TRANSIENT = (PyMongoError, KafkaError, TimeoutError)
 
 
-def build(settings: MemorySettings, broker: KafkaBroker, store: ConversationStore) -> None:
-    """Register the `chat.turns` handler on `broker`."""
+def turn_problem(turn: CompletedTurn) -> str | None:
+    """Why a decoded turn cannot be stored, or None."""
+    for field in ("tenant_id", "conversation_id", "request_id"):
+        if not getattr(turn, field):
+            return f"CompletedTurn.{field} is empty"
+    if not turn.HasField("accepted_at") or not turn.HasField("completed_at"):
+        return "CompletedTurn.accepted_at and completed_at are required"
+    return None
+
+
+def build(
+    settings: MemorySettings,
+    broker: KafkaBroker,
+    store: ConversationStore,
+    cache: ContextCache,
+) -> Summarizer:
+    """Register the `chat.turns` and summary-result handlers on `broker`."""
+    topics = Topics(settings.kafka.topic_prefix)
     group = settings.consumer_group
+    summaries_group = f"{group}-summaries"
+
+    async def publish_task(topic: str, task: LlmTask) -> None:
+        await publish(broker, topic, task, key=task.conversation_id)
+
+    summarizer = Summarizer(
+        store,
+        publish_task,
+        settings,
+        task_topic=topics.llm_tasks(settings.summary_tier),
+        result_topic=topics.memory_summaries,
+    )
 
     # Returning means MongoDB acknowledged the write: only then is the offset committed.
-    @durable_subscriber(broker, Topics(settings.kafka.topic_prefix).chat_turns, group)
+    # Raising (after the bounded retries) hands the record back to Kafka, which redelivers
+    # it, so during an outage the cycle repeats until MongoDB is back and nothing is lost.
+    @durable_subscriber(broker, topics.chat_turns, group)
     async def on_turn(message: KafkaMessage) -> None:
         turn = await decode_or_dead_letter(broker, message, CompletedTurn, consumer_group=group)
         if turn is None:
+            return
+        problem = turn_problem(turn)
+        if problem is not None:
+            TURNS.labels("invalid").inc()
+            await send_dead_letter(broker, message, problem, consumer_group=group)
+            return
+        key = (turn.tenant_id, turn.conversation_id)
+        messages = messages_of(turn)
+        # In the cache before the write, so contexts include it even while MongoDB is away.
+        cache.add(key, messages, [fact for fact, _ in facts_of(messages)])
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
+        ):
+            with attempt:
+                outcome = await store.save_turn(turn)
+        if outcome is SaveOutcome.DROPPED_DELETED:
+            cache.forget(key)
+            TURNS.labels("dropped_deleted").inc()
+            log.info("turn %s of deleted conversation %s dropped", turn.request_id, key[1])
+            return
+        TURNS.labels("stored").inc()
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, TRANSIENT
+        ):
+            with attempt:
+                await summarizer.after_turn(turn.tenant_id, turn.conversation_id)
+
+    @durable_subscriber(broker, topics.memory_summaries, summaries_group)
+    async def on_summary(message: KafkaMessage) -> None:
+        result = await decode_or_dead_letter(
+            broker, message, LlmResult, consumer_group=summaries_group
+        )
+        if result is None:
             return
         async for attempt in retrying(
             settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
         ):
             with attempt:
-                await store.save_turn(turn)
-        TURNS_STORED.inc()
+                await summarizer.on_result(result)
+
+    return summarizer
 
 
 async def serve(settings: MemorySettings) -> None:
@@ -55,14 +135,16 @@ async def serve(settings: MemorySettings) -> None:
     ):
         with attempt:
             await store.ensure_indexes()
+    cache = ContextCache(
+        settings.cache_max_conversations, settings.cache_max_messages, settings.cache_ttl_s
+    )
 
     broker = create_broker(settings.kafka, "memory", tracer_provider)
-    build(settings, broker, store)
+    build(settings, broker, store, cache)
 
     server = grpc.aio.server()
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryService(store, settings.default_context_tokens, settings.context_scan_limit),
-        server,
+        MemoryService(store, cache, settings), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -71,6 +153,18 @@ async def serve(settings: MemorySettings) -> None:
     await server.start()
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+
+    tenants = TenantStore(store.client, settings.database)
+    sweeper = RetentionSweeper(
+        store,
+        tenants.get,
+        default_retention_days=settings.default_retention_days,
+        batch_size=settings.sweep_batch_size,
+        tombstone_keep_s=settings.tombstone_keep_s,
+        on_deleted=lambda tenant, conversation: cache.forget((tenant, conversation)),
+    )
+    sweeping = asyncio.create_task(sweeper.run(settings.sweep_interval_s))
+
     service_name = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
     for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -80,6 +174,9 @@ async def serve(settings: MemorySettings) -> None:
     await wait_for_stop_signal()
 
     health_server.ready = False
+    sweeping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeping
     await server.stop(settings.shutdown_grace_s)
     await broker.stop()
     await store.close()

@@ -745,6 +745,10 @@ class TurnEngine:
                     text=f"Summary of the conversation so far: {context.summary}",
                 )
             )
+        if context.facts:
+            # Kept apart from the summary by memory so that no summary can lose them.
+            facts = "; ".join(f"{f.kind.replace('_', ' ')}: {f.value}" for f in context.facts)
+            messages.append(ChatMessage(role=ROLE_SYSTEM, text=f"Known facts: {facts}"))
         messages.extend(ChatMessage(role=m.role, text=m.text) for m in context.messages)
         messages.append(ChatMessage(role=ROLE_USER, text=message))
         params = GenerationParams(

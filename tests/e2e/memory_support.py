@@ -1,0 +1,103 @@
+"""Helpers for the memory tests: publish completed turns, wait for the store, bounded."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from google.protobuf.timestamp_pb2 import Timestamp
+from pymongo import AsyncMongoClient
+
+from switchboard.common.envelope import headers_for
+from switchboard.v1.events_pb2 import CompletedTurn
+
+from .conftest import KAFKA
+
+T = TypeVar("T")
+Mongo = AsyncMongoClient[dict[str, Any]]
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def make_turns(
+    tenant_id: str,
+    conversation_id: str,
+    texts: list[tuple[str, str]],
+    *,
+    start: datetime | None = None,
+    user_id: str = "tester",
+) -> list[CompletedTurn]:
+    """Completed turns one second apart (by default ending now), oldest first."""
+    start = start or datetime.now(UTC) - timedelta(seconds=len(texts) + 1)
+    turns = []
+    for n, (user, assistant) in enumerate(texts):
+        accepted = start + timedelta(seconds=n)
+        turns.append(
+            CompletedTurn(
+                tenant_id=tenant_id,
+                conversation_id=conversation_id,
+                request_id=f"req-{uuid.uuid4().hex[:10]}",
+                user_id=user_id,
+                user_message=user,
+                assistant_message=assistant,
+                model="gpt-4o-mini",
+                tier="cheap",
+                accepted_at=timestamp(accepted),
+                completed_at=timestamp(accepted + timedelta(milliseconds=500)),
+            )
+        )
+    return turns
+
+
+async def publish_turns(topic: str, turns: list[CompletedTurn]) -> None:
+    """Publish turns to `chat.turns` as the orchestrator does (keyed by conversation)."""
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+    await producer.start()
+    try:
+        for turn in turns:
+            await producer.send_and_wait(
+                topic,
+                turn.SerializeToString(),
+                key=turn.conversation_id.encode(),
+                headers=[(k, v.encode()) for k, v in headers_for(turn).items()],
+            )
+    finally:
+        await producer.stop()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout_s: float = 20.0,
+    interval_s: float = 0.1,
+) -> T:
+    """Poll `probe` until `done(value)`, at most `timeout_s`; returns the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval_s)
+
+
+async def stored(
+    mongo: Mongo, database: str, tenant_id: str, conversation_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The conversation's message documents by position, once there are `count` (bounded)."""
+
+    async def probe() -> list[dict[str, Any]]:
+        return (
+            await mongo[database]["messages"]
+            .find({"tenant_id": tenant_id, "conversation_id": conversation_id})
+            .sort("position")
+            .to_list()
+        )
+
+    return await eventually(probe, lambda docs: len(docs) >= count)

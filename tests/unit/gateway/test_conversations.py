@@ -1,0 +1,214 @@
+"""The gateway's conversation methods against an in-process fake memory service."""
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from switchboard.common.tenants import hash_api_key
+from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.gateway.conversations import ConversationMethods, MemoryClient
+from switchboard.gateway.replies import ReplyRouter
+from switchboard.gateway.service import ChatService
+from switchboard.gateway.validation import ChatLimits
+from switchboard.v1 import chat_pb2_grpc, memory_pb2_grpc
+from switchboard.v1.chat_pb2 import (
+    RATING_DOWN,
+    RATING_UNSPECIFIED,
+    Conversation,
+    ConversationSummary,
+    DeleteConversationRequest,
+    DeleteConversationResponse,
+    GetConversationRequest,
+    ListConversationsRequest,
+    ListConversationsResponse,
+    SubmitFeedbackRequest,
+    SubmitFeedbackResponse,
+)
+
+KEY = [("authorization", "Bearer k")]
+
+
+class FakeMemory(memory_pb2_grpc.MemoryServiceServicer):
+    """Records what it is asked; fails with `failure` when set."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.failure: tuple[grpc.StatusCode, str] | None = None
+
+    async def _answer(self, request: Any, context: Any, response: Any) -> Any:
+        self.requests.append(request)
+        if self.failure:
+            await context.abort(*self.failure)
+        return response
+
+    async def GetConversation(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._answer(
+            request, context, Conversation(conversation_id=request.conversation_id, user_id="u")
+        )
+
+    async def ListConversations(self, request, context):  # type: ignore[no-untyped-def]
+        page = ListConversationsResponse(
+            conversations=[ConversationSummary(conversation_id="c1")], next_page_token="next"
+        )
+        return await self._answer(request, context, page)
+
+    async def DeleteConversation(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._answer(request, context, DeleteConversationResponse())
+
+    async def SubmitFeedback(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._answer(request, context, SubmitFeedbackResponse())
+
+
+class NoPublisher:
+    async def publish_turn(self, turn: Any) -> None:
+        raise AssertionError("no chat in these tests")
+
+    async def publish_cancel(self, cancel: Any) -> None:
+        raise AssertionError("no chat in these tests")
+
+
+class NoLocks:
+    async def acquire(self, tenant_id: str, conversation_id: str, request_id: str) -> None:
+        raise AssertionError("no chat in these tests")
+
+
+async def _gateway(memory_target: str) -> tuple[grpc.aio.Server, int, MemoryClient]:
+    memory = MemoryClient(memory_target)
+    service = ChatService(
+        authenticator=ApiKeyAuthenticator({hash_api_key("k"): "acme"}),
+        limits=ChatLimits(100, 10, 4, 1000),
+        publisher=NoPublisher(),
+        locks=NoLocks(),
+        router=ReplyRouter(4),
+        reply_topic="chat.replies.test",
+        reply_idle_timeout_s=0.5,
+        conversations=ConversationMethods(memory.stub, timeout_s=2.0),
+    )
+    server = grpc.aio.server()
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port, memory
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[chat_pb2_grpc.ChatServiceStub, FakeMemory]]:
+    fake = FakeMemory()
+    memory_server = grpc.aio.server()
+    memory_pb2_grpc.add_MemoryServiceServicer_to_server(fake, memory_server)
+    memory_port = memory_server.add_insecure_port("127.0.0.1:0")
+    await memory_server.start()
+    server, port, memory = await _gateway(f"127.0.0.1:{memory_port}")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield chat_pb2_grpc.ChatServiceStub(channel), fake
+    await server.stop(0)
+    await memory.close()
+    await memory_server.stop(0)
+
+
+async def test_every_method_forwards_the_tenant_of_the_key(setup) -> None:  # type: ignore[no-untyped-def]
+    stub, fake = setup
+    conversation = await stub.GetConversation(
+        GetConversationRequest(conversation_id="c1"), metadata=KEY
+    )
+    assert conversation.conversation_id == "c1"
+    page = await stub.ListConversations(
+        ListConversationsRequest(user_id="u", page_size=5, page_token="tok"), metadata=KEY
+    )
+    assert page.next_page_token == "next" and page.conversations[0].conversation_id == "c1"
+    await stub.DeleteConversation(DeleteConversationRequest(conversation_id="c1"), metadata=KEY)
+    await stub.SubmitFeedback(
+        SubmitFeedbackRequest(request_id="r1", rating=RATING_DOWN, comment="meh"), metadata=KEY
+    )
+    assert [r.tenant_id for r in fake.requests] == ["acme"] * 4
+    listing, feedback = fake.requests[1], fake.requests[3]
+    assert (listing.user_id, listing.page_size, listing.page_token) == ("u", 5, "tok")
+    assert (feedback.request_id, feedback.rating, feedback.comment) == ("r1", RATING_DOWN, "meh")
+
+
+@pytest.mark.parametrize("metadata", [[], [("authorization", "Bearer wrong")]])
+async def test_unauthenticated_calls_never_reach_memory(setup, metadata) -> None:  # type: ignore[no-untyped-def]
+    stub, fake = setup
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetConversation(GetConversationRequest(conversation_id="c1"), metadata=metadata)
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        ("GetConversation", "conversation_id"),
+        ("DeleteConversation", "conversation_id"),
+        ("SubmitFeedback", "request_id"),
+    ],
+)
+async def test_missing_ids_are_invalid_arguments_named(setup, call: str, field: str) -> None:  # type: ignore[no-untyped-def]
+    stub, fake = setup
+    request = {
+        "GetConversation": GetConversationRequest(),
+        "DeleteConversation": DeleteConversationRequest(conversation_id="bad id!"),
+        "SubmitFeedback": SubmitFeedbackRequest(rating=RATING_DOWN),
+    }[call]
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await getattr(stub, call)(request, metadata=KEY)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (failure.value.details() or "")
+    assert fake.requests == []
+
+
+async def test_feedback_needs_a_rating(setup) -> None:  # type: ignore[no-untyped-def]
+    stub, fake = setup
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.SubmitFeedback(
+            SubmitFeedbackRequest(request_id="r1", rating=RATING_UNSPECIFIED), metadata=KEY
+        )
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rating" in (failure.value.details() or "")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("memory_code", "details", "client_code", "client_details"),
+    [
+        (grpc.StatusCode.NOT_FOUND, "conversation 'c1' not found", None, None),
+        (grpc.StatusCode.INVALID_ARGUMENT, "page_token is not a token", None, None),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "mongo is down",
+            grpc.StatusCode.UNAVAILABLE,
+            "conversation store is unavailable",
+        ),
+        (grpc.StatusCode.INTERNAL, "stack trace", grpc.StatusCode.INTERNAL, "failed"),
+    ],
+)
+async def test_memory_statuses_map_to_client_statuses(  # type: ignore[no-untyped-def]
+    setup, memory_code, details, client_code, client_details
+) -> None:
+    stub, fake = setup
+    fake.failure = (memory_code, details)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetConversation(GetConversationRequest(conversation_id="c1"), metadata=KEY)
+    assert failure.value.code() == (client_code or memory_code)
+    assert (client_details or details) in (failure.value.details() or "")
+    if memory_code == grpc.StatusCode.INTERNAL:
+        assert "stack trace" not in (failure.value.details() or "")
+
+
+async def test_an_unreachable_memory_service_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server, gateway_port, memory = await _gateway(f"127.0.0.1:{port}")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.ListConversations(ListConversationsRequest(), metadata=KEY)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+        await memory.close()

@@ -1,0 +1,112 @@
+from datetime import UTC, datetime
+
+from switchboard.memory.cache import ContextCache
+from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
+from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
+from switchboard.v1.memory_pb2 import Fact
+
+NOW = datetime.now(UTC)
+KEY = ("acme", "c1")
+
+
+def turn(n: int) -> tuple[StoredMessage, StoredMessage]:
+    return (
+        StoredMessage(n * 10 + ROLE_USER, f"r{n}", ROLE_USER, f"question {n}", NOW),
+        StoredMessage(n * 10 + ROLE_ASSISTANT, f"r{n}", ROLE_ASSISTANT, f"answer {n}", NOW),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_received_turns_join_what_was_read_newest_first_without_repeats() -> None:
+    cache = ContextCache(10, 10, 60)
+    cache.remember(
+        KEY,
+        ContextSnapshot(
+            SummaryState(1, "summary", until_position=13),
+            (Fact(kind="order_number", value="1"),),
+            (*reversed(turn(2)), *reversed(turn(1))),
+        ),
+    )
+    cache.add(KEY, turn(3), [Fact(kind="order_number", value="1"), Fact(kind="goal", value="x")])
+    cache.add(KEY, turn(3), [])  # a redelivery
+    snapshot = cache.get(KEY)
+    assert snapshot is not None
+    assert snapshot.summary.text == "summary"
+    # Turn 1's messages are covered by the summary.
+    assert [m.text for m in snapshot.newest_first] == [
+        "answer 3",
+        "question 3",
+        "answer 2",
+        "question 2",
+    ]
+    assert [(f.kind, f.value) for f in snapshot.facts] == [("order_number", "1"), ("goal", "x")]
+
+
+def test_messages_per_conversation_are_bounded_newest_kept() -> None:
+    cache = ContextCache(10, 3, 60)
+    for n in range(5):
+        cache.add(KEY, turn(n), [])
+    snapshot = cache.get(KEY)
+    assert snapshot is not None
+    assert [m.text for m in snapshot.newest_first] == ["answer 4", "question 4", "answer 3"]
+
+
+def test_least_recently_used_conversations_go_first() -> None:
+    cache = ContextCache(2, 10, 60)
+    cache.add(("t", "a"), turn(1), [])
+    cache.add(("t", "b"), turn(1), [])
+    assert cache.get(("t", "a")) is not None  # a is now the most recently used
+    cache.add(("t", "c"), turn(1), [])
+    assert len(cache) == 2
+    assert cache.get(("t", "b")) is None and cache.get(("t", "a")) is not None
+
+
+def test_idle_entries_expire_and_forget_drops_at_once() -> None:
+    clock = Clock()
+    cache = ContextCache(10, 10, 60, clock=clock)
+    cache.add(KEY, turn(1), [])
+    cache.add(("acme", "c2"), turn(1), [])
+    clock.now = 61
+    assert cache.get(KEY) is None
+    cache.add(KEY, turn(2), [])
+    snapshot = cache.get(KEY)
+    assert snapshot is not None and [m.request_id for m in snapshot.newest_first] == ["r2", "r2"]
+    cache.forget(KEY)
+    assert cache.get(KEY) is None
+
+
+def test_tenants_never_share_an_entry() -> None:
+    cache = ContextCache(10, 10, 60)
+    cache.add(("acme", "c1"), turn(1), [])
+    assert cache.get(("other", "c1")) is None
+
+
+def test_a_cache_of_size_zero_keeps_nothing() -> None:
+    cache = ContextCache(0, 10, 60)
+    cache.add(KEY, turn(1), [])
+    assert cache.get(KEY) is None
+
+
+def test_a_fresh_read_keeps_received_turns_newer_than_the_store() -> None:
+    cache = ContextCache(10, 10, 60)
+    cache.add(KEY, turn(1), [])
+    cache.add(KEY, turn(2), [])  # received, its write not acknowledged yet
+    assert [m.text for m in cache.newer_than(KEY, 13)] == ["answer 2", "question 2"]
+    # The store only has turn 1 so far.
+    cache.remember(KEY, ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1)))))
+    snapshot = cache.get(KEY)
+    assert snapshot is not None
+    assert [m.text for m in snapshot.newest_first] == [
+        "answer 2",
+        "question 2",
+        "answer 1",
+        "question 1",
+    ]
+    assert cache.newer_than(("other", "c1"), 0) == []

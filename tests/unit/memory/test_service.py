@@ -1,0 +1,162 @@
+"""MemoryService over a real in-process gRPC server, with a fake store (no MongoDB)."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import pytest
+from pymongo.errors import ServerSelectionTimeoutError
+
+from switchboard.memory.cache import ContextCache
+from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
+from switchboard.memory.service import MemoryService
+from switchboard.memory.settings import MemorySettings
+from switchboard.v1 import memory_pb2_grpc
+from switchboard.v1.chat_pb2 import RATING_UNSPECIFIED, RATING_UP, ROLE_ASSISTANT, ROLE_USER
+from switchboard.v1.memory_pb2 import (
+    GetContextRequest,
+    MemoryGetConversationRequest,
+    MemorySubmitFeedbackRequest,
+)
+
+NOW = datetime.now(UTC)
+KEY = ("acme", "c1")
+
+
+def turn(n: int) -> tuple[StoredMessage, StoredMessage]:
+    return (
+        StoredMessage(n * 10 + ROLE_USER, f"r{n}", ROLE_USER, f"question {n}", NOW),
+        StoredMessage(n * 10 + ROLE_ASSISTANT, f"r{n}", ROLE_ASSISTANT, f"answer {n}", NOW),
+    )
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.down = False
+        self.snapshot = ContextSnapshot()
+        self.feedback_after_calls = -1  # the call on which the rated turn "arrives"
+        self.feedback_calls = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise ServerSelectionTimeoutError("no servers")
+
+    async def context_snapshot(self, *args: Any) -> ContextSnapshot:
+        self._check()
+        return self.snapshot
+
+    async def conversation(self, *args: Any) -> dict[str, Any] | None:
+        self._check()
+        return None
+
+    async def record_feedback(self, *args: Any) -> bool:
+        self._check()
+        self.feedback_calls += 1
+        return self.feedback_calls == self.feedback_after_calls
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[
+    tuple[memory_pb2_grpc.MemoryServiceStub, FakeStore, ContextCache]
+]:
+    store = FakeStore()
+    cache = ContextCache(10, 10, 60)
+    settings = MemorySettings(feedback_wait_s=0.3, feedback_max_comment_chars=10)
+    server = grpc.aio.server()
+    memory_pb2_grpc.add_MemoryServiceServicer_to_server(
+        MemoryService(store, cache, settings),  # type: ignore[arg-type]
+        server,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield memory_pb2_grpc.MemoryServiceStub(channel), store, cache
+    await server.stop(0)
+
+
+async def test_a_store_outage_serves_the_cached_context_marked_degraded(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, cache = service
+    store.snapshot = ContextSnapshot(SummaryState(1, "earlier", 0), (), tuple(reversed(turn(1))))
+    first = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert not first.degraded and [m.text for m in first.messages] == ["question 1", "answer 1"]
+    cache.add(KEY, turn(2), [])  # received from chat.turns; its write is being retried
+    store.down = True
+    context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert context.degraded and context.summary == "earlier"
+    assert [m.text for m in context.messages] == [
+        "question 1",
+        "answer 1",
+        "question 2",
+        "answer 2",
+    ]
+
+
+async def test_an_outage_without_cache_degrades_to_nothing_but_answers(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    store.down = True
+    context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="new"))
+    assert context.degraded and list(context.messages) == [] and context.summary == ""
+
+
+async def test_received_turns_not_yet_written_join_the_stored_context(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, cache = service
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))))
+    cache.add(KEY, turn(1), [])
+    cache.add(KEY, turn(2), [])
+    context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert not context.degraded
+    assert [m.request_id for m in context.messages] == ["r1", "r1", "r2", "r2"]
+
+
+async def test_other_reads_are_unavailable_during_an_outage(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    store.down = True
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetConversation(
+            MemoryGetConversationRequest(tenant_id="acme", conversation_id="c1")
+        )
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_rating_waits_for_its_turn_then_gives_up(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    store.feedback_after_calls = 3
+    request = MemorySubmitFeedbackRequest(tenant_id="acme", request_id="r1", rating=RATING_UP)
+    await stub.SubmitFeedback(request)
+    assert store.feedback_calls == 3
+    store.feedback_calls, store.feedback_after_calls = 0, -1
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.SubmitFeedback(request)
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "r1" in (failure.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (MemorySubmitFeedbackRequest(tenant_id="acme", request_id="r1"), "rating"),
+        (
+            MemorySubmitFeedbackRequest(
+                tenant_id="acme", request_id="r1", rating=RATING_UP, comment="x" * 11
+            ),
+            "comment",
+        ),
+        (MemorySubmitFeedbackRequest(tenant_id="acme", rating=RATING_UP), "request_id"),
+        (
+            MemorySubmitFeedbackRequest(
+                tenant_id="acme",
+                request_id="r1",
+                rating=RATING_UNSPECIFIED + 7,  # type: ignore[arg-type]
+            ),
+            "rating",
+        ),
+    ],
+)
+async def test_bad_feedback_names_the_field(service, request_, field: str) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.SubmitFeedback(request_)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (failure.value.details() or "")
+    assert store.feedback_calls == 0

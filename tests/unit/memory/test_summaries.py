@@ -1,0 +1,85 @@
+from datetime import UTC, datetime
+
+from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.memory.summaries import (
+    PURPOSE_METADATA_KEY,
+    PURPOSE_SUMMARY,
+    plan_summary,
+    summary_task,
+)
+from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_USER
+
+NOW = datetime.now(UTC)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def messages(n: int, size: int = 10) -> list[StoredMessage]:
+    return [
+        StoredMessage(
+            position=i + 1,
+            request_id=f"r{i // 2}",
+            role=ROLE_USER if i % 2 == 0 else ROLE_ASSISTANT,
+            text=" ".join([f"w{i}"] * size),
+            created_at=NOW,
+        )
+        for i in range(n)
+    ]
+
+
+def plan(previous: SummaryState, unsummarised: list[StoredMessage], **overrides: int):  # type: ignore[no-untyped-def]
+    options = {"trigger_tokens": 50, "keep_recent": 2, "max_input_tokens": 1000, **overrides}
+    return plan_summary(previous, unsummarised, words, **options)
+
+
+def test_nothing_is_summarised_until_the_threshold_is_passed() -> None:
+    assert plan(SummaryState(), messages(5)) is None  # 50 tokens: not more than 50
+    planned = plan(SummaryState(), messages(6))  # 60 tokens
+    assert planned is not None
+    assert [m.position for m in planned.messages] == [1, 2, 3, 4]  # the newest 2 stay verbatim
+    assert planned.last.position == 4 and planned.unsummarised_tokens == 60
+
+
+def test_recent_messages_alone_are_never_summarised() -> None:
+    assert plan(SummaryState(), messages(2, size=100), keep_recent=2) is None
+
+
+def test_one_task_reads_no_more_than_its_input_budget() -> None:
+    previous = SummaryState(version=3, text=" ".join(["s"] * 20), until_position=0)
+    planned = plan(previous, messages(12), max_input_tokens=55)
+    assert planned is not None
+    # 55 - 20 summary tokens leaves room for three messages of 10.
+    assert [m.position for m in planned.messages] == [1, 2, 3]
+
+
+def test_a_single_oversized_message_is_still_summarised() -> None:
+    planned = plan(SummaryState(), messages(4, size=100), max_input_tokens=10)
+    assert planned is not None and [m.position for m in planned.messages] == [1]
+
+
+def test_the_task_goes_to_the_cheap_tier_and_comes_back_on_the_memory_topic() -> None:
+    unsummarised = messages(6)
+    planned = plan(SummaryState(version=1, text="Earlier: hello."), unsummarised)
+    assert planned is not None
+    task = summary_task(
+        tenant_id="acme",
+        conversation_id="c1",
+        previous=SummaryState(version=1, text="Earlier: hello."),
+        plan=planned,
+        tier="cheap",
+        result_topic="p.memory.summaries",
+        max_output_tokens=200,
+    )
+    assert (task.tier, task.result_topic, task.reply_topic) == ("cheap", "p.memory.summaries", "")
+    assert (task.tenant_id, task.conversation_id) == ("acme", "c1")
+    assert task.request_id == f"summary:{task.task_id}"
+    assert task.metadata[PURPOSE_METADATA_KEY] == PURPOSE_SUMMARY
+    assert [m.role for m in task.messages] == [ROLE_SYSTEM, ROLE_USER]
+    assert "150 words" in task.messages[0].text
+    prompt = task.messages[1].text
+    assert "Previous summary:\nEarlier: hello." in prompt
+    assert "Customer: w0" in prompt and "Assistant: w1" in prompt
+    assert "w4" not in prompt  # kept verbatim, not summarised
+    assert task.params.max_output_tokens == 200
