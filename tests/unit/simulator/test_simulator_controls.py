@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import httpx2
 import openai
 import pytest
 
@@ -155,7 +156,8 @@ async def test_disconnect_drops_the_stream_midway(
 ) -> None:
     headers = {"x-sim-fault": "disconnect", "x-sim-fault-after": "3", "x-sim-tokens": "30"}
     received = ""
-    with pytest.raises(Exception) as failure:  # noqa: PT011 - each SDK raises its own
+    # The OpenAI SDK wraps the broken stream; Anthropic's lets the HTTP client's error out.
+    with pytest.raises((openai.APIConnectionError, httpx2.RemoteProtocolError)):
         if api == "openai":
             stream = await openai_client.chat.completions.create(
                 model="m", messages=HI, stream=True, extra_headers=headers
@@ -168,9 +170,6 @@ async def test_disconnect_drops_the_stream_midway(
             ) as astream:
                 async for text in astream.text_stream:
                     received += text
-    assert isinstance(failure.value, openai.APIConnectionError | anthropic.APIError) or (
-        "incomplete" in str(failure.value)
-    )
     assert received, "some text arrived before the connection dropped"
     entry = await wait_for_outcome(fresh_sim)
     assert (entry["outcome"], entry["fault"], entry["tokens_sent"]) == (

@@ -9,7 +9,6 @@ import pytest
 from anthropic.types import ToolParam
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from switchboard.simulator import RunningSimulator
 from switchboard.simulator.replies import count_tokens
 from switchboard.simulator.tools import (
     OfferedTool,
@@ -70,9 +69,7 @@ def test_the_choice_rule() -> None:
     assert choose_calls(both, tools, "auto", "none") == []
     assert [c.name for c in choose_calls("hello", tools, "required", None)] == ["lookup_order"]
     assert [c.name for c in choose_calls("hello", tools, "get_weather", None)] == ["get_weather"]
-    assert [c.name for c in choose_calls("hello", tools, "auto", "get_weather")] == [
-        "get_weather"
-    ]
+    assert [c.name for c in choose_calls("hello", tools, "auto", "get_weather")] == ["get_weather"]
     assert choose_calls("hello", tools, "auto", "unknown_tool") == []
     assert choose_calls(both, [], "auto", None) == []
 
@@ -257,8 +254,10 @@ async def test_anthropic_streams_tool_use_blocks_with_input_json_deltas(
     assert "".join(partial_json) == "".join(
         json.dumps(u.input, separators=(",", ":")) for u in uses
     )
-    assert final.usage.output_tokens == whole.usage.output_tokens == len(partial_json) + sum(
-        count_tokens(u.name) for u in uses
+    assert (
+        final.usage.output_tokens
+        == whole.usage.output_tokens
+        == len(partial_json) + sum(count_tokens(u.name) for u in uses)
     )
 
 
