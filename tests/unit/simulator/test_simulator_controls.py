@@ -188,8 +188,9 @@ async def test_hang_stalls_until_the_client_gives_up(
             stream = await openai_client.chat.completions.create(
                 model="m", messages=HI, stream=True, extra_headers={"x-sim-fault": "hang"}
             )
-            async for chunk in stream:
-                received += sum(bool(c.delta.content) for c in chunk.choices)
+            async with stream:  # closes the connection when the timeout strikes
+                async for chunk in stream:
+                    received += sum(bool(c.delta.content) for c in chunk.choices)
     entry = await wait_for_outcome(fresh_sim)
     assert entry["fault"] == "hang" and entry["outcome"] == "client_disconnected"
     assert entry["tokens_sent"] == received > 0

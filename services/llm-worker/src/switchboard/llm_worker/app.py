@@ -145,6 +145,8 @@ def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFli
 async def serve(settings: WorkerSettings) -> None:
     """Run the worker until SIGTERM or SIGINT."""
     tracer_provider = setup_telemetry("llm-worker", settings.telemetry)
+    # The SDKs' HTTP client logs every request at INFO: far too much at this volume.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     health_server = HealthServer(settings.health.host, settings.health.port)
     await health_server.start()
     openai_url, openai_key = settings.providers.openai()
