@@ -13,13 +13,16 @@ from typing import Any
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import DefaultPartitioner
+from google.protobuf.message import DecodeError
 from pymongo import AsyncMongoClient
 
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
+from switchboard.v1.events_pb2 import DeadLetter, LlmResult, LlmTask
 
 from .conftest import KAFKA, ExtraWorker, Platform
 
@@ -274,3 +277,75 @@ async def test_killing_a_worker_mid_stream_loses_nothing_and_duplicates_nothing(
     for partition, calls in generations.items():
         expected = 2 if partition in doomed else 1
         assert len(calls) == expected, f"partition {partition}: {len(calls)} provider calls"
+
+
+async def _records(topic: str, match: Any, wait_s: float = WAIT_S) -> list[Any]:
+    """Records of `topic` (from the start) for which `match(record)` is true (bounded wait)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=KAFKA, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = time.monotonic() + wait_s
+        while not found and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            found.extend(r for records in batch.values() for r in records if match(r))
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_an_undecodable_task_is_dead_lettered_and_the_worker_carries_on(
+    chat: ChatServiceStub, platform: Platform
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
+    await producer.start()
+    poison = f"not a task {uuid.uuid4()}".encode()
+    try:
+        await producer.send_and_wait(
+            platform.topic("llm.tasks.cheap"),
+            poison,
+            key=b"poison-task",
+            headers=[("sb-type", b"switchboard.v1.LlmTask"), ("sb-schema-version", b"1")],
+        )
+    finally:
+        await producer.stop()
+    [record] = await _records(
+        platform.topic("llm.tasks.cheap.dlq"),
+        lambda r: DeadLetter.FromString(r.value).value == poison,
+    )
+    letter = DeadLetter.FromString(record.value)
+    assert letter.source_topic == platform.topic("llm.tasks.cheap")
+    assert letter.consumer_group == f"e2e-{platform.run_id}-llm-worker-cheap"
+    assert "cannot parse" in letter.error
+    events = await collect(chat, request("still working?"), platform)
+    assert kinds(events)[-1] == "done"
+
+
+def _request_id(record: Any, message_type: type[LlmTask] | type[LlmResult]) -> str:
+    try:
+        return message_type.FromString(record.value).request_id
+    except DecodeError:  # the poison task of another test
+        return ""
+
+
+def _trace_id(record: Any) -> str:
+    headers = {k: v.decode() for k, v in record.headers}
+    return headers["traceparent"].split("-")[1]
+
+
+async def test_the_task_trace_continues_into_replies_and_results(
+    chat: ChatServiceStub, platform: Platform
+) -> None:
+    turn = request("trace this generation")
+    await collect(chat, turn, platform)
+    [task] = await _records(
+        platform.topic("llm.tasks.cheap"),
+        lambda r: _request_id(r, LlmTask) == turn.request_id,
+    )
+    [result] = await _records(
+        platform.topic("llm.results"),
+        lambda r: _request_id(r, LlmResult) == turn.request_id,
+    )
+    assert _trace_id(result) == _trace_id(task) != "0" * 32
