@@ -12,7 +12,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from switchboard.common.settings import KafkaSettings
-from switchboard.llm_worker.consumer import Capacity, ConcurrentConsumer, Record
+from switchboard.llm_worker.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    PartitionLostError,
+    Record,
+)
 
 from .conftest import KAFKA
 
@@ -27,9 +33,10 @@ SETTINGS = KafkaSettings(
 class Work:
     """A handler whose records finish when the test says so."""
 
-    def __init__(self, name: str, auto: bool = False) -> None:
+    def __init__(self, name: str, auto: bool = False, fail_once: set[int] | None = None) -> None:
         self.name = name
         self.auto = auto
+        self.fail_once = set(fail_once or ())  # offsets of partition 0 that fail at first
         self.release: dict[int, asyncio.Event] = {}
         self.started: list[tuple[int, int]] = []
         self.finished: list[tuple[int, int]] = []
@@ -42,8 +49,13 @@ class Work:
     def finish(self, partition: int, offset: int) -> None:
         self.gate(partition, offset).set()
 
-    async def __call__(self, record: Record) -> None:
+    async def __call__(self, record: Record, lease: Lease) -> None:
         self.started.append((record.partition, record.offset))
+        if record.partition == 0 and record.offset in self.fail_once:
+            self.fail_once.discard(record.offset)
+            if record.offset == 0:
+                raise RuntimeError("the backend is away")
+            raise PartitionLostError("moved meanwhile")
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:
@@ -226,3 +238,22 @@ async def test_a_rebalance_neither_loses_nor_repeats_finished_work(topic: str) -
             gate.set()
         await member_b.stop(grace_s=5)
         await member_a.stop(grace_s=5)
+
+
+async def test_a_record_that_failed_is_fetched_again_and_holds_the_commit(topic: str) -> None:
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    await produce(topic, 3)
+    work = Work("flaky", auto=True, fail_once={0, 1})
+    running = consumer(topic, group, work)
+    await running.start()
+    try:
+        await until(lambda: len(work.finished) == 6, "every record finished")
+        await until(
+            lambda: running._offsets[TopicPartition(topic, 0)].committed == 3, "p0 committed"
+        )
+    finally:
+        await running.stop(grace_s=5)
+    started = Counter(work.started)
+    assert started[(0, 0)] == 2 and started[(0, 1)] == 2, "each failed record ran again"
+    assert started[(0, 2)] == 1, "the others did not"
+    assert sorted(work.finished) == [(p, o) for p in (0, 1) for o in range(3)]

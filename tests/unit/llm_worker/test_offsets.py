@@ -25,6 +25,7 @@ def test_records_fetched_again_are_recognised() -> None:
         offsets.begin(offset)
     offsets.finish(6)
     # A rebalance gave the partition back: fetching restarts at the committed offset.
+    assert offsets.handled(5) and offsets.handled(6) and not offsets.handled(8)
     assert not offsets.begin(5), "still running"
     assert not offsets.begin(6), "finished, not committed yet"
     assert not offsets.begin(7)

@@ -15,7 +15,7 @@ from switchboard.llm_worker.providers import (
     TextDelta,
 )
 from switchboard.llm_worker.settings import ModelSpec
-from switchboard.llm_worker.worker import InFlight, TaskRunner
+from switchboard.llm_worker.worker import InFlight, NotOwnedError, TaskRunner
 from switchboard.v1.chat_pb2 import ChatEvent
 from switchboard.v1.events_pb2 import LlmResult, LlmTask
 
@@ -157,3 +157,15 @@ def test_remembered_cancellations_are_bounded() -> None:
         in_flight.cancel(request_id)
     assert not in_flight.was_cancelled("a")
     assert in_flight.was_cancelled("b") and in_flight.was_cancelled("c")
+
+
+async def test_a_task_whose_partition_moved_meanwhile_publishes_no_result() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    provider.release.set()
+
+    async def moved() -> bool:
+        return False
+
+    with pytest.raises(NotOwnedError):
+        await runner(provider, publisher, ledger, InFlight(10)).run(make_task(), moved)
+    assert publisher.results == [] and ledger.done == set(), "left to the new owner"

@@ -16,12 +16,18 @@ from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics, dead_letter
-from switchboard.llm_worker.consumer import Capacity, ConcurrentConsumer, Record
+from switchboard.llm_worker.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    PartitionLostError,
+    Record,
+)
 from switchboard.llm_worker.generation import GenerationPolicy
 from switchboard.llm_worker.ledger import RedisGenerationLedger
 from switchboard.llm_worker.providers import AnthropicProvider, OpenAIProvider, Provider
 from switchboard.llm_worker.settings import WorkerSettings
-from switchboard.llm_worker.worker import TRANSIENT, InFlight, TaskRunner
+from switchboard.llm_worker.worker import TRANSIENT, InFlight, NotOwnedError, TaskRunner
 from switchboard.v1.chat_pb2 import ChatEvent
 from switchboard.v1.events_pb2 import CancelGeneration, DeadLetter, LlmResult, LlmTask
 
@@ -77,7 +83,7 @@ class TaskHandler:
         self._tier = tier
         self.group_id = f"{settings.consumer_group_prefix}-{tier}"
 
-    async def __call__(self, record: Record) -> None:
+    async def __call__(self, record: Record, lease: Lease) -> None:
         headers = _headers(record)
         # The task's trace continues here; spans and records published below join it.
         with tracer.start_as_current_span(
@@ -101,7 +107,10 @@ class TaskHandler:
                 return
             span.set_attribute("switchboard.request_id", task.request_id)
             with IN_FLIGHT.labels(self._tier).track_inprogress():
-                await self._runner.run(task)
+                try:
+                    await self._runner.run(task, lease.held)
+                except NotOwnedError as exc:
+                    raise PartitionLostError(str(exc)) from exc
 
     async def _dead_letter(self, record: Record, error: str) -> None:
         letter = DeadLetter(
@@ -187,6 +196,7 @@ async def serve(settings: WorkerSettings) -> None:
                 poll_timeout_ms=settings.poll_timeout_ms,
                 commit_interval_s=settings.commit_interval_ms / 1000,
                 retry_backoff_s=settings.task_retry_backoff_s,
+                rebalance_wait_s=settings.rebalance_wait_s,
             )
         )
     async with asyncio.timeout(settings.kafka.connect_timeout_s):

@@ -16,6 +16,9 @@ partition or a crash would skip unfinished tasks.
   and not run twice; records of partitions that went to another member are cancelled
   uncommitted (the new owner runs them again).
 - A record whose handler raised (a backend was down) is fetched again after a pause.
+- Ownership: a handler asks its `Lease` before making its outcome visible (the worker
+  publishes a result only for a partition it still owns once a rebalance settled), so that a
+  record moved to another member mid-run is finished by one member only.
 """
 
 import asyncio
@@ -45,7 +48,24 @@ class Record(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
-Handler = Callable[[Record], Awaitable[None]]
+class PartitionLostError(Exception):
+    """The record's partition went to another member: its work must not be made visible."""
+
+
+class Lease:
+    """A running record's hold on its partition."""
+
+    def __init__(self, owner: "ConcurrentConsumer", tp: TopicPartition) -> None:
+        self._owner = owner
+        self._tp = tp
+
+    async def held(self) -> bool:
+        """Whether this consumer still owns the partition, once any rebalance settled
+        (bounded wait; False when it does not settle in time)."""
+        return await self._owner.owns(self._tp)
+
+
+Handler = Callable[[Record, Lease], Awaitable[None]]
 
 
 class Capacity:
@@ -111,6 +131,7 @@ class ConcurrentConsumer:
         poll_timeout_ms: int = 200,
         commit_interval_s: float = 0.1,
         retry_backoff_s: float = 2.0,
+        rebalance_wait_s: float = 30.0,
     ) -> None:
         self.topics = topics
         self.group_id = group_id
@@ -121,6 +142,8 @@ class ConcurrentConsumer:
         self._poll_timeout_ms = poll_timeout_ms
         self._commit_interval_s = commit_interval_s
         self._retry_backoff_s = retry_backoff_s
+        self._rebalance_wait_s = rebalance_wait_s
+        self._settled = asyncio.Event()  # no rebalance under way
         self._consumer: AIOKafkaConsumer | None = None
         self._owned: set[TopicPartition] = set()
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -229,12 +252,13 @@ class ConcurrentConsumer:
         if tp not in self._owned or offsets is None:
             return  # fetched just before the partition moved: its new owner reads it
         for record in records:
+            if offsets.handled(record.offset):
+                continue  # runs or finished already: fetched again after a rebalance
             if self._capacity.free == 0:
                 # No room (records can arrive while paused): fetch this one again later.
                 self._seek(tp, record.offset)
                 return
-            if not offsets.begin(record.offset):
-                continue  # runs or finished already: fetched again after a rebalance
+            offsets.begin(record.offset)
             self._capacity.take()
             key = (tp, record.offset)
             self._running[key] = asyncio.create_task(
@@ -244,9 +268,18 @@ class ConcurrentConsumer:
     async def _run(self, tp: TopicPartition, record: Record) -> None:
         key = (tp, record.offset)
         try:
-            await self._handler(record)
+            await self._handler(record, Lease(self, tp))
         except asyncio.CancelledError:
             raise  # abandoned: left uncommitted, redelivered to whoever owns the partition
+        except PartitionLostError:
+            log.info(
+                "%s: %s[%d]@%d finished after its partition moved; left to the new owner",
+                self.group_id,
+                tp.topic,
+                tp.partition,
+                record.offset,
+            )
+            self._release(tp, record.offset)
         except Exception:
             log.exception(
                 "%s: %s[%d]@%d failed; it will be fetched again in %gs",
@@ -256,12 +289,7 @@ class ConcurrentConsumer:
                 record.offset,
                 self._retry_backoff_s,
             )
-            offsets = self._offsets.get(tp)
-            if offsets is not None:
-                offsets.release(record.offset)
-                retry = asyncio.create_task(self._fetch_again(tp, record.offset))
-                self._background.add(retry)
-                retry.add_done_callback(self._background.discard)
+            self._release(tp, record.offset)
         else:
             offsets = self._offsets.get(tp)
             if offsets is not None:
@@ -271,11 +299,22 @@ class ConcurrentConsumer:
             self._running.pop(key, None)
             self._capacity.give()
 
+    def _release(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch `offset` again later (if the partition is still, or again, ours)."""
+        offsets = self._offsets.get(tp)
+        if offsets is not None:
+            offsets.release(offset)
+            retry = asyncio.create_task(self._fetch_again(tp, offset))
+            self._background.add(retry)
+            retry.add_done_callback(self._background.discard)
+
     async def _fetch_again(self, tp: TopicPartition, offset: int) -> None:
         await asyncio.sleep(self._retry_backoff_s)
         offsets = self._offsets.get(tp)
         if tp in self._owned and offsets is not None and offset in offsets.released:
-            self._seek(tp, offset)
+            # From the lowest record waiting, so that two retries cannot skip one another;
+            # everything above it that runs or finished is recognised and skipped.
+            self._seek(tp, min(offsets.released))
 
     def _seek(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None
@@ -287,6 +326,7 @@ class ConcurrentConsumer:
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit the finished prefix of `revoked` before they may move; keep running."""
+        self._settled.clear()
         await self.commit(revoked)
         self._owned -= revoked
         log.info("%s: revoked %s", self.group_id, sorted(revoked))
@@ -311,7 +351,16 @@ class ConcurrentConsumer:
         for tp in assigned:
             self._offsets.setdefault(tp, PartitionOffsets())
         self._dirty.set()  # records that finished while revoked can be committed now
+        self._settled.set()
         log.info("%s: assigned %s", self.group_id, sorted(assigned))
+
+    async def owns(self, tp: TopicPartition) -> bool:
+        """Whether `tp` is ours once a rebalance under way settled (bounded wait)."""
+        if not self._settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._rebalance_wait_s):
+                    await self._settled.wait()
+        return self._settled.is_set() and tp in self._owned
 
     # -- committing ---------------------------------------------------------------------
 

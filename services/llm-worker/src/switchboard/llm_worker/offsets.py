@@ -22,11 +22,17 @@ class PartitionOffsets:
     # What was last committed (the next offset to consume), if known.
     committed: int | None = None
 
+    def handled(self, offset: int) -> bool:
+        """Whether `offset` runs or finished already (so a fetch of it again is skipped)."""
+        return (
+            offset in self.running
+            or offset in self.finished
+            or (self.committed is not None and offset < self.committed)
+        )
+
     def begin(self, offset: int) -> bool:
         """Start `offset`; False when it runs or finished already (fetched again)."""
-        if offset in self.running or offset in self.finished:
-            return False
-        if self.committed is not None and offset < self.committed:
+        if self.handled(offset):
             return False
         self.released.discard(offset)
         self.running.add(offset)

@@ -162,6 +162,9 @@ class WorkerSettings(BaseSettings):
     poll_timeout_ms: int = Field(default=200, gt=0, le=10_000)
     # Least time between two offset commits of one consumer.
     commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
+    # How long a finished task waits for a rebalance under way to settle before publishing
+    # its result (only a worker that still owns the task's partition publishes it).
+    rebalance_wait_s: float = Field(default=30.0, gt=0)
     # Pause before a task whose processing failed (Kafka or Redis down) is fetched again.
     task_retry_backoff_s: float = Field(default=2.0, gt=0)
     # Bounded retries of the worker's own Kafka and Redis steps.

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from aiokafka.errors import KafkaError
@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 # Failures of the worker's own backends, worth a bounded retry.
 TRANSIENT = (KafkaError, RedisError, TimeoutError, ConnectionError)
+
+StillOwned = Callable[[], Awaitable[bool]]
+
+
+class NotOwnedError(Exception):
+    """The task moved to another worker while it ran: its result is left to that worker."""
+
+
+async def _always_owned() -> bool:
+    return True
 
 
 class Publisher(Protocol):
@@ -129,8 +139,12 @@ class TaskRunner:
     def _retrying(self) -> AsyncRetrying:
         return retrying(self._step_attempts, self._step_backoff_max_s, TRANSIENT)
 
-    async def run(self, task: LlmTask) -> LlmResult | None:
-        """Run `task`; returns its published result, or None when it had finished already."""
+    async def run(self, task: LlmTask, still_owned: StillOwned = _always_owned) -> LlmResult | None:
+        """Run `task`; returns its published result, or None when it had finished already.
+
+        `still_owned` is asked before the result is published: a task whose partition moved
+        to another worker meanwhile raises `NotOwnedError` instead, as that worker runs it.
+        """
         if self._in_flight.was_cancelled(task.request_id):
             log.info("%s was cancelled before its task %s ran", task.request_id, task.task_id)
             result = cancelled_result(task)
@@ -145,6 +159,8 @@ class TaskRunner:
             if attempt > 1:
                 log.warning("task %s of %s: attempt %d", task.task_id, task.request_id, attempt)
             result = await self._generate(task, attempt)
+        if not await still_owned():
+            raise NotOwnedError(task.task_id)
         result_topic = task.result_topic or self._default_result_topic
         async for step in self._retrying():
             with step:
