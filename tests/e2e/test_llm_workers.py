@@ -239,9 +239,9 @@ async def test_killing_a_worker_mid_stream_loses_nothing_and_duplicates_nothing(
     by_partition = conversations_on_every_partition()
     turns: dict[int, ChatRequest] = {}
     for partition, conversation_id in by_partition.items():
-        # About 5 s of streaming each.
+        # About 6 s of streaming each.
         turn = request(
-            f"Crash test {partition}: where is parcel {partition}?", delay_ms="80", tokens="60"
+            f"Crash test {partition}: where is parcel {partition}?", delay_ms="80", tokens="80"
         )
         turn.conversation_id = conversation_id
         turns[partition] = turn

@@ -53,9 +53,9 @@ OPENAI_MODEL = ModelSpec(
 )
 ANTHROPIC_MODEL = ModelSpec(
     provider="anthropic",
-    model="claude-sonnet-4-5",
-    input_usd_per_mtok=3,
-    output_usd_per_mtok=15,
+    model="claude-haiku-4-5",
+    input_usd_per_mtok=1,
+    output_usd_per_mtok=5,
     context_window=200_000,
 )
 FAST = GenerationPolicy(coalesce_window_s=0, coalesce_max_chars=1, backoff_initial_s=0.01)
@@ -342,7 +342,7 @@ async def test_server_errors_are_retried_then_the_next_model_answers(
         FAST,
     )
     assert not result.HasField("error"), result.error
-    assert (result.provider, result.model) == ("anthropic", "claude-sonnet-4-5")
+    assert (result.provider, result.model) == ("anthropic", "claude-haiku-4-5")
     assert sink.kinds and set(sink.kinds) == {"delta"}
     assert "".join(e.delta.text for e in sink.events) == result.text
     assert [(e["api"], e["outcome"]) for e in journal(sim)] == [

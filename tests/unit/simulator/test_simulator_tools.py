@@ -225,7 +225,7 @@ async def test_anthropic_streams_tool_use_blocks_with_input_json_deltas(
 ) -> None:
     partial_json: list[str] = []
     async with anthropic_client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         max_tokens=200,
         messages=[{"role": "user", "content": "get weather in Rome, and lookup order 5"}],
         tools=ANTHROPIC_TOOLS,
@@ -236,7 +236,7 @@ async def test_anthropic_streams_tool_use_blocks_with_input_json_deltas(
             assert event.type != "text"
         final = await stream.get_final_message()
     whole = await anthropic_client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         max_tokens=200,
         messages=[{"role": "user", "content": "get weather in Rome, and lookup order 5"}],
         tools=ANTHROPIC_TOOLS,
@@ -265,7 +265,7 @@ async def test_anthropic_answers_tool_results_with_text_that_uses_them(
     anthropic_client: anthropic.AsyncAnthropic,
 ) -> None:
     async with anthropic_client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         max_tokens=200,
         messages=[
             {"role": "user", "content": ASK},

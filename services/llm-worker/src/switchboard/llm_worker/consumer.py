@@ -235,6 +235,10 @@ class ConcurrentConsumer:
                 log.warning("%s: fetching failed, retrying: %s", self.group_id, exc)
                 await asyncio.sleep(self._retry_backoff_s)
                 continue
+            except Exception:  # never let the loop die: the worker would stop consuming
+                log.exception("%s: unexpected failure while fetching; retrying", self.group_id)
+                await asyncio.sleep(self._retry_backoff_s)
+                continue
             for tp, records in batch.items():
                 self._dispatch(tp, records)
 

@@ -266,7 +266,9 @@ async def _bounded(
 
 def _wait(policy: GenerationPolicy) -> Callable[[RetryCallState], float]:
     backoff = wait_exponential_jitter(
-        initial=policy.backoff_initial_s, max=policy.backoff_max_s, jitter=policy.backoff_initial_s
+        multiplier=policy.backoff_initial_s,
+        max=policy.backoff_max_s,
+        jitter=policy.backoff_initial_s,
     )
 
     def wait(state: RetryCallState) -> float:
