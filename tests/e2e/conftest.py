@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from pymongo import AsyncMongoClient
 
 from switchboard.common.tenants import TenantConfig, TenantStore, load_seed
@@ -68,6 +69,8 @@ class Platform:
     demo_orders_url: str = f"http://127.0.0.1:{DEMO_ORDERS_PORT}"
     api_key: str = API_KEY
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The environment every service process starts with.
+    env: dict[str, str] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
@@ -146,6 +149,19 @@ async def _seed_tenants(database: str, demo_orders_url: str) -> None:
         await client.close()
 
 
+def worker_env(run_id: str) -> dict[str, str]:
+    """The environment of the test platform's llm-workers (one, or more for crash tests)."""
+    return {
+        "SWITCHBOARD_LLM_WORKER_TIERS": "cheap,frontier",
+        "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"e2e-{run_id}-llm-worker",
+        # Fast retries, and short sessions so that a killed worker is noticed quickly.
+        "SWITCHBOARD_LLM_WORKER_RETRY_BACKOFF_INITIAL_S": "0.05",
+        "SWITCHBOARD_LLM_WORKER_RETRY_BACKOFF_MAX_S": "0.2",
+        "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "SWITCHBOARD_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+    }
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator[Platform]:
     """Start the simulator and the four services; stop them and clean up at the end."""
@@ -169,6 +185,7 @@ def platform() -> Iterator[Platform]:
     }
     for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         base_env.pop(secret, None)
+    plat.env = base_env
     services = [
         (
             "simulator",
@@ -202,8 +219,7 @@ def platform() -> Iterator[Platform]:
             "llm-worker",
             "switchboard.llm_worker",
             {
-                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap,frontier",
-                "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"e2e-{run_id}-llm-worker",
+                **worker_env(run_id),
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["llm-worker"]),
             },
             f"http://127.0.0.1:{HEALTH_PORTS['llm-worker']}/readyz",
@@ -278,3 +294,75 @@ async def mongo(platform: Platform) -> AsyncIterator[AsyncMongoClient[dict[str, 
     )
     yield client
     await client.close()
+
+
+async def _group_members(group_ids: list[str]) -> dict[str, int]:
+    """How many members of each group hold partitions, once the group is stable (else 0)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        counts = dict.fromkeys(group_ids, 0)
+        # One group per request: aiokafka cannot parse some answers about several groups.
+        for group_id in group_ids:
+            for response in await admin.describe_consumer_groups([group_id]):
+                for group in response.groups:
+                    # (error_code, group_id, state, protocol_type, protocol, members)
+                    state, members = group[2], group[5]
+                    if state == "Stable":
+                        counts[group_id] = sum(
+                            1
+                            for member in members
+                            if member[-1]
+                            and ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
+                        )
+        return counts
+    finally:
+        await admin.close()
+
+
+@dataclass
+class ExtraWorker:
+    """An llm-worker process started beside the platform's, in the same consumer groups."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture
+def second_worker(platform: Platform) -> Iterator[ExtraWorker]:
+    """A second llm-worker for both tiers; ready once every tier's group has two members
+    holding partitions. The test may kill it; otherwise it is stopped at the end."""
+    port = 18185 + PORT_OFFSET
+    log = LOGS / "llm-worker-2.log"
+    env = {
+        **platform.env,
+        **worker_env(platform.run_id),
+        "SWITCHBOARD_LLM_WORKER_INSTANCE_ID": f"e2e-{platform.run_id}-second",
+        "SWITCHBOARD_HEALTH_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchboard.llm_worker"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        _wait_ready("second llm-worker", f"http://127.0.0.1:{port}/readyz", process, log)
+        groups = [f"e2e-{platform.run_id}-llm-worker-{tier}" for tier in ("cheap", "frontier")]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while asyncio.run(_group_members(groups)) != dict.fromkeys(groups, 2):
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the worker groups did not rebalance to two members:\n{log.read_text()}"
+                )
+            time.sleep(0.2)
+        yield ExtraWorker(process, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,10 +1,10 @@
 """The worker's output guardrail: PII in generated text never reaches the client."""
 
 from switchboard.common.redaction import Redactor
-from switchboard.llm_worker.generation import Coalescer, generate
+from switchboard.llm_worker.generation import generate
 from switchboard.v1.chat_pb2 import ChatEvent
 
-from .test_generation import CHEAP, FakeProvider, task
+from .test_generation import CHEAP, EAGER, FakeProvider, Script, task
 
 PIECES = [
     "Sure! I",
@@ -26,12 +26,9 @@ async def run(redact: bool) -> tuple[list[ChatEvent], str]:
 
     llm_task = task()
     llm_task.redact_output = redact
+    # EAGER sends every delta as it comes: the redactor alone decides what it holds back.
     result = await generate(
-        llm_task,
-        [CHEAP],
-        {"openai": FakeProvider("openai", PIECES)},
-        send,
-        lambda: Coalescer(0, 1_000),
+        llm_task, [CHEAP], {"openai": FakeProvider("openai", Script(PIECES))}, send, EAGER
     )
     return sent, result.text
 

@@ -21,7 +21,7 @@ def retrying(
     """Retry `transient` errors up to `attempts` times, then re-raise the last one."""
     return AsyncRetrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.1, max=backoff_max_s),
+        wait=wait_exponential_jitter(multiplier=0.1, max=backoff_max_s),
         retry=retry_if_exception_type(transient),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,

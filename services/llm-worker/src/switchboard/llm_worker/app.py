@@ -1,121 +1,145 @@
-"""Wires a worker process: one consumer per tier it serves, plus cancellations."""
+"""Wires a worker process: one concurrent consumer per tier it serves, plus cancellations."""
 
 import asyncio
 import logging
-from functools import partial
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry import propagate, trace
 from prometheus_client import Gauge
 
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import (
-    create_broker,
-    decode_or_dead_letter,
-    durable_subscriber,
-    publish,
-)
+from switchboard.common.kafka import create_broker, publish
 from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.redis import create_redis
+from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
-from switchboard.common.topics import Topics
-from switchboard.llm_worker.generation import Coalescer, generate, models_for
+from switchboard.common.topics import Topics, dead_letter
+from switchboard.llm_worker.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    PartitionLostError,
+    Record,
+)
+from switchboard.llm_worker.generation import GenerationPolicy
+from switchboard.llm_worker.ledger import RedisGenerationLedger
 from switchboard.llm_worker.providers import AnthropicProvider, OpenAIProvider, Provider
 from switchboard.llm_worker.settings import WorkerSettings
-from switchboard.v1.chat_pb2 import ChatEvent, Error
-from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, LlmTask
+from switchboard.llm_worker.worker import TRANSIENT, InFlight, NotOwnedError, TaskRunner
+from switchboard.v1.chat_pb2 import ChatEvent
+from switchboard.v1.events_pb2 import CancelGeneration, DeadLetter, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.llm_worker")
 
 IN_FLIGHT = Gauge("switchboard_worker_generations_in_flight", "Generations running", ["tier"])
 
 
-class InFlight:
-    """Running generations by request id, so a cancellation can find its task."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[LlmResult]] = {}
-        self.cancelled: set[str] = set()
-
-    def add(self, request_id: str, task: asyncio.Task[LlmResult]) -> None:
-        self._tasks[request_id] = task
-
-    def remove(self, request_id: str) -> None:
-        self._tasks.pop(request_id, None)
-        self.cancelled.discard(request_id)
-
-    def cancel(self, request_id: str) -> bool:
-        """Stop the generation of `request_id` if this process runs it."""
-        task = self._tasks.get(request_id)
-        if task is None:
-            return False
-        self.cancelled.add(request_id)
-        task.cancel()
-        return True
+def policy_of(settings: WorkerSettings) -> GenerationPolicy:
+    """The generation policy the settings describe."""
+    return GenerationPolicy(
+        coalesce_window_s=settings.coalesce_window_ms / 1000,
+        coalesce_max_chars=settings.coalesce_max_chars,
+        retries_per_model=settings.max_retries,
+        backoff_initial_s=settings.retry_backoff_initial_s,
+        backoff_max_s=settings.retry_backoff_max_s,
+        retry_after_max_s=settings.retry_after_max_s,
+        stream_idle_timeout_s=settings.stream_idle_timeout_s,
+        attempt_timeout_s=settings.attempt_timeout_s,
+        default_max_output_tokens=settings.default_max_output_tokens,
+        send_error_events=settings.send_error_events,
+        forward_sim_controls=settings.forward_sim_controls,
+    )
 
 
-def build(
-    settings: WorkerSettings, broker: KafkaBroker, providers: dict[str, Provider]
-) -> InFlight:
-    """Register the handlers on `broker`."""
-    in_flight = InFlight()
-    topics = Topics(settings.kafka.topic_prefix)
+class KafkaPublisher:
+    """Reply events keyed by request id, results keyed by conversation id."""
 
-    async def send_reply(topic: str, event: ChatEvent) -> None:
-        await publish(broker, topic, event, key=event.request_id)
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
 
-    def new_coalescer() -> Coalescer:
-        return Coalescer(settings.coalesce_window_ms / 1000, settings.coalesce_max_chars)
+    async def reply(self, topic: str, event: ChatEvent) -> None:
+        await publish(self._broker, topic, event, key=event.request_id)
 
-    async def run(task: LlmTask) -> LlmResult:
-        generation = asyncio.create_task(
-            generate(
-                task,
-                models_for(task, settings.catalogue),
-                providers,
-                partial(send_reply, task.reply_topic),
-                new_coalescer,
-            )
-        )
-        in_flight.add(task.request_id, generation)
-        try:
-            return await generation
-        except asyncio.CancelledError:
-            if task.request_id not in in_flight.cancelled:
-                raise  # shutting down: the task is redelivered to another worker
-            log.info("generation of %s cancelled by the client", task.request_id)
-            return LlmResult(
-                task_id=task.task_id,
-                tenant_id=task.tenant_id,
-                conversation_id=task.conversation_id,
-                request_id=task.request_id,
-                tier=task.tier,
-                error=Error(code="CANCELLED", message="cancelled by the client"),
-            )
-        finally:
-            in_flight.remove(task.request_id)
+    async def result(self, topic: str, result: LlmResult) -> None:
+        await publish(self._broker, topic, result, key=result.conversation_id)
 
-    def register_tier(tier: str) -> None:
-        group = f"{settings.consumer_group_prefix}-{tier}"
 
-        @durable_subscriber(broker, topics.llm_tasks(tier), group)
-        async def on_task(message: KafkaMessage) -> None:
-            task = await decode_or_dead_letter(broker, message, LlmTask, consumer_group=group)
-            if task is None:
+def _headers(record: Record) -> dict[str, str]:
+    return {key: value.decode("utf-8", "replace") for key, value in record.headers or ()}
+
+
+class TaskHandler:
+    """Handles one record of a tier's task topic: trace context, decoding, dead letters."""
+
+    def __init__(
+        self, settings: WorkerSettings, broker: KafkaBroker, runner: TaskRunner, tier: str
+    ) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._runner = runner
+        self._tier = tier
+        self.group_id = f"{settings.consumer_group_prefix}-{tier}"
+
+    async def __call__(self, record: Record, lease: Lease) -> None:
+        headers = _headers(record)
+        # The task's trace continues here; spans and records published below join it.
+        with tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=propagate.extract(headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.group_id,
+            },
+        ) as span:
+            try:
+                task = decode(record.value or b"", headers, LlmTask)
+            except PoisonMessageError as exc:
+                span.set_attribute("error.type", "poison")
+                await self._dead_letter(record, str(exc))
                 return
-            with IN_FLIGHT.labels(tier).track_inprogress():
-                result = await run(task)
-            await publish(
-                broker,
-                task.result_topic or topics.llm_results,
-                result,
-                key=task.conversation_id,
-            )
+            span.set_attribute("switchboard.request_id", task.request_id)
+            with IN_FLIGHT.labels(self._tier).track_inprogress():
+                try:
+                    await self._runner.run(task, lease.held)
+                except NotOwnedError as exc:
+                    raise PartitionLostError(str(exc)) from exc
 
-    for tier in settings.tiers:
-        register_tier(tier)
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        letter = DeadLetter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=record.value or b"",
+            error=error,
+            consumer_group=self.group_id,
+        )
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+        )
+        async for step in retrying(
+            self._settings.step_attempts, self._settings.step_backoff_max_s, TRANSIENT
+        ):
+            with step:
+                await publish(
+                    self._broker,
+                    dead_letter(record.topic),
+                    letter,
+                    key=(record.key or b"").decode("utf-8", "replace"),
+                )
 
-    # Every worker hears every cancellation: no group, so each reads all partitions.
+
+def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFlight) -> None:
+    """Every worker hears every cancellation: no group, so each reads all partitions."""
+
     @broker.subscriber(topics.chat_cancel, ack_policy=AckPolicy.ACK_FIRST)
     async def on_cancel(body: bytes, message: KafkaMessage) -> None:
         try:
@@ -123,37 +147,76 @@ def build(
         except PoisonMessageError as exc:
             log.warning("ignoring unreadable cancellation: %s", exc)
             return
-        in_flight.cancel(cancel.request_id)
-
-    return in_flight
+        if in_flight.cancel(cancel.request_id):
+            log.info("cancelling the generation of %s", cancel.request_id)
 
 
 async def serve(settings: WorkerSettings) -> None:
     """Run the worker until SIGTERM or SIGINT."""
     tracer_provider = setup_telemetry("llm-worker", settings.telemetry)
+    # The SDKs' HTTP client logs every request at INFO: far too much at this volume.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     health_server = HealthServer(settings.health.host, settings.health.port)
     await health_server.start()
     openai_url, openai_key = settings.providers.openai()
     anthropic_url, anthropic_key = settings.providers.anthropic()
-    openai_provider = OpenAIProvider(
-        openai_url, openai_key, settings.request_timeout_s, settings.max_retries
-    )
-    anthropic_provider = AnthropicProvider(
-        anthropic_url, anthropic_key, settings.request_timeout_s, settings.max_retries
-    )
+    openai_provider = OpenAIProvider(openai_url, openai_key, settings.request_timeout_s)
+    anthropic_provider = AnthropicProvider(anthropic_url, anthropic_key, settings.request_timeout_s)
     providers: dict[str, Provider] = {"openai": openai_provider, "anthropic": anthropic_provider}
+    topics = Topics(settings.kafka.topic_prefix)
     broker = create_broker(settings.kafka, f"llm-worker-{settings.instance_id}", tracer_provider)
-    build(settings, broker, providers)
+    redis = create_redis(settings.redis)
+    in_flight = InFlight(settings.cancelled_memory)
+    runner = TaskRunner(
+        catalogue=settings.catalogue,
+        providers=providers,
+        policy=policy_of(settings),
+        ledger=RedisGenerationLedger(redis, settings.task_state_ttl_s),
+        in_flight=in_flight,
+        publisher=KafkaPublisher(broker),
+        default_result_topic=topics.llm_results,
+        step_attempts=settings.step_attempts,
+        step_backoff_max_s=settings.step_backoff_max_s,
+    )
+    register_cancellations(broker, topics, in_flight)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+    capacity = Capacity(settings.max_concurrency)
+    consumers = []
+    for tier in settings.tiers:
+        handler = TaskHandler(settings, broker, runner, tier)
+        consumers.append(
+            ConcurrentConsumer(
+                topics=[topics.llm_tasks(tier)],
+                group_id=handler.group_id,
+                client_id=f"llm-worker-{settings.instance_id}-{tier}",
+                kafka=settings.kafka,
+                handler=handler,
+                capacity=capacity,
+                poll_timeout_ms=settings.poll_timeout_ms,
+                commit_interval_s=settings.commit_interval_ms / 1000,
+                retry_backoff_s=settings.task_retry_backoff_s,
+                rebalance_wait_s=settings.rebalance_wait_s,
+            )
+        )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        for consumer in consumers:
+            await consumer.start()
     health_server.ready = True
-    log.info("worker %s serving tiers %s", settings.instance_id, ",".join(settings.tiers))
+    log.info(
+        "worker %s serving tiers %s, up to %d generations at once",
+        settings.instance_id,
+        ",".join(settings.tiers),
+        settings.max_concurrency,
+    )
 
     await wait_for_stop_signal()
 
     health_server.ready = False
+    await asyncio.gather(*(c.stop(settings.shutdown_grace_s) for c in consumers))
     await broker.stop()
     await openai_provider.close()
     await anthropic_provider.close()
+    await redis.aclose()
     await health_server.stop()
     tracer_provider.shutdown()

@@ -1,54 +1,232 @@
-"""One generation: try the tier's models in order, relay coalesced deltas, report usage."""
+"""One generation: the tier's models in order, bounded retries, coalesced and sequenced deltas.
 
+Sequence numbers: the events of a task's first attempt are numbered from
+`task.sequence_base + 1`. A task redelivered after a worker died runs as attempt n > 1 and
+numbers its events from `sequence_base + (n - 1) * ATTEMPT_STRIDE + 1`, above anything an
+earlier attempt can have sent, and starts with `reset`; the gateway keeps only events with a
+sequence above the last it delivered, so a late event of a dead attempt is dropped.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
 
 from switchboard.common.redaction import StreamingRedactor
-from switchboard.llm_worker.providers import Finished, Provider, ProviderError, TextDelta
+from switchboard.llm_worker.providers import (
+    Finished,
+    GenerationRequest,
+    InvalidTaskError,
+    Provider,
+    ProviderError,
+    StreamEvent,
+    TextDelta,
+    tool_schema,
+)
 from switchboard.llm_worker.settings import ModelSpec
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Error, Reset, Usage
 from switchboard.v1.events_pb2 import LlmResult, LlmTask
 
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.llm_worker")
+
 ReplySink = Callable[[ChatEvent], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Room for each attempt's events: far more than any one attempt sends.
+ATTEMPT_STRIDE = 1 << 32
+SIM_PREFIX = "sim."
+_HEADER_SAFE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+PROVIDER_CALLS = Counter(
+    "switchboard_worker_provider_calls",
+    "Provider calls by outcome (ok, or the failure kind)",
+    ["provider", "model", "outcome"],
+)
+RESETS = Counter("switchboard_worker_resets", "Reset events sent to clients", ["reason"])
+TIME_TO_FIRST_TOKEN = Histogram(
+    "switchboard_worker_time_to_first_token_seconds",
+    "From the provider call to its first text delta",
+    ["provider", "model"],
+)
+
+
+@dataclass(frozen=True)
+class GenerationPolicy:
+    """How a generation relays text and survives failures (from WorkerSettings)."""
+
+    coalesce_window_s: float = 0.015
+    coalesce_max_chars: int = 256
+    retries_per_model: int = 2
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_after_max_s: float = 30.0
+    stream_idle_timeout_s: float = 30.0
+    attempt_timeout_s: float = 300.0
+    default_max_output_tokens: int = 1024
+    send_error_events: bool = True
+    forward_sim_controls: bool = True
 
 
 class Coalescer:
-    """Joins provider deltas into fewer reply events: the first goes out at once, then
-    text is sent when `window_s` passed since the last send or `max_chars` are waiting."""
+    """Decides when buffered deltas go out: the first at once, then when `window_s` passed
+    since the last send or `max_chars` are waiting. Pure: the caller supplies the time."""
 
-    def __init__(
-        self,
-        window_s: float,
-        max_chars: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, window_s: float, max_chars: int) -> None:
         self._window_s = window_s
         self._max_chars = max_chars
-        self._clock = clock
         self._pending: list[str] = []
         self._pending_chars = 0
         self._last_sent: float | None = None
 
-    def add(self, text: str) -> str | None:
-        """Take a delta; returns the text to send now, if any."""
+    def add(self, text: str, now: float) -> bool:
+        """Buffer a delta; True when the buffer should be sent now."""
         self._pending.append(text)
         self._pending_chars += len(text)
-        now = self._clock()
-        if (
+        return (
             self._last_sent is None
             or now - self._last_sent >= self._window_s
             or self._pending_chars >= self._max_chars
-        ):
-            self._last_sent = now
-            return self.drain()
-        return None
+        )
 
-    def drain(self) -> str:
-        """Everything not sent yet."""
+    def deadline(self) -> float | None:
+        """When the buffered text must go out at the latest; None when nothing waits."""
+        if not self._pending:
+            return None
+        return (self._last_sent or 0.0) + self._window_s
+
+    def drain(self, now: float) -> str:
+        """Everything buffered, as sent at `now`."""
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
+        if text:
+            self._last_sent = now
         return text
+
+
+class ReplyChannel:
+    """The reply events of one task: sequenced, sent one at a time in order."""
+
+    def __init__(self, task: LlmTask, send: ReplySink, first_sequence: int) -> None:
+        self._task = task
+        self._send = send
+        self.lock = asyncio.Lock()
+        self.last_sequence = first_sequence
+
+    async def emit(self, event: ChatEvent) -> None:
+        """Send `event` after every event emitted before it."""
+        async with self.lock:
+            await self.emit_locked(event)
+
+    async def emit_locked(self, event: ChatEvent) -> None:
+        """`emit` for a caller that holds `lock`."""
+        if not self._task.reply_topic:
+            return
+        self.last_sequence += 1
+        event.request_id = self._task.request_id
+        event.sequence = self.last_sequence
+        await self._send(event)
+
+
+class DeltaRelay:
+    """Coalesces one attempt's text deltas into reply events.
+
+    A timer sends buffered text when the window closes, so text never waits on the next
+    delta of a provider that stalls.
+    """
+
+    def __init__(
+        self,
+        channel: ReplyChannel,
+        coalescer: Coalescer,
+        redactor: StreamingRedactor | None = None,
+    ) -> None:
+        self._channel = channel
+        self._coalescer = coalescer
+        # Output guardrail: PII and secrets never reach the client. Redacting the coalesced
+        # chunks rather than each token keeps its cost per event, not per token.
+        self._redactor = redactor
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.sent = False
+
+    async def add(self, text: str) -> None:
+        """Take one delta; it goes out now or when the window closes."""
+        self._raise_flush_error()
+        async with self._channel.lock:
+            if self._coalescer.add(text, self._loop.time()):
+                await self._send_locked()
+            elif self._timer is None:
+                deadline = self._coalescer.deadline()
+                assert deadline is not None
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    async def flush(self) -> None:
+        """Send what is buffered now."""
+        await self._settle()
+        async with self._channel.lock:
+            await self._send_locked(final=True)
+
+    async def discard(self) -> None:
+        """Drop what is buffered (the attempt failed)."""
+        await self._settle()
+        self._coalescer.drain(self._loop.time())
+
+    def close(self) -> None:
+        """Stop the timer (the generation ended or was cancelled)."""
+        self._cancel_timer()
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()
+
+    async def _settle(self) -> None:
+        self._cancel_timer()
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing])
+            self._flushing = None
+        self._raise_flush_error()
+
+    def _raise_flush_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._flushing = asyncio.create_task(self._flush_on_timer())
+
+    async def _flush_on_timer(self) -> None:
+        try:
+            async with self._channel.lock:
+                await self._send_locked()
+        except Exception as exc:  # raised to the generation at its next step
+            self._error = exc
+
+    async def _send_locked(self, final: bool = False) -> None:
+        self._cancel_timer()
+        text = self._coalescer.drain(self._loop.time())
+        if self._redactor is not None:
+            text = self._redactor.push(text) if text else ""
+            if final:
+                text += self._redactor.flush()
+        if text:
+            await self._channel.emit_locked(ChatEvent(delta=Delta(text=text)))
+            self.sent = True
 
 
 def models_for(task: LlmTask, catalogue: Mapping[str, Sequence[ModelSpec]]) -> list[ModelSpec]:
@@ -60,86 +238,280 @@ def models_for(task: LlmTask, catalogue: Mapping[str, Sequence[ModelSpec]]) -> l
     return [by_name[name] for name in task.models if name in by_name]
 
 
-async def generate(
-    task: LlmTask,
-    models: Sequence[ModelSpec],
-    providers: Mapping[str, Provider],
-    send: ReplySink,
-    new_coalescer: Callable[[], Coalescer],
-) -> LlmResult:
-    """Run `task` to completion and return its result; reply events go to `send`."""
-    result = LlmResult(
-        task_id=task.task_id,
-        tenant_id=task.tenant_id,
-        conversation_id=task.conversation_id,
-        request_id=task.request_id,
-        tier=task.tier,
+def sim_headers(task: LlmTask) -> dict[str, str]:
+    """The task's `sim.*` metadata as simulator control headers (`sim.fault` → `x-sim-fault`).
+
+    Attempts are counted per generation unless the task names its own `sim.key`, so that a
+    fault limited to the first N attempts spans retries, fallbacks and worker restarts.
+    """
+    headers = {
+        "x-sim-" + key.removeprefix(SIM_PREFIX).replace("_", "-"): value
+        for key, value in task.metadata.items()
+        if key.startswith(SIM_PREFIX)
+        and _HEADER_SAFE.match(key)
+        and "\r" not in value
+        and "\n" not in value
+    }
+    if headers and "x-sim-key" not in headers:
+        headers["x-sim-key"] = f"{task.request_id or task.task_id}:{task.sequence_base}"
+    return headers
+
+
+async def _bounded(
+    events: AsyncGenerator[StreamEvent, None], idle_timeout_s: float, where: str
+) -> AsyncGenerator[StreamEvent, None]:
+    """`events`, failing when the provider sends nothing for `idle_timeout_s`."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ProviderError(
+                    f"{where}: no data for {idle_timeout_s:g}s", retryable=True, kind="timeout"
+                ) from None
+            yield event
+    finally:
+        await events.aclose()  # closes the provider's HTTP stream at once
+
+
+def _wait(policy: GenerationPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(
+        multiplier=policy.backoff_initial_s,
+        max=policy.backoff_max_s,
+        jitter=policy.backoff_initial_s,
     )
-    sequence = task.sequence_base
 
-    async def emit(event: ChatEvent) -> None:
-        nonlocal sequence
-        if not task.reply_topic:
-            return
-        sequence += 1
-        event.request_id = task.request_id
-        event.sequence = sequence
-        await send(event)
+    def wait(state: RetryCallState) -> float:
+        delay = backoff(state)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, ProviderError) and exc.retry_after_s is not None:
+            delay = max(delay, exc.retry_after_s)  # the provider knows best when to come back
+        return delay
 
-    if not models:
-        result.error.CopyFrom(
-            Error(code="INVALID_ARGUMENT", message=f"no model configured for tier {task.tier!r}")
+    return wait
+
+
+def _worth_retrying(policy: GenerationPolicy) -> Callable[[BaseException], bool]:
+    def worth(exc: BaseException) -> bool:
+        if not isinstance(exc, ProviderError) or not exc.retryable:
+            return False
+        # A provider that asks for a longer pause than we accept: go to the next model.
+        return exc.retry_after_s is None or exc.retry_after_s <= policy.retry_after_max_s
+
+    return worth
+
+
+class Generation:
+    """Runs one task (one attempt of it, as counted by the ledger) to its result."""
+
+    def __init__(
+        self,
+        task: LlmTask,
+        models: Sequence[ModelSpec],
+        providers: Mapping[str, Provider],
+        send: ReplySink,
+        policy: GenerationPolicy,
+        *,
+        attempt: int = 1,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._task = task
+        self._models = models
+        self._providers = providers
+        self._policy = policy
+        self._attempt = attempt
+        self._sleep = sleep
+        self._channel = ReplyChannel(
+            task, send, task.sequence_base + (attempt - 1) * ATTEMPT_STRIDE
         )
-        return result
+        self._result = LlmResult(
+            task_id=task.task_id,
+            tenant_id=task.tenant_id,
+            conversation_id=task.conversation_id,
+            request_id=task.request_id,
+            tier=task.tier,
+        )
 
-    failures: list[str] = []
-    for spec in models:
-        coalescer = new_coalescer()
-        # Output guardrail: PII and secrets never reach the client. It redacts the coalesced
-        # chunks (not every token, which would cost more), holding back a short tail.
-        redactor = StreamingRedactor() if task.redact_output else None
-        parts: list[str] = []
-        sent_text = False
+    async def run(self) -> LlmResult:
+        """The task's result; reply events go to `send` on the way."""
+        task = self._task
+        if self._attempt > 1:
+            RESETS.labels("redelivered").inc()
+            await self._channel.emit(
+                ChatEvent(reset=Reset(reason="the generation restarted after a worker failure"))
+            )
+        if not self._models:
+            return await self._fail(
+                "INVALID_ARGUMENT", f"no model configured for tier {task.tier!r}"
+            )
+        headers = sim_headers(task) if self._policy.forward_sim_controls else {}
+        failures: list[str] = []
         try:
-            finished: Finished | None = None
-            async for event in providers[spec.provider].stream(
-                spec.model, task.messages, task.params
-            ):
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    chunk = coalescer.add(event.text)
-                    if chunk and redactor is not None:
-                        chunk = redactor.push(chunk)
-                    if chunk:
-                        await emit(ChatEvent(delta=Delta(text=chunk)))
-                        sent_text = True
-                else:
-                    finished = event
-            rest = coalescer.drain()
-            if redactor is not None:
-                rest = redactor.push(rest) + redactor.flush()
-            if rest:
-                await emit(ChatEvent(delta=Delta(text=rest)))
-        except ProviderError as exc:
-            failures.append(str(exc))
-            if sent_text:
-                # The client saw part of a reply that will not be finished: tell it to drop it.
-                await emit(ChatEvent(reset=Reset(reason=f"{spec.model} failed; retrying")))
-            continue
-        assert finished is not None, "a provider stream ends with Finished"
+            for tool in task.tools:
+                tool_schema(tool)
+            for spec in self._models:
+                provider = self._providers.get(spec.provider)
+                if provider is None:
+                    failures.append(f"{spec.model}: provider {spec.provider!r} is not configured")
+                    continue
+                request = GenerationRequest(
+                    model=spec.model,
+                    messages=task.messages,
+                    tools=task.tools,
+                    params=task.params,
+                    headers=headers,
+                    default_max_output_tokens=self._policy.default_max_output_tokens,
+                )
+                try:
+                    finished, text = await self._with_retries(provider, spec, request)
+                except ProviderError as exc:
+                    log.warning("%s: giving up on %s: %s", task.request_id, spec.model, exc)
+                    failures.append(str(exc))
+                    continue
+                return self._succeed(spec, finished, text)
+        except InvalidTaskError as exc:
+            return await self._fail("INVALID_ARGUMENT", str(exc))
+        return await self._fail(
+            "UNAVAILABLE", "every model of the tier failed: " + "; ".join(failures)
+        )
+
+    async def _with_retries(
+        self, provider: Provider, spec: ModelSpec, request: GenerationRequest
+    ) -> tuple[Finished, str]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.retries_per_model + 1),
+            wait=_wait(self._policy),
+            retry=retry_if_exception(_worth_retrying(self._policy)),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._stream_once(provider, spec, request)
+        raise AssertionError("tenacity re-raises the last failure")  # pragma: no cover
+
+    async def _stream_once(
+        self, provider: Provider, spec: ModelSpec, request: GenerationRequest
+    ) -> tuple[Finished, str]:
+        policy = self._policy
+        relay = DeltaRelay(
+            self._channel,
+            Coalescer(policy.coalesce_window_s, policy.coalesce_max_chars),
+            StreamingRedactor() if self._task.redact_output else None,
+        )
+        parts: list[str] = []
+        finished: Finished | None = None
+        attributes: dict[str, str | int | float] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": spec.provider,
+            "gen_ai.provider.name": spec.provider,
+            "gen_ai.request.model": spec.model,
+        }
+        if request.params.max_output_tokens:
+            attributes["gen_ai.request.max_tokens"] = request.params.max_output_tokens
+        if request.params.HasField("temperature"):
+            attributes["gen_ai.request.temperature"] = request.params.temperature
+        started = time.monotonic()
+        with tracer.start_as_current_span(
+            f"chat {spec.model}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                deadline = asyncio.timeout(policy.attempt_timeout_s)
+                events = _bounded(
+                    provider.stream(request),
+                    policy.stream_idle_timeout_s,
+                    f"{spec.provider} {spec.model}",
+                )
+                try:
+                    async with deadline, contextlib.aclosing(events):
+                        async for event in events:
+                            if isinstance(event, TextDelta):
+                                if not parts:
+                                    TIME_TO_FIRST_TOKEN.labels(spec.provider, spec.model).observe(
+                                        time.monotonic() - started
+                                    )
+                                parts.append(event.text)
+                                await relay.add(event.text)
+                            else:
+                                finished = event
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise ProviderError(
+                        f"{spec.provider} {spec.model}: no answer within "
+                        f"{policy.attempt_timeout_s:g}s",
+                        retryable=True,
+                        kind="timeout",
+                    ) from None
+                if finished is None:
+                    raise ProviderError(
+                        f"{spec.provider} {spec.model}: the stream ended without a finish",
+                        retryable=True,
+                        kind="incomplete",
+                    )
+                await relay.flush()
+            except ProviderError as exc:
+                PROVIDER_CALLS.labels(spec.provider, spec.model, exc.kind).inc()
+                span.set_attribute("error.type", exc.kind)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                await relay.discard()
+                if relay.sent:
+                    # The client saw part of a reply that will not be finished: drop it.
+                    RESETS.labels(exc.kind).inc()
+                    await self._channel.emit(
+                        ChatEvent(reset=Reset(reason=f"{spec.model} failed ({exc.kind}); retrying"))
+                    )
+                raise
+            finally:
+                relay.close()
+            PROVIDER_CALLS.labels(spec.provider, spec.model, "ok").inc()
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": finished.response_model or spec.model,
+                    "gen_ai.usage.input_tokens": finished.input_tokens,
+                    "gen_ai.usage.output_tokens": finished.output_tokens,
+                    "gen_ai.response.finish_reasons": [finished.finish_reason],
+                }
+            )
+        return finished, "".join(parts)
+
+    def _succeed(self, spec: ModelSpec, finished: Finished, text: str) -> LlmResult:
+        result = self._result
         result.provider = spec.provider
         result.model = spec.model
-        result.text = "".join(parts)
+        result.text = text
+        result.tool_calls.extend(finished.tool_calls)
         result.finish_reason = finished.finish_reason
         result.usage.CopyFrom(
             Usage(input_tokens=finished.input_tokens, output_tokens=finished.output_tokens)
         )
         result.cost_usd = spec.cost_usd(finished.input_tokens, finished.output_tokens)
-        result.last_sequence = sequence
+        result.last_sequence = self._channel.last_sequence
         return result
 
-    result.error.CopyFrom(
-        Error(code="UNAVAILABLE", message="every model of the tier failed: " + "; ".join(failures))
-    )
-    result.last_sequence = sequence
-    return result
+    async def _fail(self, code: str, message: str) -> LlmResult:
+        error = Error(code=code, message=message)
+        self._result.error.CopyFrom(error)
+        if self._policy.send_error_events:
+            await self._channel.emit(ChatEvent(error=error))
+        self._result.last_sequence = self._channel.last_sequence
+        return self._result
+
+
+async def generate(
+    task: LlmTask,
+    models: Sequence[ModelSpec],
+    providers: Mapping[str, Provider],
+    send: ReplySink,
+    policy: GenerationPolicy,
+    *,
+    attempt: int = 1,
+    sleep: Sleep = asyncio.sleep,
+) -> LlmResult:
+    """Run `task` to completion and return its result; reply events go to `send`."""
+    return await Generation(
+        task, models, providers, send, policy, attempt=attempt, sleep=sleep
+    ).run()

@@ -1,15 +1,27 @@
-"""Model providers through their official SDKs, reduced to one streaming interface."""
+"""Model providers through their official SDKs, reduced to one streaming interface.
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+Each provider translates Switchboard's messages and tools into its wire format, streams
+text deltas, and ends with one `Finished` carrying the tool calls, the usage and a finish
+reason normalized to OpenAI's words ("stop", "length", "tool_calls", "content_filter").
+Failures become `ProviderError`s that say whether a retry may help; the SDKs' own retries
+are off (`max_retries=0`) because the worker retries itself, the same way for failures
+before and in the middle of a stream (see generation.py).
+"""
+
+import email.utils
+import json
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import anthropic
+import httpx2
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_TOOL, ROLE_USER
-from switchboard.v1.events_pb2 import ChatMessage, GenerationParams
+from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_TOOL
+from switchboard.v1.events_pb2 import ChatMessage, GenerationParams, ToolCall, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -26,13 +38,47 @@ class Finished:
     finish_reason: str
     input_tokens: int
     output_tokens: int
+    tool_calls: tuple[ToolCall, ...] = ()
+    response_model: str = ""
 
 
 StreamEvent = TextDelta | Finished
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One call to a model."""
+
+    model: str
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] = ()
+    params: GenerationParams = field(default_factory=GenerationParams)
+    # Extra HTTP headers, e.g. the simulator's `x-sim-*` controls.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    default_max_output_tokens: int = 1024
+
+
 class ProviderError(Exception):
-    """The provider failed for good (after the SDK's own retries)."""
+    """A call failed; `retryable` says whether the same call may succeed later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        kind: str,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+class InvalidTaskError(ValueError):
+    """The task cannot be sent to any provider (e.g. a tool schema that is not JSON)."""
 
 
 class Provider(Protocol):
@@ -40,17 +86,214 @@ class Provider(Protocol):
 
     name: str
 
-    def stream(
-        self, model: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]: ...
 
 
-_OPENAI_ROLES = {
-    ROLE_SYSTEM: "system",
-    ROLE_USER: "user",
-    ROLE_ASSISTANT: "assistant",
-    ROLE_TOOL: "tool",
+# Statuses worth retrying: timeouts, conflicts, rate limits and server errors
+# (Anthropic's 529 "overloaded" included).
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def _retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the provider asked us to wait: `retry-after-ms`, or `retry-after` in seconds
+    or as an HTTP date. None when absent or unreadable."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(float(milliseconds) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def classify(provider: str, model: str, exc: Exception) -> ProviderError:
+    """The `ProviderError` for an exception raised by an SDK or its HTTP client."""
+    where = f"{provider} {model}"
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        status = exc.status_code
+        headers = exc.response.headers
+        if status < 400:
+            # An error event in the middle of a 200 stream (e.g. Anthropic's overloaded_error).
+            return ProviderError(f"{where}: {exc}", retryable=True, kind="stream_error")
+        kind = "rate_limited" if status == 429 else "server_error" if status >= 500 else "rejected"
+        return ProviderError(
+            f"{where}: HTTP {status}: {exc.message}",
+            retryable=_retryable_status(status),
+            kind=kind,
+            retry_after_s=retry_after_s(headers),
+            status=status,
+        )
+    timeouts = (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException)
+    if isinstance(exc, timeouts):
+        return ProviderError(f"{where}: timed out", retryable=True, kind="timeout")
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        return ProviderError(f"{where}: {exc}", retryable=True, kind="connection")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError(f"{where}: connection lost: {exc}", retryable=True, kind="connection")
+    if isinstance(exc, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
+        return ProviderError(f"{where}: {exc}", retryable=False, kind="invalid_response")
+    if isinstance(exc, openai.APIError | anthropic.APIError):
+        # Errors sent inside a stream carry no status: the next attempt may well succeed.
+        return ProviderError(f"{where}: {exc}", retryable=True, kind="stream_error")
+    return ProviderError(f"{where}: {exc!r}", retryable=False, kind="unexpected")
+
+
+SDK_ERRORS = (openai.OpenAIError, anthropic.AnthropicError, httpx2.HTTPError)
+
+
+def tool_schema(spec: ToolSpec) -> dict[str, Any]:
+    """The JSON schema of a tool's parameters; an empty object schema when none is given."""
+    if not spec.name:
+        raise InvalidTaskError("a tool has no name")
+    if not spec.parameters_json_schema:
+        return {"type": "object", "properties": {}}
+    try:
+        schema = json.loads(spec.parameters_json_schema)
+    except ValueError as exc:
+        raise InvalidTaskError(f"tool {spec.name!r}: parameters schema is not JSON: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise InvalidTaskError(f"tool {spec.name!r}: parameters schema is not a JSON object")
+    return schema
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments_json or "{}")
+    except ValueError as exc:
+        raise InvalidTaskError(f"tool call {call.id!r}: arguments are not JSON: {exc}") from exc
+    if not isinstance(arguments, dict):
+        raise InvalidTaskError(f"tool call {call.id!r}: arguments are not a JSON object")
+    return arguments
+
+
+OPENAI_FINISH_REASONS = {"function_call": "tool_calls"}
+ANTHROPIC_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
 }
+
+
+def openai_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    """Switchboard messages in Chat Completions form."""
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == ROLE_SYSTEM:
+            converted.append({"role": "system", "content": message.text})
+        elif message.role == ROLE_ASSISTANT:
+            entry: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+            if message.tool_calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments_json or "{}"},
+                    }
+                    for call in message.tool_calls
+                ]
+            elif entry["content"] is None:
+                entry["content"] = ""
+            converted.append(entry)
+        elif message.role == ROLE_TOOL:
+            if not message.tool_call_id:
+                raise InvalidTaskError("a tool message has no tool_call_id")
+            converted.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+            )
+        else:  # users, and an unspecified role, which is the user's
+            converted.append({"role": "user", "content": message.text})
+    return cast(list[ChatCompletionMessageParam], converted)
+
+
+def openai_tools(tools: Sequence[ToolSpec]) -> list[ChatCompletionToolParam]:
+    """Tool definitions in Chat Completions form."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": tool_schema(spec),
+            },
+        }
+        for spec in tools
+    ]
+
+
+def anthropic_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+    """(system prompt, turns) in Messages API form.
+
+    Tool results become `tool_result` blocks of a user turn; consecutive turns of one role
+    are merged, as the API expects user and assistant turns to alternate.
+    """
+    system = "\n\n".join(m.text for m in messages if m.role == ROLE_SYSTEM and m.text)
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == ROLE_SYSTEM:
+            continue
+        blocks: list[dict[str, Any]] = []
+        if message.role == ROLE_ASSISTANT:
+            role = "assistant"
+            if message.text:
+                blocks.append({"type": "text", "text": message.text})
+            blocks.extend(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": _arguments(call)}
+                for call in message.tool_calls
+            )
+        elif message.role == ROLE_TOOL:
+            if not message.tool_call_id:
+                raise InvalidTaskError("a tool message has no tool_call_id")
+            role = "user"
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id,
+                    "content": message.text,
+                }
+            )
+        else:
+            role = "user"
+            if message.text:
+                blocks.append({"type": "text", "text": message.text})
+        if not blocks:
+            continue  # the API rejects empty turns
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    # Plain single-text turns as strings, the most widely understood form.
+    for turn in turns:
+        content = turn["content"]
+        if len(content) == 1 and content[0]["type"] == "text":
+            turn["content"] = content[0]["text"]
+    return system, turns
+
+
+def anthropic_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tool definitions in Messages API form."""
+    return [
+        {"name": spec.name, "description": spec.description, "input_schema": tool_schema(spec)}
+        for spec in tools
+    ]
 
 
 class OpenAIProvider:
@@ -58,47 +301,65 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, max_retries: int) -> None:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
         )
 
-    async def stream(
-        self, model: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield text deltas, then one `Finished`."""
         extra: dict[str, Any] = {}
-        if params.HasField("temperature"):
-            extra["temperature"] = params.temperature
+        if request.params.HasField("temperature"):
+            extra["temperature"] = request.params.temperature
+        if request.tools:
+            extra["tools"] = openai_tools(request.tools)
+        if request.headers:
+            extra["extra_headers"] = dict(request.headers)
+        messages = openai_messages(request.messages)
+        calls: dict[int, dict[str, str]] = {}
+        finish_reason = "stop"
+        input_tokens = output_tokens = 0
+        response_model = ""
         try:
             stream = await self._client.chat.completions.create(
-                model=model,
-                messages=[
-                    cast(
-                        ChatCompletionMessageParam,
-                        {"role": _OPENAI_ROLES[m.role], "content": m.text},
-                    )
-                    for m in messages
-                ],
-                max_completion_tokens=params.max_output_tokens or None,
+                model=request.model,
+                messages=messages,
+                max_completion_tokens=request.params.max_output_tokens or None,
                 stream=True,
                 stream_options={"include_usage": True},
                 **extra,
             )
-            finish_reason = "stop"
-            input_tokens = output_tokens = 0
-            async for chunk in stream:
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield TextDelta(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                if chunk.usage is not None:
-                    input_tokens = chunk.usage.prompt_tokens
-                    output_tokens = chunk.usage.completion_tokens
-        except openai.APIError as exc:
-            raise ProviderError(f"openai {model}: {exc}") from exc
-        yield Finished(finish_reason, input_tokens, output_tokens)
+            async with stream:
+                async for chunk in stream:
+                    response_model = chunk.model or response_model
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield TextDelta(choice.delta.content)
+                        for delta in choice.delta.tool_calls or ():
+                            call = calls.setdefault(
+                                delta.index, {"id": "", "name": "", "arguments": ""}
+                            )
+                            call["id"] = delta.id or call["id"]
+                            if delta.function is not None:
+                                call["name"] = delta.function.name or call["name"]
+                                call["arguments"] += delta.function.arguments or ""
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+                    if chunk.usage is not None:
+                        input_tokens = chunk.usage.prompt_tokens
+                        output_tokens = chunk.usage.completion_tokens
+        except SDK_ERRORS as exc:
+            raise classify(self.name, request.model, exc) from exc
+        yield Finished(
+            OPENAI_FINISH_REASONS.get(finish_reason, finish_reason),
+            input_tokens,
+            output_tokens,
+            tuple(
+                ToolCall(id=c["id"], name=c["name"], arguments_json=c["arguments"] or "{}")
+                for _, c in sorted(calls.items())
+            ),
+            response_model,
+        )
 
     async def close(self) -> None:
         """Close the HTTP client."""
@@ -110,41 +371,51 @@ class AnthropicProvider:
 
     name = "anthropic"
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float, max_retries: int) -> None:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
         self._client = anthropic.AsyncAnthropic(
-            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
         )
 
-    async def stream(
-        self, model: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield text deltas, then one `Finished`."""
-        # Anthropic takes the system prompt apart from the turns.
-        system = "\n\n".join(m.text for m in messages if m.role == ROLE_SYSTEM)
-        turns: list[Any] = [
-            {"role": "assistant" if m.role == ROLE_ASSISTANT else "user", "content": m.text}
-            for m in messages
-            if m.role != ROLE_SYSTEM
-        ]
+        system, turns = anthropic_messages(request.messages)
         extra: dict[str, Any] = {}
         if system:
             extra["system"] = system
-        if params.HasField("temperature"):
-            extra["temperature"] = min(params.temperature, 1.0)
+        if request.params.HasField("temperature"):
+            extra["temperature"] = min(request.params.temperature, 1.0)
+        if request.tools:
+            extra["tools"] = anthropic_tools(request.tools)
+        if request.headers:
+            extra["extra_headers"] = dict(request.headers)
         try:
             async with self._client.messages.stream(
-                model=model,
-                messages=turns,
-                max_tokens=params.max_output_tokens or 1024,
+                model=request.model,
+                messages=cast(Any, turns),
+                max_tokens=request.params.max_output_tokens or request.default_max_output_tokens,
                 **extra,
             ) as stream:
-                async for text in stream.text_stream:
-                    yield TextDelta(text)
+                async for event in stream:
+                    if event.type == "text":
+                        yield TextDelta(event.text)
                 final = await stream.get_final_message()
-        except anthropic.APIError as exc:
-            raise ProviderError(f"anthropic {model}: {exc}") from exc
+        except SDK_ERRORS as exc:
+            raise classify(self.name, request.model, exc) from exc
+        stop_reason = final.stop_reason or "end_turn"
         yield Finished(
-            final.stop_reason or "end_turn", final.usage.input_tokens, final.usage.output_tokens
+            ANTHROPIC_STOP_REASONS.get(stop_reason, stop_reason),
+            final.usage.input_tokens,
+            final.usage.output_tokens,
+            tuple(
+                ToolCall(
+                    id=block.id,
+                    name=block.name,
+                    arguments_json=json.dumps(block.input, separators=(",", ":")),
+                )
+                for block in final.content
+                if block.type == "tool_use"
+            ),
+            final.model,
         )
 
     async def close(self) -> None:

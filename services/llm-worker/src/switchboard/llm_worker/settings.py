@@ -4,11 +4,16 @@ import os
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from switchboard.common.settings import HealthSettings, KafkaSettings, TelemetrySettings
+from switchboard.common.settings import (
+    HealthSettings,
+    KafkaSettings,
+    RedisSettings,
+    TelemetrySettings,
+)
 
 SIMULATOR_URL = "http://127.0.0.1:8400"
 
@@ -67,8 +72,21 @@ def _comma_separated(value: object) -> object:
     )
 
 
+def _provider_settings() -> "ProviderSettings":
+    # Keys may also be files named `openai_api_key` / `anthropic_api_key` in a directory
+    # (a mounted Kubernetes secret); the environment wins over the files.
+    secrets_dir = os.environ.get("SWITCHBOARD_SECRETS_DIR")
+    if secrets_dir and os.path.isdir(secrets_dir):
+        return ProviderSettings(_secrets_dir=secrets_dir)
+    return ProviderSettings()
+
+
 class ProviderSettings(BaseSettings):
-    """Endpoints and keys. Without a key the provider is the bundled simulator."""
+    """Endpoints and keys. Without a key the provider is the bundled simulator.
+
+    Keys are read from the environment (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) or from
+    files in `SWITCHBOARD_SECRETS_DIR`, kept as secrets and never logged.
+    """
 
     model_config = SettingsConfigDict(env_prefix="")
 
@@ -108,15 +126,64 @@ class WorkerSettings(BaseSettings):
     instance_id: str = Field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:6]}")
     consumer_group_prefix: str = "llm-worker"
     catalogue: dict[str, list[ModelSpec]] = Field(default_factory=_default_catalogue)
+    # Generations running at once in this process, over all its tiers.
+    max_concurrency: int = Field(default=64, ge=1, le=10_000)
     # Deltas are sent at once when this long passed since the last send, or when this
-    # much text is waiting; otherwise they are joined into one reply event.
+    # much text is waiting; otherwise they are joined into one reply event. A timer sends
+    # waiting text when the window closes even if the provider stalls.
     coalesce_window_ms: float = Field(default=15.0, ge=0)
     coalesce_max_chars: int = Field(default=256, gt=0)
+    # The SDKs' HTTP timeout (connect, and each read).
     request_timeout_s: float = Field(default=60.0, gt=0)
-    # Retries per model inside the SDK (429, 5xx, timeouts; honouring Retry-After).
+    # A stream that sends nothing for this long (before its first token too) has failed.
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # The longest one call to a model may take, stream included.
+    attempt_timeout_s: float = Field(default=300.0, gt=0)
+    # Retries per model of 429, 5xx, timeouts and broken streams (the SDKs' own retries are
+    # off), with exponential backoff and jitter, waiting at least what Retry-After asks;
+    # then the next model of the tier.
     max_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_initial_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=8.0, gt=0)
+    # A Retry-After longer than this sends the task to the next model at once.
+    retry_after_max_s: float = Field(default=30.0, ge=0)
+    # max_tokens for providers that require one, when the task leaves it to the tier.
+    default_max_output_tokens: int = Field(default=1024, gt=0)
+    # Send `error` to the client when a task fails for good (the orchestrator also learns
+    # it from the result).
+    send_error_events: bool = True
+    # Forward the task's `sim.*` metadata to providers as `x-sim-*` headers (the simulator's
+    # per-request controls; real providers ignore them).
+    forward_sim_controls: bool = True
+    # How long a stopping worker lets running generations finish; the rest are abandoned
+    # uncommitted and redelivered to another worker.
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # How long the consumer waits for records in one poll.
+    poll_timeout_ms: int = Field(default=200, gt=0, le=10_000)
+    # Least time between two offset commits of one consumer.
+    commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
+    # How long a finished task waits for a rebalance under way to settle before publishing
+    # its result (only a worker that still owns the task's partition publishes it).
+    rebalance_wait_s: float = Field(default=30.0, gt=0)
+    # Pause before a task whose processing failed (Kafka or Redis down) is fetched again.
+    task_retry_backoff_s: float = Field(default=2.0, gt=0)
+    # Bounded retries of the worker's own Kafka and Redis steps.
+    step_attempts: int = Field(default=4, ge=1, le=20)
+    step_backoff_max_s: float = Field(default=2.0, gt=0)
+    # How long attempt counters and finished-task marks stay in Redis.
+    task_state_ttl_s: int = Field(default=24 * 3600, gt=0)
+    # Cancellations remembered for tasks that have not arrived yet.
+    cancelled_memory: int = Field(default=10_000, ge=0)
 
-    providers: ProviderSettings = Field(default_factory=ProviderSettings)
+    providers: ProviderSettings = Field(default_factory=_provider_settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _every_tier_has_models(self) -> "WorkerSettings":
+        missing = [tier for tier in self.tiers if not self.catalogue.get(tier)]
+        if missing:
+            raise ValueError(f"the catalogue has no model for tier(s) {', '.join(missing)}")
+        return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,13 +16,19 @@ from typing import Any
 
 from aiohttp import web
 
-from .replies import Reply, count_prompt_tokens, generate_reply
+from .controls import Controls, read_controls, retry_after_headers
+from .journal import Journal
+from .replies import count_prompt_tokens
 from .state import STATE_KEY
+from .tools import Answer, OfferedTool, ToolOutput, answer
 from .wire import (
     SSE_HEADERS,
     UNPARSABLE,
     InvalidRequest,
+    Pacing,
     SseEvents,
+    StreamProgress,
+    abort_connection,
     bearer_token,
     decode_json,
     dumps,
@@ -70,6 +77,11 @@ class ChatRequest:
     prompt_tokens: int
     user_text: str
     """Text of the last user message: it seeds the reply."""
+    tools: tuple[OfferedTool, ...] = ()
+    tool_choice: str = "auto"
+    """"auto", "none", "required" or the name of the function to call."""
+    tool_outputs: tuple[ToolOutput, ...] = ()
+    """The tool results the conversation ends with, if it does."""
 
 
 def parse_chat_request(body: object, *, context_window: int) -> ChatRequest:
@@ -105,6 +117,10 @@ def parse_chat_request(body: object, *, context_window: int) -> ChatRequest:
         named += has_name
         if role == "user":
             user_text = "\n".join(texts)
+    tools = _parse_tools(body.get("tools"))
+    tool_choice = _parse_tool_choice(body.get("tool_choice"), tools)
+    if tools:
+        prompt.append([dumps(body["tools"])])
 
     stream = _optional_bool(body, "stream")
     include_usage = False
@@ -150,7 +166,107 @@ def parse_chat_request(body: object, *, context_window: int) -> ChatRequest:
         max_tokens=max_tokens,
         prompt_tokens=prompt_tokens,
         user_text=user_text,
+        tools=tools,
+        tool_choice=tool_choice,
+        tool_outputs=_trailing_tool_outputs(messages),
     )
+
+
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _parse_tools(tools: object) -> tuple[OfferedTool, ...]:
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise _invalid_type("tools", "an array", tools)
+    offered = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise _invalid_type(where, "an object", tool)
+        if tool.get("type") != "function":
+            raise InvalidRequest(
+                f"Invalid value for '{where}.type': expected 'function', got {tool.get('type')!r}.",
+                param=f"{where}.type",
+                code="invalid_value",
+            )
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise _missing(f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str):
+            raise _missing(f"{where}.function.name")
+        if not _FUNCTION_NAME.match(name):
+            raise InvalidRequest(
+                f"Invalid '{where}.function.name': string does not match pattern. Expected a "
+                "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                param=f"{where}.function.name",
+                code="invalid_value",
+            )
+        parameters = function.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise _invalid_type(f"{where}.function.parameters", "an object", parameters)
+        offered.append(OfferedTool(name, parameters))
+    return tuple(offered)
+
+
+def _parse_tool_choice(choice: object, tools: tuple[OfferedTool, ...]) -> str:
+    if choice is None:
+        return "auto"
+    if not tools:
+        raise InvalidRequest(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+            "specified.",
+            param="tool_choice",
+        )
+    if choice in ("none", "auto", "required"):
+        assert isinstance(choice, str)
+        return choice
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    is_function = isinstance(choice, dict) and choice.get("type") == "function"
+    if not (is_function and isinstance(name, str)):
+        raise InvalidRequest(
+            "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or "
+            '{"type": "function", "function": {"name": ...}}.',
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if name not in {tool.name for tool in tools}:
+        raise InvalidRequest(
+            f"Invalid value for 'tool_choice': no function named {name!r} was specified in "
+            "the 'tools' parameter.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return name
+
+
+def _trailing_tool_outputs(messages: list[Any]) -> tuple[ToolOutput, ...]:
+    """The `tool` messages that end the conversation, named after the calls they answer."""
+    trailing: list[dict[str, Any]] = []
+    index = len(messages) - 1
+    while index >= 0 and messages[index].get("role") == "tool":
+        trailing.insert(0, messages[index])
+        index -= 1
+    if not trailing:
+        return ()
+    names: dict[str, str] = {}
+    if index >= 0 and isinstance(calls := messages[index].get("tool_calls"), list):
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(call.get("id"), str):
+                names[call["id"]] = str(function.get("name") or "")
+    outputs = []
+    for message in trailing:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(
+                str(part.get("text", "")) for part in content if isinstance(part, dict)
+            )
+        outputs.append(ToolOutput(names.get(message.get("tool_call_id", ""), ""), str(content)))
+    return tuple(outputs)
 
 
 def _parse_message(index: int, message: object) -> tuple[str, list[str], list[str], bool]:
@@ -311,7 +427,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """`POST /v1/chat/completions`."""
     state = request.app[STATE_KEY]
     body = decode_json(await request.read())
-    state.journal.record(
+    entry = state.journal.record(
         method=request.method,
         path=request.path,
         api=API,
@@ -319,19 +435,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body=None if body is UNPARSABLE else body,
     )
     if not bearer_token(request.headers.get("Authorization")):
+        Journal.finish(entry, "error 401")
         return error_response(401, NO_KEY_MESSAGE)
     try:
         chat = parse_chat_request(body, context_window=state.settings.context_window)
+        assert isinstance(body, dict)
+        controls = read_controls(API, body, request.headers, state.settings, state.attempts)
     except InvalidRequest as exc:
+        Journal.finish(entry, f"error {exc.status}")
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+    entry["fault"] = controls.fault
+    entry["attempt"] = controls.attempt
+    if controls.fault in ("429", "500"):
+        Journal.finish(entry, f"error {controls.fault}")
+        return fault_response(controls)
 
-    reply = generate_reply(
+    result = answer(
         chat.model,
         chat.user_text,
-        reply_tokens=state.settings.reply_tokens,
+        tools=chat.tools,
+        choice=chat.tool_choice,
+        forced=controls.tool,
+        outputs=chat.tool_outputs,
+        reply_tokens=controls.reply_tokens,
         max_tokens=chat.max_tokens,
     )
-    finish_reason = "length" if reply.truncated else "stop"
+    if result.calls:
+        finish_reason = "tool_calls"
+    else:
+        assert result.reply is not None
+        finish_reason = "length" if result.reply.truncated else "stop"
     base = {
         "id": random_id("chatcmpl-", 29),
         "object": "chat.completion.chunk",
@@ -340,24 +473,84 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         "service_tier": "default",
         "system_fingerprint": system_fingerprint(chat.model),
     }
-    if not chat.stream:
-        delay = state.pacing.total(reply.completion_tokens)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return json_response(
-            _completion(base, reply, finish_reason, chat.prompt_tokens), headers=_headers()
+    pacing = Pacing(ttft=controls.ttft_s, token_delay=controls.token_delay_s)
+    progress = StreamProgress()
+    try:
+        if not chat.stream:
+            if controls.fault == "hang":
+                progress.outcome = "fault_hang"
+                await asyncio.Event().wait()  # until the client gives up
+            if controls.fault == "disconnect":
+                progress.outcome = "fault_disconnect"
+                abort_connection(request)
+                return web.Response()
+            delay = pacing.total(result.completion_tokens)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            progress.outcome = "completed"
+            return json_response(
+                _completion(base, result, finish_reason, chat.prompt_tokens), headers=_headers()
+            )
+        events = _stream_events(base, result, finish_reason, chat)
+        return await stream_sse(
+            request,
+            web.StreamResponse(headers={**SSE_HEADERS, **_headers()}),
+            events,
+            pacing,
+            fault=controls.stream_fault(len(events.tokens)),
+            progress=progress,
         )
+    except asyncio.CancelledError:
+        progress.outcome = "client_disconnected"
+        raise
+    finally:
+        Journal.finish(entry, progress.outcome, progress.tokens_sent)
 
-    return await stream_sse(
-        request,
-        web.StreamResponse(headers={**SSE_HEADERS, **_headers()}),
-        _stream_events(base, reply, finish_reason, chat),
-        state.pacing,
+
+def fault_response(controls: Controls) -> web.Response:
+    """The error an injected `429` or `500` fault answers with, as OpenAI sends it."""
+    if controls.fault == "429":
+        response = error_response(
+            429,
+            "Rate limit reached for requests (simulated). Please try again later.",
+            type_="requests",
+            code="rate_limit_exceeded",
+        )
+        response.headers.update(retry_after_headers(controls.retry_after_ms))
+        return response
+    return error_response(
+        500,
+        "The server had an error while processing your request. Sorry about that! (simulated)",
+        type_="server_error",
     )
 
 
+def _message(result: Answer) -> dict[str, Any]:
+    if result.reply is not None:
+        return {
+            "role": "assistant",
+            "content": result.reply.text,
+            "refusal": None,
+            "annotations": [],
+        }
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": random_id("call_", 24),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for call in result.calls
+        ],
+        "refusal": None,
+        "annotations": [],
+    }
+
+
 def _completion(
-    base: dict[str, Any], reply: Reply, finish_reason: str, prompt_tokens: int
+    base: dict[str, Any], result: Answer, finish_reason: str, prompt_tokens: int
 ) -> dict[str, Any]:
     return {
         **base,
@@ -365,24 +558,23 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": reply.text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": _message(result),
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage(prompt_tokens, reply.completion_tokens),
+        "usage": usage(prompt_tokens, result.completion_tokens),
     }
 
 
 def _stream_events(
-    base: dict[str, Any], reply: Reply, finish_reason: str, chat: ChatRequest
+    base: dict[str, Any], result: Answer, finish_reason: str, chat: ChatRequest
 ) -> SseEvents:
-    """The SSE stream: one `data: <chat.completion.chunk>` event per token, then `[DONE]`."""
+    """The SSE stream: one `data: <chat.completion.chunk>` event per token, then `[DONE]`.
+
+    Text arrives as `content` deltas; a tool call as a delta with its id and name, then
+    its arguments in `tool_calls[].function.arguments` deltas, one per token.
+    """
     # Every chunk carries `"usage": null` when usage was asked for, as OpenAI sends it.
     extra: dict[str, Any] = {"usage": None} if chat.include_usage else {}
 
@@ -392,13 +584,33 @@ def _stream_events(
     def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
-    head = chunk([choice({"role": "assistant", "content": "", "refusal": None})])
-    prefix, suffix = template({**base, "choices": [choice({"content": _MARKER})], **extra}, _MARKER)
-    prefix, suffix = b"data: " + prefix, suffix + b"\n\n"
-    tokens = [prefix + dumps(piece).encode() + suffix for piece in reply.pieces]
+    tokens: list[bytes] = []
+    if result.reply is not None:
+        head = chunk([choice({"role": "assistant", "content": "", "refusal": None})])
+        prefix, suffix = template(
+            {**base, "choices": [choice({"content": _MARKER})], **extra}, _MARKER
+        )
+        prefix, suffix = b"data: " + prefix, suffix + b"\n\n"
+        tokens = [prefix + dumps(piece).encode() + suffix for piece in result.reply.pieces]
+    else:
+        head = chunk([choice({"role": "assistant", "content": None, "refusal": None})])
+        for index, (call, pieces) in enumerate(
+            zip(result.calls, result.argument_pieces(), strict=True)
+        ):
+            start = {
+                "index": index,
+                "id": random_id("call_", 24),
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            tokens.append(chunk([choice({"tool_calls": [start]})]))
+            tokens.extend(
+                chunk([choice({"tool_calls": [{"index": index, "function": {"arguments": p}}]})])
+                for p in pieces
+            )
     tail = chunk([choice({}, finish_reason)])
     if chat.include_usage:
-        tail += chunk([], usage=usage(chat.prompt_tokens, reply.completion_tokens))
+        tail += chunk([], usage=usage(chat.prompt_tokens, result.completion_tokens))
     tail += b"data: [DONE]\n\n"
     return SseEvents(head, tokens, tail)
 

@@ -120,17 +120,22 @@ class _Draft:
 
 
 def generate_reply(
-    model: str, prompt: str, *, reply_tokens: int, max_tokens: int | None = None
+    model: str,
+    prompt: str,
+    *,
+    reply_tokens: int,
+    max_tokens: int | None = None,
+    opening: str | None = None,
 ) -> Reply:
     """The deterministic reply of `model` to the user message `prompt`.
 
-    The reply is a polite contact-center answer that quotes the start of `prompt`, followed by
-    filler sentences chosen from a hash of the model and the prompt. It has at most
-    `reply_tokens` tokens (as close to it as whole words allow), and is cut to `max_tokens`
-    tokens when that is smaller.
+    The reply is a polite contact-center answer that quotes the start of `prompt` (or begins
+    with `opening` when given), followed by filler sentences chosen from a hash of the model
+    and the prompt. It has at most `reply_tokens` tokens (as close to it as whole words allow),
+    and is cut to `max_tokens` tokens when that is smaller.
     """
     seed = hashlib.sha256(f"{model}\x00{prompt}".encode("utf-8", "surrogatepass")).digest()
-    draft = _draft(seed, excerpt(prompt), reply_tokens)
+    draft = _draft(seed, excerpt(prompt), reply_tokens, opening)
     total = len(draft.token_bytes)
     if max_tokens is None or max_tokens >= total:
         pieces = draft.pieces
@@ -157,19 +162,22 @@ def excerpt(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _draft(seed: bytes, quoted: str, reply_tokens: int) -> _Draft:
+def _draft(seed: bytes, quoted: str, reply_tokens: int, opening: str | None) -> _Draft:
     # Cached on the digest and the short excerpt, not the prompt, so that the cache stays
-    # small however long the prompts are.
-    text = _compose(seed, quoted, reply_tokens)
+    # small however long the prompts are (an opening is short too).
+    text = _compose(seed, quoted, reply_tokens, opening)
     enc = _encoding()
     token_bytes = tuple(enc.decode_single_token_bytes(t) for t in encode(text))
     return _Draft(token_bytes, _decode_pieces(token_bytes))
 
 
-def _compose(seed: bytes, quoted: str, reply_tokens: int) -> str:
+def _compose(seed: bytes, quoted: str, reply_tokens: int, opening: str | None) -> str:
     """Whole sentences up to the budget, then cut back to whole words that fit it."""
     greeting = _GREETINGS[_pick(seed, b"greeting", len(_GREETINGS))]
-    parts = [f'{greeting} about "{quoted}".' if quoted else f"{greeting}."]
+    if opening:
+        parts = [opening]
+    else:
+        parts = [f'{greeting} about "{quoted}".' if quoted else f"{greeting}."]
     # Tokens do not cross the spaces that separate words, so per-sentence counts add up to
     # the count of the whole text, give or take a token at the joins.
     budget = reply_tokens - count_tokens(parts[0])
@@ -223,3 +231,9 @@ def _shuffled(seed: bytes, round_: int) -> list[str]:
     # A seeded permutation that does not depend on the `random` module's algorithms.
     salt = seed + round_.to_bytes(4, "big")
     return sorted(_SENTENCES, key=lambda s: hashlib.sha256(salt + s.encode()).digest())
+
+
+def token_pieces(text: str) -> tuple[str, ...]:
+    """`text` as streamed one token at a time (characters split across tokens kept whole)."""
+    enc = _encoding()
+    return _decode_pieces(tuple(enc.decode_single_token_bytes(t) for t in encode(text)))

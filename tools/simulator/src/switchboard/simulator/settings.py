@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=False, description="log every request (slow under load)")
     shutdown_timeout_s: float = Field(default=5.0, ge=0, description="grace for open streams")
     log_level: str = "INFO"
+    # Defaults of the per-request controls (see controls.py and the README).
+    fault: str | None = Field(
+        default=None, description="429, 500, hang or disconnect on every request; none by default"
+    )
+    fault_attempts: int = Field(
+        default=0, ge=0, description="inject the fault only on the first N attempts; 0 = all"
+    )
+    fault_after_tokens: int | None = Field(
+        default=None, ge=0, description="tokens sent before hang/disconnect; unset = half"
+    )
+    retry_after_ms: int = Field(default=0, ge=0, description="Retry-After sent with a 429")
+    attempt_keys: int = Field(
+        default=10_000, ge=1, description="request keys whose attempts are remembered"
+    )
 
     @property
     def ttft_s(self) -> float:

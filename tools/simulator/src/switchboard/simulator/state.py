@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .controls import AttemptCounter
 from .journal import Journal
 from .settings import Settings
 from .wire import Pacing
@@ -13,11 +14,12 @@ from .wire import Pacing
 
 @dataclass(frozen=True, slots=True)
 class SimulatorState:
-    """Settings, journal and pacing of one simulator application."""
+    """Settings, journal, default pacing and fault attempts of one simulator application."""
 
     settings: Settings
     journal: Journal
     pacing: Pacing
+    attempts: AttemptCounter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatorState:
@@ -26,6 +28,7 @@ class SimulatorState:
             settings=settings,
             journal=Journal(settings.journal_size),
             pacing=Pacing(ttft=settings.ttft_s, token_delay=settings.token_delay_s),
+            attempts=AttemptCounter(settings.attempt_keys),
         )
 
 

@@ -8,6 +8,7 @@ import random
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 
@@ -142,37 +143,94 @@ class SseEvents:
     tail: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StreamFault:
+    """A fault injected into a stream after `after` token events."""
+
+    kind: Literal["hang", "disconnect"]
+    after: int
+
+
+@dataclass(slots=True)
+class StreamProgress:
+    """What a stream did, for the journal."""
+
+    tokens_sent: int = 0
+    outcome: str = "running"
+
+
 async def stream_sse(
     request: web.Request,
     response: web.StreamResponse,
     events: SseEvents,
     pacing: Pacing,
+    *,
+    fault: StreamFault | None = None,
+    progress: StreamProgress | None = None,
 ) -> web.StreamResponse:
     """Send the head at once, each token on the pacing schedule, then the tail, and close.
 
     With no delays the whole stream goes out in one write. A client that goes away
-    mid-stream ends the generation quietly, as it does with a real provider.
+    mid-stream ends the generation quietly, as it does with a real provider. A `fault`
+    stops the stream after some tokens: `hang` sends nothing more (until the client gives
+    up), `disconnect` drops the connection.
     """
+    progress = progress if progress is not None else StreamProgress()
     head, tokens, tail = events.head, events.tokens, events.tail
     await response.prepare(request)
     try:
-        if pacing.ttft <= 0 and pacing.token_delay <= 0:
+        if fault is None and pacing.ttft <= 0 and pacing.token_delay <= 0:
             await response.write_eof(b"".join([head, *tokens, tail]))
+            progress.tokens_sent = len(tokens)
+            progress.outcome = "completed"
             return response
         await response.write(head)
-        if pacing.token_delay <= 0:
+        if fault is None and pacing.token_delay <= 0:
             await asyncio.sleep(pacing.ttft)
             await response.write_eof(b"".join([*tokens, tail]))
+            progress.tokens_sent = len(tokens)
+            progress.outcome = "completed"
             return response
         loop = asyncio.get_running_loop()
         # Deadlines from one start time, so that time spent writing does not add up as drift.
         start = loop.time() + pacing.ttft
         for index, event in enumerate(tokens):
+            if fault is not None and index >= fault.after:
+                return await _inject(request, response, fault, progress)
             wait = start + index * pacing.token_delay - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             await response.write(event)
+            progress.tokens_sent += 1
+        if fault is not None:
+            return await _inject(request, response, fault, progress)
         await response.write_eof(tail)
+        progress.outcome = "completed"
     except ConnectionResetError:
-        pass
+        progress.outcome = "client_disconnected"
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when its client goes away.
+        progress.outcome = "client_disconnected"
+        raise
     return response
+
+
+async def _inject(
+    request: web.Request,
+    response: web.StreamResponse,
+    fault: StreamFault,
+    progress: StreamProgress,
+) -> web.StreamResponse:
+    if fault.kind == "hang":
+        progress.outcome = "fault_hang"
+        await asyncio.Event().wait()  # until the client gives up and the handler is cancelled
+    progress.outcome = "fault_disconnect"
+    abort_connection(request)
+    return response
+
+
+def abort_connection(request: web.Request) -> None:
+    """Drop the client's connection at once, without ending the HTTP response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

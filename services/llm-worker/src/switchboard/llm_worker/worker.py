@@ -1,0 +1,202 @@
+"""The life of one task in a worker, free of Kafka: ledger, generation, cancellation, result."""
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying
+
+from switchboard.common.retry import retrying
+from switchboard.llm_worker.generation import GenerationPolicy, Sleep, generate, models_for
+from switchboard.llm_worker.ledger import GenerationLedger
+from switchboard.llm_worker.providers import Provider
+from switchboard.llm_worker.settings import ModelSpec
+from switchboard.v1.chat_pb2 import ChatEvent, Error
+from switchboard.v1.events_pb2 import LlmResult, LlmTask
+
+log = logging.getLogger(__name__)
+
+# Failures of the worker's own backends, worth a bounded retry.
+TRANSIENT = (KafkaError, RedisError, TimeoutError, ConnectionError)
+
+StillOwned = Callable[[], Awaitable[bool]]
+
+
+class NotOwnedError(Exception):
+    """The task moved to another worker while it ran: its result is left to that worker."""
+
+
+async def _always_owned() -> bool:
+    return True
+
+
+class Publisher(Protocol):
+    """Where reply events and results go (Kafka in production)."""
+
+    async def reply(self, topic: str, event: ChatEvent) -> None: ...
+
+    async def result(self, topic: str, result: LlmResult) -> None: ...
+
+
+class InFlight:
+    """Running generations by request id, so that a cancellation can find them, plus the
+    last `remember` cancelled request ids, for tasks that arrive after their cancellation."""
+
+    def __init__(self, remember: int) -> None:
+        self._tasks: dict[str, set[asyncio.Task[LlmResult]]] = {}
+        self._by_client: set[asyncio.Task[LlmResult]] = set()
+        self._remember = remember
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(tasks) for tasks in self._tasks.values())
+
+    def add(self, request_id: str, task: asyncio.Task[LlmResult]) -> None:
+        """Register a running generation."""
+        self._tasks.setdefault(request_id, set()).add(task)
+
+    def remove(self, request_id: str, task: asyncio.Task[LlmResult]) -> None:
+        """Forget a generation that ended."""
+        tasks = self._tasks.get(request_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._tasks[request_id]
+        self._by_client.discard(task)
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop the generations of `request_id`; True when this process ran one."""
+        if self._remember:
+            self._cancelled[request_id] = None
+            self._cancelled.move_to_end(request_id)
+            while len(self._cancelled) > self._remember:
+                self._cancelled.popitem(last=False)
+        tasks = self._tasks.get(request_id, set())
+        for task in tasks:
+            self._by_client.add(task)
+            task.cancel()
+        return bool(tasks)
+
+    def cancelled_by_client(self, task: asyncio.Task[LlmResult]) -> bool:
+        """Whether `task` was stopped by a cancellation (not by a shutdown)."""
+        return task in self._by_client
+
+    def was_cancelled(self, request_id: str) -> bool:
+        """Whether a cancellation of `request_id` was received."""
+        return request_id in self._cancelled
+
+
+def cancelled_result(task: LlmTask, last_sequence: int = 0) -> LlmResult:
+    """The result of a task its client cancelled."""
+    return LlmResult(
+        task_id=task.task_id,
+        tenant_id=task.tenant_id,
+        conversation_id=task.conversation_id,
+        request_id=task.request_id,
+        tier=task.tier,
+        error=Error(code="CANCELLED", message="cancelled by the client"),
+        last_sequence=last_sequence,
+    )
+
+
+class TaskRunner:
+    """Runs tasks to a published result, exactly once per generation as far as it can tell.
+
+    Raises when a backend (Kafka, Redis) stays unreachable: the task is then left
+    uncommitted and fetched again. An abandoned task (its partition moved, or the process
+    stops) is cancelled without a result, for another worker to run again.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalogue: Mapping[str, Sequence[ModelSpec]],
+        providers: Mapping[str, Provider],
+        policy: GenerationPolicy,
+        ledger: GenerationLedger,
+        in_flight: InFlight,
+        publisher: Publisher,
+        default_result_topic: str,
+        step_attempts: int = 4,
+        step_backoff_max_s: float = 2.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._catalogue = catalogue
+        self._providers = providers
+        self._policy = policy
+        self._ledger = ledger
+        self._in_flight = in_flight
+        self._publisher = publisher
+        self._default_result_topic = default_result_topic
+        self._step_attempts = step_attempts
+        self._step_backoff_max_s = step_backoff_max_s
+        self._sleep = sleep
+
+    def _retrying(self) -> AsyncRetrying:
+        return retrying(self._step_attempts, self._step_backoff_max_s, TRANSIENT)
+
+    async def run(self, task: LlmTask, still_owned: StillOwned = _always_owned) -> LlmResult | None:
+        """Run `task`; returns its published result, or None when it had finished already.
+
+        `still_owned` is asked before the result is published: a task whose partition moved
+        to another worker meanwhile raises `NotOwnedError` instead, as that worker runs it.
+        """
+        if self._in_flight.was_cancelled(task.request_id):
+            log.info("%s was cancelled before its task %s ran", task.request_id, task.task_id)
+            result = cancelled_result(task)
+        else:
+            attempt = None
+            async for step in self._retrying():
+                with step:
+                    attempt = await self._ledger.begin(task)
+            if attempt is None:
+                log.info("task %s of %s finished already; skipped", task.task_id, task.request_id)
+                return None
+            if attempt > 1:
+                log.warning("task %s of %s: attempt %d", task.task_id, task.request_id, attempt)
+            result = await self._generate(task, attempt)
+        if not await still_owned():
+            raise NotOwnedError(task.task_id)
+        result_topic = task.result_topic or self._default_result_topic
+        async for step in self._retrying():
+            with step:
+                await self._publisher.result(result_topic, result)
+        async for step in self._retrying():
+            with step:
+                await self._ledger.finish(task)
+        return result
+
+    async def _generate(self, task: LlmTask, attempt: int) -> LlmResult:
+        async def send(event: ChatEvent) -> None:
+            await self._publisher.reply(task.reply_topic, event)
+
+        generation = asyncio.create_task(
+            generate(
+                task,
+                models_for(task, self._catalogue),
+                self._providers,
+                send,
+                self._policy,
+                attempt=attempt,
+                sleep=self._sleep,
+            )
+        )
+        self._in_flight.add(task.request_id, generation)
+        try:
+            return await generation
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._in_flight.cancelled_by_client(generation) or (
+                current is not None and current.cancelling()
+            ):
+                raise  # abandoned: another worker runs it again
+            log.info("generation of %s cancelled by the client", task.request_id)
+            return cancelled_result(task)
+        finally:
+            if not generation.done():
+                generation.cancel()
+            self._in_flight.remove(task.request_id, generation)

@@ -1,0 +1,171 @@
+"""A task's life in a worker: ledger, cancellation, abandonment and its result."""
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from switchboard.llm_worker.generation import ATTEMPT_STRIDE, GenerationPolicy
+from switchboard.llm_worker.ledger import MemoryGenerationLedger, generation_key
+from switchboard.llm_worker.providers import (
+    Finished,
+    GenerationRequest,
+    StreamEvent,
+    TextDelta,
+)
+from switchboard.llm_worker.settings import ModelSpec
+from switchboard.llm_worker.worker import InFlight, NotOwnedError, TaskRunner
+from switchboard.v1.chat_pb2 import ChatEvent
+from switchboard.v1.events_pb2 import LlmResult, LlmTask
+
+MODEL = ModelSpec(
+    provider="openai", model="a", input_usd_per_mtok=1, output_usd_per_mtok=1, context_window=9
+)
+
+
+class SlowProvider:
+    """Sends one delta, then waits for `release` before finishing."""
+
+    name = "openai"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.closed = False
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        try:
+            yield TextDelta("Hel")
+            self.started.set()
+            await self.release.wait()
+            yield TextDelta("lo")
+            yield Finished("stop", 3, 2)
+        finally:
+            self.closed = True
+
+
+class Recorder:
+    def __init__(self, failures: int = 0) -> None:
+        self.replies: list[ChatEvent] = []
+        self.results: list[tuple[str, LlmResult]] = []
+        self.failures = failures
+
+    async def reply(self, topic: str, event: ChatEvent) -> None:
+        self.replies.append(event)
+
+    async def result(self, topic: str, result: LlmResult) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError("broker away")
+        self.results.append((topic, result))
+
+
+def make_task(request_id: str = "r-1", result_topic: str = "") -> LlmTask:
+    return LlmTask(
+        task_id="t-1",
+        tenant_id="demo",
+        conversation_id="c-1",
+        request_id=request_id,
+        tier="cheap",
+        reply_topic="replies",
+        result_topic=result_topic,
+    )
+
+
+def runner(
+    provider: SlowProvider,
+    publisher: Recorder,
+    ledger: MemoryGenerationLedger,
+    in_flight: InFlight,
+) -> TaskRunner:
+    return TaskRunner(
+        catalogue={"cheap": [MODEL]},
+        providers={"openai": provider},
+        policy=GenerationPolicy(coalesce_window_s=0, coalesce_max_chars=1),
+        ledger=ledger,
+        in_flight=in_flight,
+        publisher=publisher,
+        default_result_topic="llm.results",
+        step_backoff_max_s=0.01,
+    )
+
+
+async def test_a_task_runs_once_and_is_skipped_when_redelivered_after_its_result() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(failures=1), MemoryGenerationLedger()
+    run = runner(provider, publisher, ledger, InFlight(10))
+    provider.release.set()
+    result = await run.run(make_task())
+    assert result is not None and result.text == "Hello"
+    assert [topic for topic, _ in publisher.results] == ["llm.results"], "published after a retry"
+    assert generation_key(make_task()) in ledger.done
+
+    again = await run.run(make_task())
+    assert again is None and len(publisher.results) == 1
+
+
+async def test_a_second_attempt_resets_and_numbers_its_events_above_the_first() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    ledger.attempts[generation_key(make_task())] = 1  # a first attempt died mid-way
+    provider.release.set()
+    result = await runner(provider, publisher, ledger, InFlight(10)).run(make_task())
+    assert result is not None
+    assert [e.WhichOneof("event") for e in publisher.replies] == ["reset", "delta", "delta"]
+    assert publisher.replies[0].sequence == ATTEMPT_STRIDE + 1
+    assert result.last_sequence == ATTEMPT_STRIDE + 3
+
+
+async def test_a_client_cancellation_stops_the_stream_and_reports_cancelled() -> None:
+    provider, publisher, in_flight = SlowProvider(), Recorder(), InFlight(10)
+    running = asyncio.create_task(
+        runner(provider, publisher, MemoryGenerationLedger(), in_flight).run(make_task())
+    )
+    await asyncio.wait_for(provider.started.wait(), 5)
+    assert in_flight.cancel("r-1")
+    result = await asyncio.wait_for(running, 5)
+    assert result is not None and result.error.code == "CANCELLED"
+    assert provider.closed, "the provider stream was closed"
+    assert [r.error.code for _, r in publisher.results] == ["CANCELLED"]
+    assert len(in_flight) == 0
+
+
+async def test_a_cancellation_that_arrives_first_prevents_the_generation() -> None:
+    provider, publisher, in_flight = SlowProvider(), Recorder(), InFlight(10)
+    assert not in_flight.cancel("r-early")
+    result = await runner(provider, publisher, MemoryGenerationLedger(), in_flight).run(
+        make_task("r-early")
+    )
+    assert result is not None and result.error.code == "CANCELLED"
+    assert not provider.started.is_set() and publisher.replies == []
+
+
+async def test_an_abandoned_task_publishes_nothing() -> None:
+    provider, publisher, in_flight = SlowProvider(), Recorder(), InFlight(10)
+    ledger = MemoryGenerationLedger()
+    running = asyncio.create_task(runner(provider, publisher, ledger, in_flight).run(make_task()))
+    await asyncio.wait_for(provider.started.wait(), 5)
+    running.cancel()  # the partition moved, or the worker stops
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert provider.closed and publisher.results == [] and ledger.done == set()
+    assert len(in_flight) == 0
+
+
+def test_remembered_cancellations_are_bounded() -> None:
+    in_flight = InFlight(remember=2)
+    for request_id in ("a", "b", "c"):
+        in_flight.cancel(request_id)
+    assert not in_flight.was_cancelled("a")
+    assert in_flight.was_cancelled("b") and in_flight.was_cancelled("c")
+
+
+async def test_a_task_whose_partition_moved_meanwhile_publishes_no_result() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    provider.release.set()
+
+    async def moved() -> bool:
+        return False
+
+    with pytest.raises(NotOwnedError):
+        await runner(provider, publisher, ledger, InFlight(10)).run(make_task(), moved)
+    assert publisher.results == [] and ledger.done == set(), "left to the new owner"
