@@ -17,10 +17,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
+
+from switchboard.common.tenants import RateLimits, TenantConfig, TenantStore, hash_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs" / "e2e"
@@ -29,6 +32,11 @@ MONGO = os.environ.get("SWITCHBOARD_E2E_MONGO_URL", "mongodb://127.0.0.1:27017/"
 REDIS = os.environ.get("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379/0")
 READY_TIMEOUT_S = float(os.environ.get("SWITCHBOARD_E2E_READY_TIMEOUT_S", "60"))
 API_KEY = "e2e-api-key"
+# A second tenant, for isolation tests.
+OTHER_TENANT = "e2e-other"
+OTHER_API_KEY = "e2e-other-api-key"
+# Generous limits: the suite's own pace must never trip them (tests of limits seed their own).
+E2E_RATE_LIMITS = RateLimits(requests_per_minute=100_000, requests_per_minute_per_user=100_000)
 
 # Test ports sit apart from the `make up` defaults (50051/50052, 808x, 8400); an offset
 # (a multiple of 1000) lets several checkouts run the suite at once on one stack.
@@ -63,6 +71,7 @@ class Platform:
     gateway_target: str = f"127.0.0.1:{GATEWAY_PORT}"
     simulator_url: str = f"http://127.0.0.1:{SIM_PORT}"
     api_key: str = API_KEY
+    other_api_key: str = OTHER_API_KEY
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:
@@ -118,6 +127,7 @@ def platform() -> Iterator[Platform]:
         asyncio.run(_create_topics(plat.topic_prefix))
     except Exception as exc:  # the stack is a precondition of this suite
         pytest.fail(f"Kafka at {KAFKA} is unreachable ({exc!r}); start it with `make stack-up`")
+    asyncio.run(_seed_tenants(plat.database))
     LOGS.mkdir(parents=True, exist_ok=True)
     base_env = {
         **os.environ,
@@ -180,7 +190,8 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
-                "SWITCHBOARD_DEV_API_KEY": API_KEY,
+                "SWITCHBOARD_MONGO_URL": MONGO,
+                "SWITCHBOARD_MONGO_DATABASE": plat.database,
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
             },
             f"http://127.0.0.1:{HEALTH_PORTS['gateway']}/readyz",
@@ -210,6 +221,38 @@ def platform() -> Iterator[Platform]:
                 process.wait()
         asyncio.run(_delete_topics(plat.topic_prefix))
         asyncio.run(_drop_database(plat.database))
+
+
+async def _seed_tenants(database: str) -> None:
+    """The tenants the gateway authenticates: `demo` (API_KEY) and OTHER_TENANT."""
+    await seed_tenants(
+        database,
+        TenantConfig(
+            tenant_id="demo",
+            name="Demo Retail",
+            api_key_sha256=[hash_api_key(API_KEY)],
+            rate_limits=E2E_RATE_LIMITS,
+        ),
+        TenantConfig(
+            tenant_id=OTHER_TENANT,
+            name="Other Corp",
+            api_key_sha256=[hash_api_key(OTHER_API_KEY)],
+            rate_limits=E2E_RATE_LIMITS,
+        ),
+    )
+
+
+async def seed_tenants(database: str, *tenants: TenantConfig) -> None:
+    """Create or replace tenants in the test database."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        MONGO, serverSelectionTimeoutMS=5_000
+    )
+    try:
+        store = TenantStore(client, database)
+        for tenant in tenants:
+            await store.upsert(tenant)
+    finally:
+        await client.close()
 
 
 async def _drop_database(name: str) -> None:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge
 from pymongo import AsyncMongoClient
+from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
 from switchboard.common.envelope import PoisonMessageError, decode
@@ -84,6 +85,10 @@ async def serve(settings: GatewaySettings) -> None:
     redis = create_redis(settings.redis)
     heartbeats = Heartbeats(redis, reply_admin.topic, settings.heartbeat_ttl_s)
     # Beat before the topic exists, so that no sweeper ever sees it without a heartbeat.
+    try:
+        await heartbeats.beat()
+    except RedisError as exc:  # the loop below keeps trying, and re-creates the topic then
+        log.warning("no heartbeat at start: %s", exc)
     heartbeat_task = asyncio.create_task(
         run_heartbeats(
             heartbeats,
@@ -91,6 +96,7 @@ async def serve(settings: GatewaySettings) -> None:
             topic_prefix=settings.kafka.topic_prefix,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             sweep_interval_s=settings.reply_topic_sweep_interval_s,
+            recover=reply_admin.create,
         ),
         name="heartbeats",
     )

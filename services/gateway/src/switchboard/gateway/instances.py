@@ -9,7 +9,7 @@ are reported to their retries as gone (see `requests`).
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -109,13 +109,24 @@ async def run_heartbeats(
     topic_prefix: str,
     heartbeat_interval_s: float,
     sweep_interval_s: float,
+    recover: Callable[[], Awaitable[None]],
 ) -> None:
-    """Beat every interval and sweep when it is this instance's turn; runs until cancelled."""
+    """Beat every interval and sweep when it is this instance's turn; runs until cancelled.
+
+    After beats failed (Redis unreachable) the others may have taken this instance for dead
+    and deleted its reply topic: `recover` (re-creating the topic) runs on the first beat
+    that succeeds again.
+    """
     loop = asyncio.get_running_loop()
     next_sweep = loop.time() + sweep_interval_s
+    missed = False
     while True:
         try:
             await heartbeats.beat()
+            if missed:
+                log.info("heartbeat restored; making sure the reply topic exists")
+                await recover()
+                missed = False
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + sweep_interval_s
                 if await heartbeats.take_sweep_turn(topic_prefix, sweep_interval_s):
@@ -123,5 +134,6 @@ async def run_heartbeats(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed beat or sweep must not stop the next one
+            missed = True
             log.warning("heartbeat or reply-topic sweep failed: %s", exc)
         await asyncio.sleep(heartbeat_interval_s)
