@@ -11,6 +11,7 @@ platform's memory service and tenant database.
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,6 @@ from .conftest import (
     LOGS,
     MEMORY_PORT,
     MONGO,
-    PORT_OFFSET,
     REDIS,
     ROOT,
     Platform,
@@ -33,10 +33,15 @@ from .conftest import (
 
 SLOW_TOKENS = 80
 SLOW_TOKEN_DELAY_MS = 50  # a full reply takes about 4 s
-SLOW_SIM_PORT = 18410 + PORT_OFFSET
-GATEWAY_PORTS = {"a": 50171 + PORT_OFFSET, "b": 50172 + PORT_OFFSET, "broken": 50173 + PORT_OFFSET}
-DRAIN_GATEWAY_PORT = 50174 + PORT_OFFSET
-HEALTH_BASE = 18190 + PORT_OFFSET
+
+
+def free_port() -> int:
+    """A port free right now (ports fixed in the ephemeral range can be taken by any client)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 # Fast heartbeats and sweeps, so that sweeping is observable within seconds.
 REPLICA_SETTINGS = {
     "SWITCHBOARD_GATEWAY_HEARTBEAT_INTERVAL_S": "0.5",
@@ -52,13 +57,15 @@ class Lane:
     platform: Platform
     topic_prefix: str
     env: dict[str, str]
+    # gRPC ports of the replicas "a", "b" and "broken"; chosen at start.
+    grpc_ports: dict[str, int]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
 
     def target(self, gateway: str) -> str:
-        return f"127.0.0.1:{GATEWAY_PORTS[gateway]}"
+        return f"127.0.0.1:{self.grpc_ports[gateway]}"
 
     def instance_id(self, gateway: str) -> str:
         return f"e2e-{self.platform.run_id}-slow-{gateway}"
@@ -114,7 +121,8 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
     """Start the lane; stop it and delete its topics at the end."""
     prefix = f"e2e-{platform.run_id}-slow."
     asyncio.run(_create_topics(prefix))
-    sim_url = f"http://127.0.0.1:{SLOW_SIM_PORT}"
+    sim_port = free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
     env = {
         **os.environ,
         "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
@@ -126,24 +134,23 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
     }
     for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         env.pop(secret, None)
-    lane = Lane(platform, prefix, env)
+    lane = Lane(platform, prefix, env, {name: free_port() for name in ("a", "b", "broken")})
     run = f"e2e-{platform.run_id}-slow"
-    health = iter(range(HEALTH_BASE, HEALTH_BASE + 10))
     specs: list[tuple[str, str, dict[str, str], int]] = [
         (
             "slow-simulator",
             "switchboard.simulator",
             {
                 **env,
-                "SWITCHBOARD_SIM_PORT": str(SLOW_SIM_PORT),
+                "SWITCHBOARD_SIM_PORT": str(sim_port),
                 "SWITCHBOARD_SIM_TTFT_MS": "0",
                 "SWITCHBOARD_SIM_TOKEN_DELAY_MS": str(SLOW_TOKEN_DELAY_MS),
                 "SWITCHBOARD_SIM_REPLY_TOKENS": str(SLOW_TOKENS),
             },
-            SLOW_SIM_PORT,
+            sim_port,
         ),
     ]
-    port = next(health)
+    port = free_port()
     specs.append(
         (
             "slow-llm-worker",
@@ -157,7 +164,7 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
             port,
         )
     )
-    port = next(health)
+    port = free_port()
     specs.append(
         (
             "slow-orchestrator",
@@ -172,8 +179,8 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
         )
     )
     for gateway in ("a", "b", "broken"):
-        port = next(health)
-        gateway_env = lane.gateway_env(gateway, GATEWAY_PORTS[gateway], port)
+        port = free_port()
+        gateway_env = lane.gateway_env(gateway, lane.grpc_ports[gateway], port)
         if gateway == "broken":
             # Nothing listens on port 1: every Redis call fails at once.
             gateway_env["SWITCHBOARD_REDIS_URL"] = "redis://127.0.0.1:1/0"

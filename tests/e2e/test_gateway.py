@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -32,9 +32,8 @@ from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, TurnRequest
 
 from .conftest import KAFKA, OTHER_TENANT, REDIS, Platform, seed_tenants
 from .gateway_lane import (
-    DRAIN_GATEWAY_PORT,
-    HEALTH_BASE,
     Lane,
+    free_port,
     start_lane,
     start_process,
     stop_processes,
@@ -92,7 +91,10 @@ async def collect(
 async def find_records(
     topic: str, message_type: type[M], matches: Callable[[M], bool], timeout_s: float = WAIT_S
 ) -> list[M]:
-    """Every record of `topic` matching, waiting (bounded) until at least one is there."""
+    """Every record of `topic` matching, waiting (bounded) until at least one is there.
+
+    Records that are not `message_type` are skipped (e.g. the poison record of another test).
+    """
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=KAFKA, auto_offset_reset="earliest", enable_auto_commit=False
     )
@@ -103,7 +105,10 @@ async def find_records(
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for record in (r for records in batch.values() for r in records):
-                candidate = message_type.FromString(record.value)
+                try:
+                    candidate = message_type.FromString(record.value)
+                except DecodeError:
+                    continue
                 if matches(candidate):
                     found.append(candidate)
             if found and not batch:
@@ -472,14 +477,14 @@ async def test_the_reply_topic_of_a_dead_replica_is_deleted(lane: Lane) -> None:
 async def test_shutdown_drains_open_streams_and_removes_the_replica(
     lane: Lane, channels: Callable[[str], ChatServiceStub], redis: Redis
 ) -> None:
-    health_port = HEALTH_BASE + 9
+    health_port, grpc_port = free_port(), free_port()
     name = "slow-gateway-drain"
     process = start_process(
-        name, "switchboard.gateway", lane.gateway_env("drain", DRAIN_GATEWAY_PORT, health_port)
+        name, "switchboard.gateway", lane.gateway_env("drain", grpc_port, health_port)
     )
     try:
         wait_ready(name, health_port, process)
-        target = f"127.0.0.1:{DRAIN_GATEWAY_PORT}"
+        target = f"127.0.0.1:{grpc_port}"
         call = channels(target).Chat(
             ChatRequest(message="finish this please"),
             metadata=bearer(lane.platform.api_key),

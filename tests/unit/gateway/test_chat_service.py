@@ -124,7 +124,8 @@ async def test_the_client_deadline_travels_with_the_turn(gateway: Gateway) -> No
     _ = [e async for e in gateway.stub.Chat(ChatRequest(message="hello"), metadata=KEY, timeout=30)]
     turn = gateway.publisher.turns[0]
     remaining = turn.deadline.ToNanoseconds() - turn.accepted_at.ToNanoseconds()
-    assert 25e9 < remaining <= 30e9
+    # gRPC rounds the timeout it sends up to a coarse unit: allow a little over.
+    assert 25e9 < remaining <= 31e9
 
 
 async def test_the_conversation_is_free_when_the_client_reads_done(gateway: Gateway) -> None:

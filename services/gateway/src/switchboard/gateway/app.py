@@ -171,8 +171,8 @@ async def serve(settings: GatewaySettings) -> None:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(service_names, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
-    server.add_insecure_port(address)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{port}"  # port 0 picks a free one
     await server.start()
     for name in ("", service_names[0]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

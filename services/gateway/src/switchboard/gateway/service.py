@@ -222,7 +222,6 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 lock, stream = await self._accept(
                     context, tenant, conversation_id, request_id, request
                 )
-            await context.send_initial_metadata(((IDEMPOTENCY_HEADER, "new"),))
             async for event in self._relay(
                 context,
                 conversation_id,
@@ -320,6 +319,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         last_sequence = 0
         finished = False
         try:
+            await context.send_initial_metadata(((IDEMPOTENCY_HEADER, "new"),))
             started = ChatEvent(
                 request_id=request_id,
                 started=Started(conversation_id=conversation_id, request_id=request_id),
