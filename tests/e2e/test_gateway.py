@@ -514,6 +514,49 @@ async def test_shutdown_drains_open_streams_and_removes_the_replica(
         stop_processes({name: process})
 
 
+async def test_a_retry_after_its_replica_died_is_aborted_and_the_topic_swept(
+    lane: Lane, channels: Callable[[str], ChatServiceStub], redis: Redis
+) -> None:
+    health_port, grpc_port = free_port(), free_port()
+    name = "slow-gateway-doomed"
+    process = start_process(
+        name, "switchboard.gateway", lane.gateway_env("doomed", grpc_port, health_port)
+    )
+    try:
+        wait_ready(name, health_port, process)
+        # Short enough to end before the dead replica's topic is swept (heartbeat TTL + grace):
+        # a worker publishing to a deleted topic stalls until Kafka's request timeout.
+        request = ChatRequest(
+            message="long story",
+            request_id=f"e2e-doomed-{uuid.uuid4()}",
+            options=ChatOptions(max_output_tokens=20),
+        )
+        key = lane.platform.api_key
+        call = channels(f"127.0.0.1:{grpc_port}").Chat(request, metadata=bearer(key))
+        await read_until_delta(call)
+        process.kill()  # no drain, no cleanup: a crashed pod
+        process.wait(timeout=10)
+        heartbeat = f"sb:gateway:alive:{lane.reply_topic('doomed')}"
+        deadline = time.monotonic() + WAIT_S
+        while await redis.exists(heartbeat):
+            assert time.monotonic() < deadline, "the heartbeat never expired"
+            await asyncio.sleep(0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await collect(channels(lane.target("a")), request, key)
+        assert failure.value.code() == grpc.StatusCode.ABORTED
+        assert "new request_id" in (failure.value.details() or "")
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            while lane.reply_topic("doomed") in await admin.list_topics():
+                assert time.monotonic() < deadline, "the dead replica's topic was not swept"
+                await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    finally:
+        stop_processes({name: process})
+
+
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:

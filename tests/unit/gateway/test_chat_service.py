@@ -9,6 +9,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.app import drain
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.quotas import Refusal
 from switchboard.gateway.replies import ReplyRouter
@@ -39,6 +40,8 @@ class Gateway:
     quotas: FakeQuotas
     requests: MemoryRequestStore
     directory: FakeDirectory
+    router: ReplyRouter
+    server: grpc.aio.Server = None
     dead_owners: set[str] = field(default_factory=set)
 
 
@@ -60,6 +63,7 @@ async def gateway() -> AsyncIterator[Gateway]:
         quotas=FakeQuotas(),
         requests=MemoryRequestStore(),
         directory=directory,
+        router=router,
         dead_owners=dead_owners,
     )
     service = ChatService(
@@ -74,7 +78,7 @@ async def gateway() -> AsyncIterator[Gateway]:
         reply_topic=REPLY_TOPIC,
         reply_idle_timeout_s=0.5,
     )
-    server = grpc.aio.server()
+    server = gw.server = grpc.aio.server()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -312,6 +316,31 @@ async def test_an_attached_retry_learns_when_the_owner_dies(gateway: Gateway) ->
     gateway.dead_owners.add("chat.replies.other")
     events = [e async for e in call]
     assert events[-1].error.code == "ABORTED"
+
+
+async def test_shutdown_lets_open_streams_finish_within_the_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY)
+    started = await call.read()
+    draining = asyncio.create_task(drain(gateway.server, gateway.router, grace_s=5))
+    await asyncio.sleep(0.1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await chat(gateway, ChatRequest(message="too late"))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    gateway.publisher.reply(started.started.request_id)
+    assert kinds([await call.read() for _ in range(3)]) == ["delta", "delta", "done"]
+    assert await asyncio.wait_for(draining, 5) is True
+
+
+async def test_shutdown_cuts_off_streams_still_open_after_the_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY)
+    started = await call.read()
+    assert await drain(gateway.server, gateway.router, grace_s=0.2) is False
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call.read()
+    await until(lambda: gateway.publisher.cancels)
+    assert gateway.publisher.cancels[0].request_id == started.started.request_id
 
 
 async def test_conversation_methods_answer_unimplemented_for_now(gateway: Gateway) -> None:

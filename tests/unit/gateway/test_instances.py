@@ -28,20 +28,26 @@ class FakeAdmin:
         self.topics = [t for t in self.topics if t not in topics]
 
 
-async def test_only_topics_dead_on_two_sweeps_in_a_row_are_deleted(redis: Redis) -> None:
+async def test_only_topics_dead_for_the_grace_and_on_two_sweeps_are_deleted(
+    redis: Redis,
+) -> None:
     prefix = f"unit-{uuid.uuid4().hex[:8]}.chat.replies."
     mine, alive, dead, late = (prefix + n for n in ("me", "alive", "dead", "late"))
     unrelated = f"other.{prefix}x"
     me = Heartbeats(redis, mine, ttl_s=30)
     other = Heartbeats(redis, alive, ttl_s=30)
     admin = FakeAdmin([mine, alive, dead, late, unrelated, prefix.removesuffix(".")])
-    sweeper = ReplyTopicSweeper(admin, me, prefix)
+    now = [1000.0]
+    sweeper = ReplyTopicSweeper(admin, me, prefix, grace_s=60, clock=lambda: now[0])
     try:
         await me.beat()
         await other.beat()
-        assert await sweeper.sweep() == []  # first strike for `dead` and `late`
-        # `late` was starting up: it beats before the second sweep and is spared.
+        assert await sweeper.sweep() == []  # `dead` and `late` are first seen dead
+        now[0] += 30
+        assert await sweeper.sweep() == [], "dead for less than the grace"
+        # `late` was starting up: it beats before the grace is over and is spared.
         await Heartbeats(redis, late, ttl_s=30).beat()
+        now[0] += 30
         assert await sweeper.sweep() == [dead]
         assert admin.topics == [mine, alive, late, unrelated, prefix.removesuffix(".")]
         assert await me.alive(alive) and not await me.alive(dead)
@@ -49,6 +55,14 @@ async def test_only_topics_dead_on_two_sweeps_in_a_row_are_deleted(redis: Redis)
         assert not await me.alive(alive)
     finally:
         await redis.delete(*(heartbeat_key(t) for t in (mine, alive, late)))
+
+
+async def test_without_a_grace_two_sweeps_are_still_needed(redis: Redis) -> None:
+    prefix = f"unit-{uuid.uuid4().hex[:8]}.chat.replies."
+    admin = FakeAdmin([prefix + "dead"])
+    sweeper = ReplyTopicSweeper(admin, Heartbeats(redis, prefix + "me", 30), prefix, grace_s=0)
+    assert await sweeper.sweep() == []
+    assert await sweeper.sweep() == [prefix + "dead"]
 
 
 async def test_one_replica_sweeps_per_interval(redis: Redis) -> None:
@@ -81,7 +95,7 @@ async def test_a_replica_whose_beats_failed_recreates_its_topic_when_they_work_a
     task = asyncio.create_task(
         run_heartbeats(
             beats,  # type: ignore[arg-type]
-            ReplyTopicSweeper(FakeAdmin([]), beats, "x"),  # type: ignore[arg-type]
+            ReplyTopicSweeper(FakeAdmin([]), beats, "x", 0),  # type: ignore[arg-type]
             topic_prefix="",
             heartbeat_interval_s=0.01,
             sweep_interval_s=3600,

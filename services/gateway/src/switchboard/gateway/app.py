@@ -70,6 +70,18 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, Any]]:
     return options
 
 
+async def drain(server: grpc.aio.Server, router: ReplyRouter, grace_s: float) -> bool:
+    """Stop the server (new calls are refused at once) and wait up to `grace_s` for the open
+    streams; True when they all ended by themselves, False when some were cut off."""
+    stopping = asyncio.create_task(server.stop(grace_s))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(router.wait_until_empty(), grace_s)
+    drained = router.open_streams == 0
+    await stopping
+    log.info("gRPC server stopped; open streams %s", "drained" if drained else "cut off")
+    return drained
+
+
 async def serve(settings: GatewaySettings) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
     tracer_provider = setup_telemetry("gateway", settings.telemetry)
@@ -92,7 +104,12 @@ async def serve(settings: GatewaySettings) -> None:
     heartbeat_task = asyncio.create_task(
         run_heartbeats(
             heartbeats,
-            ReplyTopicSweeper(reply_admin, heartbeats, topics.chat_replies("")),
+            ReplyTopicSweeper(
+                reply_admin,
+                heartbeats,
+                topics.chat_replies(""),
+                settings.abandoned_reply_topic_grace_s,
+            ),
             topic_prefix=settings.kafka.topic_prefix,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             sweep_interval_s=settings.reply_topic_sweep_interval_s,
@@ -188,13 +205,17 @@ async def serve(settings: GatewaySettings) -> None:
     )
     health_server.ready = False
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(settings.shutdown_grace_s)
-    log.info("gRPC server stopped; %d streams left open", router.open_streams)
+    drained = await drain(server, router, settings.shutdown_grace_s)
     heartbeat_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await heartbeat_task
     await broker.stop()
-    await reply_admin.delete()
+    if drained:
+        await reply_admin.delete()
+    else:
+        # Streams were cut off: their generations may still publish here for a while (and a
+        # publish to a deleted topic stalls its producer). Another replica sweeps it later.
+        log.info("leaving reply topic %s to the sweeper", reply_admin.topic)
     try:
         await heartbeats.stop()
     except Exception as exc:  # Redis gone: the heartbeat expires on its own

@@ -2,13 +2,14 @@
 
 Each instance owns a reply topic (`<prefix>chat.replies.<instance>`) and keeps a heartbeat
 key for it in Redis. Periodically one live instance (whoever takes the sweep lock) lists the
-reply topics of its deployment and deletes those whose heartbeat has expired on two sweeps
-in a row, so that a crashed pod's topic does not live forever. Requests a dead instance owned
+reply topics of its deployment and deletes those whose heartbeat has been missing for a grace
+period, so that a crashed pod's topic does not live forever. Requests a dead instance owned
 are reported to their retries as gone (see `requests`).
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -79,22 +80,41 @@ class TopicAdmin(Protocol):
 
 
 class ReplyTopicSweeper:
-    """Deletes the reply topics of instances dead on two consecutive sweeps."""
+    """Deletes the reply topics of instances that stayed dead for a grace period.
 
-    def __init__(self, admin: TopicAdmin, heartbeats: Heartbeats, reply_topic_prefix: str) -> None:
+    The grace lets the generations a crashed instance started run out: workers keep
+    publishing its replies until they finish, and publishing to a deleted topic stalls them.
+    A topic must also be seen dead on two sweeps, so that one created just before its owner's
+    first beat, or whose heartbeat was lost with a Redis restart, is spared.
+    """
+
+    def __init__(
+        self,
+        admin: TopicAdmin,
+        heartbeats: Heartbeats,
+        reply_topic_prefix: str,
+        grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._admin = admin
         self._heartbeats = heartbeats
         self._prefix = reply_topic_prefix
-        self._suspects: set[str] = set()
+        self._grace_s = grace_s
+        self._clock = clock
+        self._dead_since: dict[str, float] = {}
 
     async def sweep(self) -> list[str]:
         """One sweep; returns the topics deleted."""
         topics = [t for t in await self._admin.list_topics() if t.startswith(self._prefix)]
         dead = await self._heartbeats.dead_among(topics)
-        # Two strikes: a topic created just before its owner's first beat, or a heartbeat lost
-        # with a Redis restart, is spared until the owner had a whole interval to beat again.
-        doomed = sorted(dead & self._suspects)
-        self._suspects = dead - set(doomed)
+        now = self._clock()
+        first_seen = {topic: self._dead_since.get(topic, now) for topic in dead}
+        doomed = sorted(
+            topic
+            for topic, since in first_seen.items()
+            if topic in self._dead_since and now - since >= self._grace_s
+        )
+        self._dead_since = {t: since for t, since in first_seen.items() if t not in doomed}
         if doomed:
             await self._admin.delete_topics(doomed)
             SWEPT.inc(len(doomed))

@@ -74,16 +74,25 @@ class ReplyRouter:
     def __init__(self, max_buffered_per_stream: int) -> None:
         self._max_buffered = max_buffered_per_stream
         self._streams: dict[str, ReplyStream] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def open(self, request_id: str) -> ReplyStream:
         """Register a stream for `request_id` before its request is published."""
         stream = ReplyStream(request_id, self._max_buffered)
         self._streams[request_id] = stream
+        self._empty.clear()
         return stream
 
     def close(self, request_id: str) -> None:
         """Forget a finished or abandoned stream."""
         self._streams.pop(request_id, None)
+        if not self._streams:
+            self._empty.set()
+
+    async def wait_until_empty(self) -> None:
+        """Return when no stream is open (at once when none is)."""
+        await self._empty.wait()
 
     def deliver(self, event: ChatEvent) -> Delivery:
         """Hand one event to its stream."""

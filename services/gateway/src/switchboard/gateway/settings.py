@@ -78,10 +78,12 @@ class GatewaySettings(BaseSettings):
     record_buffer_events: int = Field(default=4_096, gt=0)
 
     # Replicas: each instance refreshes its heartbeat; a live one deletes the reply topics of
-    # instances whose heartbeat expired (seen dead on two sweeps in a row).
+    # instances whose heartbeat has been gone for the grace (and on two sweeps). The grace
+    # lets a dead instance's running generations finish publishing to its topic.
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     heartbeat_ttl_s: float = Field(default=30.0, gt=0)
     reply_topic_sweep_interval_s: float = Field(default=60.0, gt=0)
+    abandoned_reply_topic_grace_s: float = Field(default=600.0, ge=0)
 
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
