@@ -97,4 +97,9 @@ class GatewaySettings(BaseSettings):
             raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
         if self.reply_topic_sweep_interval_s < self.heartbeat_interval_s:
             raise ValueError("reply_topic_sweep_interval_s must be >= heartbeat_interval_s")
+        if self.attach_poll_s >= self.redis.socket_timeout_s:
+            # A blocking read longer than the socket timeout would fail as a timeout.
+            raise ValueError(
+                "attach_poll_s must be shorter than SWITCHBOARD_REDIS_SOCKET_TIMEOUT_S"
+            )
         return self
