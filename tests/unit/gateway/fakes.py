@@ -93,6 +93,7 @@ class MemoryRequestStore:
         self.records: dict[str, RequestRecord] = {}
         self.events: dict[str, list[ChatEvent]] = {}
         self.changed = asyncio.Event()
+        self.follower_counts: dict[str, int] = {}
         self.down = False
 
     async def get(self, request_id: str) -> RequestRecord | None:
@@ -114,6 +115,15 @@ class MemoryRequestStore:
 
     def recorder(self, request_id: str) -> MemoryRecorder:
         return MemoryRecorder(self, request_id)
+
+    async def follower_joined(self, request_id: str) -> None:
+        self.follower_counts[request_id] = self.follower_counts.get(request_id, 0) + 1
+
+    async def follower_left(self, request_id: str) -> None:
+        self.follower_counts[request_id] -= 1
+
+    async def followers(self, request_id: str) -> int:
+        return self.follower_counts.get(request_id, 0)
 
     async def follow(
         self,

@@ -46,7 +46,8 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    """The service; `indirect` parametrization sets its disconnect grace (default 0)."""
     router = ReplyRouter(16)
     directory = FakeDirectory(
         {"k": TenantConfig(tenant_id="acme"), "k2": TenantConfig(tenant_id="globex")}
@@ -77,6 +78,7 @@ async def gateway() -> AsyncIterator[Gateway]:
         router=router,
         reply_topic=REPLY_TOPIC,
         reply_idle_timeout_s=0.5,
+        disconnect_grace_s=getattr(request, "param", 0.0),
     )
     server = gw.server = grpc.aio.server()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
@@ -85,6 +87,7 @@ async def gateway() -> AsyncIterator[Gateway]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         gw.stub = chat_pb2_grpc.ChatServiceStub(channel)
         yield gw
+    await service.close()
     await server.stop(0)
 
 
@@ -341,6 +344,48 @@ async def test_shutdown_cuts_off_streams_still_open_after_the_grace(gateway: Gat
         await call.read()
     await until(lambda: gateway.publisher.cancels)
     assert gateway.publisher.cancels[0].request_id == started.started.request_id
+
+
+@pytest.mark.parametrize("gateway", [0.3], indirect=True)
+async def test_with_a_grace_a_retry_after_a_disconnect_resumes_the_reply(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    request = ChatRequest(message="hello", request_id="r-resume")
+    first = gateway.stub.Chat(request, metadata=KEY)
+    await first.read()
+    first.cancel()  # the connection dropped
+    retry = gateway.stub.Chat(request, metadata=KEY)
+    assert ("sb-idempotency", "attached") in tuple(await retry.initial_metadata())
+    assert (await retry.read()).WhichOneof("event") == "started"
+    await asyncio.sleep(0.5)  # past the grace: the attached retry keeps the generation alive
+    assert gateway.publisher.cancels == []
+    gateway.publisher.reply("r-resume")
+    assert kinds([await retry.read() for _ in range(3)]) == ["delta", "delta", "done"]
+    assert len(gateway.publisher.turns) == 1
+    await until(lambda: not gateway.locks.held)
+    assert gateway.requests.follower_counts["r-resume"] == 0
+
+
+@pytest.mark.parametrize("gateway", [0.3], indirect=True)
+async def test_with_a_grace_a_disconnect_without_retry_cancels_after_it(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="hello", request_id="r-gone"), metadata=KEY)
+    await call.read()
+    call.cancel()
+    await asyncio.sleep(0.1)
+    assert gateway.publisher.cancels == [], "not before the grace"
+    await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
+    assert gateway.requests.events["r-gone"][-1].error.code == "CANCELLED"
+
+
+@pytest.mark.parametrize("gateway", [5.0], indirect=True)
+async def test_a_passed_deadline_cancels_at_once_even_with_a_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY, timeout=0.2)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        _ = [e async for e in call]
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Well before the 5 s grace: nobody retries a call whose deadline is over.
+    await until(lambda: gateway.publisher.cancels, timeout_s=1.0)
 
 
 async def test_conversation_methods_answer_unimplemented_for_now(gateway: Gateway) -> None:

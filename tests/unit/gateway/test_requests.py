@@ -105,6 +105,19 @@ async def test_a_follower_is_told_when_the_owner_died_or_the_claim_vanished(
         _ = [e async for e in store.follow(request_id, 5.0, alive)]
 
 
+async def test_followers_are_counted(store: RedisRequestStore) -> None:
+    request_id = rid()
+    try:
+        assert await store.followers(request_id) == 0
+        await store.follower_joined(request_id)
+        await store.follower_joined(request_id)
+        await store.follower_left(request_id)
+        assert await store.followers(request_id) == 1
+    finally:
+        await store.release(request_id)
+    assert await store.followers(request_id) == 0
+
+
 def test_the_fingerprint_covers_everything_the_caller_sent_but_the_request_id() -> None:
     base = ChatRequest(conversation_id="c", message="m", user_id="u", request_id="r1")
     same = ChatRequest(conversation_id="c", message="m", user_id="u", request_id="r2")

@@ -174,6 +174,7 @@ async def serve(settings: GatewaySettings) -> None:
         router=router,
         reply_topic=reply_admin.topic,
         reply_idle_timeout_s=settings.reply_idle_timeout_s,
+        disconnect_grace_s=settings.disconnect_grace_s,
     )
     server = grpc.aio.server(
         options=server_options(settings),
@@ -206,6 +207,7 @@ async def serve(settings: GatewaySettings) -> None:
     health_server.ready = False
     await health_servicer.enter_graceful_shutdown()
     drained = await drain(server, router, settings.shutdown_grace_s)
+    await chat_service.close()
     heartbeat_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await heartbeat_task

@@ -54,15 +54,19 @@ class ReplyStream:
         self._last_sequence = event.sequence
         return Delivery.DELIVERED
 
+    async def next(self, timeout_s: float) -> ChatEvent:
+        """The next event; raises on overflow, or when none came within `timeout_s`."""
+        if self._overflowed.is_set() and self._queue.empty():
+            raise StreamOverflowError(self.request_id)
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            raise ReplyTimeoutError(self.request_id) from None
+
     async def events(self, idle_timeout_s: float) -> AsyncIterator[ChatEvent]:
         """Yield events until a terminal one; raise on overflow or a silence too long."""
         while True:
-            if self._overflowed.is_set() and self._queue.empty():
-                raise StreamOverflowError(self.request_id)
-            try:
-                event = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
-            except TimeoutError:
-                raise ReplyTimeoutError(self.request_id) from None
+            event = await self.next(idle_timeout_s)
             yield event
             if is_terminal(event):
                 return

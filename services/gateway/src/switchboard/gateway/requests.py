@@ -100,6 +100,18 @@ class RequestStore(Protocol):
 
     def recorder(self, request_id: str) -> Recorder: ...
 
+    async def follower_joined(self, request_id: str) -> None:
+        """A retry started following the request."""
+        ...
+
+    async def follower_left(self, request_id: str) -> None:
+        """A retry stopped following the request."""
+        ...
+
+    async def followers(self, request_id: str) -> int:
+        """How many retries follow the request now."""
+        ...
+
     def follow(
         self,
         request_id: str,
@@ -117,6 +129,10 @@ def _record_key(request_id: str) -> str:
 
 def _events_key(request_id: str) -> str:
     return f"sb:req:{{{request_id}}}:events"
+
+
+def _followers_key(request_id: str) -> str:
+    return f"sb:req:{{{request_id}}}:followers"
 
 
 class RedisRequestStore:
@@ -167,13 +183,41 @@ class RedisRequestStore:
     async def release(self, request_id: str) -> None:
         """Delete the claim and anything recorded for it."""
         try:
-            await self._redis.delete(_record_key(request_id), _events_key(request_id))
+            await self._redis.delete(
+                _record_key(request_id), _events_key(request_id), _followers_key(request_id)
+            )
         except RedisError as exc:
             log.warning("claim of %s not released (its TTL frees it): %s", request_id, exc)
 
     def recorder(self, request_id: str) -> "RedisRecorder":
         """A recorder for an owned request."""
         return RedisRecorder(self, request_id, self._buffer_events)
+
+    async def follower_joined(self, request_id: str) -> None:
+        """Count a follower (the count expires with the request's running TTL)."""
+        key = _followers_key(request_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self._running_ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    async def follower_left(self, request_id: str) -> None:
+        """Uncount a follower."""
+        try:
+            await self._redis.decr(_followers_key(request_id))
+        except RedisError as exc:
+            log.warning("follower of %s not uncounted: %s", request_id, exc)
+
+    async def followers(self, request_id: str) -> int:
+        """The followers counted now."""
+        try:
+            value = await self._redis.get(_followers_key(request_id))
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+        return max(0, int(value or 0))
 
     async def follow(
         self,

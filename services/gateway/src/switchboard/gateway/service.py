@@ -107,6 +107,11 @@ async def _abort(
     raise AssertionError("context.abort returned")
 
 
+def _deadline_passed(context: ChatContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def _owner_gone(request_id: str) -> str:
     return (
         f"the gateway that accepted request {request_id} stopped before its reply finished; "
@@ -151,6 +156,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         router: ReplyRouter,
         reply_topic: str,
         reply_idle_timeout_s: float,
+        disconnect_grace_s: float = 0.0,
     ) -> None:
         self._authenticator = authenticator
         self._limits = limits
@@ -162,6 +168,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._router = router
         self._reply_topic = reply_topic
         self._reply_idle_timeout_s = reply_idle_timeout_s
+        self._disconnect_grace_s = disconnect_grace_s
+        # Replies kept going for a retry after their caller left (see _keep_for_retry).
+        self._orphans: set[asyncio.Task[None]] = set()
 
     async def Chat(self, request: ChatRequest, context: ChatContext) -> AsyncIterator[ChatEvent]:
         tenant = await self._authenticate(context)
@@ -367,21 +376,90 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     f"client read the reply stream too slowly ({exc})",
                 )
         finally:
-            self._router.close(request_id)
-            if not finished:
-                # The client went away (or we failed) mid-reply: stop paying for tokens.
-                CHATS.labels("cancelled").inc()
-                await self._cancel_quietly(request_id, "client disconnected")
-                recorder.add(
-                    _error_event(
-                        request_id,
-                        last_sequence + 1,
-                        "CANCELLED",
-                        "the caller that sent this request went away; its generation was cancelled",
-                    )
+            if not finished and self._disconnect_grace_s > 0 and not _deadline_passed(context):
+                # The caller left mid-reply: a retry may yet attach (see _keep_for_retry).
+                orphan = asyncio.create_task(
+                    self._keep_for_retry(request_id, stream, lock, recorder, last_sequence),
+                    name=f"keep-{request_id}",
                 )
-            await lock.release()
-            await recorder.finish()
+                self._orphans.add(orphan)
+                orphan.add_done_callback(self._orphans.discard)
+            else:
+                await self._end_relay(request_id, lock, recorder, finished, last_sequence)
+
+    async def _end_relay(
+        self,
+        request_id: str,
+        lock: HeldLock,
+        recorder: Recorder,
+        finished: bool,
+        last_sequence: int,
+    ) -> None:
+        self._router.close(request_id)
+        if not finished:
+            # The client went away (or we failed) mid-reply: stop paying for tokens.
+            CHATS.labels("cancelled").inc()
+            await self._cancel_quietly(request_id, "client disconnected")
+            recorder.add(
+                _error_event(
+                    request_id,
+                    last_sequence + 1,
+                    "CANCELLED",
+                    "the caller that sent this request went away; its generation was cancelled",
+                )
+            )
+        await lock.release()
+        await recorder.finish()
+
+    async def _keep_for_retry(
+        self,
+        request_id: str,
+        stream: ReplyStream,
+        lock: HeldLock,
+        recorder: Recorder,
+        last_sequence: int,
+    ) -> None:
+        """Go on recording a reply whose caller left, for `disconnect_grace_s`; then cancel it
+        unless a retry follows it, in which case it runs to its end for that retry."""
+        loop = asyncio.get_running_loop()
+        decide_at = loop.time() + self._disconnect_grace_s
+        decided = finished = False
+        try:
+            while True:
+                if not decided and loop.time() >= decide_at:
+                    decided = True
+                    if await self._followers_quietly(request_id) == 0:
+                        break
+                    CHATS.labels("resumed").inc()
+                wait = self._reply_idle_timeout_s if decided else decide_at - loop.time()
+                try:
+                    event = await stream.next(max(wait, 0.0))
+                except ReplyTimeoutError:
+                    if decided:
+                        break
+                    continue
+                except StreamOverflowError:
+                    break
+                last_sequence = event.sequence
+                recorder.add(event)
+                if is_terminal(event):
+                    finished = True
+                    break
+        finally:
+            await self._end_relay(request_id, lock, recorder, finished, last_sequence)
+
+    async def _followers_quietly(self, request_id: str) -> int:
+        try:
+            return await self._requests.followers(request_id)
+        except RequestStoreUnavailableError as exc:
+            log.warning("followers of %s unknown (%s): cancelling", request_id, exc)
+            return 0
+
+    async def close(self) -> None:
+        """Cancel the replies kept for retries (at shutdown, while Kafka is still up)."""
+        for orphan in list(self._orphans):
+            orphan.cancel()
+        await asyncio.gather(*self._orphans, return_exceptions=True)
 
     async def _follow(
         self,
@@ -405,6 +483,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await _abort(context, grpc.StatusCode.ABORTED, _owner_gone(request_id))
         mode = "replayed" if record.state is RequestState.DONE else "attached"
         CHATS.labels(mode).inc()
+        if mode == "attached":
+            # Counted, so that an owner whose caller left keeps the reply going for us.
+            await self._unavailable_on_error(context, self._requests.follower_joined(request_id))
         await context.send_initial_metadata(((IDEMPOTENCY_HEADER, mode),))
         last_sequence = 0
         try:
@@ -431,6 +512,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             )
         except RequestStoreUnavailableError as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            if mode == "attached":
+                await self._requests.follower_left(request_id)
 
     async def _cancel_quietly(self, request_id: str, reason: str) -> None:
         try:

@@ -70,6 +70,10 @@ class GatewaySettings(BaseSettings):
     # Connections idle this long are closed; 0 keeps them.
     max_connection_idle_s: float = Field(default=0.0, ge=0)
 
+    # A caller that disconnects mid-reply cancels its generation after this long, unless a
+    # retry with its request_id attached meanwhile (then the reply goes on for the retry).
+    # 0 cancels at once. A passed deadline always cancels at once.
+    disconnect_grace_s: float = Field(default=0.0, ge=0)
     # Idempotency: a finished reply stays replayable this long (its events are kept in Redis).
     idempotency_ttl_s: int = Field(default=600, gt=0)
     # How long one blocking Redis read of an attached or replayed stream waits.
