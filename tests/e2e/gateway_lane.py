@@ -42,6 +42,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+DISCONNECT_GRACE_S = 3
 # Fast heartbeats and sweeps, so that sweeping is observable within seconds.
 REPLICA_SETTINGS = {
     "SWITCHBOARD_GATEWAY_HEARTBEAT_INTERVAL_S": "0.5",
@@ -182,6 +183,9 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
     for gateway in ("a", "b", "broken"):
         port = free_port()
         gateway_env = lane.gateway_env(gateway, lane.grpc_ports[gateway], port)
+        if gateway == "b":
+            # Replica b lets a retry resume a reply whose caller disconnected.
+            gateway_env["SWITCHBOARD_GATEWAY_DISCONNECT_GRACE_S"] = str(DISCONNECT_GRACE_S)
         if gateway == "broken":
             # Nothing listens on port 1: every Redis call fails at once.
             gateway_env["SWITCHBOARD_REDIS_URL"] = "redis://127.0.0.1:1/0"

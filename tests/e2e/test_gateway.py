@@ -381,6 +381,22 @@ async def test_a_retry_on_another_replica_attaches_then_replays(
     assert len(turns) == 1
 
 
+async def test_a_retry_after_a_dropped_connection_resumes_the_reply_within_the_grace(
+    lane: Lane, channels: Callable[[str], ChatServiceStub]
+) -> None:
+    key = lane.platform.api_key
+    request = ChatRequest(message="Tell me everything", request_id=f"e2e-{uuid.uuid4()}")
+    first = channels(lane.target("b")).Chat(request, metadata=bearer(key), timeout=60)
+    head = await read_until_delta(first)
+    first.cancel()  # replica b waits DISCONNECT_GRACE_S before it cancels
+    retry = channels(lane.target("a")).Chat(request, metadata=bearer(key), timeout=60)
+    assert ("sb-idempotency", "attached") in tuple(await retry.initial_metadata())
+    events = await read_rest(retry)
+    assert events[: len(head)] == head
+    assert kinds(events)[-1] == "done", "the generation outlived its caller for the retry"
+    assert len(text_of(events)) > 100
+
+
 async def test_a_second_message_while_the_conversation_generates_fails_precondition(
     lane: Lane, channels: Callable[[str], ChatServiceStub]
 ) -> None:

@@ -362,7 +362,7 @@ async def test_with_a_grace_a_retry_after_a_disconnect_resumes_the_reply(gateway
     assert kinds([await retry.read() for _ in range(3)]) == ["delta", "delta", "done"]
     assert len(gateway.publisher.turns) == 1
     await until(lambda: not gateway.locks.held)
-    assert gateway.requests.follower_counts["r-resume"] == 0
+    await until(lambda: gateway.requests.follower_counts["r-resume"] == 0)
 
 
 @pytest.mark.parametrize("gateway", [0.3], indirect=True)
