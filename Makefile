@@ -115,6 +115,14 @@ status: ## Show what runs
 	$(STACK) status
 	$(SERVICES) status
 
+GRPCURL_VERSION := v1.9.3
+
+.PHONY: grpcurl
+grpcurl: .local/bin/grpcurl ## Install grpcurl (pinned, go install) into .local/bin
+
+.local/bin/grpcurl:
+	GOBIN="$(CURDIR)/.local/bin" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
 .PHONY: run
 run: venv ## Set everything up and chat in the terminal (one message per line when piped)
 	@deploy/local/run.sh

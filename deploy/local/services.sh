@@ -16,6 +16,8 @@
 #   SWITCHBOARD_WORKERS_PER_TIER  worker processes per tier (1)
 #   SWITCHBOARD_READY_TIMEOUT_S   how long `up` waits for readiness, in seconds (60)
 #   SWITCHBOARD_STOP_TIMEOUT_S    how long `down` waits after SIGTERM, in seconds (15)
+#   SWITCHBOARD_TENANTS_FILE      tenants seeded into MongoDB before the start (deploy/local/tenants.yaml;
+#                                 the demo tenant's key is SWITCHBOARD_DEV_API_KEY, default sb-dev-key)
 set -euo pipefail
 set +m # no job control: a background process keeps our process group, so setsid need not fork
 
@@ -179,13 +181,18 @@ up() {
 		fi
 		to_start+=("$idx")
 	done
-	# Tenants (policies, tools, API keys) live in MongoDB; the local ones come from YAML.
-	"$PYTHON" -m switchboard.common.tenants seed "$ROOT/deploy/local/tenants.yaml" \
-		|| die "seeding the tenants of deploy/local/tenants.yaml failed (is FerretDB up?)"
+	seed_tenants
 	for idx in ${to_start[@]+"${to_start[@]}"}; do
 		start "$idx"
 	done
 	wait_ready
+}
+
+# Creates or replaces the tenants of the seed file (API keys are stored hashed); idempotent.
+seed_tenants() {
+	local file="${SWITCHBOARD_TENANTS_FILE:-$ROOT/deploy/local/tenants.yaml}"
+	[[ -f $file ]] || die "tenant seed file $file not found"
+	"$PYTHON" -m switchboard.common.tenants seed "$file" || die "seeding tenants from $file failed (is MongoDB up?)"
 }
 
 wait_ready() {

@@ -17,13 +17,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from pymongo import AsyncMongoClient
 
-from switchboard.common.tenants import TenantConfig, TenantStore, load_seed
+from switchboard.common.tenants import (
+    RateLimits,
+    TenantConfig,
+    TenantStore,
+    hash_api_key,
+    load_seed,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs" / "e2e"
@@ -32,6 +39,11 @@ MONGO = os.environ.get("SWITCHBOARD_E2E_MONGO_URL", "mongodb://127.0.0.1:27017/"
 REDIS = os.environ.get("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379/0")
 READY_TIMEOUT_S = float(os.environ.get("SWITCHBOARD_E2E_READY_TIMEOUT_S", "60"))
 API_KEY = "e2e-api-key"
+# A second tenant, for isolation tests.
+OTHER_TENANT = "e2e-other"
+OTHER_API_KEY = "e2e-other-api-key"
+# Generous limits: the suite's own pace must never trip them (tests of limits seed their own).
+E2E_RATE_LIMITS = RateLimits(requests_per_minute=100_000, requests_per_minute_per_user=100_000)
 
 # Test ports sit apart from the `make up` defaults (50051/50052, 808x, 8400); an offset
 # (a multiple of 1000) lets several checkouts run the suite at once on one stack.
@@ -68,6 +80,7 @@ class Platform:
     simulator_url: str = f"http://127.0.0.1:{SIM_PORT}"
     demo_orders_url: str = f"http://127.0.0.1:{DEMO_ORDERS_PORT}"
     api_key: str = API_KEY
+    other_api_key: str = OTHER_API_KEY
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # The environment every service process starts with.
     env: dict[str, str] = field(default_factory=dict)
@@ -122,7 +135,8 @@ RAW_TENANT = "e2e-raw"
 
 
 async def _seed_tenants(database: str, demo_orders_url: str) -> None:
-    """The tenants of deploy/local/tenants.yaml, pointed at this run's demo order service."""
+    """The tenants of deploy/local/tenants.yaml (the demo tenant's key is API_KEY), pointed at
+    this run's demo order service, plus OTHER_TENANT and RAW_TENANT."""
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
         MONGO, serverSelectionTimeoutMS=5_000
     )
@@ -141,10 +155,20 @@ async def _seed_tenants(database: str, demo_orders_url: str) -> None:
             for tool in tenant.tools:
                 if isinstance(tool.get("url"), str):
                     tool["url"] = tool["url"].replace("http://127.0.0.1:8086", demo_orders_url)
+            # Generous limits: the suite's own traffic must not trip them.
+            tenant.rate_limits = E2E_RATE_LIMITS
             await store.upsert(tenant)
         raw = TenantConfig(tenant_id=RAW_TENANT, name="Raw Data Inc.")
         raw.guardrails.redact_pii = False
         await store.upsert(raw)
+        await store.upsert(
+            TenantConfig(
+                tenant_id=OTHER_TENANT,
+                name="Other Corp",
+                api_key_sha256=[hash_api_key(OTHER_API_KEY)],
+                rate_limits=E2E_RATE_LIMITS,
+            )
+        )
     finally:
         await client.close()
 
@@ -209,6 +233,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_MEMORY_GRPC_PORT": str(MEMORY_PORT),
                 "SWITCHBOARD_MEMORY_MONGO_URL": MONGO,
+                # Roomy bounds on the context path: on a loaded CI machine a 1 s read may time
+                # out, and the degraded mode has a test of its own (test_memory_outage.py).
+                "SWITCHBOARD_MEMORY_CONTEXT_READ_TIMEOUT_S": "8",
                 "SWITCHBOARD_MEMORY_DATABASE": plat.database,
                 "SWITCHBOARD_MEMORY_CONSUMER_GROUP": f"e2e-{run_id}-memory",
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["memory"]),
@@ -229,6 +256,7 @@ def platform() -> Iterator[Platform]:
             "switchboard.orchestrator",
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
+                "SWITCHBOARD_ORCHESTRATOR_MEMORY_TIMEOUT_S": "10",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-orchestrator",
                 "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
                 "SWITCHBOARD_ORCHESTRATOR_DATABASE": plat.database,
@@ -243,8 +271,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
-                "SWITCHBOARD_DEV_API_KEY": API_KEY,
                 "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
+                "SWITCHBOARD_MONGO_URL": MONGO,
+                "SWITCHBOARD_MONGO_DATABASE": plat.database,
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
             },
             f"http://127.0.0.1:{HEALTH_PORTS['gateway']}/readyz",
@@ -274,6 +303,19 @@ def platform() -> Iterator[Platform]:
                 process.wait()
         asyncio.run(_delete_topics(plat.topic_prefix))
         asyncio.run(_drop_database(plat.database))
+
+
+async def seed_tenants(database: str, *tenants: TenantConfig) -> None:
+    """Create or replace tenants in the test database."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        MONGO, serverSelectionTimeoutMS=5_000
+    )
+    try:
+        store = TenantStore(client, database)
+        for tenant in tenants:
+            await store.upsert(tenant)
+    finally:
+        await client.close()
 
 
 async def _drop_database(name: str) -> None:

@@ -36,6 +36,12 @@ class FakeChat(chat_pb2_grpc.ChatServiceServicer):
         self.seen.append(Seen(request, str(metadata.get("authorization", ""))))
         if metadata.get("authorization") != f"Bearer {API_KEY}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid API key")
+        if request.message == "limited":
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "over the rate limit",
+                trailing_metadata=(("retry-after-ms", "2500"),),
+            )
         if request.message == "abort":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not allowed")
         conversation_id = request.conversation_id
@@ -127,6 +133,13 @@ async def test_status_error_then_next_line_still_sent(server: tuple[FakeChat, st
     assert out == "echo: ok\n"
     assert err == "error: INVALID_ARGUMENT: message is not allowed\n"
     assert [s.request.message for s in fake.seen] == ["abort", "ok"]
+
+
+async def test_a_rate_limit_shows_when_to_retry(server: tuple[FakeChat, str]) -> None:
+    _, target = server
+    code, out, err = await chat(settings(target), "limited\n")
+    assert (code, out) == (1, "")
+    assert err == "error: RESOURCE_EXHAUSTED: over the rate limit (retry in 2.5s)\n"
 
 
 async def test_stream_ending_without_done_is_an_error(server: tuple[FakeChat, str]) -> None:

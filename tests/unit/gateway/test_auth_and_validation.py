@@ -1,7 +1,7 @@
 import pytest
 
-from switchboard.common.tenants import hash_api_key
-from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.common.tenants import TenantConfig, hash_api_key
+from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError, bearer_key
 from switchboard.gateway.validation import ChatLimits, chat_request_problem
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 
@@ -10,10 +10,26 @@ LIMITS = ChatLimits(
 )
 
 
-def test_known_key_maps_to_its_tenant_and_is_stored_hashed() -> None:
-    auth = ApiKeyAuthenticator({hash_api_key("secret"): "acme"})
-    assert auth.tenant_for([("authorization", "Bearer secret")]) == "acme"
-    assert auth.tenant_for([("Authorization", "bearer secret")]) == "acme"
+class Directory:
+    """Looks keys up by digest, as the MongoDB TenantStore does."""
+
+    def __init__(self) -> None:
+        self.by_digest = {hash_api_key("secret"): TenantConfig(tenant_id="acme")}
+        self.down = False
+
+    async def by_api_key(self, api_key: str) -> TenantConfig | None:
+        if self.down:
+            raise TimeoutError("MongoDB too slow")
+        return self.by_digest.get(hash_api_key(api_key))
+
+
+async def test_known_key_maps_to_its_tenant_and_is_stored_hashed() -> None:
+    auth = TenantAuthenticator(Directory())
+    for header in ("Bearer secret", "bearer secret", "  Bearer   secret  "):
+        tenant = await auth.tenant_for([("authorization", header)])
+        assert tenant is not None and tenant.tenant_id == "acme"
+    tenant = await auth.tenant_for([("Authorization", "Bearer secret")])
+    assert tenant is not None
     assert "secret" not in hash_api_key("secret")
 
 
@@ -23,12 +39,25 @@ def test_known_key_maps_to_its_tenant_and_is_stored_hashed() -> None:
         [],
         [("authorization", "Bearer other")],
         [("authorization", "secret")],
+        [("authorization", "Bearer")],
         [("x", "Bearer secret")],
     ],
 )
-def test_missing_or_unknown_keys_have_no_tenant(metadata: list[tuple[str, str]]) -> None:
-    auth = ApiKeyAuthenticator({hash_api_key("secret"): "acme"})
-    assert auth.tenant_for(metadata) is None
+async def test_missing_or_unknown_keys_have_no_tenant(metadata: list[tuple[str, str]]) -> None:
+    assert await TenantAuthenticator(Directory()).tenant_for(metadata) is None
+
+
+def test_only_bearer_keys_are_read() -> None:
+    assert bearer_key([("authorization", "Basic abc")]) is None
+    assert bearer_key([("authorization", "Bearer ")]) is None
+    assert bearer_key([("authorization-bin", b"x"), ("authorization", "Bearer k")]) == "k"
+
+
+async def test_an_unreachable_store_is_reported_not_mistaken_for_an_unknown_key() -> None:
+    directory = Directory()
+    directory.down = True
+    with pytest.raises(TenantLookupError):
+        await TenantAuthenticator(directory).tenant_for([("authorization", "Bearer secret")])
 
 
 def test_a_plain_message_is_accepted() -> None:

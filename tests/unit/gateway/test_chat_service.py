@@ -1,181 +1,396 @@
-"""ChatService over a real in-process gRPC server, with fakes for Kafka and Redis."""
+"""ChatService over a real in-process gRPC server, with fakes for MongoDB, Kafka and Redis."""
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
-from switchboard.common.tenants import hash_api_key
-from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.app import drain
+from switchboard.gateway.auth import TenantAuthenticator
+from switchboard.gateway.quotas import Refusal
 from switchboard.gateway.replies import ReplyRouter
-from switchboard.gateway.service import BackendUnavailableError, ChatService, HeldLock
+from switchboard.gateway.requests import RequestRecord, RequestState, fingerprint
+from switchboard.gateway.service import ChatService
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
-from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, Delta, Done
-from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
+from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, GetConversationRequest
+
+from .fakes import (
+    FakeDirectory,
+    FakeLocks,
+    FakeQuotas,
+    MemoryRequestStore,
+    ScriptedPublisher,
+)
 
 KEY = [("authorization", "Bearer k")]
+OTHER_KEY = [("authorization", "Bearer k2")]
+REPLY_TOPIC = "chat.replies.test"
 
 
-class FakeLock:
-    def __init__(self, locks: "FakeLocks", key: str) -> None:
-        self.locks, self.key = locks, key
-
-    async def release(self) -> None:
-        self.locks.held.discard(self.key)
-
-
-class FakeLocks:
-    def __init__(self) -> None:
-        self.held: set[str] = set()
-        self.down = False
-
-    async def acquire(
-        self, tenant_id: str, conversation_id: str, request_id: str
-    ) -> HeldLock | None:
-        if self.down:
-            raise BackendUnavailableError("Redis is unreachable")
-        key = f"{tenant_id}:{conversation_id}"
-        if key in self.held:
-            return None
-        self.held.add(key)
-        return FakeLock(self, key)
-
-
-class ScriptedPublisher:
-    """Answers each published turn with scripted reply events through the router."""
-
-    def __init__(self, router: ReplyRouter, locks: FakeLocks) -> None:
-        self.router = router
-        self.locks = locks
-        self.turns: list[TurnRequest] = []
-        self.cancels: list[CancelGeneration] = []
-        self.down = False
-        self.hold_reply = False
-        self.locked_when_done: list[bool] = []
-
-    async def publish_turn(self, turn: TurnRequest) -> None:
-        if self.down:
-            raise BackendUnavailableError("Kafka did not accept the message")
-        self.turns.append(turn)
-        if not self.hold_reply:
-            asyncio.get_running_loop().call_soon(self._reply, turn)
-
-    def _reply(self, turn: TurnRequest) -> None:
-        rid = turn.request_id
-        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))
-        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))  # dup
-        self.router.deliver(ChatEvent(request_id=rid, sequence=2, delta=Delta(text=" there")))
-        self.router.deliver(
-            ChatEvent(request_id=rid, sequence=3, done=Done(model="m", tier="cheap"))
-        )
-
-    async def publish_cancel(self, cancel: CancelGeneration) -> None:
-        self.cancels.append(cancel)
+@dataclass
+class Gateway:
+    stub: chat_pb2_grpc.ChatServiceStub
+    publisher: ScriptedPublisher
+    locks: FakeLocks
+    quotas: FakeQuotas
+    requests: MemoryRequestStore
+    directory: FakeDirectory
+    router: ReplyRouter
+    server: grpc.aio.Server = None
+    dead_owners: set[str] = field(default_factory=set)
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[
-    tuple[chat_pb2_grpc.ChatServiceStub, ScriptedPublisher, FakeLocks]
-]:
+async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    """The service; `indirect` parametrization sets its disconnect grace (default 0)."""
     router = ReplyRouter(16)
-    locks = FakeLocks()
-    publisher = ScriptedPublisher(router, locks)
-    service = ChatService(
-        authenticator=ApiKeyAuthenticator({hash_api_key("k"): "acme"}),
-        limits=ChatLimits(100, 10, 4, 1000),
-        publisher=publisher,
-        locks=locks,
-        router=router,
-        reply_topic="chat.replies.test",
-        reply_idle_timeout_s=0.5,
+    directory = FakeDirectory(
+        {"k": TenantConfig(tenant_id="acme"), "k2": TenantConfig(tenant_id="globex")}
     )
-    server = grpc.aio.server()
+    dead_owners: set[str] = set()
+
+    async def owner_alive(owner: str) -> bool:
+        return owner not in dead_owners
+
+    gw = Gateway(
+        stub=None,  # type: ignore[arg-type]
+        publisher=ScriptedPublisher(router),
+        locks=FakeLocks(),
+        quotas=FakeQuotas(),
+        requests=MemoryRequestStore(),
+        directory=directory,
+        router=router,
+        dead_owners=dead_owners,
+    )
+    service = ChatService(
+        authenticator=TenantAuthenticator(directory),
+        limits=ChatLimits(100, 10, 4, 1000),
+        quotas=gw.quotas,
+        requests=gw.requests,
+        owner_alive=owner_alive,
+        publisher=gw.publisher,
+        locks=gw.locks,
+        router=router,
+        reply_topic=REPLY_TOPIC,
+        reply_idle_timeout_s=0.5,
+        disconnect_grace_s=getattr(request, "param", 0.0),
+    )
+    server = gw.server = grpc.aio.server()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield chat_pb2_grpc.ChatServiceStub(channel), publisher, locks
+        gw.stub = chat_pb2_grpc.ChatServiceStub(channel)
+        yield gw
+    await service.close()
     await server.stop(0)
 
 
-async def test_a_turn_is_published_with_the_tenant_from_the_key_and_streamed_back(gateway) -> None:  # type: ignore[no-untyped-def]
-    stub, publisher, locks = gateway
-    events = [e async for e in stub.Chat(ChatRequest(message="hello", user_id="u"), metadata=KEY)]
-    assert [e.WhichOneof("event") for e in events] == ["started", "delta", "delta", "done"]
+async def chat(
+    gw: Gateway, request: ChatRequest, metadata: list[tuple[str, str]] = KEY
+) -> list[ChatEvent]:
+    return [e async for e in gw.stub.Chat(request, metadata=metadata, timeout=5)]
+
+
+def kinds(events: list[ChatEvent]) -> list[str]:
+    return [str(e.WhichOneof("event")) for e in events]
+
+
+async def until(condition: object, timeout_s: float = 2.0) -> None:
+    """Bounded polling for a condition set by the server side."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_turn_is_published_with_the_tenant_from_the_key_and_streamed_back(
+    gateway: Gateway,
+) -> None:
+    call = gateway.stub.Chat(ChatRequest(message="hello", user_id="u"), metadata=KEY)
+    events = [e async for e in call]
+    assert kinds(events) == ["started", "delta", "delta", "done"]
     assert "".join(e.delta.text for e in events) == "Hi there"
-    turn = publisher.turns[0]
-    assert turn.tenant_id == "acme" and turn.reply_topic == "chat.replies.test"
+    assert ("sb-idempotency", "new") in tuple(await call.initial_metadata())
+    turn = gateway.publisher.turns[0]
+    assert turn.tenant_id == "acme" and turn.reply_topic == REPLY_TOPIC
     assert turn.conversation_id == events[0].started.conversation_id
     assert turn.request_id == events[0].started.request_id and turn.accepted_at.seconds > 0
-    assert locks.held == set() and publisher.cancels == []
+    assert not turn.HasField("deadline"), "no client deadline, none forwarded"
+    assert gateway.locks.held == set() and gateway.publisher.cancels == []
+    assert gateway.quotas.admitted == [("acme", "u")]
+    assert gateway.requests.records[turn.request_id].state is RequestState.DONE
 
 
-async def test_the_conversation_is_free_when_the_client_reads_done(gateway) -> None:  # type: ignore[no-untyped-def]
-    stub, _, locks = gateway
-    kinds = []
-    async for event in stub.Chat(ChatRequest(message="hello", conversation_id="c1"), metadata=KEY):
-        kinds.append(event.WhichOneof("event"))
-        if kinds[-1] == "done":
-            assert locks.held == set()
-    assert kinds[-1] == "done"
+async def test_the_client_deadline_travels_with_the_turn(gateway: Gateway) -> None:
+    _ = [e async for e in gateway.stub.Chat(ChatRequest(message="hello"), metadata=KEY, timeout=30)]
+    turn = gateway.publisher.turns[0]
+    remaining = turn.deadline.ToNanoseconds() - turn.accepted_at.ToNanoseconds()
+    # gRPC rounds the timeout it sends up to a coarse unit: allow a little over.
+    assert 25e9 < remaining <= 31e9
 
 
-async def test_a_second_request_while_generating_fails_precondition(gateway) -> None:  # type: ignore[no-untyped-def]
-    stub, publisher, _ = gateway
-    publisher.hold_reply = True
-    first = stub.Chat(ChatRequest(message="one", conversation_id="c1"), metadata=KEY)
+async def test_the_conversation_is_free_when_the_client_reads_done(gateway: Gateway) -> None:
+    seen = []
+    async for event in gateway.stub.Chat(
+        ChatRequest(message="hello", conversation_id="c1"), metadata=KEY
+    ):
+        seen.append(event.WhichOneof("event"))
+        if seen[-1] == "done":
+            assert gateway.locks.held == set()
+    assert seen[-1] == "done"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "down"),
+    [([], False), ([("authorization", "Bearer nope")], False), ([("authorization", "k")], False)],
+)
+async def test_missing_or_unknown_keys_are_unauthenticated(
+    gateway: Gateway, metadata: list[tuple[str, str]], down: bool
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, ChatRequest(message="hello"), metadata)
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert gateway.publisher.turns == [] and gateway.quotas.admitted == []
+
+
+async def test_invalid_requests_are_refused_before_anything_is_charged(gateway: Gateway) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, ChatRequest(message="  "))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message" in (failure.value.details() or "")
+    assert gateway.publisher.turns == [] and gateway.quotas.admitted == []
+    assert gateway.requests.records == {}
+
+
+async def test_over_a_limit_is_resource_exhausted_with_the_retry_delay(gateway: Gateway) -> None:
+    gateway.quotas.refusal = Refusal("user u is over the rate limit of 2 requests per minute", 29.5)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, ChatRequest(message="hello", user_id="u", request_id="r-1"))
+    error = failure.value
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit" in (error.details() or "")
+    trailers = dict(error.trailing_metadata() or ())
+    assert trailers["retry-after-ms"] == "29500"
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    retry_info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry_info)
+    assert (retry_info.retry_delay.seconds, retry_info.retry_delay.nanos) == (29, 500_000_000)
+    assert gateway.publisher.turns == []
+    # The refused request id was not claimed: once admitted, the same id goes through.
+    gateway.quotas.refusal = None
+    events = await chat(gateway, ChatRequest(message="hello", user_id="u", request_id="r-1"))
+    assert kinds(events)[-1] == "done"
+
+
+async def test_a_second_request_while_generating_fails_precondition(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    first = gateway.stub.Chat(ChatRequest(message="one", conversation_id="c1"), metadata=KEY)
     assert (await first.read()).WhichOneof("event") == "started"
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        _ = [
-            e
-            async for e in stub.Chat(ChatRequest(message="two", conversation_id="c1"), metadata=KEY)
-        ]
+        await chat(gateway, ChatRequest(message="two", conversation_id="c1", request_id="r-2"))
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "c1" in (failure.value.details() or "")
+    assert "r-2" not in gateway.requests.records, "a refused request leaves no claim"
+    assert len(gateway.publisher.turns) == 1
     first.cancel()
 
 
-async def test_a_client_that_leaves_mid_reply_cancels_the_generation(gateway) -> None:  # type: ignore[no-untyped-def]
-    stub, publisher, locks = gateway
-    publisher.hold_reply = True
-    call = stub.Chat(ChatRequest(message="one", conversation_id="c1"), metadata=KEY)
+async def test_a_client_that_leaves_mid_reply_cancels_the_generation(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one", conversation_id="c1"), metadata=KEY)
     started = await call.read()
+    request_id = started.started.request_id
     call.cancel()
-    for _ in range(100):
-        if publisher.cancels and not locks.held:
-            break
-        await asyncio.sleep(0.01)
-    assert [c.request_id for c in publisher.cancels] == [started.started.request_id]
-    assert locks.held == set()
+    await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
+    assert [c.request_id for c in gateway.publisher.cancels] == [request_id]
+    await until(lambda: gateway.requests.records[request_id].state is RequestState.DONE)
+    # A retry learns what happened instead of waiting for a reply that will never come.
+    assert gateway.requests.events[request_id][-1].error.code == "CANCELLED"
 
 
-async def test_silence_ends_the_stream_with_a_deadline_error(gateway) -> None:  # type: ignore[no-untyped-def]
-    stub, publisher, locks = gateway
-    publisher.hold_reply = True
-    events = [e async for e in stub.Chat(ChatRequest(message="one"), metadata=KEY)]
+async def test_silence_ends_the_stream_with_a_deadline_error_and_cancels(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    events = await chat(gateway, ChatRequest(message="one"))
     assert events[-1].error.code == "DEADLINE_EXCEEDED"
-    assert locks.held == set()
+    assert gateway.locks.held == set()
+    assert [c.request_id for c in gateway.publisher.cancels] == [events[0].started.request_id]
 
 
-@pytest.mark.parametrize("backend", ["kafka", "redis"])
-async def test_an_unreachable_backend_is_unavailable(gateway, backend: str) -> None:  # type: ignore[no-untyped-def]
-    stub, publisher, locks = gateway
+async def test_a_passed_client_deadline_is_deadline_exceeded_and_cancels(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        _ = [
+            e
+            async for e in gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY, timeout=0.2)
+        ]
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
+
+
+@pytest.mark.parametrize("backend", ["kafka", "locks", "requests", "quotas", "mongo"])
+async def test_an_unreachable_backend_is_unavailable(gateway: Gateway, backend: str) -> None:
     if backend == "kafka":
-        publisher.down = True
+        gateway.publisher.down = True
+    elif backend == "locks":
+        gateway.locks.down = True
+    elif backend == "requests":
+        gateway.requests.down = True
+    elif backend == "quotas":
+        gateway.quotas.down = True
     else:
-        locks.down = True
+        gateway.directory.down = True
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        _ = [e async for e in stub.Chat(ChatRequest(message="hello"), metadata=KEY)]
+        await chat(gateway, ChatRequest(message="hello", request_id="r-u"))
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert locks.held == set()
+    assert gateway.locks.held == set()
+    assert "r-u" not in gateway.requests.records, "an unaccepted request leaves no claim"
 
 
-async def test_conversation_methods_answer_unimplemented_for_now(gateway) -> None:  # type: ignore[no-untyped-def]
-    from switchboard.v1.chat_pb2 import GetConversationRequest
+async def test_a_retry_while_the_first_runs_attaches_to_its_stream(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    request = ChatRequest(message="hello", user_id="u", request_id="r-attach")
+    first = gateway.stub.Chat(request, metadata=KEY)
+    assert (await first.read()).WhichOneof("event") == "started"
+    retry = gateway.stub.Chat(request, metadata=KEY)
+    assert (await retry.read()).WhichOneof("event") == "started"
+    assert ("sb-idempotency", "attached") in tuple(await retry.initial_metadata())
+    gateway.publisher.reply("r-attach")
+    rest_first = [await first.read() for _ in range(3)]
+    rest_retry = [await retry.read() for _ in range(3)]
+    assert await first.read() is grpc.aio.EOF and await retry.read() is grpc.aio.EOF
+    assert kinds(rest_first) == kinds(rest_retry) == ["delta", "delta", "done"]
+    assert [e.sequence for e in rest_first] == [e.sequence for e in rest_retry]
+    assert len(gateway.publisher.turns) == 1, "one generation for one request id"
+    assert gateway.quotas.admitted == [("acme", "u")], "the retry is not charged"
 
-    stub, _, _ = gateway
+
+async def test_a_retry_after_the_reply_finished_replays_it(gateway: Gateway) -> None:
+    request = ChatRequest(message="hello", request_id="r-replay")
+    first = await chat(gateway, request)
+    call = gateway.stub.Chat(request, metadata=KEY)
+    replayed = [e async for e in call]
+    assert ("sb-idempotency", "replayed") in tuple(await call.initial_metadata())
+    assert replayed == first
+    assert len(gateway.publisher.turns) == 1
+
+
+async def test_a_request_id_reused_for_another_request_or_tenant_is_refused(
+    gateway: Gateway,
+) -> None:
+    await chat(gateway, ChatRequest(message="hello", request_id="r-used"))
+    for request, metadata in (
+        (ChatRequest(message="something else", request_id="r-used"), KEY),
+        (ChatRequest(message="hello", request_id="r-used"), OTHER_KEY),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await chat(gateway, request, metadata)
+        assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "r-used" in (failure.value.details() or "")
+        assert "hello" not in (failure.value.details() or ""), "nothing of the first leaks"
+    assert len(gateway.publisher.turns) == 1
+
+
+async def test_a_retry_of_a_request_whose_gateway_died_is_aborted(gateway: Gateway) -> None:
+    request = ChatRequest(message="hello", request_id="r-orphan")
+    gateway.requests.records["r-orphan"] = RequestRecord(
+        "acme", fingerprint(request), "chat.replies.dead", RequestState.RUNNING
+    )
+    gateway.dead_owners.add("chat.replies.dead")
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await stub.GetConversation(GetConversationRequest(conversation_id="c"), metadata=KEY)
+        await chat(gateway, request)
+    assert failure.value.code() == grpc.StatusCode.ABORTED
+    assert "new request_id" in (failure.value.details() or "")
+    assert gateway.publisher.turns == []
+
+
+async def test_an_attached_retry_learns_when_the_owner_dies(gateway: Gateway) -> None:
+    request = ChatRequest(message="hello", request_id="r-dies")
+    gateway.requests.records["r-dies"] = RequestRecord(
+        "acme", fingerprint(request), "chat.replies.other", RequestState.RUNNING
+    )
+    call = gateway.stub.Chat(request, metadata=KEY)
+    await call.initial_metadata()
+    gateway.dead_owners.add("chat.replies.other")
+    events = [e async for e in call]
+    assert events[-1].error.code == "ABORTED"
+
+
+async def test_shutdown_lets_open_streams_finish_within_the_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY)
+    started = await call.read()
+    draining = asyncio.create_task(drain(gateway.server, gateway.router, grace_s=5))
+    await asyncio.sleep(0.1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await chat(gateway, ChatRequest(message="too late"))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    gateway.publisher.reply(started.started.request_id)
+    assert kinds([await call.read() for _ in range(3)]) == ["delta", "delta", "done"]
+    assert await asyncio.wait_for(draining, 5) is True
+
+
+async def test_shutdown_cuts_off_streams_still_open_after_the_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY)
+    started = await call.read()
+    assert await drain(gateway.server, gateway.router, grace_s=0.2) is False
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call.read()
+    await until(lambda: gateway.publisher.cancels)
+    assert gateway.publisher.cancels[0].request_id == started.started.request_id
+
+
+@pytest.mark.parametrize("gateway", [0.3], indirect=True)
+async def test_with_a_grace_a_retry_after_a_disconnect_resumes_the_reply(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    request = ChatRequest(message="hello", request_id="r-resume")
+    first = gateway.stub.Chat(request, metadata=KEY)
+    await first.read()
+    first.cancel()  # the connection dropped
+    retry = gateway.stub.Chat(request, metadata=KEY)
+    assert ("sb-idempotency", "attached") in tuple(await retry.initial_metadata())
+    assert (await retry.read()).WhichOneof("event") == "started"
+    await asyncio.sleep(0.5)  # past the grace: the attached retry keeps the generation alive
+    assert gateway.publisher.cancels == []
+    gateway.publisher.reply("r-resume")
+    assert kinds([await retry.read() for _ in range(3)]) == ["delta", "delta", "done"]
+    assert len(gateway.publisher.turns) == 1
+    await until(lambda: not gateway.locks.held)
+    await until(lambda: gateway.requests.follower_counts["r-resume"] == 0)
+
+
+@pytest.mark.parametrize("gateway", [0.3], indirect=True)
+async def test_with_a_grace_a_disconnect_without_retry_cancels_after_it(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="hello", request_id="r-gone"), metadata=KEY)
+    await call.read()
+    call.cancel()
+    await asyncio.sleep(0.1)
+    assert gateway.publisher.cancels == [], "not before the grace"
+    await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
+    assert gateway.requests.events["r-gone"][-1].error.code == "CANCELLED"
+
+
+@pytest.mark.parametrize("gateway", [5.0], indirect=True)
+async def test_a_passed_deadline_cancels_at_once_even_with_a_grace(gateway: Gateway) -> None:
+    gateway.publisher.hold_reply = True
+    call = gateway.stub.Chat(ChatRequest(message="one"), metadata=KEY, timeout=0.2)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        _ = [e async for e in call]
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Well before the 5 s grace: nobody retries a call whose deadline is over.
+    await until(lambda: gateway.publisher.cancels, timeout_s=1.0)
+
+
+async def test_conversation_methods_answer_unimplemented_for_now(gateway: Gateway) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await gateway.stub.GetConversation(
+            GetConversationRequest(conversation_id="c"), metadata=KEY
+        )
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -7,8 +7,8 @@ from typing import Any
 import grpc
 import pytest
 
-from switchboard.common.tenants import hash_api_key
-from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.service import ChatService
@@ -27,6 +27,8 @@ from switchboard.v1.chat_pb2 import (
     SubmitFeedbackRequest,
     SubmitFeedbackResponse,
 )
+
+from .fakes import FakeDirectory, FakeQuotas, MemoryRequestStore
 
 KEY = [("authorization", "Bearer k")]
 
@@ -75,11 +77,18 @@ class NoLocks:
         raise AssertionError("no chat in these tests")
 
 
+async def _always_alive(owner: str) -> bool:
+    return True
+
+
 async def _gateway(memory_target: str) -> tuple[grpc.aio.Server, int, MemoryClient]:
     memory = MemoryClient(memory_target)
     service = ChatService(
-        authenticator=ApiKeyAuthenticator({hash_api_key("k"): "acme"}),
+        authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
         limits=ChatLimits(100, 10, 4, 1000),
+        quotas=FakeQuotas(),
+        requests=MemoryRequestStore(),
+        owner_alive=_always_alive,
         publisher=NoPublisher(),
         locks=NoLocks(),
         router=ReplyRouter(4),

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from switchboard.gateway.replies import (
@@ -61,3 +63,16 @@ async def test_silence_longer_than_the_idle_timeout_raises() -> None:
     stream = router.open("r1")
     with pytest.raises(ReplyTimeoutError):
         _ = [e async for e in stream.events(idle_timeout_s=0.01)]
+
+
+async def test_the_router_tells_when_no_stream_is_open() -> None:
+    router = ReplyRouter(max_buffered_per_stream=2)
+    await asyncio.wait_for(router.wait_until_empty(), 1)
+    router.open("r1")
+    router.open("r2")
+    waiter = asyncio.create_task(router.wait_until_empty())
+    router.close("r1")
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    router.close("r2")
+    await asyncio.wait_for(waiter, 1)

@@ -69,7 +69,19 @@ class ChatServiceServicer:
     """
 
     def Chat(self, request, context):
-        """Chat sends one user message and streams the reply as it is generated.
+        """Chat sends one user message and streams the reply as it is generated: `started`, then
+        deltas and status events, ending with `done` or `error`.
+
+        Statuses: UNAUTHENTICATED (missing or unknown key), INVALID_ARGUMENT (the message names the
+        field), ALREADY_EXISTS (request_id reused for a different request), RESOURCE_EXHAUSTED
+        (rate limit or daily budget; trailers `retry-after-ms` and a google.rpc.RetryInfo in
+        `grpc-status-details-bin`), FAILED_PRECONDITION (the conversation is still generating),
+        ABORTED (a retry of a request whose gateway replica died mid-reply), DEADLINE_EXCEEDED,
+        UNAVAILABLE (a backend is unreachable, or the gateway is shutting down).
+
+        Idempotency: a repeated request_id never starts a second generation. While the first call
+        runs, a retry (on any replica) attaches and receives the reply from `started` on; after it
+        finished, the reply is replayed. Response header `sb-idempotency`: new, attached, replayed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,20 @@ class ChatServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ChatServiceAsyncStub: ...
     Chat: _grpc.UnaryStreamMultiCallable[_chat_pb2.ChatRequest, _chat_pb2.ChatEvent]
-    """Chat sends one user message and streams the reply as it is generated."""
+    """Chat sends one user message and streams the reply as it is generated: `started`, then
+    deltas and status events, ending with `done` or `error`.
+
+    Statuses: UNAUTHENTICATED (missing or unknown key), INVALID_ARGUMENT (the message names the
+    field), ALREADY_EXISTS (request_id reused for a different request), RESOURCE_EXHAUSTED
+    (rate limit or daily budget; trailers `retry-after-ms` and a google.rpc.RetryInfo in
+    `grpc-status-details-bin`), FAILED_PRECONDITION (the conversation is still generating),
+    ABORTED (a retry of a request whose gateway replica died mid-reply), DEADLINE_EXCEEDED,
+    UNAVAILABLE (a backend is unreachable, or the gateway is shutting down).
+
+    Idempotency: a repeated request_id never starts a second generation. While the first call
+    runs, a retry (on any replica) attaches and receives the reply from `started` on; after it
+    finished, the reply is replayed. Response header `sb-idempotency`: new, attached, replayed.
+    """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.Conversation]
     """GetConversation returns a conversation of the caller's tenant with its messages."""
     ListConversations: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]
@@ -54,7 +67,20 @@ class ChatServiceAsyncStub(ChatServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryStreamMultiCallable[_chat_pb2.ChatRequest, _chat_pb2.ChatEvent]  # type: ignore[assignment]
-    """Chat sends one user message and streams the reply as it is generated."""
+    """Chat sends one user message and streams the reply as it is generated: `started`, then
+    deltas and status events, ending with `done` or `error`.
+
+    Statuses: UNAUTHENTICATED (missing or unknown key), INVALID_ARGUMENT (the message names the
+    field), ALREADY_EXISTS (request_id reused for a different request), RESOURCE_EXHAUSTED
+    (rate limit or daily budget; trailers `retry-after-ms` and a google.rpc.RetryInfo in
+    `grpc-status-details-bin`), FAILED_PRECONDITION (the conversation is still generating),
+    ABORTED (a retry of a request whose gateway replica died mid-reply), DEADLINE_EXCEEDED,
+    UNAVAILABLE (a backend is unreachable, or the gateway is shutting down).
+
+    Idempotency: a repeated request_id never starts a second generation. While the first call
+    runs, a retry (on any replica) attaches and receives the reply from `started` on; after it
+    finished, the reply is replayed. Response header `sb-idempotency`: new, attached, replayed.
+    """
     GetConversation: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetConversationRequest, _chat_pb2.Conversation]  # type: ignore[assignment]
     """GetConversation returns a conversation of the caller's tenant with its messages."""
     ListConversations: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListConversationsRequest, _chat_pb2.ListConversationsResponse]  # type: ignore[assignment]
@@ -75,7 +101,20 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chat_pb2.ChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_chat_pb2.ChatEvent], _abc.AsyncIterator[_chat_pb2.ChatEvent]]:
-        """Chat sends one user message and streams the reply as it is generated."""
+        """Chat sends one user message and streams the reply as it is generated: `started`, then
+        deltas and status events, ending with `done` or `error`.
+
+        Statuses: UNAUTHENTICATED (missing or unknown key), INVALID_ARGUMENT (the message names the
+        field), ALREADY_EXISTS (request_id reused for a different request), RESOURCE_EXHAUSTED
+        (rate limit or daily budget; trailers `retry-after-ms` and a google.rpc.RetryInfo in
+        `grpc-status-details-bin`), FAILED_PRECONDITION (the conversation is still generating),
+        ABORTED (a retry of a request whose gateway replica died mid-reply), DEADLINE_EXCEEDED,
+        UNAVAILABLE (a backend is unreachable, or the gateway is shutting down).
+
+        Idempotency: a repeated request_id never starts a second generation. While the first call
+        runs, a retry (on any replica) attaches and receives the reply from `started` on; after it
+        finished, the reply is replayed. Response header `sb-idempotency`: new, attached, replayed.
+        """
 
     @_abc_1.abstractmethod
     def GetConversation(

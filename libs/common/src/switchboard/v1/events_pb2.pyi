@@ -37,6 +37,7 @@ class TurnRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     REPLY_TOPIC_FIELD_NUMBER: _builtins.int
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     conversation_id: _builtins.str
     request_id: _builtins.str
@@ -48,6 +49,12 @@ class TurnRequest(_message.Message):
     def options(self) -> _chat_pb2.ChatOptions: ...
     @_builtins.property
     def accepted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """The client's gRPC deadline; unset when it gave none. Work on the turn after this
+        moment is wasted: the gateway has already cancelled the call and sent `chat.cancel`.
+        """
+
     def __init__(
         self,
         *,
@@ -59,10 +66,11 @@ class TurnRequest(_message.Message):
         options: _chat_pb2.ChatOptions | None = ...,
         reply_topic: _builtins.str = ...,
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "deadline", b"deadline", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "conversation_id", b"conversation_id", "message", b"message", "options", b"options", "reply_topic", b"reply_topic", "request_id", b"request_id", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "conversation_id", b"conversation_id", "deadline", b"deadline", "message", b"message", "options", b"options", "reply_topic", b"reply_topic", "request_id", b"request_id", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

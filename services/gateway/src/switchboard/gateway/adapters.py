@@ -4,7 +4,7 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -83,7 +83,8 @@ class RedisConversationLocks:
 
 
 class ReplyTopicAdmin:
-    """Creates this instance's reply topic at start and deletes it at a clean stop."""
+    """Creates this instance's reply topic at start and deletes it at a clean stop; lists and
+    deletes the reply topics of dead instances for the sweeper."""
 
     def __init__(self, settings: KafkaSettings, topic: str, partitions: int) -> None:
         self._settings = settings
@@ -106,15 +107,33 @@ class ReplyTopicAdmin:
                 raise KafkaError(f"cannot create reply topic {self.topic}: error {error_code}")
 
     async def delete(self) -> None:
-        """Delete the reply topic; a failure only leaves an empty topic behind."""
+        """Delete the reply topic; a failure only leaves an empty topic behind (swept later)."""
+        try:
+            await self.delete_topics([self.topic])
+        except KafkaError as exc:
+            log.warning("reply topic %s not deleted: %s", self.topic, exc)
+
+    async def list_topics(self) -> list[str]:
+        """Every topic of the cluster."""
         admin = self._client()
         try:
             await admin.start()
-            await admin.delete_topics([self.topic])
-        except KafkaError as exc:
-            log.warning("reply topic %s not deleted: %s", self.topic, exc)
+            topics: list[str] = await admin.list_topics()
+            return topics
         finally:
             await admin.close()
+
+    async def delete_topics(self, topics: list[str]) -> None:
+        """Delete `topics`; one already gone is not an error."""
+        admin = self._client()
+        try:
+            await admin.start()
+            response = await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+        for topic, error_code in response.topic_error_codes:
+            if error_code not in (0, UnknownTopicOrPartitionError.errno):
+                raise KafkaError(f"cannot delete topic {topic}: error {error_code}")
 
     def _client(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(

@@ -1,31 +1,39 @@
-"""Wires the gateway: reply consumer, Kafka publisher, Redis locks, gRPC server."""
+"""Wires the gateway: reply consumer, Kafka publisher, Redis, tenants, the gRPC server."""
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 import grpc
 from faststream.kafka import KafkaMessage
 from faststream.middlewares import AckPolicy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
+from pymongo import AsyncMongoClient
+from redis.exceptions import RedisError
 
+from switchboard.common.budget import BudgetLedger
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import setup_telemetry
-from switchboard.common.tenants import hash_api_key
+from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
     KafkaTurnPublisher,
     RedisConversationLocks,
     ReplyTopicAdmin,
 )
-from switchboard.gateway.auth import ApiKeyAuthenticator
+from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
+from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
+from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
+from switchboard.gateway.requests import RedisRequestStore
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.settings import GatewaySettings
 from switchboard.gateway.validation import ChatLimits
@@ -35,6 +43,44 @@ from switchboard.v1.chat_pb2 import ChatEvent
 log = logging.getLogger(__name__)
 
 REPLIES = Counter("switchboard_gateway_reply_events", "Reply events by delivery", ["delivery"])
+OPEN_STREAMS = Gauge("switchboard_gateway_open_streams", "Client reply streams open")
+
+
+def server_options(settings: GatewaySettings) -> list[tuple[str, Any]]:
+    """Keepalive, message sizes and stream limits of the gRPC server."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_send_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams_per_connection),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        # Long replies may pass without data frames in either direction: ping anyway.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_client_ping_interval_s * 1000),
+        ),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            int(settings.keepalive_min_client_ping_interval_s * 1000),
+        ),
+    ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)))
+    return options
+
+
+async def drain(server: grpc.aio.Server, router: ReplyRouter, grace_s: float) -> bool:
+    """Stop the server (new calls are refused at once) and wait up to `grace_s` for the open
+    streams; True when they all ended by themselves, False when some were cut off."""
+    stopping = asyncio.create_task(server.stop(grace_s))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(router.wait_until_empty(), grace_s)
+    drained = router.open_streams == 0
+    await stopping
+    log.info("gRPC server stopped; open streams %s", "drained" if drained else "cut off")
+    return drained
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -48,6 +94,29 @@ async def serve(settings: GatewaySettings) -> None:
         settings.kafka,
         topics.chat_replies(settings.instance_id),
         settings.reply_topic_partitions,
+    )
+    redis = create_redis(settings.redis)
+    heartbeats = Heartbeats(redis, reply_admin.topic, settings.heartbeat_ttl_s)
+    # Beat before the topic exists, so that no sweeper ever sees it without a heartbeat.
+    try:
+        await heartbeats.beat()
+    except RedisError as exc:  # the loop below keeps trying, and re-creates the topic then
+        log.warning("no heartbeat at start: %s", exc)
+    heartbeat_task = asyncio.create_task(
+        run_heartbeats(
+            heartbeats,
+            ReplyTopicSweeper(
+                reply_admin,
+                heartbeats,
+                topics.chat_replies(""),
+                settings.abandoned_reply_topic_grace_s,
+            ),
+            topic_prefix=settings.kafka.topic_prefix,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            sweep_interval_s=settings.reply_topic_sweep_interval_s,
+            recover=reply_admin.create,
+        ),
+        name="heartbeats",
     )
     await reply_admin.create()
 
@@ -69,29 +138,51 @@ async def serve(settings: GatewaySettings) -> None:
             return
         REPLIES.labels(router.deliver(event).value).inc()
 
-    redis = create_redis(settings.redis)
+    OPEN_STREAMS.set_function(lambda: router.open_streams)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
 
     memory = MemoryClient(settings.memory.target)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo.url,
+        serverSelectionTimeoutMS=settings.mongo.timeout_ms,
+        timeoutMS=settings.mongo.timeout_ms,
+    )
+    tenants = TenantStore(
+        mongo,
+        settings.mongo.database,
+        cache_ttl_s=settings.mongo.tenant_cache_ttl_s,
+        cache_size=settings.mongo.tenant_cache_size,
+    )
     chat_service = ChatService(
-        authenticator=ApiKeyAuthenticator(
-            {hash_api_key(settings.dev.api_key.get_secret_value()): settings.dev.tenant_id}
-        ),
+        authenticator=TenantAuthenticator(tenants),
         limits=ChatLimits(
             max_message_chars=settings.max_message_chars,
             max_user_id_chars=settings.max_user_id_chars,
             max_metadata_entries=settings.max_metadata_entries,
             max_output_tokens=settings.max_output_tokens_limit,
         ),
+        quotas=RedisQuotas(redis, BudgetLedger(redis)),
+        requests=RedisRequestStore(
+            redis,
+            running_ttl_s=int(max(settings.conversation_lock_ttl_s, settings.idempotency_ttl_s)),
+            done_ttl_s=settings.idempotency_ttl_s,
+            poll_s=settings.attach_poll_s,
+            buffer_events=settings.record_buffer_events,
+        ),
+        owner_alive=heartbeats.alive,
         publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),
         locks=RedisConversationLocks(redis, settings.conversation_lock_ttl_s),
         router=router,
         reply_topic=reply_admin.topic,
         reply_idle_timeout_s=settings.reply_idle_timeout_s,
         conversations=ConversationMethods(memory.stub, settings.memory.timeout_s),
+        disconnect_grace_s=settings.disconnect_grace_s,
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -101,8 +192,8 @@ async def serve(settings: GatewaySettings) -> None:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(service_names, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
-    server.add_insecure_port(address)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{port}"  # port 0 picks a free one
     await server.start()
     for name in ("", service_names[0]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -111,13 +202,32 @@ async def serve(settings: GatewaySettings) -> None:
 
     await wait_for_stop_signal()
 
-    log.info("draining open streams for up to %.0fs", settings.shutdown_grace_s)
+    # Drain: refuse new calls, let open streams finish for up to the grace, then cancel them
+    # (each cancelled stream publishes its `chat.cancel`). Kafka and Redis stay up meanwhile.
+    log.info(
+        "draining %d open streams for up to %gs", router.open_streams, settings.shutdown_grace_s
+    )
     health_server.ready = False
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(settings.shutdown_grace_s)
+    drained = await drain(server, router, settings.shutdown_grace_s)
+    await chat_service.close()
+    heartbeat_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await heartbeat_task
     await broker.stop()
     await reply_admin.delete()
     await memory.close()
+    if drained:
+        await reply_admin.delete()
+    else:
+        # Streams were cut off: their generations may still publish here for a while (and a
+        # publish to a deleted topic stalls its producer). Another replica sweeps it later.
+        log.info("leaving reply topic %s to the sweeper", reply_admin.topic)
+    try:
+        await heartbeats.stop()
+    except Exception as exc:  # Redis gone: the heartbeat expires on its own
+        log.warning("heartbeat not removed: %s", exc)
     await redis.aclose()
+    await mongo.close()
     await health_server.stop()
     tracer_provider.shutdown()

@@ -1,29 +1,56 @@
-"""API keys to tenants. Keys are kept only as SHA-256 digests."""
+"""API keys to tenants. Keys are looked up by their SHA-256 digest, never kept in plain text."""
 
-import hmac
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable
+from typing import Protocol
 
-from switchboard.common.tenants import hash_api_key
+from pymongo.errors import PyMongoError
+
+from switchboard.common.tenants import TenantConfig
+
+log = logging.getLogger(__name__)
 
 
-class ApiKeyAuthenticator:
-    """Maps the `authorization: Bearer <key>` metadata of a call to a tenant id."""
+class TenantDirectory(Protocol):
+    """Finds the tenant owning an API key (the MongoDB `TenantStore` in production)."""
 
-    def __init__(self, tenants_by_key_hash: Mapping[str, str]) -> None:
-        self._tenants_by_key_hash = dict(tenants_by_key_hash)
+    async def by_api_key(self, api_key: str) -> TenantConfig | None: ...
 
-    def tenant_for(self, metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
-        """The caller's tenant, or None when the key is missing or unknown."""
-        for name, value in metadata:
-            if name.lower() != "authorization" or not isinstance(value, str):
-                continue
-            scheme, _, key = value.partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                return None
-            digest = hash_api_key(key.strip())
-            for known, tenant in self._tenants_by_key_hash.items():
-                # Constant-time comparison: no timing hints about stored keys.
-                if hmac.compare_digest(known, digest):
-                    return tenant
+
+class TenantLookupError(Exception):
+    """The tenant store could not be read (MongoDB down or too slow)."""
+
+
+def bearer_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The key of an `authorization: Bearer <key>` header, or None when absent or malformed."""
+    for name, value in metadata:
+        if name.lower() != "authorization" or not isinstance(value, str):
+            continue
+        scheme, _, key = value.strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
             return None
-        return None
+        return key
+    return None
+
+
+class TenantAuthenticator:
+    """Maps the `authorization` metadata of a call to the caller's tenant."""
+
+    def __init__(self, directory: TenantDirectory) -> None:
+        self._directory = directory
+
+    async def tenant_for(self, metadata: Iterable[tuple[str, str | bytes]]) -> TenantConfig | None:
+        """The caller's tenant, or None when the key is missing or unknown.
+
+        Raises TenantLookupError when the store cannot answer.
+        """
+        key = bearer_key(metadata)
+        if key is None:
+            return None
+        try:
+            # The store compares digests in its index lookup; the key itself is never stored.
+            return await self._directory.by_api_key(key)
+        except (PyMongoError, TimeoutError) as exc:
+            log.warning("tenant lookup failed: %s", exc)
+            raise TenantLookupError("the tenant store is unreachable") from exc

@@ -54,15 +54,19 @@ class ReplyStream:
         self._last_sequence = event.sequence
         return Delivery.DELIVERED
 
+    async def next(self, timeout_s: float) -> ChatEvent:
+        """The next event; raises on overflow, or when none came within `timeout_s`."""
+        if self._overflowed.is_set() and self._queue.empty():
+            raise StreamOverflowError(self.request_id)
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            raise ReplyTimeoutError(self.request_id) from None
+
     async def events(self, idle_timeout_s: float) -> AsyncIterator[ChatEvent]:
         """Yield events until a terminal one; raise on overflow or a silence too long."""
         while True:
-            if self._overflowed.is_set() and self._queue.empty():
-                raise StreamOverflowError(self.request_id)
-            try:
-                event = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
-            except TimeoutError:
-                raise ReplyTimeoutError(self.request_id) from None
+            event = await self.next(idle_timeout_s)
             yield event
             if is_terminal(event):
                 return
@@ -74,16 +78,25 @@ class ReplyRouter:
     def __init__(self, max_buffered_per_stream: int) -> None:
         self._max_buffered = max_buffered_per_stream
         self._streams: dict[str, ReplyStream] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def open(self, request_id: str) -> ReplyStream:
         """Register a stream for `request_id` before its request is published."""
         stream = ReplyStream(request_id, self._max_buffered)
         self._streams[request_id] = stream
+        self._empty.clear()
         return stream
 
     def close(self, request_id: str) -> None:
         """Forget a finished or abandoned stream."""
         self._streams.pop(request_id, None)
+        if not self._streams:
+            self._empty.set()
+
+    async def wait_until_empty(self) -> None:
+        """Return when no stream is open (at once when none is)."""
+        await self._empty.wait()
 
     def deliver(self, event: ChatEvent) -> Delivery:
         """Hand one event to its stream."""

@@ -3,8 +3,9 @@
 import os
 import socket
 import uuid
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.common.settings import (
@@ -20,13 +21,18 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}".lower()
 
 
-class DevKeySettings(BaseSettings):
-    """The local demo tenant's API key (`SWITCHBOARD_DEV_API_KEY`)."""
+class MongoSettings(BaseSettings):
+    """Where the tenants live (`SWITCHBOARD_MONGO_*`, as read by the tenant seeding command)."""
 
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_DEV_")
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_MONGO_")
 
-    api_key: SecretStr = SecretStr("sb-dev-key")
-    tenant_id: str = "demo"
+    url: str = "mongodb://127.0.0.1:27017/"
+    database: str = "switchboard"
+    # Bounds a tenant lookup when MongoDB is slow or gone: the caller gets UNAVAILABLE.
+    timeout_ms: int = Field(default=2_000, gt=0)
+    # Tenants (and unknown keys) are cached this long; a revoked key works at most this long.
+    tenant_cache_ttl_s: float = Field(default=30.0, ge=0)
+    tenant_cache_size: int = Field(default=1_024, gt=0)
 
 
 class MemoryClientSettings(BaseSettings):
@@ -59,11 +65,56 @@ class GatewaySettings(BaseSettings):
     publish_timeout_s: float = Field(default=10.0, gt=0)
     # A conversation lock outlives a crashed gateway by at most this long.
     conversation_lock_ttl_s: float = Field(default=300.0, gt=0)
+    # On SIGTERM open streams may finish for this long; then they are cancelled.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
-    dev: DevKeySettings = Field(default_factory=DevKeySettings)
+    # gRPC server limits (see the README's "Gateway API").
+    max_concurrent_rpcs: int = Field(default=10_000, gt=0)
+    max_concurrent_streams_per_connection: int = Field(default=1_000, gt=0)
+    max_receive_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_send_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    # Clients may ping at most this often (HTTP/2 PING policy); faster pings get GOAWAY.
+    keepalive_min_client_ping_interval_s: float = Field(default=10.0, gt=0)
+    # Connections idle this long are closed; 0 keeps them.
+    max_connection_idle_s: float = Field(default=0.0, ge=0)
+
+    # A caller that disconnects mid-reply cancels its generation after this long, unless a
+    # retry with its request_id attached meanwhile (then the reply goes on for the retry).
+    # 0 cancels at once. A passed deadline always cancels at once.
+    disconnect_grace_s: float = Field(default=0.0, ge=0)
+    # Idempotency: a finished reply stays replayable this long (its events are kept in Redis).
+    idempotency_ttl_s: int = Field(default=600, gt=0)
+    # How long one blocking Redis read of an attached or replayed stream waits.
+    attach_poll_s: float = Field(default=1.0, gt=0)
+    # Events of a reply waiting to be recorded in Redis; more than this and recording stops.
+    record_buffer_events: int = Field(default=4_096, gt=0)
+
+    # Replicas: each instance refreshes its heartbeat; a live one deletes the reply topics of
+    # instances whose heartbeat has been gone for the grace (and on two sweeps). The grace
+    # lets a dead instance's running generations finish publishing to its topic.
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=30.0, gt=0)
+    reply_topic_sweep_interval_s: float = Field(default=60.0, gt=0)
+    abandoned_reply_topic_grace_s: float = Field(default=600.0, ge=0)
+
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
     memory: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> Self:
+        if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_ttl_s must be longer than heartbeat_interval_s")
+        if self.reply_topic_sweep_interval_s < self.heartbeat_interval_s:
+            raise ValueError("reply_topic_sweep_interval_s must be >= heartbeat_interval_s")
+        if self.attach_poll_s >= self.redis.socket_timeout_s:
+            # A blocking read longer than the socket timeout would fail as a timeout.
+            raise ValueError(
+                "attach_poll_s must be shorter than SWITCHBOARD_REDIS_SOCKET_TIMEOUT_S"
+            )
+        return self

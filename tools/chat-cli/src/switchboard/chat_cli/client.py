@@ -48,7 +48,7 @@ class ChatSession:
                 if kind in ("done", "error"):
                     return kind == "done"
         except aio.AioRpcError as exc:
-            renderer.error(exc.code().name, exc.details() or "")
+            renderer.error(exc.code().name, _with_retry_hint(exc))
             return False
         finally:
             # Stops the stream when we leave early (terminal event, Ctrl-C); no-op once ended.
@@ -58,6 +58,15 @@ class ChatSession:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _with_retry_hint(exc: aio.AioRpcError) -> str:
+    """The status details, plus the gateway's `retry-after-ms` trailer when it sent one."""
+    details = exc.details() or ""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "retry-after-ms" and str(value).isdigit():
+            return f"{details} (retry in {int(str(value)) / 1000:.1f}s)"
+    return details
 
 
 def _piped_lines(stdin: TextIO) -> Iterator[str]:

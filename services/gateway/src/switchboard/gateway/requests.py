@@ -1,0 +1,373 @@
+"""Idempotency by request id: one generation per request id, across every gateway replica.
+
+The first call with a request id claims it in Redis and becomes its owner: it publishes the
+turn and records every event it relays into a Redis stream. A repeated request id, on any
+replica, follows that stream from its start: while the owner runs it attaches (the events so
+far, then live ones); after the reply finished it replays it. A reply stays replayable for
+`idempotency_ttl_s`. Request ids are global (the workers cancel and the orchestrator tracks
+turns by request id), so another tenant's id, or the same id with a different request, is
+refused without revealing anything about the first.
+"""
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, cast
+
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from switchboard.gateway.replies import ReplyTimeoutError, is_terminal
+from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, Error
+
+log = logging.getLogger(__name__)
+
+RECORDING = Counter(
+    "switchboard_gateway_recorded_events", "Reply events recorded for idempotency", ["outcome"]
+)
+
+
+class RequestState(enum.StrEnum):
+    """Where a claimed request is."""
+
+    RUNNING = "running"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What the gateway remembers of a request id."""
+
+    tenant_id: str
+    fingerprint: str
+    # The reply topic of the gateway instance that owns the request.
+    owner: str
+    state: RequestState
+
+
+class RequestStoreUnavailableError(Exception):
+    """Redis could not be reached."""
+
+
+class RequestVanishedError(Exception):
+    """The request's record disappeared while following it (refused before acceptance)."""
+
+
+class OwnerGoneError(Exception):
+    """The gateway instance that owned a running request stopped before it finished."""
+
+
+def fingerprint(request: ChatRequest) -> str:
+    """What makes two calls with one request id the same request."""
+    digest = hashlib.sha256()
+    for part in (request.conversation_id, request.user_id, request.message):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    digest.update(request.options.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+class Recorder(Protocol):
+    """Records the events of an owned request so that retries can follow them."""
+
+    def add(self, event: ChatEvent) -> None:
+        """Queue one event; never blocks the live stream."""
+        ...
+
+    async def finish(self) -> None:
+        """Write what is queued and mark the request done."""
+        ...
+
+
+class RequestStore(Protocol):
+    """Request records and their recorded events (Redis in production)."""
+
+    async def get(self, request_id: str) -> RequestRecord | None: ...
+
+    async def claim(self, request_id: str, record: RequestRecord) -> RequestRecord | None:
+        """Claim `request_id`; None when claimed, else the record that holds it already."""
+        ...
+
+    async def release(self, request_id: str) -> None:
+        """Forget a claim whose request was refused before it was accepted."""
+        ...
+
+    def recorder(self, request_id: str) -> Recorder: ...
+
+    async def follower_joined(self, request_id: str) -> None:
+        """A retry started following the request."""
+        ...
+
+    async def follower_left(self, request_id: str) -> None:
+        """A retry stopped following the request."""
+        ...
+
+    async def followers(self, request_id: str) -> int:
+        """How many retries follow the request now."""
+        ...
+
+    def follow(
+        self,
+        request_id: str,
+        idle_timeout_s: float,
+        owner_alive: Callable[[str], Awaitable[bool]],
+    ) -> AsyncIterator[ChatEvent]:
+        """The request's events from the first, live until a terminal one."""
+        ...
+
+
+def _record_key(request_id: str) -> str:
+    # The hash tag keeps a request's keys in one Redis Cluster slot.
+    return f"sb:req:{{{request_id}}}"
+
+
+def _events_key(request_id: str) -> str:
+    return f"sb:req:{{{request_id}}}:events"
+
+
+def _followers_key(request_id: str) -> str:
+    return f"sb:req:{{{request_id}}}:followers"
+
+
+class RedisRequestStore:
+    """Records as JSON strings, events in a Redis stream per request, both with TTLs."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        running_ttl_s: int,
+        done_ttl_s: int,
+        poll_s: float,
+        buffer_events: int,
+    ) -> None:
+        self._redis = redis
+        self._running_ttl_s = running_ttl_s
+        self._done_ttl_s = done_ttl_s
+        self._poll_ms = max(1, int(poll_s * 1000))
+        self._buffer_events = buffer_events
+
+    async def get(self, request_id: str) -> RequestRecord | None:
+        """The record of `request_id`, if any."""
+        try:
+            raw = await self._redis.get(_record_key(request_id))
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+        return _decode(raw)
+
+    async def claim(self, request_id: str, record: RequestRecord) -> RequestRecord | None:
+        """`SET NX`: exactly one caller claims a request id."""
+        value = json.dumps(asdict(record))
+        try:
+            claimed = await self._redis.set(
+                _record_key(request_id), value, nx=True, ex=self._running_ttl_s
+            )
+            if claimed:
+                return None
+            raw = await self._redis.get(_record_key(request_id))
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+        existing = _decode(raw)
+        # Gone between the two calls (released): report it as running so the caller follows
+        # it and learns that it vanished, rather than racing a second claim.
+        return existing or RequestRecord(
+            record.tenant_id, record.fingerprint, record.owner, RequestState.RUNNING
+        )
+
+    async def release(self, request_id: str) -> None:
+        """Delete the claim and anything recorded for it."""
+        try:
+            await self._redis.delete(
+                _record_key(request_id), _events_key(request_id), _followers_key(request_id)
+            )
+        except RedisError as exc:
+            log.warning("claim of %s not released (its TTL frees it): %s", request_id, exc)
+
+    def recorder(self, request_id: str) -> "RedisRecorder":
+        """A recorder for an owned request."""
+        return RedisRecorder(self, request_id, self._buffer_events)
+
+    async def follower_joined(self, request_id: str) -> None:
+        """Count a follower (the count expires with the request's running TTL)."""
+        key = _followers_key(request_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self._running_ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    async def follower_left(self, request_id: str) -> None:
+        """Uncount a follower."""
+        try:
+            await self._redis.decr(_followers_key(request_id))
+        except RedisError as exc:
+            log.warning("follower of %s not uncounted: %s", request_id, exc)
+
+    async def followers(self, request_id: str) -> int:
+        """The followers counted now."""
+        try:
+            value = await self._redis.get(_followers_key(request_id))
+        except RedisError as exc:
+            raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+        return max(0, int(value or 0))
+
+    async def follow(
+        self,
+        request_id: str,
+        idle_timeout_s: float,
+        owner_alive: Callable[[str], Awaitable[bool]],
+    ) -> AsyncIterator[ChatEvent]:
+        """Blocking reads of the request's stream, from its start, until a terminal event."""
+        key = _events_key(request_id)
+        last_id: bytes | str = "0-0"
+        loop = asyncio.get_running_loop()
+        idle_deadline = loop.time() + idle_timeout_s
+        while True:
+            try:
+                batches = await self._redis.xread({key: last_id}, count=256, block=self._poll_ms)
+            except RedisError as exc:
+                raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
+            entries = _entries(batches)
+            for entry_id, fields in entries:
+                last_id = entry_id
+                event = ChatEvent.FromString(fields[b"e"])
+                yield event
+                if is_terminal(event):
+                    return
+            if entries:
+                idle_deadline = loop.time() + idle_timeout_s
+                continue
+            record = await self.get(request_id)
+            if record is None:
+                raise RequestVanishedError(request_id)
+            if record.state is RequestState.RUNNING and not await owner_alive(record.owner):
+                raise OwnerGoneError(record.owner)
+            if loop.time() >= idle_deadline:
+                raise ReplyTimeoutError(request_id)
+
+    async def append_events(self, request_id: str, events: list[ChatEvent]) -> None:
+        """Add events to the request's stream."""
+        key = _events_key(request_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(key, {"e": event.SerializeToString()})
+            pipe.expire(key, self._running_ttl_s)
+            await pipe.execute()
+
+    async def mark_done(self, request_id: str) -> None:
+        """The reply is complete: keep it for replay only, for the done TTL."""
+        record_key = _record_key(request_id)
+        raw = await self._redis.get(record_key)
+        record = _decode(raw)
+        if record is None:
+            return
+        done = json.dumps(asdict(RequestRecord(**{**asdict(record), "state": RequestState.DONE})))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(record_key, done, ex=self._done_ttl_s)
+            pipe.expire(_events_key(request_id), self._done_ttl_s)
+            await pipe.execute()
+
+
+class RedisRecorder:
+    """Writes events in the background, in pipelined batches, off the live stream's path."""
+
+    def __init__(self, store: RedisRequestStore, request_id: str, buffer_events: int) -> None:
+        self._store = store
+        self._request_id = request_id
+        self._queue: asyncio.Queue[ChatEvent] = asyncio.Queue(buffer_events)
+        self._failed = False
+        self._last_sequence = 0
+        self._writer = asyncio.create_task(self._write(), name=f"record-{request_id}")
+
+    def add(self, event: ChatEvent) -> None:
+        """Queue `event`; a full queue or a failed write stops the recording, not the reply."""
+        if self._failed:
+            RECORDING.labels("dropped").inc()
+            return
+        try:
+            self._queue.put_nowait(event)
+            self._last_sequence = event.sequence
+        except asyncio.QueueFull:
+            self._fail("the recording buffer is full")
+
+    async def finish(self) -> None:
+        """Flush, then mark the request done (its reply becomes replayable)."""
+        if not self._failed:
+            await self._queue.join()
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        try:
+            if self._failed:
+                # Followers must not wait for events that will never be written.
+                await self._store.append_events(
+                    self._request_id,
+                    [
+                        ChatEvent(
+                            request_id=self._request_id,
+                            sequence=self._last_sequence + 1,
+                            error=Error(
+                                code="DATA_LOSS",
+                                message="the reply could not be recorded for replay; "
+                                "send the message again with a new request_id",
+                            ),
+                        )
+                    ],
+                )
+            await self._store.mark_done(self._request_id)
+        except RedisError as exc:
+            log.warning("request %s not marked done: %s", self._request_id, exc)
+
+    def _fail(self, reason: str) -> None:
+        if not self._failed:
+            log.warning("recording of %s stopped: %s", self._request_id, reason)
+        self._failed = True
+        RECORDING.labels("failed").inc()
+        while not self._queue.empty():  # unblock finish()
+            self._queue.get_nowait()
+            self._queue.task_done()
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._store.append_events(self._request_id, batch)
+                RECORDING.labels("recorded").inc(len(batch))
+            except RedisError as exc:
+                self._fail(f"Redis: {exc}")
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if self._failed:
+                return
+
+
+def _entries(batches: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of a one-stream XREAD answer (RESP2: [[key, entries]]; RESP3: {key: ...})."""
+    if not batches:
+        return []
+    if isinstance(batches, dict):
+        return cast(list[tuple[bytes, dict[bytes, bytes]]], next(iter(batches.values()))[0])
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], cast(list[Any], batches)[0][1])
+
+
+def _decode(raw: bytes | str | None) -> RequestRecord | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return RequestRecord(
+        tenant_id=data["tenant_id"],
+        fingerprint=data["fingerprint"],
+        owner=data["owner"],
+        state=RequestState(data["state"]),
+    )

@@ -1,0 +1,186 @@
+"""In-memory stand-ins for MongoDB, Redis and Kafka behind the gateway's ports."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from pymongo.errors import ServerSelectionTimeoutError
+
+from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
+from switchboard.gateway.replies import ReplyRouter, ReplyTimeoutError, is_terminal
+from switchboard.gateway.requests import (
+    OwnerGoneError,
+    RequestRecord,
+    RequestState,
+    RequestStoreUnavailableError,
+    RequestVanishedError,
+)
+from switchboard.gateway.service import BackendUnavailableError, HeldLock
+from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
+from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
+
+
+class FakeDirectory:
+    def __init__(self, tenants: dict[str, TenantConfig]) -> None:
+        self.tenants = tenants
+        self.down = False
+
+    async def by_api_key(self, api_key: str) -> TenantConfig | None:
+        if self.down:
+            raise ServerSelectionTimeoutError("no MongoDB")
+        return self.tenants.get(api_key)
+
+
+@dataclass
+class FakeQuotas:
+    refusal: Refusal | None = None
+    down: bool = False
+    admitted: list[tuple[str, str]] = field(default_factory=list)
+
+    async def admit(self, tenant: TenantConfig, user_id: str) -> Refusal | None:
+        if self.down:
+            raise QuotaUnavailableError("Redis is unreachable")
+        if self.refusal is None:
+            self.admitted.append((tenant.tenant_id, user_id))
+        return self.refusal
+
+
+class FakeLock:
+    def __init__(self, locks: "FakeLocks", key: str) -> None:
+        self.locks, self.key = locks, key
+
+    async def release(self) -> None:
+        self.locks.held.discard(self.key)
+
+
+class FakeLocks:
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.down = False
+
+    async def acquire(
+        self, tenant_id: str, conversation_id: str, request_id: str
+    ) -> HeldLock | None:
+        if self.down:
+            raise BackendUnavailableError("Redis is unreachable")
+        key = f"{tenant_id}:{conversation_id}"
+        if key in self.held:
+            return None
+        self.held.add(key)
+        return FakeLock(self, key)
+
+
+class MemoryRecorder:
+    def __init__(self, store: "MemoryRequestStore", request_id: str) -> None:
+        self.store, self.request_id = store, request_id
+
+    def add(self, event: ChatEvent) -> None:
+        self.store.events.setdefault(self.request_id, []).append(event)
+        self.store.changed.set()
+
+    async def finish(self) -> None:
+        record = self.store.records.get(self.request_id)
+        if record is not None:
+            self.store.records[self.request_id] = replace(record, state=RequestState.DONE)
+        self.store.changed.set()
+
+
+class MemoryRequestStore:
+    """The RedisRequestStore's contract over dicts; `follow` polls like the real one."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, RequestRecord] = {}
+        self.events: dict[str, list[ChatEvent]] = {}
+        self.changed = asyncio.Event()
+        self.follower_counts: dict[str, int] = {}
+        self.down = False
+
+    async def get(self, request_id: str) -> RequestRecord | None:
+        if self.down:
+            raise RequestStoreUnavailableError("Redis is unreachable")
+        return self.records.get(request_id)
+
+    async def claim(self, request_id: str, record: RequestRecord) -> RequestRecord | None:
+        if self.down:
+            raise RequestStoreUnavailableError("Redis is unreachable")
+        if request_id in self.records:
+            return self.records[request_id]
+        self.records[request_id] = record
+        return None
+
+    async def release(self, request_id: str) -> None:
+        self.records.pop(request_id, None)
+        self.events.pop(request_id, None)
+
+    def recorder(self, request_id: str) -> MemoryRecorder:
+        return MemoryRecorder(self, request_id)
+
+    async def follower_joined(self, request_id: str) -> None:
+        self.follower_counts[request_id] = self.follower_counts.get(request_id, 0) + 1
+
+    async def follower_left(self, request_id: str) -> None:
+        self.follower_counts[request_id] -= 1
+
+    async def followers(self, request_id: str) -> int:
+        return self.follower_counts.get(request_id, 0)
+
+    async def follow(
+        self,
+        request_id: str,
+        idle_timeout_s: float,
+        owner_alive: Callable[[str], Awaitable[bool]],
+    ) -> AsyncIterator[ChatEvent]:
+        seen = 0
+        loop = asyncio.get_running_loop()
+        idle_deadline = loop.time() + idle_timeout_s
+        while True:
+            events = self.events.get(request_id, [])
+            for event in events[seen:]:
+                seen += 1
+                yield event
+                if is_terminal(event):
+                    return
+            record = self.records.get(request_id)
+            if record is None:
+                raise RequestVanishedError(request_id)
+            if record.state is RequestState.RUNNING and not await owner_alive(record.owner):
+                raise OwnerGoneError(record.owner)
+            if loop.time() >= idle_deadline:
+                raise ReplyTimeoutError(request_id)
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), 0.02)
+            except TimeoutError:
+                pass
+            else:
+                idle_deadline = loop.time() + idle_timeout_s
+
+
+class ScriptedPublisher:
+    """Answers each published turn with scripted reply events through the router."""
+
+    def __init__(self, router: ReplyRouter) -> None:
+        self.router = router
+        self.turns: list[TurnRequest] = []
+        self.cancels: list[CancelGeneration] = []
+        self.down = False
+        self.hold_reply = False
+
+    async def publish_turn(self, turn: TurnRequest) -> None:
+        if self.down:
+            raise BackendUnavailableError("Kafka did not accept the message")
+        self.turns.append(turn)
+        if not self.hold_reply:
+            asyncio.get_running_loop().call_soon(self.reply, turn.request_id)
+
+    def reply(self, rid: str) -> None:
+        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))
+        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))  # dup
+        self.router.deliver(ChatEvent(request_id=rid, sequence=2, delta=Delta(text=" there")))
+        self.router.deliver(
+            ChatEvent(request_id=rid, sequence=3, done=Done(model="m", tier="cheap"))
+        )
+
+    async def publish_cancel(self, cancel: CancelGeneration) -> None:
+        self.cancels.append(cancel)
