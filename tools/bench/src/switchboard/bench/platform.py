@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
+
+from switchboard.common.tenants import RateLimits, TenantConfig, TenantStore, hash_api_key
 
 ROOT = Path(__file__).resolve().parents[5]
 
@@ -70,13 +73,15 @@ class Platform:
     def start(self) -> None:
         """Create the topics, start every process and wait until each is ready."""
         asyncio.run(self._create_topics())
+        asyncio.run(self._seed_tenant())
         self.log_dir.mkdir(parents=True, exist_ok=True)
         p = self.ports
         base = {
             **os.environ,
             "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": self.kafka,
             "SWITCHBOARD_KAFKA_TOPIC_PREFIX": self.topic_prefix,
-            "SWITCHBOARD_DEV_API_KEY": self.api_key,
+            "SWITCHBOARD_MONGO_URL": self.mongo_url,
+            "SWITCHBOARD_MONGO_DATABASE": self.database,
             "OPENAI_BASE_URL": f"{self.simulator_url}/v1",
             "ANTHROPIC_BASE_URL": self.simulator_url,
             "SWITCHBOARD_TELEMETRY_LOG_LEVEL": "WARNING",
@@ -127,6 +132,8 @@ class Platform:
                 {
                     "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{p.memory}",
                     "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"bench-{self.run_id}-orchestrator",
+                    "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": self.mongo_url,
+                    "SWITCHBOARD_ORCHESTRATOR_DATABASE": self.database,
                     "SWITCHBOARD_HEALTH_PORT": str(p.orchestrator_health),
                 },
                 f"http://127.0.0.1:{p.orchestrator_health}/readyz",
@@ -183,6 +190,26 @@ class Platform:
             time.sleep(0.1)
         raise RuntimeError(f"{name} not ready at {url} within {self.ready_timeout_s}s")
 
+    async def _seed_tenant(self) -> None:
+        """The load's tenant: limits far above the load, no response cache (every turn takes
+        the full path), default guardrails (their cost is part of the platform's)."""
+        tenant = TenantConfig(
+            tenant_id="bench",
+            name="Benchmark",
+            api_key_sha256=[hash_api_key(self.api_key)],
+            rate_limits=RateLimits(
+                requests_per_minute=10_000_000, requests_per_minute_per_user=10_000_000
+            ),
+            daily_budget_usd=1_000_000.0,
+        )
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            self.mongo_url, serverSelectionTimeoutMS=5_000
+        )
+        try:
+            await TenantStore(client, self.database).upsert(tenant)
+        finally:
+            await client.close()
+
     def _topic_specs(self) -> list[tuple[str, int]]:
         specs = []
         for line in (ROOT / "deploy/local/kafka/topics.txt").read_text().splitlines():
@@ -216,8 +243,6 @@ class Platform:
             await admin.close()
 
     async def _drop_database(self) -> None:
-        from pymongo import AsyncMongoClient
-
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
             self.mongo_url, serverSelectionTimeoutMS=5_000
         )
