@@ -37,6 +37,8 @@ LOGS = ROOT / ".local" / "logs" / "e2e"
 KAFKA = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 MONGO = os.environ.get("SWITCHBOARD_E2E_MONGO_URL", "mongodb://127.0.0.1:27017/")
 REDIS = os.environ.get("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:6379/0")
+JAEGER_OTLP = os.environ.get("SWITCHBOARD_E2E_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+JAEGER_QUERY = os.environ.get("SWITCHBOARD_E2E_JAEGER_URL", "http://127.0.0.1:16686")
 READY_TIMEOUT_S = float(os.environ.get("SWITCHBOARD_E2E_READY_TIMEOUT_S", "60"))
 API_KEY = "e2e-api-key"
 # A second tenant, for isolation tests.
@@ -203,6 +205,12 @@ def platform() -> Iterator[Platform]:
         "SWITCHBOARD_KAFKA_TOPIC_PREFIX": plat.topic_prefix,
         "SWITCHBOARD_REDIS_URL": REDIS,
         "SWITCHBOARD_TELEMETRY_LOG_LEVEL": "INFO",
+        # Spans go to the stack's Jaeger (OTLP on 4317), flushed quickly for the trace test.
+        "SWITCHBOARD_TELEMETRY_EXPORTER": "otlp",
+        "SWITCHBOARD_TELEMETRY_OTLP_ENDPOINT": JAEGER_OTLP,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # Lag gauges refresh fast enough to be read within a test.
+        "SWITCHBOARD_KAFKA_LAG_REPORT_INTERVAL_S": "1",
         # The services must reach the test simulator, never a real provider.
         "OPENAI_BASE_URL": f"{plat.simulator_url}/v1",
         "ANTHROPIC_BASE_URL": plat.simulator_url,

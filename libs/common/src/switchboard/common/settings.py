@@ -28,6 +28,8 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, gt=0)
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    # How often each service refreshes its consumer-lag gauge.
+    lag_report_interval_s: float = Field(default=15.0, gt=0)
     # Bounded wait for the first connection at start-up.
     connect_timeout_s: float = Field(default=30.0, gt=0)
 
@@ -47,9 +49,9 @@ class TelemetrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_TELEMETRY_")
 
-    # "otlp" sends to `otlp_endpoint`; "console" prints spans; "none" keeps context
-    # propagation but exports nothing.
-    exporter: Literal["otlp", "console", "none"] = "none"
+    # "otlp" sends to `otlp_endpoint` (the local stack's Jaeger, or a collector); "console"
+    # prints spans; "none" keeps context propagation but exports nothing.
+    exporter: Literal["otlp", "console", "none"] = "otlp"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

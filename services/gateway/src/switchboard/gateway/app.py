@@ -20,7 +20,7 @@ from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
-from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
@@ -182,6 +182,7 @@ async def serve(settings: GatewaySettings) -> None:
     server = grpc.aio.server(
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        interceptors=grpc_server_interceptors(),
     )
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
     health_servicer = health.aio.HealthServicer()

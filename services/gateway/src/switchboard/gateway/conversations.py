@@ -12,6 +12,7 @@ from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 
+from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.v1.chat_pb2 import (
     RATING_DOWN,
     RATING_UP,
@@ -177,7 +178,7 @@ class MemoryClient:
     """The gRPC channel to the memory service."""
 
     def __init__(self, target: str) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, interceptors=grpc_client_interceptors())
         self.stub = MemoryServiceStub(self._channel)
 
     async def close(self) -> None:

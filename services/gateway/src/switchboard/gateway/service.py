@@ -9,6 +9,7 @@ generating). Nothing reaches Kafka before all of them passed.
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeAlias, TypeVar
@@ -19,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry import trace
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError
@@ -62,6 +63,30 @@ from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.gateway")
+
+TIME_TO_FIRST_TOKEN = Histogram(
+    "switchboard_gateway_time_to_first_token_seconds",
+    "From a turn's acceptance to its first text relayed to the client",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+OUTPUT_TOKENS = Counter(
+    "switchboard_gateway_output_tokens", "Generated tokens relayed to clients (rate = tokens/s)"
+)
+STREAM_TOKENS_PER_SECOND = Histogram(
+    "switchboard_gateway_stream_tokens_per_second",
+    "Per reply: output tokens over the time from its first text to done",
+    buckets=(5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+
+
+def record_tokens(output_tokens: int, first_text_at: float | None) -> None:
+    """Account the tokens of a finished reply."""
+    OUTPUT_TOKENS.inc(output_tokens)
+    if first_text_at is not None and output_tokens:
+        elapsed = time.monotonic() - first_text_at
+        if elapsed > 0:
+            STREAM_TOKENS_PER_SECOND.observe(output_tokens / elapsed)
+
 
 CHATS = Counter("switchboard_gateway_chats", "Chat calls by outcome", ["outcome"])
 
@@ -343,6 +368,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         """Stream the reply to the caller and record it for retries."""
         last_sequence = 0
         finished = False
+        accepted_at = time.monotonic()
+        first_text_at: float | None = None
         try:
             await context.send_initial_metadata(((IDEMPOTENCY_HEADER, "new"),))
             started = ChatEvent(
@@ -355,6 +382,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 async for event in stream.events(self._reply_idle_timeout_s):
                     last_sequence = event.sequence
                     recorder.add(event)
+                    kind = event.WhichOneof("event")
+                    if kind == "delta" and first_text_at is None:
+                        first_text_at = time.monotonic()
+                        TIME_TO_FIRST_TOKEN.observe(first_text_at - accepted_at)
+                    elif kind == "done":
+                        record_tokens(event.done.usage.output_tokens, first_text_at)
                     if is_terminal(event):
                         finished = True
                         # Free the conversation before the client hears `done`: its next

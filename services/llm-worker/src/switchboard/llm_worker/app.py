@@ -11,6 +11,7 @@ from prometheus_client import Gauge
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker, publish
+from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
@@ -202,6 +203,15 @@ async def serve(settings: WorkerSettings) -> None:
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         for consumer in consumers:
             await consumer.start()
+    lag = LagReporter(
+        settings.kafka,
+        {
+            f"{settings.consumer_group_prefix}-{tier}": [topics.llm_tasks(tier)]
+            for tier in settings.tiers
+        },
+        settings.kafka.lag_report_interval_s,
+    )
+    lag.start()
     health_server.ready = True
     log.info(
         "worker %s serving tiers %s, up to %d generations at once",
@@ -213,6 +223,7 @@ async def serve(settings: WorkerSettings) -> None:
     await wait_for_stop_signal()
 
     health_server.ready = False
+    await lag.stop()
     await asyncio.gather(*(c.stop(settings.shutdown_grace_s) for c in consumers))
     await broker.stop()
     await openai_provider.close()

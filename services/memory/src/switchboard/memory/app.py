@@ -19,9 +19,10 @@ from switchboard.common.kafka import (
     publish,
     send_dead_letter,
 )
+from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.retry import retrying
-from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.memory.cache import ContextCache
@@ -142,7 +143,7 @@ async def serve(settings: MemorySettings) -> None:
     broker = create_broker(settings.kafka, "memory", tracer_provider)
     build(settings, broker, store, cache)
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=grpc_server_interceptors())
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
         MemoryService(store, cache, settings), server
     )
@@ -168,12 +169,23 @@ async def serve(settings: MemorySettings) -> None:
     service_name = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
     for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    topics = Topics(settings.kafka.topic_prefix)
+    lag = LagReporter(
+        settings.kafka,
+        {
+            settings.consumer_group: [topics.chat_turns],
+            f"{settings.consumer_group}-summaries": [topics.memory_summaries],
+        },
+        settings.kafka.lag_report_interval_s,
+    )
+    lag.start()
     health_server.ready = True
     log.info("memory serving gRPC on %s", address)
 
     await wait_for_stop_signal()
 
     health_server.ready = False
+    await lag.stop()
     sweeping.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeping

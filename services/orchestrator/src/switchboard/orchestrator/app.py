@@ -19,6 +19,7 @@ from switchboard.common.kafka import (
     durable_subscriber,
     publish,
 )
+from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
@@ -158,12 +159,20 @@ async def serve(settings: OrchestratorSettings) -> None:
     resources = build(settings, broker, redis)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+    topics = Topics(settings.kafka.topic_prefix)
+    lag = LagReporter(
+        settings.kafka,
+        {settings.consumer_group: [topics.chat_requests, topics.llm_results]},
+        settings.kafka.lag_report_interval_s,
+    )
+    lag.start()
     health_server.ready = True
     log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)
 
     await wait_for_stop_signal()
 
     health_server.ready = False
+    await lag.stop()
     await broker.stop()
     await resources.close()
     await redis.aclose()
