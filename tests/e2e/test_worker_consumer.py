@@ -11,14 +11,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from switchboard.common.settings import KafkaSettings
-from switchboard.llm_worker.consumer import (
+from switchboard.common.consumer import (
     Capacity,
     ConcurrentConsumer,
     Lease,
     PartitionLostError,
     Record,
 )
+from switchboard.common.settings import KafkaSettings
 
 from .conftest import KAFKA
 

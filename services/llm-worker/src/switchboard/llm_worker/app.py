@@ -5,32 +5,32 @@ import logging
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from prometheus_client import Gauge
 
-from switchboard.common.envelope import PoisonMessageError, decode
-from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
-from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import wait_for_stop_signal
-from switchboard.common.redis import create_redis
-from switchboard.common.retry import retrying
-from switchboard.common.telemetry import setup_telemetry
-from switchboard.common.topics import Topics, dead_letter
-from switchboard.llm_worker.consumer import (
+from switchboard.common.consumer import (
     Capacity,
     ConcurrentConsumer,
     Lease,
     PartitionLostError,
     Record,
 )
+from switchboard.common.envelope import PoisonMessageError, decode
+from switchboard.common.health import HealthServer
+from switchboard.common.kafka import create_broker, publish
+from switchboard.common.lag import LagReporter
+from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.records import consumer_span, dead_letter_record, record_headers
+from switchboard.common.redis import create_redis
+from switchboard.common.telemetry import setup_telemetry
+from switchboard.common.topics import Topics
 from switchboard.llm_worker.generation import GenerationPolicy
 from switchboard.llm_worker.ledger import RedisGenerationLedger
 from switchboard.llm_worker.providers import AnthropicProvider, OpenAIProvider, Provider
 from switchboard.llm_worker.settings import WorkerSettings
-from switchboard.llm_worker.worker import TRANSIENT, InFlight, NotOwnedError, TaskRunner
+from switchboard.llm_worker.worker import InFlight, NotOwnedError, TaskRunner
 from switchboard.v1.chat_pb2 import ChatEvent
-from switchboard.v1.events_pb2 import CancelGeneration, DeadLetter, LlmResult, LlmTask
+from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.llm_worker")
@@ -68,10 +68,6 @@ class KafkaPublisher:
         await publish(self._broker, topic, result, key=result.conversation_id)
 
 
-def _headers(record: Record) -> dict[str, str]:
-    return {key: value.decode("utf-8", "replace") for key, value in record.headers or ()}
-
-
 class TaskHandler:
     """Handles one record of a tier's task topic: trace context, decoding, dead letters."""
 
@@ -85,26 +81,20 @@ class TaskHandler:
         self.group_id = f"{settings.consumer_group_prefix}-{tier}"
 
     async def __call__(self, record: Record, lease: Lease) -> None:
-        headers = _headers(record)
         # The task's trace continues here; spans and records published below join it.
-        with tracer.start_as_current_span(
-            f"{record.topic} process",
-            context=propagate.extract(headers),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": record.topic,
-                "messaging.destination.partition.id": str(record.partition),
-                "messaging.kafka.offset": record.offset,
-                "messaging.consumer.group.name": self.group_id,
-            },
-        ) as span:
+        with consumer_span(tracer, record, self.group_id) as span:
             try:
-                task = decode(record.value or b"", headers, LlmTask)
+                task = decode(record.value or b"", record_headers(record), LlmTask)
             except PoisonMessageError as exc:
                 span.set_attribute("error.type", "poison")
-                await self._dead_letter(record, str(exc))
+                await dead_letter_record(
+                    self._broker,
+                    record,
+                    str(exc),
+                    group_id=self.group_id,
+                    attempts=self._settings.step_attempts,
+                    backoff_max_s=self._settings.step_backoff_max_s,
+                )
                 return
             span.set_attribute("switchboard.request_id", task.request_id)
             with IN_FLIGHT.labels(self._tier).track_inprogress():
@@ -112,30 +102,6 @@ class TaskHandler:
                     await self._runner.run(task, lease.held)
                 except NotOwnedError as exc:
                     raise PartitionLostError(str(exc)) from exc
-
-    async def _dead_letter(self, record: Record, error: str) -> None:
-        letter = DeadLetter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key or b"",
-            value=record.value or b"",
-            error=error,
-            consumer_group=self.group_id,
-        )
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
-        )
-        async for step in retrying(
-            self._settings.step_attempts, self._settings.step_backoff_max_s, TRANSIENT
-        ):
-            with step:
-                await publish(
-                    self._broker,
-                    dead_letter(record.topic),
-                    letter,
-                    key=(record.key or b"").decode("utf-8", "replace"),
-                )
 
 
 def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFlight) -> None:

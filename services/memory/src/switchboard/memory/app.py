@@ -8,19 +8,22 @@ import grpc
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
+from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
+from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
     create_broker,
     decode_or_dead_letter,
     durable_subscriber,
     publish,
-    send_dead_letter,
 )
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.records import consumer_span, dead_letter_record, record_headers
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -37,6 +40,7 @@ from switchboard.v1 import memory_pb2, memory_pb2_grpc
 from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.memory")
 
 TURNS = Counter("switchboard_memory_turns", "Turns from chat.turns by outcome", ["outcome"])
 
@@ -53,13 +57,79 @@ def turn_problem(turn: CompletedTurn) -> str | None:
     return None
 
 
+class TurnRecordHandler:
+    """One record of `chat.turns`. Returning means MongoDB acknowledged the write: only then
+    is the offset committed. Raising (after the bounded retries) has the record fetched
+    again later, so during an outage nothing is lost and it is stored once it is back."""
+
+    def __init__(
+        self,
+        settings: MemorySettings,
+        broker: KafkaBroker,
+        store: ConversationStore,
+        cache: ContextCache,
+        summarizer: Summarizer,
+    ) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._store = store
+        self._cache = cache
+        self._summarizer = summarizer
+        self.group_id = settings.consumer_group
+
+    async def __call__(self, record: Record, lease: Lease) -> None:
+        with consumer_span(tracer, record, self.group_id) as span:
+            try:
+                turn = decode(record.value or b"", record_headers(record), CompletedTurn)
+                problem = turn_problem(turn)
+            except PoisonMessageError as exc:
+                problem = str(exc)
+            if problem is not None:
+                span.set_attribute("error.type", "poison")
+                TURNS.labels("invalid").inc()
+                await dead_letter_record(
+                    self._broker,
+                    record,
+                    problem,
+                    group_id=self.group_id,
+                    attempts=self._settings.write_attempts,
+                    backoff_max_s=self._settings.write_backoff_max_s,
+                )
+                return
+            await self._store_turn(turn)
+
+    async def _store_turn(self, turn: CompletedTurn) -> None:
+        settings = self._settings
+        key = (turn.tenant_id, turn.conversation_id)
+        messages = messages_of(turn)
+        # In the cache before the write, so contexts include it even while MongoDB is away.
+        self._cache.add(key, messages, [fact for fact, _ in facts_of(messages)])
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
+        ):
+            with attempt:
+                outcome = await self._store.save_turn(turn)
+        if outcome is SaveOutcome.DROPPED_DELETED:
+            self._cache.forget(key)
+            TURNS.labels("dropped_deleted").inc()
+            log.info("turn %s of deleted conversation %s dropped", turn.request_id, key[1])
+            return
+        TURNS.labels("stored").inc()
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, TRANSIENT
+        ):
+            with attempt:
+                await self._summarizer.after_turn(turn.tenant_id, turn.conversation_id)
+
+
 def build(
     settings: MemorySettings,
     broker: KafkaBroker,
     store: ConversationStore,
     cache: ContextCache,
 ) -> Summarizer:
-    """Register the `chat.turns` and summary-result handlers on `broker`."""
+    """Register the summary-result handler on `broker`; `chat.turns` is consumed by a
+    `ConcurrentConsumer` running `TurnRecordHandler` (see `serve`)."""
     topics = Topics(settings.kafka.topic_prefix)
     group = settings.consumer_group
     summaries_group = f"{group}-summaries"
@@ -74,40 +144,6 @@ def build(
         task_topic=topics.llm_tasks(settings.summary_tier),
         result_topic=topics.memory_summaries,
     )
-
-    # Returning means MongoDB acknowledged the write: only then is the offset committed.
-    # Raising (after the bounded retries) hands the record back to Kafka, which redelivers
-    # it, so during an outage the cycle repeats until MongoDB is back and nothing is lost.
-    @durable_subscriber(broker, topics.chat_turns, group)
-    async def on_turn(message: KafkaMessage) -> None:
-        turn = await decode_or_dead_letter(broker, message, CompletedTurn, consumer_group=group)
-        if turn is None:
-            return
-        problem = turn_problem(turn)
-        if problem is not None:
-            TURNS.labels("invalid").inc()
-            await send_dead_letter(broker, message, problem, consumer_group=group)
-            return
-        key = (turn.tenant_id, turn.conversation_id)
-        messages = messages_of(turn)
-        # In the cache before the write, so contexts include it even while MongoDB is away.
-        cache.add(key, messages, [fact for fact, _ in facts_of(messages)])
-        async for attempt in retrying(
-            settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
-        ):
-            with attempt:
-                outcome = await store.save_turn(turn)
-        if outcome is SaveOutcome.DROPPED_DELETED:
-            cache.forget(key)
-            TURNS.labels("dropped_deleted").inc()
-            log.info("turn %s of deleted conversation %s dropped", turn.request_id, key[1])
-            return
-        TURNS.labels("stored").inc()
-        async for attempt in retrying(
-            settings.write_attempts, settings.write_backoff_max_s, TRANSIENT
-        ):
-            with attempt:
-                await summarizer.after_turn(turn.tenant_id, turn.conversation_id)
 
     @durable_subscriber(broker, topics.memory_summaries, summaries_group)
     async def on_summary(message: KafkaMessage) -> None:
@@ -141,7 +177,7 @@ async def serve(settings: MemorySettings) -> None:
     )
 
     broker = create_broker(settings.kafka, "memory", tracer_provider)
-    build(settings, broker, store, cache)
+    summarizer = build(settings, broker, store, cache)
 
     server = grpc.aio.server(interceptors=grpc_server_interceptors())
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
@@ -154,6 +190,20 @@ async def serve(settings: MemorySettings) -> None:
     await server.start()
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+    # Many turns stored at once, one at a time per conversation; offsets committed only over
+    # turns MongoDB acknowledged.
+    turns_consumer = ConcurrentConsumer(
+        topics=[Topics(settings.kafka.topic_prefix).chat_turns],
+        group_id=settings.consumer_group,
+        client_id="memory",
+        kafka=settings.kafka,
+        handler=TurnRecordHandler(settings, broker, store, cache, summarizer),
+        capacity=Capacity(settings.max_concurrent_writes),
+        retry_backoff_s=settings.write_backoff_max_s,
+        ordered_by_key=True,
+    )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await turns_consumer.start()
 
     tenants = TenantStore(store.client, settings.database)
     sweeper = RetentionSweeper(
@@ -190,6 +240,7 @@ async def serve(settings: MemorySettings) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeping
     await server.stop(settings.shutdown_grace_s)
+    await turns_consumer.stop(settings.shutdown_grace_s)
     await broker.stop()
     await store.close()
     await health_server.stop()

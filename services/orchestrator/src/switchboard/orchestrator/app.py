@@ -5,22 +5,21 @@ import logging
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
+from opentelemetry import trace
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
+from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
+from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import (
-    create_broker,
-    decode_or_dead_letter,
-    durable_subscriber,
-    publish,
-)
+from switchboard.common.kafka import create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.records import consumer_span, dead_letter_record, record_headers
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -40,6 +39,7 @@ from switchboard.v1.chat_pb2 import ChatEvent
 from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask, TurnRequest
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.orchestrator")
 
 TRANSIENT = (RedisError, KafkaError, TimeoutError, PyMongoError)
 
@@ -64,14 +64,19 @@ class KafkaOutbox:
 
 
 class Resources:
-    """What `build` opened and `serve` must close."""
+    """What `build` wired: the record handler, and what `serve` must close."""
 
     def __init__(
-        self, memory: MemoryClient, mongo: AsyncMongoClient[dict[str, Any]], http: HttpToolClient
+        self,
+        memory: MemoryClient,
+        mongo: AsyncMongoClient[dict[str, Any]],
+        http: HttpToolClient,
+        handler: "RecordHandler",
     ) -> None:
         self.memory = memory
         self.mongo = mongo
         self.http = http
+        self.handler = handler
 
     async def close(self) -> None:
         await self.memory.close()
@@ -79,8 +84,53 @@ class Resources:
         await self.mongo.close()
 
 
+class RecordHandler:
+    """One record of `chat.requests` or `llm.results`: trace, decode (or dead-letter), run
+    the engine with bounded retries. A step that still fails is fetched again later."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        broker: KafkaBroker,
+        engine: TurnEngine,
+        topics: Topics,
+    ) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._engine = engine
+        self._requests_topic = topics.chat_requests
+        self.group_id = settings.consumer_group
+
+    async def __call__(self, record: Record, lease: Lease) -> None:
+        with consumer_span(tracer, record, self.group_id) as span:
+            message_type: type[TurnRequest | LlmResult] = (
+                TurnRequest if record.topic == self._requests_topic else LlmResult
+            )
+            try:
+                message = decode(record.value or b"", record_headers(record), message_type)
+            except PoisonMessageError as exc:
+                span.set_attribute("error.type", "poison")
+                await dead_letter_record(
+                    self._broker,
+                    record,
+                    str(exc),
+                    group_id=self.group_id,
+                    attempts=self._settings.step_attempts,
+                    backoff_max_s=self._settings.step_backoff_max_s,
+                )
+                return
+            async for attempt in retrying(
+                self._settings.step_attempts, self._settings.step_backoff_max_s, TRANSIENT
+            ):
+                with attempt:
+                    if isinstance(message, TurnRequest):
+                        await self._engine.on_request(message)
+                    elif isinstance(message, LlmResult):
+                        await self._engine.on_result(message)
+
+
 def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> Resources:
-    """Register the handlers on `broker`; returns what to close at the end."""
+    """Wire the engine and its adapters; returns the record handler and what to close."""
     topics = Topics(settings.kafka.topic_prefix)
     memory = MemoryClient(
         settings.memory_target, settings.memory_timeout_s, settings.context_max_tokens
@@ -122,31 +172,7 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         registry_for=registry_for,
         classifier=ComplexityClassifier(RouterConfig(threshold=settings.router_threshold)),
     )
-    group = settings.consumer_group
-
-    @durable_subscriber(broker, topics.chat_requests, group)
-    async def on_turn_request(message: KafkaMessage) -> None:
-        turn = await decode_or_dead_letter(broker, message, TurnRequest, consumer_group=group)
-        if turn is None:
-            return
-        async for attempt in retrying(
-            settings.step_attempts, settings.step_backoff_max_s, TRANSIENT
-        ):
-            with attempt:
-                await engine.on_request(turn)
-
-    @durable_subscriber(broker, topics.llm_results, group)
-    async def on_llm_result(message: KafkaMessage) -> None:
-        result = await decode_or_dead_letter(broker, message, LlmResult, consumer_group=group)
-        if result is None:
-            return
-        async for attempt in retrying(
-            settings.step_attempts, settings.step_backoff_max_s, TRANSIENT
-        ):
-            with attempt:
-                await engine.on_result(result)
-
-    return Resources(memory, mongo, http)
+    return Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
 
 
 async def serve(settings: OrchestratorSettings) -> None:
@@ -160,6 +186,20 @@ async def serve(settings: OrchestratorSettings) -> None:
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
     topics = Topics(settings.kafka.topic_prefix)
+    # Many turns at once, one at a time per conversation, offsets committed only over
+    # finished records.
+    consumer = ConcurrentConsumer(
+        topics=[topics.chat_requests, topics.llm_results],
+        group_id=settings.consumer_group,
+        client_id="orchestrator",
+        kafka=settings.kafka,
+        handler=resources.handler,
+        capacity=Capacity(settings.max_concurrency),
+        retry_backoff_s=settings.step_backoff_max_s,
+        ordered_by_key=True,
+    )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await consumer.start()
     lag = LagReporter(
         settings.kafka,
         {settings.consumer_group: [topics.chat_requests, topics.llm_results]},
@@ -173,6 +213,7 @@ async def serve(settings: OrchestratorSettings) -> None:
 
     health_server.ready = False
     await lag.stop()
+    await consumer.stop(settings.shutdown_grace_s)
     await broker.stop()
     await resources.close()
     await redis.aclose()

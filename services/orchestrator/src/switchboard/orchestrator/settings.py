@@ -28,6 +28,10 @@ class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ORCHESTRATOR_")
 
     consumer_group: str = "orchestrator"
+    # Records handled at once (one at a time per conversation).
+    max_concurrency: int = Field(default=128, gt=0)
+    # How long open turns get to finish at a stop before they are left to be redelivered.
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
     memory_target: str = "127.0.0.1:50052"
     memory_timeout_s: float = Field(default=2.0, gt=0)
     context_max_tokens: int = Field(default=4_000, gt=0)

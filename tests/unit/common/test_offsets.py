@@ -1,6 +1,6 @@
 """Committing a partition whose records finish out of order."""
 
-from switchboard.llm_worker.offsets import PartitionOffsets
+from switchboard.common.offsets import PartitionOffsets
 
 
 def test_the_commit_point_waits_for_the_oldest_unfinished_record() -> None:

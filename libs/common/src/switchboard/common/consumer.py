@@ -1,6 +1,7 @@
 """A Kafka consumer that runs many records at once and commits only finished prefixes.
 
-Written on aiokafka directly because FastStream's subscribers cannot do this: with
+Shared by the llm-worker, the orchestrator and memory. Written on aiokafka directly
+because FastStream's subscribers cannot do this: with
 `max_workers` they either acknowledge before processing (ACK_FIRST) or run one record at a
 time per partition (one consumer per worker), so a slow generation would hold up its whole
 partition or a crash would skip unfinished tasks.
@@ -16,6 +17,9 @@ partition or a crash would skip unfinished tasks.
   and not run twice; records of partitions that went to another member are cancelled
   uncommitted (the new owner runs them again).
 - A record whose handler raised (a backend was down) is fetched again after a pause.
+- Optional per-key order (`ordered_by_key`): records with the same key (a conversation id)
+  run one after another in offset order, records of different keys at once, so that
+  concurrency never reorders one conversation (shared/ARCHITECTURE.md, invariant 3).
 - Ownership: a handler asks its `Lease` before making its outcome visible (the worker
   publishes a result only for a partition it still owns once a rebalance settled), so that a
   record moved to another member mid-run is finished by one member only.
@@ -25,14 +29,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
 
+from switchboard.common.offsets import PartitionOffsets
 from switchboard.common.settings import KafkaSettings
-from switchboard.llm_worker.offsets import PartitionOffsets
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,7 @@ class ConcurrentConsumer:
         commit_interval_s: float = 0.1,
         retry_backoff_s: float = 2.0,
         rebalance_wait_s: float = 30.0,
+        ordered_by_key: bool = False,
     ) -> None:
         self.topics = topics
         self.group_id = group_id
@@ -143,6 +149,9 @@ class ConcurrentConsumer:
         self._commit_interval_s = commit_interval_s
         self._retry_backoff_s = retry_backoff_s
         self._rebalance_wait_s = rebalance_wait_s
+        self._ordered_by_key = ordered_by_key
+        # The latest dispatched record of each key, which the next one of that key awaits.
+        self._key_tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self._settled = asyncio.Event()  # no rebalance under way
         self._consumer: AIOKafkaConsumer | None = None
         self._owned: set[TopicPartition] = set()
@@ -265,13 +274,33 @@ class ConcurrentConsumer:
             offsets.begin(record.offset)
             self._capacity.take()
             key = (tp, record.offset)
-            self._running[key] = asyncio.create_task(
-                self._run(tp, record), name=f"{tp.topic}[{tp.partition}]@{record.offset}"
+            previous = None
+            tail_key = (tp, record.key or b"")
+            if self._ordered_by_key:
+                previous = self._key_tails.get(tail_key)
+            task = asyncio.create_task(
+                self._run(tp, record, previous),
+                name=f"{tp.topic}[{tp.partition}]@{record.offset}",
             )
+            self._running[key] = task
+            if self._ordered_by_key:
+                self._key_tails[tail_key] = task
+                task.add_done_callback(partial(self._forget_tail, tail_key))
 
-    async def _run(self, tp: TopicPartition, record: Record) -> None:
+    def _forget_tail(
+        self, tail_key: tuple[TopicPartition, bytes], task: asyncio.Task[None]
+    ) -> None:
+        if self._key_tails.get(tail_key) is task:
+            del self._key_tails[tail_key]
+
+    async def _run(
+        self, tp: TopicPartition, record: Record, previous: asyncio.Task[None] | None = None
+    ) -> None:
         key = (tp, record.offset)
         try:
+            if previous is not None:
+                # Same key: wait for the earlier record to end, whatever its outcome.
+                await asyncio.wait([previous])
             await self._handler(record, Lease(self, tp))
         except asyncio.CancelledError:
             raise  # abandoned: left uncommitted, redelivered to whoever owns the partition

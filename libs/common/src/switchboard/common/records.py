@@ -1,0 +1,74 @@
+"""Handling one raw Kafka record of a `ConcurrentConsumer`: its trace, its payload, its
+dead letter. Shared by every service that consumes with the concurrent consumer."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from opentelemetry import propagate, trace
+
+from switchboard.common.consumer import Record
+from switchboard.common.kafka import publish
+from switchboard.common.retry import retrying
+from switchboard.common.topics import dead_letter
+from switchboard.v1.events_pb2 import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+def record_headers(record: Record) -> dict[str, str]:
+    """A record's headers as text."""
+    return {key: value.decode("utf-8", "replace") for key, value in record.headers or ()}
+
+
+@contextmanager
+def consumer_span(tracer: trace.Tracer, record: Record, group_id: str) -> Iterator[trace.Span]:
+    """A CONSUMER span that continues the trace carried in the record's headers."""
+    with tracer.start_as_current_span(
+        f"{record.topic} process",
+        context=propagate.extract(record_headers(record)),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": group_id,
+        },
+    ) as span:
+        yield span
+
+
+async def dead_letter_record(
+    broker: KafkaBroker,
+    record: Record,
+    error: str,
+    *,
+    group_id: str,
+    attempts: int,
+    backoff_max_s: float,
+) -> None:
+    """Park a record that can never be processed, with the reason, on `<topic>.dlq`."""
+    letter = DeadLetter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key or b"",
+        value=record.value or b"",
+        error=error,
+        consumer_group=group_id,
+    )
+    log.warning(
+        "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+    )
+    async for step in retrying(attempts, backoff_max_s, (KafkaError, TimeoutError)):
+        with step:
+            await publish(
+                broker,
+                dead_letter(record.topic),
+                letter,
+                key=(record.key or b"").decode("utf-8", "replace"),
+            )
