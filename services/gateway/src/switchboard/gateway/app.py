@@ -6,16 +6,13 @@ import logging
 from typing import Any
 
 import grpc
-from faststream.kafka import KafkaMessage
-from faststream.middlewares import AckPolicy
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 from pymongo import AsyncMongoClient
 from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
-from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
 from switchboard.common.lifecycle import wait_for_stop_signal
@@ -33,16 +30,15 @@ from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
+from switchboard.gateway.reply_consumer import ReplyConsumer
 from switchboard.gateway.requests import RedisRequestStore
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.settings import GatewaySettings
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2, chat_pb2_grpc
-from switchboard.v1.chat_pb2 import ChatEvent
 
 log = logging.getLogger(__name__)
 
-REPLIES = Counter("switchboard_gateway_reply_events", "Reply events by delivery", ["delivery"])
 OPEN_STREAMS = Gauge("switchboard_gateway_open_streams", "Client reply streams open")
 
 
@@ -124,23 +120,11 @@ async def serve(settings: GatewaySettings) -> None:
     broker = create_broker(settings.kafka, f"gateway-{settings.instance_id}", tracer_provider)
 
     # No consumer group: this instance alone reads its topic, from the start, without commits.
-    @broker.subscriber(
-        reply_admin.topic,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.ACK_FIRST,
-    )
-    async def on_reply(body: bytes, message: KafkaMessage) -> None:
-        try:
-            event = decode(body, dict(message.headers), ChatEvent)
-        except PoisonMessageError as exc:
-            REPLIES.labels("poison").inc()
-            log.warning("dropping unreadable reply event: %s", exc)
-            return
-        REPLIES.labels(router.deliver(event).value).inc()
-
     OPEN_STREAMS.set_function(lambda: router.open_streams)
+    replies = ReplyConsumer(settings.kafka, reply_admin.topic, router.deliver)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+        await replies.start()
 
     memory = MemoryClient(settings.memory.target)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -215,6 +199,7 @@ async def serve(settings: GatewaySettings) -> None:
     heartbeat_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await heartbeat_task
+    await replies.stop()
     await broker.stop()
     await reply_admin.delete()
     await memory.close()

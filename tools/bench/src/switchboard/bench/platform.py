@@ -173,7 +173,8 @@ class Platform:
                 process.kill()
                 process.wait()
         asyncio.run(self._delete_topics())
-        asyncio.run(self._drop_database())
+        # The database stays: FerretDB 1.24 (SQLite) can crash after dropping a database
+        # whose WAL its pool still maps; `deploy/local/stack.sh down --purge` clears it.
 
     def _wait_ready(self, name: str, url: str) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -241,12 +242,3 @@ class Platform:
                 await admin.delete_topics(mine)
         finally:
             await admin.close()
-
-    async def _drop_database(self) -> None:
-        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-            self.mongo_url, serverSelectionTimeoutMS=5_000
-        )
-        try:
-            await client.drop_database(self.database)
-        finally:
-            await client.close()
