@@ -17,7 +17,7 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
+from switchboard.common.kafka import StreamPublisher, create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
 from switchboard.common.records import consumer_span, dead_letter_record, record_headers
@@ -56,13 +56,15 @@ def policy_of(settings: WorkerSettings) -> GenerationPolicy:
 
 
 class KafkaPublisher:
-    """Reply events keyed by request id, results keyed by conversation id."""
+    """Reply events keyed by request id (on the lean stream publisher: there are dozens per
+    reply), results keyed by conversation id."""
 
-    def __init__(self, broker: KafkaBroker) -> None:
+    def __init__(self, broker: KafkaBroker, replies: StreamPublisher) -> None:
         self._broker = broker
+        self._replies = replies
 
     async def reply(self, topic: str, event: ChatEvent) -> None:
-        await publish(self._broker, topic, event, key=event.request_id)
+        await self._replies.publish(topic, event, key=event.request_id)
 
     async def result(self, topic: str, result: LlmResult) -> None:
         await publish(self._broker, topic, result, key=result.conversation_id)
@@ -133,6 +135,7 @@ async def serve(settings: WorkerSettings) -> None:
     topics = Topics(settings.kafka.topic_prefix)
     broker = create_broker(settings.kafka, f"llm-worker-{settings.instance_id}", tracer_provider)
     redis = create_redis(settings.redis)
+    replies = StreamPublisher(settings.kafka, f"llm-worker-{settings.instance_id}-replies")
     in_flight = InFlight(settings.cancelled_memory)
     runner = TaskRunner(
         catalogue=settings.catalogue,
@@ -140,7 +143,7 @@ async def serve(settings: WorkerSettings) -> None:
         policy=policy_of(settings),
         ledger=RedisGenerationLedger(redis, settings.task_state_ttl_s),
         in_flight=in_flight,
-        publisher=KafkaPublisher(broker),
+        publisher=KafkaPublisher(broker, replies),
         default_result_topic=topics.llm_results,
         step_attempts=settings.step_attempts,
         step_backoff_max_s=settings.step_backoff_max_s,
@@ -148,6 +151,7 @@ async def serve(settings: WorkerSettings) -> None:
     register_cancellations(broker, topics, in_flight)
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+        await replies.start()
     capacity = Capacity(settings.max_concurrency)
     consumers = []
     for tier in settings.tiers:
@@ -191,6 +195,7 @@ async def serve(settings: WorkerSettings) -> None:
     health_server.ready = False
     await lag.stop()
     await asyncio.gather(*(c.stop(settings.shutdown_grace_s) for c in consumers))
+    await replies.stop()
     await broker.stop()
     await openai_provider.close()
     await anthropic_provider.close()
