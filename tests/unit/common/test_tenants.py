@@ -33,3 +33,36 @@ def test_the_repository_seed_file_is_valid() -> None:
 def test_tenant_ids_are_restricted() -> None:
     with pytest.raises(ValidationError):
         TenantConfig(tenant_id="Bad Id!")
+
+
+class FlakyCollection:
+    def __init__(self, document: dict[str, object]) -> None:
+        self.document = document
+        self.down = False
+
+    async def find_one(self, query: dict[str, object]) -> dict[str, object] | None:
+        if self.down:
+            from pymongo.errors import ExecutionTimeout
+
+            raise ExecutionTimeout("interrupted")
+        return dict(self.document)
+
+
+async def test_a_known_tenant_is_served_from_the_cache_while_the_store_is_slow() -> None:
+    from pymongo.errors import PyMongoError
+
+    from switchboard.common.tenants import TenantStore
+
+    class Database(dict[str, FlakyCollection]):
+        pass
+
+    collection = FlakyCollection({"_id": "acme", "tenant_id": "acme"})
+    client = {"db": Database(tenants=collection)}
+    store = TenantStore(client, "db", cache_ttl_s=0.0, stale_for_s=60.0)  # type: ignore[arg-type]
+    assert (await store.get("acme")) is not None
+    collection.down = True
+    tenant = await store.get("acme")
+    assert tenant is not None and tenant.tenant_id == "acme"
+    unknown_store = TenantStore(client, "db", cache_ttl_s=0.0, stale_for_s=60.0)  # type: ignore[arg-type]
+    with pytest.raises(PyMongoError):
+        await unknown_store.get("acme")  # never seen: nothing to serve

@@ -9,6 +9,7 @@ digests; a YAML entry may name an environment variable holding a key to hash at 
 import argparse
 import asyncio
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -18,6 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
 
 TENANTS_COLLECTION = "tenants"
 
@@ -111,10 +115,13 @@ class TenantStore:
         database: str,
         cache_ttl_s: float = 30.0,
         cache_size: int = 1_024,
+        stale_for_s: float = 300.0,
     ) -> None:
         self._collection = client[database][TENANTS_COLLECTION]
         self._cache_ttl_s = cache_ttl_s
         self._cache_size = cache_size
+        # When a refresh fails, a known tenant is served from the cache this much longer.
+        self._stale_for_s = stale_for_s
         self._by_id: dict[str, tuple[float, TenantConfig | None]] = {}
         self._by_key: dict[str, tuple[float, TenantConfig | None]] = {}
 
@@ -145,7 +152,15 @@ class TenantStore:
         hit = cache.get(key)
         if hit is not None and now - hit[0] < self._cache_ttl_s:
             return hit[1]
-        document = await self._collection.find_one(query)
+        try:
+            document = await self._collection.find_one(query)
+        except PyMongoError:
+            # A slow or absent store must not turn every caller away at each refresh: the
+            # last known tenant stays valid for a bounded time.
+            if hit is not None and hit[1] is not None and now - hit[0] < self._stale_for_s:
+                log.warning("tenant store unavailable; serving %s from the cache", key[:12])
+                return hit[1]
+            raise
         tenant = None
         if document is not None:
             document.pop("_id", None)
