@@ -151,6 +151,9 @@ class Traffic:
     options_for: OptionsFor = lambda _c, _t: ChatOptions(tier="cheap")
     conversation_ids: list[str] | None = None
     deadline_s: float = 90.0
+    # No conversation starts a new turn after this long, so that a broken platform costs a
+    # bounded time (each stream is bounded by `deadline_s`).
+    budget_s: float = 120.0
     # A refused request is retried with the same request id, as a client would.
     refusal_retries: int = 3
     refusal_backoff_s: float = 1.0
@@ -181,7 +184,8 @@ class Traffic:
         deadline = time.monotonic() + timeout_s
         while not condition(self):
             if time.monotonic() > deadline:
-                raise AssertionError(f"traffic never reached the fault's condition: {self}")
+                seen = Counter(r.last_kind for r in self.records)
+                raise AssertionError(f"traffic never reached the fault's condition: {seen}")
             await asyncio.sleep(0.02)
 
     async def run(self, fault: Callable[["Traffic"], Awaitable[None]]) -> None:
@@ -210,7 +214,12 @@ class Traffic:
             self.conversation_ids[number] if self.conversation_ids else str(uuid.uuid4())
         )
         turn = 0
-        while turn < self.max_turns and (turn < self.min_turns or not self.fault_over.is_set()):
+        stop_at = time.monotonic() + self.budget_s
+        while (
+            turn < self.max_turns
+            and (turn < self.min_turns or not self.fault_over.is_set())
+            and time.monotonic() < stop_at
+        ):
             request = ChatRequest(
                 conversation_id=conversation_id,
                 message=self.message(number, turn),

@@ -129,9 +129,12 @@ class PrivateFerretDB:
 
 
 def _kafka_cluster_id() -> str:
-    # What `kafka.tools.StorageTool random-uuid` prints (base64url of 16 random bytes),
-    # without starting a JVM for it.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka.tools.StorageTool random-uuid` prints (base64url of 16 random bytes),
+    without starting a JVM for it; like Kafka's, never starting with '-' (an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class PrivateKafka:
@@ -205,6 +208,11 @@ class PrivateKafka:
         pytest.fail(f"private Kafka not ready within {KAFKA_START_TIMEOUT_S}s")
 
     async def _answers(self) -> bool:
+        try:  # no admin client (and its connection-error logs) before the port is open
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3_000)
         try:
             await asyncio.wait_for(admin.start(), 5)
