@@ -9,7 +9,7 @@ asserts that nothing accepted was lost or duplicated.
 - a worker killed with SIGKILL mid-stream (main platform and a second worker);
 - bursts of 429 and 500 from the provider (main platform, the simulator's per-request faults);
 - a Kafka broker restart, and FerretDB stopped for 20 seconds (a private broker, a private
-  FerretDB and a private platform on them: the shared ones serve every other test).
+  FerretDB, and a private platform on each: the shared ones serve every other test).
 """
 
 import asyncio
@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 
 from switchboard.v1.chat_pb2 import ChatOptions
 
-from .conftest import LOGS, ExtraWorker, Platform
+from .conftest import LOGS, MONGO, ExtraWorker, Platform
 from .faults_support import (
     TASK_PARTITIONS,
     FaultReport,
@@ -202,48 +202,64 @@ async def test_bursts_of_429_and_500_from_the_provider_end_in_done_or_a_clear_er
 
 
 @dataclass
-class PrivateStack:
+class KafkaStack:
     kafka: PrivateKafka
-    ferretdb: PrivateFerretDB
     platform: PrivatePlatform
 
 
 @pytest.fixture(scope="module")
-def private_stack(platform: Platform) -> Iterator[PrivateStack]:
-    """A private Kafka broker and FerretDB, and a private platform on them."""
+def kafka_stack(platform: Platform) -> Iterator[KafkaStack]:
+    """A private Kafka broker and a private platform on it (memory on the shared FerretDB)."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    with temp_dir("sb-faults-") as home:
-        (home / "kafka").mkdir()
-        (home / "ferretdb").mkdir()
-        kafka = PrivateKafka(home / "kafka", LOGS / "faults-kafka.log")
-        ferretdb = PrivateFerretDB(home / "ferretdb", LOGS / "faults-ferretdb.log")
+    with temp_dir("sb-faults-kafka-") as home:
+        kafka = PrivateKafka(home, LOGS / "faults-kafka.log")
         try:
-            ferretdb.start()
             asyncio.run(kafka.start())
             with private_platform(
                 platform,
-                "faults",
+                "faults-kafka",
                 kafka=kafka.bootstrap,
-                mongo_url=ferretdb.url,
-                memory_env=SHORT_MONGO_BOUNDS,
                 env={
                     # Consumers notice a gone broker and rejoin their groups quickly.
                     "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "6000",
                     "SWITCHBOARD_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
                 },
             ) as plat:
-                yield PrivateStack(kafka, ferretdb, plat)
+                yield KafkaStack(kafka, plat)
         finally:
             asyncio.run(kafka.stop())
+
+
+@dataclass
+class FerretStack:
+    ferretdb: PrivateFerretDB
+    platform: PrivatePlatform
+
+
+@pytest.fixture(scope="module")
+def ferretdb_stack(platform: Platform) -> Iterator[FerretStack]:
+    """A private FerretDB and a private platform whose memory stores in it."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with temp_dir("sb-faults-ferretdb-") as home:
+        ferretdb = PrivateFerretDB(home, LOGS / "faults-ferretdb.log")
+        try:
+            ferretdb.start()
+            with private_platform(
+                platform, "faults-ferretdb", mongo_url=ferretdb.url, memory_env=SHORT_MONGO_BOUNDS
+            ) as plat:
+                yield FerretStack(ferretdb, plat)
+        finally:
             ferretdb.stop()
 
 
-async def private_account(stack: PrivateStack, fault: str, traffic: Traffic) -> FaultReport:
+async def private_account(
+    mongo_url: str, plat: PrivatePlatform, fault: str, traffic: Traffic
+) -> FaultReport:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        stack.ferretdb.url, serverSelectionTimeoutMS=5_000
+        mongo_url, serverSelectionTimeoutMS=5_000
     )
     try:
-        return await account(fault, traffic, client, stack.platform.database, store_wait_s=60)
+        return await account(fault, traffic, client, plat.database, store_wait_s=60)
     finally:
         await client.close()
 
@@ -262,9 +278,9 @@ async def private_account(stack: PrivateStack, fault: str, traffic: Traffic) -> 
     strict=False,
 )
 async def test_a_kafka_broker_restart_during_traffic_loses_nothing(
-    private_stack: PrivateStack, record_property: RecordProperty
+    kafka_stack: KafkaStack, record_property: RecordProperty
 ) -> None:
-    stack = private_stack
+    stack = kafka_stack
     traffic = Traffic(
         stack.platform.gateway_target,
         stack.platform.api_key,
@@ -289,7 +305,7 @@ async def test_a_kafka_broker_restart_during_traffic_loses_nothing(
         timeline["ready"] = time.monotonic()
 
     await traffic.run(restart_the_broker)
-    report = await private_account(stack, "kafka-restart", traffic)
+    report = await private_account(MONGO, stack.platform, "kafka-restart", traffic)
     publish_report(report, record_property)
     print(
         f"  broker stopped in {timeline['stopped'] - timeline['stopping']:.1f} s, "
@@ -305,9 +321,9 @@ async def test_a_kafka_broker_restart_during_traffic_loses_nothing(
 
 
 async def test_ferretdb_stopped_for_20_seconds_during_traffic_loses_nothing(
-    private_stack: PrivateStack, record_property: RecordProperty
+    ferretdb_stack: FerretStack, record_property: RecordProperty
 ) -> None:
-    stack = private_stack
+    stack = ferretdb_stack
     traffic = Traffic(
         stack.platform.gateway_target,
         stack.platform.api_key,
@@ -328,7 +344,7 @@ async def test_ferretdb_stopped_for_20_seconds_during_traffic_loses_nothing(
         outage.append(time.monotonic())
 
     await traffic.run(stop_ferretdb)
-    report = await private_account(stack, "ferretdb-20s", traffic)
+    report = await private_account(stack.ferretdb.url, stack.platform, "ferretdb-20s", traffic)
     publish_report(report, record_property)
 
     assert_nothing_lost_or_duplicated(report)
