@@ -106,8 +106,8 @@ def _wait_ready(name: str, url: str, process: subprocess.Popen[bytes], log: Path
     pytest.fail(f"{name} not ready at {url} within {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
 
 
-async def _create_topics(prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+async def _create_topics(prefix: str, bootstrap: str = KAFKA) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         await admin.create_topics(
@@ -120,8 +120,8 @@ async def _create_topics(prefix: str) -> None:
         await admin.close()
 
 
-async def _delete_topics(prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+async def _delete_topics(prefix: str, bootstrap: str = KAFKA) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = [t for t in await admin.list_topics() if t.startswith(prefix)]

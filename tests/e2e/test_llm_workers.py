@@ -1,12 +1,9 @@
 """LLM workers through the whole platform: provider faults driven by the simulator's controls
-(through the public API's `options.metadata`), cancellation, and a worker killed mid-stream."""
+(through the public API's `options.metadata`) and cancellation. A worker killed mid-stream is
+one of the fault tests (test_faults.py)."""
 
 import asyncio
-import json
-import os
-import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +11,6 @@ from typing import Any
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf.message import DecodeError
 from pymongo import AsyncMongoClient
 
@@ -24,11 +18,11 @@ from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOp
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.events_pb2 import DeadLetter, LlmResult, LlmTask
 
-from .conftest import KAFKA, ExtraWorker, Platform
+from .conftest import KAFKA, Platform
+from .faults_support import calls_for, final_text, kinds
 
 pytestmark = pytest.mark.e2e
 WAIT_S = 30.0
-TASK_PARTITIONS = 8  # deploy/local/kafka/topics.txt
 
 
 @pytest.fixture
@@ -60,29 +54,6 @@ async def collect(
     async for event in stub.Chat(chat_request, metadata=auth(platform), timeout=90):
         events.append(event)
     return events
-
-
-def kinds(events: list[ChatEvent]) -> list[str]:
-    return [str(e.WhichOneof("event")) for e in events]
-
-
-def final_text(events: list[ChatEvent]) -> str:
-    """The reply the client shows: the deltas after the last reset."""
-    names = kinds(events)
-    start = len(names) - names[::-1].index("reset") if "reset" in names else 0
-    return "".join(e.delta.text for e in events[start:] if e.WhichOneof("event") == "delta")
-
-
-def calls_for(platform: Platform, request_id: str) -> list[dict[str, Any]]:
-    """The simulator's journal entries of one request's generation (its `x-sim-key`)."""
-    with urllib.request.urlopen(f"{platform.simulator_url}/_journal", timeout=5) as response:
-        entries: list[dict[str, Any]] = json.load(response)["requests"]
-    key = f"{request_id}:0"
-    return [
-        e
-        for e in entries
-        if {k.lower(): v for k, v in e["headers"].items()}.get("x-sim-key") == key
-    ]
 
 
 async def stored(
@@ -120,7 +91,7 @@ async def test_a_stream_broken_midway_restarts_after_a_reset_and_the_final_text_
     before = "".join(e.delta.text for e in events[: names.index("reset")] if e.delta.text)
     text = final_text(events)
     assert before and text.startswith(before), "the restart replays the same reply"
-    assert [c["outcome"] for c in calls_for(platform, turn.request_id)] == [
+    assert [c["outcome"] for c in calls_for(platform.simulator_url, turn.request_id)] == [
         "fault_disconnect",
         "completed",
     ]
@@ -141,7 +112,8 @@ async def test_server_errors_are_retried_then_the_next_model_of_the_tier_answers
     done = events[-1].done
     assert (done.tier, done.model) == ("frontier", "gpt-4o")
     assert "reset" not in kinds(events), "nothing was streamed before the failures"
-    assert [(c["api"], c["outcome"]) for c in calls_for(platform, turn.request_id)] == [
+    calls = calls_for(platform.simulator_url, turn.request_id)
+    assert [(c["api"], c["outcome"]) for c in calls] == [
         ("anthropic", "error 500"),
         ("anthropic", "error 500"),
         ("anthropic", "error 500"),
@@ -155,7 +127,7 @@ async def test_rate_limits_are_retried_after_the_time_asked(
     turn = request("Hello there", fault="429", fault_attempts="1", retry_after_ms="300")
     events = await collect(chat, turn, platform)
     assert_well_formed(events)
-    first, second = calls_for(platform, turn.request_id)
+    first, second = calls_for(platform.simulator_url, turn.request_id)
     assert (first["outcome"], second["outcome"]) == ("error 429", "completed")
     assert second["time"] - first["time"] >= 0.3
 
@@ -190,7 +162,7 @@ async def test_cancelling_the_call_stops_the_provider_stream(
     deadline = time.monotonic() + 10
     entries: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        entries = calls_for(platform, turn.request_id)
+        entries = calls_for(platform.simulator_url, turn.request_id)
         if entries and "outcome" in entries[-1]:
             break
         await asyncio.sleep(0.05)
@@ -198,89 +170,6 @@ async def test_cancelling_the_call_stops_the_provider_stream(
     assert entry.get("outcome") == "client_disconnected", entry
     assert entry["tokens_sent"] < 400
     print(f"provider stream closed {1000 * (entry['ended'] - cancelled_at):.0f} ms after the call")
-
-
-def conversations_on_every_partition() -> dict[int, str]:
-    """A new conversation id for each partition of the task topics (keys are ids)."""
-    partitioner = DefaultPartitioner()
-    found: dict[int, str] = {}
-    partitions = list(range(TASK_PARTITIONS))
-    while len(found) < TASK_PARTITIONS:
-        conversation_id = str(uuid.uuid4())
-        found.setdefault(
-            partitioner(conversation_id.encode(), partitions, partitions), conversation_id
-        )
-    return found
-
-
-async def partitions_of(group: str, client_marker: str) -> set[int]:
-    """The partitions that the members whose client id contains `client_marker` hold."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        held: set[int] = set()
-        for response in await admin.describe_consumer_groups([group]):
-            for description in response.groups:
-                for member in description[5]:
-                    member_id, client_id = member[0], member[1]
-                    if client_marker in client_id or client_marker in member_id:
-                        assignment = ConsumerProtocolMemberAssignment.decode(member[-1])
-                        held.update(tp.partition for tp in assignment.partitions())
-        return held
-    finally:
-        await admin.close()
-
-
-async def test_killing_a_worker_mid_stream_loses_nothing_and_duplicates_nothing(
-    chat: ChatServiceStub,
-    platform: Platform,
-    mongo: AsyncMongoClient[dict[str, object]],
-    second_worker: ExtraWorker,
-) -> None:
-    group = f"e2e-{platform.run_id}-llm-worker-cheap"
-    doomed = await partitions_of(group, "second")
-    assert doomed and len(doomed) < TASK_PARTITIONS, "both workers hold partitions"
-    by_partition = conversations_on_every_partition()
-    turns: dict[int, ChatRequest] = {}
-    for partition, conversation_id in by_partition.items():
-        # About 6 s of streaming each.
-        turn = request(
-            f"Crash test {partition}: where is parcel {partition}?", delay_ms="80", tokens="80"
-        )
-        turn.conversation_id = conversation_id
-        turns[partition] = turn
-    received: dict[int, list[ChatEvent]] = {p: [] for p in turns}
-    streams = [asyncio.create_task(collect(chat, turns[p], platform, received[p])) for p in turns]
-    deadline = time.monotonic() + WAIT_S
-    while not all("delta" in kinds(events) for events in received.values()):
-        assert time.monotonic() < deadline, "every stream started"
-        await asyncio.sleep(0.02)
-
-    os.kill(second_worker.process.pid, signal.SIGKILL)
-    second_worker.process.wait(timeout=10)
-    results = await asyncio.gather(*streams)
-
-    for partition, events in zip(turns, results, strict=True):
-        turn = turns[partition]
-        assert_well_formed(events)
-        names = kinds(events)
-        if partition in doomed:
-            assert names.count("reset") == 1, f"partition {partition} restarted once: {names}"
-            before = "".join(e.delta.text for e in events[: names.index("reset")])
-            assert final_text(events).startswith(before)
-        else:
-            assert "reset" not in names, f"the surviving worker's stream {partition} went on"
-        # Each turn is stored exactly once, with the text the client was left with.
-        docs = await stored(mongo, platform, {"request_id": turn.request_id}, 2)
-        assert [(d["role"], d["text"]) for d in docs] == [
-            (ROLE_USER, turn.message),
-            (ROLE_ASSISTANT, final_text(events)),
-        ]
-        assert {d["conversation_id"] for d in docs} == {turn.conversation_id}
-    generations = {p: calls_for(platform, turns[p].request_id) for p in turns}
-    for partition, calls in generations.items():
-        expected = 2 if partition in doomed else 1
-        assert len(calls) == expected, f"partition {partition}: {len(calls)} provider calls"
 
 
 async def _records(topic: str, match: Any, wait_s: float = WAIT_S) -> list[Any]:

@@ -3,26 +3,14 @@ chats still complete, and after it returns every turn is stored exactly once.
 
 The shared FerretDB serves every other test, so this one runs a private FerretDB (its own
 port and SQLite directory) under a private platform: memory, orchestrator, llm-worker and
-gateway on a topic prefix of their own; only the provider simulator is shared. The FerretDB
-binary is `<repo>/.local/bin/ferretdb` (installed by `deploy/local/stack.sh`), or
-`SWITCHBOARD_FERRETDB_BIN` (e.g. in a git worktree without its own `.local`).
+gateway on a topic prefix of their own; only the provider simulator is shared
+(tests/e2e/private_stack.py).
 """
 
 import asyncio
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,224 +24,50 @@ from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.memory_pb2 import GetContextRequest
 from switchboard.v1.memory_pb2_grpc import MemoryServiceStub
 
-from .conftest import (
-    KAFKA,
-    LOGS,
-    MONGO,
-    REDIS,
-    ROOT,
-    Platform,
-    _create_topics,
-    _delete_topics,
-    _wait_ready,
-)
+from .conftest import LOGS, Platform
+from .faults_support import journal
 from .memory_support import eventually
+from .private_stack import (
+    SHORT_MONGO_BOUNDS,
+    PrivateFerretDB,
+    PrivatePlatform,
+    private_platform,
+    temp_dir,
+)
 
 pytestmark = pytest.mark.e2e
 
-FERRETDB_BIN = Path(os.environ.get("SWITCHBOARD_FERRETDB_BIN", ROOT / ".local/bin/ferretdb"))
-START_TIMEOUT_S = 15.0
 RECOVERY_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class PrivateFerretDB:
-    """A FerretDB of this test alone, which it may stop and start at will."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"mongodb://127.0.0.1:{self.port}/"
-        self._data_dir = data_dir
-        self._log = log
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                str(FERRETDB_BIN),
-                "-listen-addr",
-                f"127.0.0.1:{self.port}",
-                "-sqlite-dir",
-                str(self._data_dir),
-                "-log-level",
-                "warn",
-            ],
-            stdout=self._log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                pytest.fail(f"private FerretDB exited:\n{self._log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail(f"private FerretDB not listening within {START_TIMEOUT_S}s")
-
-    def kill(self) -> None:
-        """Stop it the hard way, as a crash or a lost node would."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-
-@dataclass
-class OutagePlatform:
-    ferretdb: PrivateFerretDB
-    prefix: str
-    database: str
-    gateway_target: str
-    memory_target: str
-    memory_group: str
-    simulator_url: str
-    api_key: str
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+@pytest.fixture(scope="module")
+def outage_ferretdb() -> Iterator[PrivateFerretDB]:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with temp_dir("sb-outage-ferretdb-") as data_dir:
+        ferretdb = PrivateFerretDB(data_dir, LOGS / "outage-ferretdb.log")
+        try:
+            ferretdb.start()
+            yield ferretdb
+        finally:
+            ferretdb.stop()
 
 
 @pytest.fixture(scope="module")
-def outage_platform(platform: Platform) -> Iterator[OutagePlatform]:
-    if not FERRETDB_BIN.is_file():
-        pytest.fail(
-            f"no FerretDB binary at {FERRETDB_BIN}: run deploy/local/stack.sh up, "
-            "or point SWITCHBOARD_FERRETDB_BIN at one"
-        )
-    run_id = uuid.uuid4().hex[:8]
-    data_dir = Path(tempfile.mkdtemp(prefix="sb-outage-ferretdb-"))
-    LOGS.mkdir(parents=True, exist_ok=True)
-    ferretdb = PrivateFerretDB(data_dir, LOGS / "outage-ferretdb.log")
-    ports = {name: free_port() for name in ("gateway", "memory")}
-    health = {name: free_port() for name in ("gateway", "memory", "orchestrator", "llm-worker")}
-    plat = OutagePlatform(
-        ferretdb=ferretdb,
-        prefix=f"e2e-{run_id}-outage.",
-        database=f"outage_{run_id}",
-        gateway_target=f"127.0.0.1:{ports['gateway']}",
-        memory_target=f"127.0.0.1:{ports['memory']}",
-        memory_group=f"e2e-{run_id}-outage-memory",
-        simulator_url=platform.simulator_url,
-        api_key=platform.api_key,
-    )
-    base_env = {
-        **os.environ,
-        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
-        "SWITCHBOARD_KAFKA_TOPIC_PREFIX": plat.prefix,
-        "SWITCHBOARD_REDIS_URL": REDIS,
-        "SWITCHBOARD_TELEMETRY_LOG_LEVEL": "INFO",
-        "OPENAI_BASE_URL": f"{platform.simulator_url}/v1",
-        "ANTHROPIC_BASE_URL": platform.simulator_url,
-    }
-    for secret in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
-        base_env.pop(secret, None)
-    services = [
-        (
-            "memory",
-            "switchboard.memory",
-            {
-                "SWITCHBOARD_MEMORY_GRPC_PORT": str(ports["memory"]),
-                "SWITCHBOARD_MEMORY_MONGO_URL": ferretdb.url,
-                "SWITCHBOARD_MEMORY_DATABASE": plat.database,
-                "SWITCHBOARD_MEMORY_CONSUMER_GROUP": plat.memory_group,
-                # Short bounds so that the outage shows within seconds.
-                "SWITCHBOARD_MEMORY_MONGO_TIMEOUT_MS": "500",
-                "SWITCHBOARD_MEMORY_WRITE_ATTEMPTS": "3",
-                "SWITCHBOARD_MEMORY_WRITE_BACKOFF_MAX_S": "0.5",
-                "SWITCHBOARD_MEMORY_CONTEXT_READ_TIMEOUT_S": "0.5",
-            },
-        ),
-        (
-            "llm-worker",
-            "switchboard.llm_worker",
-            {
-                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap",
-                "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"e2e-{run_id}-outage-worker",
-            },
-        ),
-        (
-            "orchestrator",
-            "switchboard.orchestrator",
-            {
-                "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": plat.memory_target,
-                "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-outage-orchestrator",
-                "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
-                "SWITCHBOARD_ORCHESTRATOR_DATABASE": platform.database,
-            },
-        ),
-        (
-            "gateway",
-            "switchboard.gateway",
-            {
-                "SWITCHBOARD_GATEWAY_GRPC_PORT": str(ports["gateway"]),
-                "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}-outage",
-                "SWITCHBOARD_GATEWAY_MEMORY_TARGET": plat.memory_target,
-                # Tenants (and the API key) come from the main platform's database on the
-                # shared FerretDB; only memory's private FerretDB goes down in this test.
-                "SWITCHBOARD_MONGO_URL": MONGO,
-                "SWITCHBOARD_MONGO_DATABASE": platform.database,
-            },
-        ),
-    ]
-    try:
-        ferretdb.start()
-        asyncio.run(_create_topics(plat.prefix))
-        for name, module, env in services:
-            log = LOGS / f"outage-{name}.log"
-            plat.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env={**base_env, **env, "SWITCHBOARD_HEALTH_PORT": str(health[name])},
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        for name, _, _ in services:
-            _wait_ready(
-                name,
-                f"http://127.0.0.1:{health[name]}/readyz",
-                plat.processes[name],
-                LOGS / f"outage-{name}.log",
-            )
+def outage_platform(
+    platform: Platform, outage_ferretdb: PrivateFerretDB
+) -> Iterator[PrivatePlatform]:
+    """A private platform whose memory stores in the private FerretDB (only it goes down)."""
+    with private_platform(
+        platform, "outage", mongo_url=outage_ferretdb.url, memory_env=SHORT_MONGO_BOUNDS
+    ) as plat:
         yield plat
-    finally:
-        for process in reversed(plat.processes.values()):
-            process.send_signal(signal.SIGTERM)
-        for process in plat.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        ferretdb.stop()
-        asyncio.run(_delete_topics(plat.prefix))
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def journal(simulator_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{simulator_url}/_journal", timeout=5) as response:
-        entries: list[dict[str, Any]] = json.load(response)["requests"]
-        return entries
-
-
-async def memory_lag(plat: OutagePlatform) -> int:
+async def memory_lag(plat: PrivatePlatform) -> int:
     """Records of `chat.turns` not yet committed by the memory service's group."""
     topic = plat.prefix + "chat.turns"
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA)
+    admin = AIOKafkaAdminClient(bootstrap_servers=plat.kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=plat.kafka)
     await admin.start()
     await consumer.start()
     try:
@@ -272,17 +86,19 @@ async def memory_lag(plat: OutagePlatform) -> int:
 
 @pytest.fixture
 async def private_mongo(
-    outage_platform: OutagePlatform,
+    outage_ferretdb: PrivateFerretDB,
 ) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        outage_platform.ferretdb.url, serverSelectionTimeoutMS=2_000
+        outage_ferretdb.url, serverSelectionTimeoutMS=2_000
     )
     yield client
     await client.close()
 
 
 async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_once(
-    outage_platform: OutagePlatform, private_mongo: AsyncMongoClient[dict[str, Any]]
+    outage_platform: PrivatePlatform,
+    outage_ferretdb: PrivateFerretDB,
+    private_mongo: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     plat = outage_platform
     marker = uuid.uuid4().hex[:8]
@@ -323,7 +139,7 @@ async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_o
             )
             return [m.text for m in context.messages]
 
-        plat.ferretdb.kill()
+        outage_ferretdb.kill()
         outage_started = time.monotonic()
         for text in texts[1:]:
             await say(text)  # every chat completes while MongoDB is away
@@ -355,7 +171,7 @@ async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_o
 
         # Keep MongoDB away a little longer: several write/NACK/redelivery cycles.
         await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - outage_started)))
-        plat.ferretdb.start()
+        outage_ferretdb.start()
 
         docs = await eventually(
             lambda: messages_db.find({"conversation_id": conversation}).sort("position").to_list(),
