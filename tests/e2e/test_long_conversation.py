@@ -4,6 +4,7 @@ a summary plus a recent window instead of its whole history."""
 import json
 import urllib.request
 import uuid
+from functools import partial
 from typing import Any
 
 import grpc
@@ -56,7 +57,7 @@ async def test_turn_forty_sends_summary_and_recent_window_not_the_whole_history(
                 await stored(mongo, platform.database, "demo", conversation, 2 * (TURNS - 1))
                 scope = {"tenant_id": "demo", "conversation_id": conversation}
                 await eventually(
-                    lambda: mongo[platform.database]["conversations"].find_one(scope),
+                    partial(mongo[platform.database]["conversations"].find_one, scope),
                     lambda doc: bool(doc and doc.get("summary") and not doc.get("summary_pending")),
                     timeout_s=30,
                 )
