@@ -99,9 +99,13 @@ async def test_chat_streams_reply_and_stores_turn(
     ]
     assert {d["tenant_id"] for d in docs} == {"demo"}
     assert {d["request_id"] for d in docs} == {request_id}
-    conversation = await mongo[platform.database]["conversations"].find_one(
-        {"conversation_id": conversation_id}
-    )
+    # Memory writes the conversation document right after the messages: wait for it (bounded).
+    conversations = mongo[platform.database]["conversations"]
+    deadline = time.monotonic() + STORE_WAIT_S
+    conversation = await conversations.find_one({"conversation_id": conversation_id})
+    while conversation is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        conversation = await conversations.find_one({"conversation_id": conversation_id})
     assert conversation is not None and conversation["user_id"] == "alice"
 
 
