@@ -31,6 +31,7 @@ from switchboard.common.tenants import (
     hash_api_key,
     load_seed,
 )
+from switchboard.common.topics import read_topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs" / "e2e"
@@ -62,13 +63,7 @@ HEALTH_PORTS = {
 
 def topic_specs(prefix: str) -> list[tuple[str, int]]:
     """The stack's topics (deploy/local/kafka/topics.txt) under `prefix`."""
-    specs = []
-    for line in (ROOT / "deploy/local/kafka/topics.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, partitions = line.split()
-            specs.append((prefix + name, int(partitions)))
-    return specs
+    return read_topic_specs(ROOT / "deploy/local/kafka/topics.txt", prefix)
 
 
 @dataclass
@@ -144,15 +139,9 @@ async def _seed_tenants(database: str, demo_orders_url: str) -> None:
     )
     try:
         store = TenantStore(client, database)  # type: ignore[arg-type]
-        previous = os.environ.get("SWITCHBOARD_DEV_API_KEY")
-        os.environ["SWITCHBOARD_DEV_API_KEY"] = API_KEY
-        try:
-            tenants = load_seed(ROOT / "deploy/local/tenants.yaml")
-        finally:
-            if previous is None:
-                os.environ.pop("SWITCHBOARD_DEV_API_KEY")
-            else:
-                os.environ["SWITCHBOARD_DEV_API_KEY"] = previous
+        tenants = load_seed(
+            ROOT / "deploy/local/tenants.yaml", {"SWITCHBOARD_DEV_API_KEY": API_KEY}
+        )
         for tenant in tenants:
             for tool in tenant.tools:
                 if isinstance(tool.get("url"), str):

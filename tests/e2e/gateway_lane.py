@@ -11,7 +11,6 @@ platform's memory service and tenant database.
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,16 +29,10 @@ from .conftest import (
     _delete_topics,
     _wait_ready,
 )
+from .private_stack import free_port
 
 SLOW_TOKENS = 80
 SLOW_TOKEN_DELAY_MS = 50  # a full reply takes about 4 s
-
-
-def free_port() -> int:
-    """A port free right now (ports fixed in the ephemeral range can be taken by any client)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 DISCONNECT_GRACE_S = 3

@@ -60,6 +60,7 @@ SHORT_MONGO_BOUNDS = {
 
 
 def free_port() -> int:
+    """A port free right now (ports fixed in the ephemeral range can be taken by any client)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -66,3 +66,10 @@ async def test_a_known_tenant_is_served_from_the_cache_while_the_store_is_slow()
     unknown_store = TenantStore(client, "db", cache_ttl_s=0.0, stale_for_s=60.0)  # type: ignore[arg-type]
     with pytest.raises(PyMongoError):
         await unknown_store.get("acme")  # never seen: nothing to serve
+
+
+def test_seed_keys_can_come_from_a_given_environment(tmp_path: Path) -> None:
+    seed = tmp_path / "tenants.yaml"
+    seed.write_text("tenants:\n  - tenant_id: acme\n    api_keys_from_env: [ACME_KEY]\n")
+    (tenant,) = load_seed(seed, {"ACME_KEY": "given"})
+    assert tenant.api_key_sha256 == [hash_api_key("given")]

@@ -13,6 +13,7 @@ from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
 from switchboard.common import topics
+from switchboard.common.consumer import Record
 from switchboard.common.envelope import M, PoisonMessageError, decode, headers_for
 from switchboard.common.settings import KafkaSettings
 from switchboard.v1.events_pb2 import DeadLetter
@@ -98,17 +99,31 @@ async def send_dead_letter(
     """Park a record that cannot be processed, with the reason, so the consumer carries on."""
     raw = record.raw_message
     assert not isinstance(raw, tuple), "batch records are not dead-lettered whole"
+    await publish_dead_letter(broker, raw, error, consumer_group=consumer_group)
+
+
+async def publish_dead_letter(
+    broker: KafkaBroker, record: Record, error: str, *, consumer_group: str
+) -> None:
+    """Publish `record` with the reason on `<its topic>.dlq`."""
     letter = DeadLetter(
-        source_topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        key=raw.key or b"",
-        value=raw.value or b"",
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key or b"",
+        value=record.value or b"",
         error=error,
         consumer_group=consumer_group,
     )
-    log.warning("dead-lettering %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, error)
-    await publish(broker, topics.dead_letter(raw.topic), letter, key=(raw.key or b"").decode())
+    log.warning(
+        "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+    )
+    await publish(
+        broker,
+        topics.dead_letter(record.topic),
+        letter,
+        key=(record.key or b"").decode("utf-8", "replace"),
+    )
 
 
 class StreamPublisher:

@@ -1,7 +1,6 @@
 """Handling one raw Kafka record of a `ConcurrentConsumer`: its trace, its payload, its
 dead letter. Shared by every service that consumes with the concurrent consumer."""
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,12 +9,8 @@ from faststream.kafka import KafkaBroker
 from opentelemetry import propagate, trace
 
 from switchboard.common.consumer import Record
-from switchboard.common.kafka import publish
+from switchboard.common.kafka import publish_dead_letter
 from switchboard.common.retry import retrying
-from switchboard.common.topics import dead_letter
-from switchboard.v1.events_pb2 import DeadLetter
-
-log = logging.getLogger(__name__)
 
 
 def record_headers(record: Record) -> dict[str, str]:
@@ -51,24 +46,8 @@ async def dead_letter_record(
     attempts: int,
     backoff_max_s: float,
 ) -> None:
-    """Park a record that can never be processed, with the reason, on `<topic>.dlq`."""
-    letter = DeadLetter(
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key or b"",
-        value=record.value or b"",
-        error=error,
-        consumer_group=group_id,
-    )
-    log.warning(
-        "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
-    )
+    """Park a record that can never be processed, with the reason, on `<topic>.dlq`
+    (bounded retries: the record is committed only once its letter is out)."""
     async for step in retrying(attempts, backoff_max_s, (KafkaError, TimeoutError)):
         with step:
-            await publish(
-                broker,
-                dead_letter(record.topic),
-                letter,
-                key=(record.key or b"").decode("utf-8", "replace"),
-            )
+            await publish_dead_letter(broker, record, error, consumer_group=group_id)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,8 +172,10 @@ class TenantStore:
         return tenant
 
 
-def load_seed(path: Path) -> list[TenantConfig]:
-    """Tenants from a YAML seed file; `api_keys_from_env` names variables holding keys."""
+def load_seed(path: Path, environ: Mapping[str, str] | None = None) -> list[TenantConfig]:
+    """Tenants from a YAML seed file; `api_keys_from_env` names variables holding keys, read
+    from `environ` (the process environment by default)."""
+    environ = os.environ if environ is None else environ
     raw = yaml.safe_load(path.read_text()) or {}
     tenants = []
     for entry in raw.get("tenants", []):
@@ -180,7 +183,7 @@ def load_seed(path: Path) -> list[TenantConfig]:
         hashes = list(entry.pop("api_key_sha256", []))
         for variable in entry.pop("api_keys_from_env", []):
             name, _, default = str(variable).partition("=")
-            key = os.environ.get(name, default)
+            key = environ.get(name, default)
             if key:
                 hashes.append(hash_api_key(key))
         tenants.append(TenantConfig.model_validate({**entry, "api_key_sha256": hashes}))

@@ -5,6 +5,7 @@ independent deployments, such as a test run beside `make up`, can share one clus
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 TIERS = ("cheap", "frontier")
 
@@ -42,6 +43,18 @@ class Topics:
     def chat_replies(self, gateway_instance: str) -> str:
         """The reply topic owned by one gateway instance."""
         return f"{self.prefix}chat.replies.{gateway_instance}"
+
+
+def read_topic_specs(path: Path, prefix: str = "") -> list[tuple[str, int]]:
+    """(name, partitions) of each topic in a `name partitions` file such as
+    deploy/local/kafka/topics.txt (`#` starts a comment), names under `prefix`."""
+    specs = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, partitions = line.split()
+            specs.append((prefix + name, int(partitions)))
+    return specs
 
 
 def dead_letter(topic: str) -> str:

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
 from switchboard.common.tenants import RateLimits, TenantConfig, TenantStore, hash_api_key
+from switchboard.common.topics import read_topic_specs
 
 ROOT = Path(__file__).resolve().parents[5]
 
@@ -212,13 +213,7 @@ class Platform:
             await client.close()
 
     def _topic_specs(self) -> list[tuple[str, int]]:
-        specs = []
-        for line in (ROOT / "deploy/local/kafka/topics.txt").read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                name, partitions = line.split()
-                specs.append((self.topic_prefix + name, int(partitions)))
-        return specs
+        return read_topic_specs(ROOT / "deploy/local/kafka/topics.txt", self.topic_prefix)
 
     async def _create_topics(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=10_000)
