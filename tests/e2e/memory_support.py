@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from switchboard.common.envelope import headers_for
 from switchboard.v1.events_pb2 import CompletedTurn
 
-from .conftest import KAFKA
+from .conftest import KAFKA, LOGS
 
 T = TypeVar("T")
 Mongo = AsyncMongoClient[dict[str, Any]]
@@ -101,3 +101,16 @@ async def stored(
         )
 
     return await eventually(probe, lambda docs: len(docs) >= count)
+
+
+def log_lines(*needles: str, services: tuple[str, ...] = ("memory", "llm-worker")) -> str:
+    """The e2e log lines of `services` that mention any of `needles`: a failure's evidence."""
+    found = []
+    for service in services:
+        path = LOGS / f"{service}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if any(needle in line for needle in needles):
+                found.append(f"[{service}] {line[:300]}")
+    return "\n".join(found[-60:]) or "(no log lines)"

@@ -65,6 +65,9 @@ async def test_one_summary_in_flight_at_a_time_until_it_is_stale(store: Conversa
     base, plan = await plan_for(store, conversation)
     assert await store.claim_summary("acme", conversation, "t1", base, plan, 60)
     assert not await store.claim_summary("acme", conversation, "t2", base, plan, 60)
+    # The same task claimed again (its turn was retried after claiming) may be sent again.
+    assert await store.claim_summary("acme", conversation, "t1", base, plan, 60)
+    assert not await store.claim_summary("acme", conversation, "t2", base, plan, 60)
     # Once the first is older than the timeout, another may be asked for ...
     assert await store.claim_summary("acme", conversation, "t3", base, plan, 0)
     # ... and the late result of the first is then ignored.

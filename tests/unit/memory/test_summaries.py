@@ -83,3 +83,27 @@ def test_the_task_goes_to_the_cheap_tier_and_comes_back_on_the_memory_topic() ->
     assert "Customer: w0" in prompt and "Assistant: w1" in prompt
     assert "w4" not in prompt  # kept verbatim, not summarised
     assert task.params.max_output_tokens == 200
+
+
+def test_the_same_summary_asked_twice_is_the_same_task() -> None:
+    previous = SummaryState(version=1, text="Earlier: hello.")
+    planned = plan(previous, messages(6))
+    assert planned is not None
+
+    def task_for(state: SummaryState, conversation: str = "c1") -> str:
+        assert planned is not None
+        return summary_task(
+            tenant_id="acme",
+            conversation_id=conversation,
+            previous=state,
+            plan=planned,
+            tier="cheap",
+            result_topic="t",
+            max_output_tokens=200,
+        ).task_id
+
+    # A retried or redelivered turn recognises its own claim by the id ...
+    assert task_for(previous) == task_for(previous)
+    # ... while another base version or another conversation is another summary.
+    assert task_for(SummaryState(version=2, text="x")) != task_for(previous)
+    assert task_for(previous, "c2") != task_for(previous)

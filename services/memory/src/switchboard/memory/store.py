@@ -288,7 +288,11 @@ class ConversationStore:
         plan: SummaryPlan,
         stale_after_s: float,
     ) -> bool:
-        """Record a summary task as in flight; False when another one (not stale) is."""
+        """Record a summary task as in flight; False when another one (not stale) is.
+
+        Claiming again with the same `task_id` succeeds: a turn whose first attempt claimed
+        but failed before (or while) sending the task can send it again.
+        """
         now = _now()
         # Only on the summary the plan was made from: a version stored meanwhile makes the
         # plan stale (it would fold messages already covered into a duplicate version).
@@ -301,6 +305,7 @@ class ConversationStore:
                 **base_filter,
                 "$or": [
                     {"summary_pending": {"$exists": False}},
+                    {"summary_pending.task_id": task_id},
                     {
                         "summary_pending.requested_at": {
                             "$lt": now - timedelta(seconds=stale_after_s)

@@ -25,6 +25,7 @@ INSTRUCTIONS = (
     "amounts, what the customer wants, and what was already promised or done. Write plain "
     "prose in the conversation's language, with no preamble."
 )
+_SUMMARY_NAMESPACE = uuid.UUID("5b0c8f1e-2f57-4c35-9d1f-6a3c1f0e7a21")
 _SPEAKERS: dict[int, str] = {ROLE_USER: "Customer", ROLE_ASSISTANT: "Assistant"}
 
 
@@ -73,6 +74,14 @@ def plan_summary(
     return SummaryPlan(tuple(chosen), total)
 
 
+def summary_task_id(
+    tenant_id: str, conversation_id: str, base_version: int, last: StoredMessage
+) -> str:
+    """The task id of the summary that folds everything up to `last` into `base_version`."""
+    name = f"{tenant_id}/{conversation_id}/{base_version}/{last.position}/{last.role}"
+    return str(uuid.uuid5(_SUMMARY_NAMESPACE, name))
+
+
 def summary_task(
     *,
     tenant_id: str,
@@ -83,8 +92,12 @@ def summary_task(
     result_topic: str,
     max_output_tokens: int,
 ) -> LlmTask:
-    """The LLM task that writes the next summary; no client waits on it (no reply topic)."""
-    task_id = str(uuid.uuid4())
+    """The LLM task that writes the next summary; no client waits on it (no reply topic).
+
+    Its id follows from what it summarises, so that a retried or redelivered turn asking
+    for the same summary recognises its own claim and sends the same task again.
+    """
+    task_id = summary_task_id(tenant_id, conversation_id, previous.version, plan.last)
     new_messages = "\n".join(transcript_line(m) for m in plan.messages)
     # Roughly 0.75 words per token in English prose.
     words = max(20, int(max_output_tokens * 0.75))
