@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
 from switchboard.llm_worker.generation import GenerationPolicy, generate
@@ -21,6 +23,7 @@ from switchboard.llm_worker.providers import (
     anthropic_messages,
     openai_messages,
     retry_after_s,
+    sse_data,
 )
 from switchboard.llm_worker.settings import ModelSpec
 from switchboard.simulator import RunningSimulator
@@ -428,3 +431,61 @@ async def test_cancelling_a_generation_closes_the_provider_stream(
     assert entry.get("outcome") == "client_disconnected"
     assert entry["tokens_sent"] < 100
     print(f"provider stream closed {1000 * (entry['ended'] - cancelled_at):.1f} ms after cancel")
+
+
+async def lines_of(text: str) -> AsyncIterator[str]:
+    for line in text.split("\n"):
+        yield line
+
+
+async def test_the_sse_reader_follows_the_event_stream_rules() -> None:
+    stream = (
+        ": keep-alive comment\n"
+        'data: {"n": 1}\n'
+        "\n"
+        "event: chunk\n"
+        'data: {"n":\n'
+        "data: 2}\n"
+        "\n"
+        'data:{"n": 3}\n'
+        "\n"
+        "data: [DONE]\n"
+        "\n"
+        'data: {"n": 4}\n'
+        "\n"
+    )
+    assert [chunk async for chunk in sse_data(lines_of(stream))] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    # A stream cut before its blank line still gives its last event.
+    assert [c async for c in sse_data(lines_of('data: {"n": 5}'))] == [{"n": 5}]
+    with pytest.raises(ValueError, match="not a JSON object"):
+        [c async for c in sse_data(lines_of("data: [1, 2]\n\n"))]
+
+
+async def test_an_error_inside_an_openai_stream_is_a_retryable_stream_error() -> None:
+    body = (
+        'data: {"model": "m", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+        'data: {"error": {"message": "overloaded mid-stream", "type": "server_error"}}\n\n'
+    )
+
+    def respond(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, content=body.encode(), headers={"content-type": "text/event-stream"}
+        )
+
+    provider = OpenAIProvider("http://sim.invalid/v1", "test-key", timeout_s=5)
+    provider._client = openai.AsyncOpenAI(
+        base_url="http://sim.invalid/v1",
+        api_key="test-key",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(respond)),
+    )
+    seen: list[Any] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in provider.stream(
+            GenerationRequest(model="m", messages=conversation("hi"))
+        ):
+            seen.append(event)
+    assert seen == [TextDelta("Hel")]
+    assert (caught.value.retryable, caught.value.kind) == (True, "stream_error")
+    assert "overloaded mid-stream" in str(caught.value)
+    await provider.close()

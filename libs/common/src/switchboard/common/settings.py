@@ -42,6 +42,10 @@ class RedisSettings(BaseSettings):
     url: str = "redis://127.0.0.1:6379/0"
     socket_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
+    # Connections per process; a call waits up to `pool_timeout_s` for a free one (the
+    # client's own default fails at once past 100, which 100 open streams reach).
+    max_connections: int = Field(default=256, ge=1)
+    pool_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class TelemetrySettings(BaseSettings):

@@ -49,6 +49,8 @@ class OrchestratorSettings(BaseSettings):
     max_tool_rounds: int = Field(default=5, ge=1, le=20)
     builtin_tool_timeout_s: float = Field(default=5.0, gt=0)
     tool_result_max_chars: int = Field(default=4_000, gt=0)
+    # Tenants whose built tool registries are kept (a registry checks its JSON schemas once).
+    tool_registry_cache_size: int = Field(default=1_024, ge=1)
     http_tool_max_response_bytes: int = Field(default=256 * 1024, gt=0)
     http_tool_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = (
         Field(default_factory=lambda: ["127.0.0.1:8086", "localhost:8086"])
