@@ -1,5 +1,6 @@
 """The memory store's concurrency rules on the real FerretDB, in process (no services)."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -116,3 +117,80 @@ async def test_a_turn_written_after_its_conversation_was_deleted_takes_itself_ou
     # Tombstones are forgotten after their time.
     assert await store.purge_tombstones(datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert await store.save_turn(late) is SaveOutcome.STORED
+
+
+async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
+    store: ConversationStore,
+) -> None:
+    conversation = await stored_conversation(store, turns=30)  # 60 messages, window of 40
+    scan = [m.position for m in await store.unsummarised("acme", conversation, 0, 200)]
+    assert len(scan) == 60
+    doc = await store.conversation("acme", conversation)
+    assert doc is not None and (doc["message_count"], doc["recent_count"]) == (60, 60)
+    assert [m["position"] for m in doc["recent"]] == scan[-40:]
+
+    snapshot = await store.context_snapshot("acme", conversation, 200, 0)
+    assert [m.position for m in snapshot.newest_first] == list(reversed(scan))
+
+    # A window out of step with the count (writers raced) is not trusted ...
+    conversations = store.client[store.database]["conversations"]
+    await conversations.update_one(
+        {"_id": doc["_id"]}, {"$set": {"recent": doc["recent"][:-2], "recent_count": 59}}
+    )
+    snapshot = await store.context_snapshot("acme", conversation, 200, 0)
+    assert [m.position for m in snapshot.newest_first] == list(reversed(scan))
+    # ... and the next turn rebuilds it from the messages.
+    late = make_turns("acme", conversation, [("one more", "answer")])[0]
+    assert await store.save_turn(late) is SaveOutcome.STORED
+    doc = await store.conversation("acme", conversation)
+    assert doc is not None and (doc["message_count"], doc["recent_count"]) == (62, 62)
+    assert [m["position"] for m in doc["recent"]][:38] == scan[-38:]
+
+
+async def test_a_summary_stored_while_turns_are_written_is_kept(
+    store: ConversationStore,
+) -> None:
+    """Turns and summary results are consumed side by side; FerretDB 1.x rewrites whole
+    documents without a transaction, so the store serialises writes to a conversation."""
+    conversation = await stored_conversation(store, turns=4)
+    more = make_turns("acme", conversation, [(f"q{i}", f"a{i}") for i in range(12)])
+    base, plan = await plan_for(store, conversation)
+    assert await store.claim_summary("acme", conversation, "t1", base, plan, 60)
+
+    async def turns() -> None:
+        for turn in more:
+            assert await store.save_turn(turn) is SaveOutcome.STORED
+
+    async def summary() -> None:
+        assert await store.save_summary("acme", conversation, "t1", "kept", 5) == 1
+
+    await asyncio.gather(turns(), summary())
+    doc = await store.conversation("acme", conversation)
+    assert doc is not None
+    assert doc["summary"]["text"] == "kept" and "summary_pending" not in doc
+    assert doc["message_count"] == doc["recent_count"] == 8 + 24
+
+
+async def test_facts_kept_on_the_conversation_match_the_facts_collection(
+    store: ConversationStore,
+) -> None:
+    conversation = f"c-{uuid.uuid4().hex[:8]}"
+    texts = [
+        ("My order 55120 never arrived", "Let me check order 55120."),
+        ("My name is Dana Smith", "Thanks Dana."),
+        ("Also order 55121 please", "Noted."),
+        ("My order 55120 again", "Still checking."),  # stated before: kept once
+    ]
+    for turn in make_turns("acme", conversation, texts):
+        assert await store.save_turn(turn) is SaveOutcome.STORED
+    kept = (await store.context_snapshot("acme", conversation, 200, 20)).facts
+    assert len(kept) >= 3, kept
+    assert len({(f.kind, f.value) for f in kept}) == len(kept)
+
+    # The same facts when the window is not trusted and the collection is read instead.
+    doc = await store.conversation("acme", conversation)
+    assert doc is not None and doc["known_facts_complete"]
+    conversations = store.client[store.database]["conversations"]
+    await conversations.update_one({"_id": doc["_id"]}, {"$set": {"recent_count": -1}})
+    assert (await store.context_snapshot("acme", conversation, 200, 20)).facts == kept
+    assert (await store.context_snapshot("acme", conversation, 200, 2)).facts == kept[-2:]

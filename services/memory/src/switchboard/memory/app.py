@@ -108,8 +108,8 @@ class TurnRecordHandler:
             settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
         ):
             with attempt:
-                outcome = await self._store.save_turn(turn)
-        if outcome is SaveOutcome.DROPPED_DELETED:
+                saved = await self._store.save_turn_with_state(turn)
+        if saved.outcome is SaveOutcome.DROPPED_DELETED:
             self._cache.forget(key)
             TURNS.labels("dropped_deleted").inc()
             log.info("turn %s of deleted conversation %s dropped", turn.request_id, key[1])
@@ -119,7 +119,11 @@ class TurnRecordHandler:
             settings.write_attempts, settings.write_backoff_max_s, TRANSIENT
         ):
             with attempt:
-                await self._summarizer.after_turn(turn.tenant_id, turn.conversation_id)
+                # The state the write left, then (on a retry) whatever the store holds.
+                first = attempt.retry_state.attempt_number == 1
+                await self._summarizer.after_turn(
+                    turn.tenant_id, turn.conversation_id, saved if first else None
+                )
 
 
 def build(
@@ -166,7 +170,13 @@ async def serve(settings: MemorySettings) -> None:
     tracer_provider = setup_telemetry("memory", settings.telemetry)
     health_server = HealthServer(settings.health.host, settings.health.port)
     await health_server.start()
-    store = ConversationStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms)
+    store = ConversationStore(
+        settings.mongo_url,
+        settings.database,
+        settings.mongo_timeout_ms,
+        recent_limit=settings.recent_messages,
+        facts_limit=settings.known_facts_limit,
+    )
     async for attempt in retrying(
         settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
     ):

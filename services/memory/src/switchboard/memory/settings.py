@@ -30,6 +30,12 @@ class MemorySettings(BaseSettings):
     default_context_tokens: int = Field(default=4_000, gt=0)
     # Newest unsummarised messages read to fill a window; older ones belong in the summary.
     context_scan_limit: int = Field(default=200, gt=0)
+    # Newest messages kept on the conversation document, so that a context (and a summary
+    # plan) is one read by key; older unsummarised ones are read from the messages.
+    recent_messages: int = Field(default=40, gt=0)
+    # Facts kept on the conversation document; a conversation with more reads them from the
+    # facts collection instead.
+    known_facts_limit: int = Field(default=100, gt=0)
     # Facts returned with a context, newest first (they also count against the budget).
     context_max_facts: int = Field(default=20, ge=0)
     # A context read gives up after this long (or the caller's deadline, if sooner) and

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter
 
 from switchboard.memory.settings import MemorySettings
-from switchboard.memory.store import ConversationStore
+from switchboard.memory.store import ConversationStore, SavedTurn
 from switchboard.memory.summaries import plan_summary, summary_task
 from switchboard.memory.tokens import count_tokens
 from switchboard.v1.events_pb2 import LlmResult, LlmTask
@@ -38,13 +38,24 @@ class Summarizer:
     def _count(self, text: str) -> int:
         return count_tokens(text, self._settings.summary_count_model)
 
-    async def after_turn(self, tenant_id: str, conversation_id: str) -> str | None:
-        """Request a summary when the unsummarised part is too long; the task id, if any."""
+    async def after_turn(
+        self, tenant_id: str, conversation_id: str, saved: SavedTurn | None = None
+    ) -> str | None:
+        """Request a summary when the unsummarised part is too long; the task id, if any.
+
+        `saved` is the state the turn's write left, which spares reading it again.
+        """
         settings = self._settings
-        previous = await self._store.summary_state(tenant_id, conversation_id)
-        unsummarised = await self._store.unsummarised(
-            tenant_id, conversation_id, previous.until_position, settings.context_scan_limit
-        )
+        if saved is not None and saved.summary is not None:
+            previous = saved.summary
+        else:
+            previous = await self._store.summary_state(tenant_id, conversation_id)
+        if saved is not None and saved.summary is not None and saved.unsummarised is not None:
+            unsummarised = list(saved.unsummarised[: settings.context_scan_limit])
+        else:
+            unsummarised = await self._store.unsummarised(
+                tenant_id, conversation_id, previous.until_position, settings.context_scan_limit
+            )
         plan = plan_summary(
             previous,
             unsummarised,
