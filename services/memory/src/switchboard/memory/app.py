@@ -12,7 +12,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from switchboard.common.consumer import Lease, Record
+from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
@@ -77,7 +77,7 @@ class TurnRecordHandler:
         self._summarizer = summarizer
         self.group_id = settings.consumer_group
 
-    async def __call__(self, record: Record, lease: Lease | None = None) -> None:
+    async def __call__(self, record: Record, lease: Lease) -> None:
         with consumer_span(tracer, record, self.group_id) as span:
             try:
                 turn = decode(record.value or b"", record_headers(record), CompletedTurn)
@@ -188,18 +188,6 @@ async def serve(settings: MemorySettings) -> None:
 
     broker = create_broker(settings.kafka, "memory", tracer_provider)
     summarizer = build(settings, broker, store, cache)
-    turn_handler = TurnRecordHandler(settings, broker, store, cache, summarizer)
-
-    # One turn at a time, in order: the concurrent consumer (`switchboard.common.consumer`)
-    # lost rolling summaries in the full e2e suite on a fresh clone (not yet understood), so
-    # memory keeps the sequential subscriber; a raise is a NACK and the turn comes back.
-    @durable_subscriber(
-        broker, Topics(settings.kafka.topic_prefix).chat_turns, settings.consumer_group
-    )
-    async def on_turn(message: KafkaMessage) -> None:
-        raw = message.raw_message
-        assert not isinstance(raw, tuple), "batch records are not consumed here"
-        await turn_handler(raw)
 
     server = grpc.aio.server(interceptors=grpc_server_interceptors())
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
@@ -212,6 +200,21 @@ async def serve(settings: MemorySettings) -> None:
     await server.start()
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await broker.start()
+    # Many turns stored at once, one at a time per conversation (and the store serialises
+    # every write to a conversation document, which FerretDB needs); offsets committed only
+    # over turns MongoDB acknowledged.
+    turns_consumer = ConcurrentConsumer(
+        topics=[Topics(settings.kafka.topic_prefix).chat_turns],
+        group_id=settings.consumer_group,
+        client_id="memory",
+        kafka=settings.kafka,
+        handler=TurnRecordHandler(settings, broker, store, cache, summarizer),
+        capacity=Capacity(settings.max_concurrent_writes),
+        retry_backoff_s=settings.write_backoff_max_s,
+        ordered_by_key=True,
+    )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await turns_consumer.start()
 
     tenants = TenantStore(store.client, settings.database)
     sweeper = RetentionSweeper(
@@ -248,6 +251,7 @@ async def serve(settings: MemorySettings) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeping
     await server.stop(settings.shutdown_grace_s)
+    await turns_consumer.stop(settings.shutdown_grace_s)
     await broker.stop()
     await store.close()
     await health_server.stop()

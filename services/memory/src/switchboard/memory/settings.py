@@ -18,6 +18,8 @@ class MemorySettings(BaseSettings):
     # Bounds server selection, connecting and every socket read of a MongoDB call.
     mongo_timeout_ms: int = Field(default=5_000, gt=0)
     consumer_group: str = "memory"
+    # Turns written at once (one at a time per conversation).
+    max_concurrent_writes: int = Field(default=16, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
 
     # ---- durability of `chat.turns` ------------------------------------------------------
