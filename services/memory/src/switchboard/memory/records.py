@@ -53,6 +53,8 @@ class SummaryState:
     text: str = ""
     # Messages at or before this position are covered by the summary.
     until_position: int = 0
+    # How many messages that is.
+    covered_messages: int = 0
 
 
 @dataclass(frozen=True)

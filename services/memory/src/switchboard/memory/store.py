@@ -174,7 +174,12 @@ def _summary(doc: Document | None) -> SummaryState:
     summary = (doc or {}).get("summary")
     if not summary:
         return SummaryState()
-    return SummaryState(summary["version"], summary["text"], summary["until_position"])
+    return SummaryState(
+        summary["version"],
+        summary["text"],
+        summary["until_position"],
+        summary.get("covered_messages", 0),
+    )
 
 
 class ConversationStore:
@@ -273,8 +278,8 @@ class ConversationStore:
         scope = _scope(turn.tenant_id, turn.conversation_id)
         accepted = turn.accepted_at.ToDatetime(tzinfo=UTC)
         completed = turn.completed_at.ToDatetime(tzinfo=UTC)
-        # Deletion is checked once, after the write (which is then taken out again): one
-        # query less on every turn, some undone work on the rare turn of a deleted one.
+        if await self._deleted_since(scope, accepted):
+            return SavedTurn(SaveOutcome.DROPPED_DELETED)
         user, assistant = messages_of(turn)
         details = {
             "tier": turn.tier,
@@ -414,7 +419,8 @@ class ConversationStore:
         await self._conversations.insert_one({**old, "_id": key})
 
     async def _deleted_since(self, scope: Document, moment: datetime) -> bool:
-        tombstone = await self._tombstones.find_one(scope)
+        key = conversation_key(scope["tenant_id"], scope["conversation_id"])
+        tombstone = await self._tombstones.find_one({"_id": key})
         return tombstone is not None and moment <= tombstone["deleted_at"]
 
     async def _purge_request(self, scope: Document, request_id: str) -> None:
@@ -546,6 +552,9 @@ class ConversationStore:
                             "base_version": base.version,
                             "until_position": plan.last.position,
                             "until_request_id": plan.last.request_id,
+                            # The plan folds in every message after the base's coverage:
+                            # counted here, as counting them later scans the messages.
+                            "covered_messages": base.covered_messages + len(plan.messages),
                             "until_role": plan.last.role,
                             "requested_at": now,
                         }
@@ -579,16 +588,18 @@ class ConversationStore:
         unknown (stale, already stored, or its conversation was deleted)."""
         async with self._writing(tenant_id, conversation_id):
             scope = _scope(tenant_id, conversation_id)
-            conversation = await self._conversations.find_one(
-                {**scope, "summary_pending.task_id": task_id}, {"summary_pending": 1}
-            )
-            if conversation is None:
+            conversation = await self._conversation_by_key(tenant_id, conversation_id)
+            pending = (conversation or {}).get("summary_pending")
+            if pending is None or pending.get("task_id") != task_id:
                 return None
-            pending = conversation["summary_pending"]
             version = int(pending["base_version"]) + 1
             until = int(pending["until_position"])
             now = _now()
-            covered = await self._messages.count_documents({**scope, "position": {"$lte": until}})
+            covered = pending.get("covered_messages")
+            if covered is None:  # claimed before the count was kept with the claim
+                covered = await self._messages.count_documents(
+                    {**scope, "position": {"$lte": until}}
+                )
             try:
                 await self._summaries.insert_one(
                     {
@@ -621,6 +632,7 @@ class ConversationStore:
                             "text": text,
                             "until_position": until,
                             "until_request_id": pending["until_request_id"],
+                            "covered_messages": covered,
                             "created_at": now,
                         }
                     },
@@ -678,7 +690,11 @@ class ConversationStore:
             if await self._conversations.find_one(scope, {"_id": 1}) is None:
                 return False
             # The tombstone first: a turn written from now on sees it and takes itself out.
-            await self._tombstones.update_one(scope, {"$max": {"deleted_at": _now()}}, upsert=True)
+            await self._tombstones.update_one(
+                {"_id": conversation_key(tenant_id, conversation_id)},
+                {"$setOnInsert": scope, "$max": {"deleted_at": _now()}},
+                upsert=True,
+            )
             await self._messages.delete_many(scope)
             await self._summaries.delete_many(scope)
             await self._facts.delete_many(scope)
