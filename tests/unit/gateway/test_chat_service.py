@@ -426,7 +426,7 @@ async def test_a_conversation_the_tenant_does_not_have_is_not_found(
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
     # Worded the same whichever the reason, so nothing reveals that it exists elsewhere.
     assert failure.value.details() == (
-        "conversation c-unknown not found; send an empty conversation_id to start a new one"
+        "conversation 'c-unknown' not found; send an empty conversation_id to start a new one"
     )
     assert gateway.publisher.turns == [] and gateway.quotas.admitted == []
     assert gateway.requests.records == {} and gateway.locks.held == set()

@@ -316,7 +316,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await _abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
-                f"conversation {conversation_id} not found; "
+                f"conversation {conversation_id!r} not found; "
                 "send an empty conversation_id to start a new one",
             )
 
