@@ -13,6 +13,7 @@ from switchboard.v1.chat_pb2 import (
     RATING_UP,
     ChatEvent,
     ChatRequest,
+    Conversation,
     DeleteConversationRequest,
     GetConversationRequest,
     ListConversationsRequest,
@@ -21,7 +22,7 @@ from switchboard.v1.chat_pb2 import (
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import REDIS, Platform
-from .memory_support import Mongo, make_turns, publish_turns, stored
+from .memory_support import Mongo, eventually, make_turns, publish_turns, stored
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +44,21 @@ async def say(
     events = [e async for e in chat.Chat(request, metadata=auth(platform), timeout=60)]
     assert events[-1].WhichOneof("event") == "done", events[-1]
     return events
+
+
+async def conversation_or_none(
+    chat: ChatServiceStub, platform: Platform, conversation: str
+) -> Conversation | None:
+    """The conversation through the gateway, or None while it is not found."""
+    try:
+        got: Conversation = await chat.GetConversation(
+            GetConversationRequest(conversation_id=conversation), metadata=auth(platform)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return None
+    return got
 
 
 async def refused_chat(
@@ -280,6 +296,11 @@ async def test_a_conversation_memory_has_is_accepted_without_a_marker(
     turns = make_turns("demo", conversation, [("My order is 4711.", "Noted.")], user_id=user)
     await publish_turns(platform.topic("chat.turns"), turns)
     await stored(mongo, platform.database, "demo", conversation, 2)
+    # Memory writes the messages before the conversation: wait until it answers for it.
+    await eventually(
+        lambda: conversation_or_none(chat, platform, conversation),
+        lambda got: got is not None,
+    )
     marker = f"sb:demo:conversation:{conversation}:known"
     redis = Redis.from_url(REDIS)
     try:

@@ -32,6 +32,9 @@ from .fakes import (
 )
 
 KEY = [("authorization", "Bearer k")]
+# gRPC shares ports (SO_REUSEPORT) by default: port 0 may then land on a port another
+# process of the test run listens on, and calls reach that one.
+EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
 OTHER_KEY = [("authorization", "Bearer k2")]
 REPLY_TOPIC = "chat.replies.test"
 
@@ -90,7 +93,7 @@ async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
         reply_idle_timeout_s=0.5,
         disconnect_grace_s=getattr(request, "param", 0.0),
     )
-    server = gw.server = grpc.aio.server()
+    server = gw.server = grpc.aio.server(options=EXCLUSIVE_PORT)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

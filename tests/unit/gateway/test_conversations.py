@@ -32,6 +32,9 @@ from switchboard.v1.chat_pb2 import (
 from .fakes import FakeConversationMarkers, FakeDirectory, FakeQuotas, MemoryRequestStore
 
 KEY = [("authorization", "Bearer k")]
+# gRPC shares ports (SO_REUSEPORT) by default: port 0 may then land on a port another
+# process of the test run listens on, and calls reach that one.
+EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
 
 
 class FakeMemory(memory_pb2_grpc.MemoryServiceServicer):
@@ -103,7 +106,7 @@ async def _gateway(
         reply_idle_timeout_s=0.5,
         conversations=ConversationMethods(memory.stub, timeout_s=2.0, directory=directory),
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=EXCLUSIVE_PORT)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -119,7 +122,7 @@ def markers() -> FakeConversationMarkers:
 @pytest.fixture
 async def memory_server() -> AsyncIterator[tuple[FakeMemory, str]]:
     fake = FakeMemory()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=EXCLUSIVE_PORT)
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
