@@ -39,6 +39,7 @@ from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOp
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import KAFKA
+from .memory_support import make_turns, publish_turns, stored
 
 TERMINAL = ("done", "error")
 TASK_PARTITIONS = 8  # deploy/local/kafka/topics.txt
@@ -83,6 +84,25 @@ def conversations_on_every_partition(partitions: int = TASK_PARTITIONS) -> dict[
         conversation_id = str(uuid.uuid4())
         found.setdefault(partitioner(conversation_id.encode(), every, every), conversation_id)
     return found
+
+
+async def seed_conversations(
+    turns_topic: str, mongo: "Mongo", database: str, tenant_id: str, conversation_ids: list[str]
+) -> None:
+    """Give the platform conversations with these ids (one past turn each, stored by memory as
+    the orchestrator's `chat.turns` would have it), so that a client may continue them: the
+    gateway starts new conversations under ids of its own and answers NOT_FOUND for others."""
+    turns = [
+        turn
+        for conversation_id in conversation_ids
+        for turn in make_turns(
+            tenant_id, conversation_id, [("Hello, order 1.", "Hi!")], user_id="fault-tests"
+        )
+    ]
+    await publish_turns(turns_topic, turns)
+    for conversation_id in conversation_ids:
+        docs = await stored(mongo, database, tenant_id, conversation_id, 2)
+        assert len(docs) >= 2, f"seeded conversation {conversation_id} not stored"
 
 
 async def partitions_of(group: str, client_marker: str) -> set[int]:
@@ -149,6 +169,8 @@ class Traffic:
     min_turns: int = 4
     max_turns: int = 8
     options_for: OptionsFor = lambda _c, _t: ChatOptions(tier="cheap")
+    # Existing conversations to continue (see `seed_conversations`); by default each
+    # conversation is new: its first turn sends no id, the next ones the id from `started`.
     conversation_ids: list[str] | None = None
     deadline_s: float = 90.0
     # No conversation starts a new turn after this long, so that a broken platform costs a
@@ -210,9 +232,7 @@ class Traffic:
                     task.cancel()
 
     async def _conversation(self, stub: ChatServiceStub, number: int) -> None:
-        conversation_id = (
-            self.conversation_ids[number] if self.conversation_ids else str(uuid.uuid4())
-        )
+        conversation_id = self.conversation_ids[number] if self.conversation_ids else ""
         turn = 0
         stop_at = time.monotonic() + self.budget_s
         while (
@@ -230,6 +250,8 @@ class Traffic:
             record = TurnRecord(number, turn, request)
             self.records.append(record)
             await self._send(stub, record)
+            if not conversation_id and record.accepted:
+                conversation_id = record.events[0].started.conversation_id
             turn += 1
             if self.think_s:
                 await asyncio.sleep(self.think_s)
@@ -303,11 +325,11 @@ Mongo = AsyncMongoClient[Any]
 
 
 async def _stored(
-    mongo: Mongo, database: str, tenant_id: str, conversation_ids: list[str]
+    mongo: Mongo, database: str, tenant_id: str, request_ids: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
     docs = (
         await mongo[database]["messages"]
-        .find({"tenant_id": tenant_id, "conversation_id": {"$in": conversation_ids}})
+        .find({"tenant_id": tenant_id, "request_id": {"$in": request_ids}})
         .to_list()
     )
     by_request: dict[str, list[dict[str, Any]]] = {}
@@ -329,11 +351,12 @@ async def account(
     the completed turns to be stored)."""
     records = traffic.records
     report = FaultReport(fault, requests=len(records))
-    conversation_ids = sorted({r.request.conversation_id for r in records})
+    # By request id: a new conversation's first request carries no conversation id.
+    request_ids = sorted({r.request.request_id for r in records})
     completed = [r for r in records if r.accepted and r.last_kind == "done"]
     deadline = time.monotonic() + store_wait_s
     while True:
-        stored = await _stored(mongo, database, tenant_id, conversation_ids)
+        stored = await _stored(mongo, database, tenant_id, request_ids)
         if all(len(stored.get(r.request.request_id, [])) >= 2 for r in completed):
             break
         if time.monotonic() > deadline:

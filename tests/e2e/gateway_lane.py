@@ -77,6 +77,8 @@ class Lane:
             "SWITCHBOARD_GATEWAY_INSTANCE_ID": self.instance_id(gateway),
             "SWITCHBOARD_MONGO_URL": MONGO,
             "SWITCHBOARD_MONGO_DATABASE": self.platform.database,
+            # The platform's memory: asked whether a conversation exists on a marker miss.
+            "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
             "SWITCHBOARD_HEALTH_PORT": str(health_port),
         }
 

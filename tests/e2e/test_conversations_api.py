@@ -6,12 +6,14 @@ from typing import Any
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from switchboard.v1.chat_pb2 import (
     RATING_DOWN,
     RATING_UP,
     ChatEvent,
     ChatRequest,
+    Conversation,
     DeleteConversationRequest,
     GetConversationRequest,
     ListConversationsRequest,
@@ -19,8 +21,8 @@ from switchboard.v1.chat_pb2 import (
 )
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
-from .conftest import Platform
-from .memory_support import Mongo, make_turns, publish_turns, stored
+from .conftest import REDIS, Platform
+from .memory_support import Mongo, eventually, make_turns, publish_turns, stored
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +44,30 @@ async def say(
     events = [e async for e in chat.Chat(request, metadata=auth(platform), timeout=60)]
     assert events[-1].WhichOneof("event") == "done", events[-1]
     return events
+
+
+async def conversation_or_none(
+    chat: ChatServiceStub, platform: Platform, conversation: str
+) -> Conversation | None:
+    """The conversation through the gateway, or None while it is not found."""
+    try:
+        got: Conversation = await chat.GetConversation(
+            GetConversationRequest(conversation_id=conversation), metadata=auth(platform)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return None
+    return got
+
+
+async def refused_chat(
+    chat: ChatServiceStub, platform: Platform, conversation: str
+) -> grpc.aio.AioRpcError:
+    """The status of a Chat on `conversation`, which must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await say(chat, platform, "Are you still there? 42", "prober", conversation)
+    return failure.value
 
 
 def text_of(events: list[ChatEvent]) -> str:
@@ -128,6 +154,10 @@ async def test_a_chat_can_be_read_listed_rated_and_deleted(
         grpc.StatusCode.NOT_FOUND,
         conversation,
     )
+    # A deleted conversation takes no new message (it is not silently started again).
+    refused = await refused_chat(chat, platform, conversation)
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert f"conversation {conversation!r} not found" in (refused.details() or "")
     db = mongo[platform.database]
     scope = {"tenant_id": "demo", "conversation_id": conversation}
     for collection in ("conversations", "messages", "summaries", "facts"):
@@ -156,6 +186,9 @@ async def test_another_tenants_conversation_is_not_found_and_untouched(
             DeleteConversationRequest(conversation_id=target), metadata=auth(platform)
         )
         await expect_status(delete, grpc.StatusCode.NOT_FOUND, f"conversation {target!r} not found")
+        refused = await refused_chat(chat, platform, target)
+        assert refused.code() == grpc.StatusCode.NOT_FOUND
+        assert f"conversation {target!r} not found" in (refused.details() or "")
     await expect_status(
         chat.SubmitFeedback(
             SubmitFeedbackRequest(request_id=turns[0].request_id, rating=RATING_UP),
@@ -252,3 +285,30 @@ async def test_unauthenticated_callers_are_refused(
         grpc.StatusCode.UNAUTHENTICATED,
         "API key",
     )
+
+
+async def test_a_conversation_memory_has_is_accepted_without_a_marker(
+    chat: ChatServiceStub, platform: Platform, mongo: Mongo
+) -> None:
+    """An old conversation whose marker expired (here: one the gateway never saw start)."""
+    conversation = f"old-{uuid.uuid4().hex[:8]}"
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    turns = make_turns("demo", conversation, [("My order is 4711.", "Noted.")], user_id=user)
+    await publish_turns(platform.topic("chat.turns"), turns)
+    await stored(mongo, platform.database, "demo", conversation, 2)
+    # Memory writes the messages before the conversation: wait until it answers for it.
+    await eventually(
+        lambda: conversation_or_none(chat, platform, conversation),
+        lambda got: got is not None,
+    )
+    marker = f"sb:demo:conversation:{conversation}:known"
+    redis = Redis.from_url(REDIS)
+    try:
+        assert not await redis.exists(marker)
+        events = await say(chat, platform, "Any news on my order?", user, conversation)
+        assert events[0].started.conversation_id == conversation
+        assert await redis.ttl(marker) > 0, "memory knew it: the gateway marked it again"
+    finally:
+        await redis.delete(marker)
+        await redis.aclose()
+    await stored(mongo, platform.database, "demo", conversation, 4)

@@ -39,6 +39,7 @@ from .faults_support import (
     kinds,
     partitions_of,
     publish_report,
+    seed_conversations,
 )
 from .private_stack import (
     SHORT_MONGO_BOUNDS,
@@ -79,6 +80,13 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     # One conversation per partition, so the killed worker holds some of them.
     by_partition = conversations_on_every_partition()
     partitions = sorted(by_partition)
+    await seed_conversations(
+        platform.topic("chat.turns"),
+        mongo,
+        platform.database,
+        "demo",
+        [by_partition[p] for p in partitions],
+    )
     traffic = Traffic(
         platform.gateway_target,
         platform.api_key,

@@ -30,7 +30,7 @@ from switchboard.v1.chat_pb2 import ChatEvent, ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, TurnRequest
 
-from .conftest import KAFKA, OTHER_TENANT, REDIS, Platform, seed_tenants
+from .conftest import KAFKA, REDIS, Platform, seed_tenants
 from .gateway_lane import (
     Lane,
     free_port,
@@ -153,17 +153,40 @@ async def test_a_tenant_cannot_read_another_tenants_conversation(
     assert len(await stored_messages(mongo, platform, conversation_id, 2)) == 2
 
     probe = f"What is my locker code? {uuid.uuid4()}"
-    second = await collect(
-        chat_stub,
-        ChatRequest(conversation_id=conversation_id, message=probe),
-        platform.other_api_key,
-    )
-    assert second[-1].WhichOneof("event") == "done"
-    sent = next(r for r in reversed(journal(platform)) if probe in json.dumps(r["body"]))
-    assert secret not in json.dumps(sent["body"]), "the other tenant's history never reached it"
-    docs = await stored_messages(mongo, platform, conversation_id, 4)
-    by_tenant = {(d["tenant_id"], d["text"]) for d in docs}
-    assert ("demo", secret) in by_tenant and (OTHER_TENANT, probe) in by_tenant
+    made_up = str(uuid.uuid4())
+    before = await _end_offsets(platform.topic("chat.requests"))
+    refusals = {}
+    for target in (conversation_id, made_up):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await collect(
+                chat_stub,
+                ChatRequest(conversation_id=target, message=probe),
+                platform.other_api_key,
+            )
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND, failure.value.details()
+        refusals[target] = (failure.value.details() or "").replace(target, "<id>")
+    # The other tenant learns nothing: the same answer as for an id that never existed.
+    assert refusals[conversation_id] == refusals[made_up]
+    assert secret not in refusals[conversation_id]
+    assert await _end_offsets(platform.topic("chat.requests")) == before, "nothing published"
+    assert not any(probe in json.dumps(r["body"]) for r in journal(platform))
+    docs = await stored_messages(mongo, platform, conversation_id, 2)
+    assert {(d["tenant_id"], d["text"]) for d in docs} >= {("demo", secret)}
+    assert all(d["tenant_id"] == "demo" for d in docs)
+
+
+async def test_an_unknown_conversation_id_is_not_found_and_nothing_is_published(
+    chat_stub: ChatServiceStub, platform: Platform
+) -> None:
+    made_up = f"e2e-made-up-{uuid.uuid4()}"
+    before = await _end_offsets(platform.topic("chat.requests"))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await collect(
+            chat_stub, ChatRequest(conversation_id=made_up, message="hello"), platform.api_key
+        )
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"conversation {made_up!r} not found" in (failure.value.details() or "")
+    assert await _end_offsets(platform.topic("chat.requests")) == before
 
 
 async def test_over_the_per_user_rate_limit_is_resource_exhausted_with_retry_delay(
@@ -401,11 +424,11 @@ async def test_a_second_message_while_the_conversation_generates_fails_precondit
     lane: Lane, channels: Callable[[str], ChatServiceStub]
 ) -> None:
     key = lane.platform.api_key
-    conversation_id = f"e2e-busy-{uuid.uuid4()}"
-    first = channels(lane.target("a")).Chat(
-        ChatRequest(conversation_id=conversation_id, message="one"), metadata=bearer(key)
-    )
-    assert (await first.read()).WhichOneof("event") == "started"
+    first = channels(lane.target("a")).Chat(ChatRequest(message="one"), metadata=bearer(key))
+    started = await first.read()
+    assert started.WhichOneof("event") == "started"
+    # Replica b knows the new conversation at once (a marked it before publishing the turn).
+    conversation_id = started.started.conversation_id
     before = await _end_offsets(lane.topic("chat.requests"))
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await collect(

@@ -4,9 +4,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import grpc
 from pymongo.errors import ServerSelectionTimeoutError
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.directory import DirectoryUnavailableError
 from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
 from switchboard.gateway.replies import ReplyRouter, ReplyTimeoutError, is_terminal
 from switchboard.gateway.requests import (
@@ -19,6 +21,7 @@ from switchboard.gateway.requests import (
 from switchboard.gateway.service import BackendUnavailableError, HeldLock
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
+from switchboard.v1.memory_pb2 import MemoryGetConversationRequest
 
 
 class FakeDirectory:
@@ -69,6 +72,53 @@ class FakeLocks:
             return None
         self.held.add(key)
         return FakeLock(self, key)
+
+
+class FakeConversationMarkers:
+    """The Redis markers of the conversation directory, as a set of (tenant, conversation)."""
+
+    def __init__(self, *known: tuple[str, str]) -> None:
+        self.ids: set[tuple[str, str]] = set(known)
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise DirectoryUnavailableError("Redis is unreachable")
+
+    async def known(self, tenant_id: str, conversation_id: str) -> bool:
+        self._check()
+        return (tenant_id, conversation_id) in self.ids
+
+    async def add(self, tenant_id: str, conversation_id: str) -> None:
+        self._check()
+        self.ids.add((tenant_id, conversation_id))
+
+    async def remove(self, tenant_id: str, conversation_id: str) -> None:
+        self._check()
+        self.ids.discard((tenant_id, conversation_id))
+
+
+class FakeConversationReader:
+    """The memory service's GetConversation over a set; fails like the gRPC stub does."""
+
+    def __init__(self) -> None:
+        self.stored: set[tuple[str, str]] = set()
+        self.failure: grpc.StatusCode | None = None
+        self.asked: list[tuple[str, str]] = []
+
+    async def GetConversation(
+        self,
+        request: MemoryGetConversationRequest,
+        *,
+        timeout: float,  # noqa: ASYNC109 (the gRPC stub's signature)
+    ) -> object:
+        key = (request.tenant_id, request.conversation_id)
+        self.asked.append(key)
+        if self.failure is not None:
+            raise grpc.aio.AioRpcError(self.failure, details="memory says no")
+        if key not in self.stored:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, details="not found")
+        return object()
 
 
 class MemoryRecorder:

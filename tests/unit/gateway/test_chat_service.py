@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.app import drain
 from switchboard.gateway.auth import TenantAuthenticator
+from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.quotas import Refusal
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.requests import RequestRecord, RequestState, fingerprint
@@ -18,8 +19,11 @@ from switchboard.gateway.service import ChatService
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
 from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, GetConversationRequest
+from switchboard.v1.events_pb2 import TurnRequest
 
 from .fakes import (
+    FakeConversationMarkers,
+    FakeConversationReader,
     FakeDirectory,
     FakeLocks,
     FakeQuotas,
@@ -28,6 +32,9 @@ from .fakes import (
 )
 
 KEY = [("authorization", "Bearer k")]
+# gRPC shares ports (SO_REUSEPORT) by default: port 0 may then land on a port another
+# process of the test run listens on, and calls reach that one.
+EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
 OTHER_KEY = [("authorization", "Bearer k2")]
 REPLY_TOPIC = "chat.replies.test"
 
@@ -40,6 +47,8 @@ class Gateway:
     quotas: FakeQuotas
     requests: MemoryRequestStore
     directory: FakeDirectory
+    markers: FakeConversationMarkers
+    memory: FakeConversationReader
     router: ReplyRouter
     server: grpc.aio.Server = None
     dead_owners: set[str] = field(default_factory=set)
@@ -64,6 +73,9 @@ async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
         quotas=FakeQuotas(),
         requests=MemoryRequestStore(),
         directory=directory,
+        # "c1" is a conversation acme already has.
+        markers=FakeConversationMarkers(("acme", "c1")),
+        memory=FakeConversationReader(),
         router=router,
         dead_owners=dead_owners,
     )
@@ -75,12 +87,13 @@ async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
         owner_alive=owner_alive,
         publisher=gw.publisher,
         locks=gw.locks,
+        conversation_directory=MemoryBackedDirectory(gw.markers, gw.memory, timeout_s=1.0),
         router=router,
         reply_topic=REPLY_TOPIC,
         reply_idle_timeout_s=0.5,
         disconnect_grace_s=getattr(request, "param", 0.0),
     )
-    server = gw.server = grpc.aio.server()
+    server = gw.server = grpc.aio.server(options=EXCLUSIVE_PORT)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -233,9 +246,11 @@ async def test_a_passed_client_deadline_is_deadline_exceeded_and_cancels(gateway
     await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
 
 
-@pytest.mark.parametrize("backend", ["kafka", "locks", "requests", "quotas", "mongo"])
+@pytest.mark.parametrize("backend", ["kafka", "locks", "requests", "quotas", "mongo", "markers"])
 async def test_an_unreachable_backend_is_unavailable(gateway: Gateway, backend: str) -> None:
-    if backend == "kafka":
+    if backend == "markers":
+        gateway.markers.down = True
+    elif backend == "kafka":
         gateway.publisher.down = True
     elif backend == "locks":
         gateway.locks.down = True
@@ -394,3 +409,89 @@ async def test_conversation_methods_answer_unimplemented_for_now(gateway: Gatewa
             GetConversationRequest(conversation_id="c"), metadata=KEY
         )
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# ---- conversations this tenant does not have ---------------------------------------------
+
+
+@pytest.mark.parametrize("whose", ["made-up", "another tenant's"])
+async def test_a_conversation_the_tenant_does_not_have_is_not_found(
+    gateway: Gateway, whose: str
+) -> None:
+    conversation_id = "c-unknown"
+    if whose == "another tenant's":
+        gateway.markers.ids.add(("globex", conversation_id))
+        gateway.memory.stored.add(("globex", conversation_id))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(
+            gateway, ChatRequest(message="hi", conversation_id=conversation_id, request_id="r-n")
+        )
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    # Worded the same whichever the reason, so nothing reveals that it exists elsewhere.
+    assert failure.value.details() == (
+        "conversation 'c-unknown' not found; send an empty conversation_id to start a new one"
+    )
+    assert gateway.publisher.turns == [] and gateway.quotas.admitted == []
+    assert gateway.requests.records == {} and gateway.locks.held == set()
+    assert ("acme", conversation_id) not in gateway.markers.ids
+
+
+async def test_a_new_conversation_is_marked_before_its_turn_is_published(
+    gateway: Gateway,
+) -> None:
+    marked_at_publish: list[bool] = []
+    publish = gateway.publisher.publish_turn
+
+    async def checking_publish(turn: TurnRequest) -> None:
+        marked_at_publish.append((turn.tenant_id, turn.conversation_id) in gateway.markers.ids)
+        await publish(turn)
+
+    gateway.publisher.publish_turn = checking_publish  # type: ignore[method-assign]
+    events = await chat(gateway, ChatRequest(message="hello"))
+    conversation_id = events[0].started.conversation_id
+    assert conversation_id and marked_at_publish == [True]
+    # The next message on it is accepted without asking memory (it has not stored it yet).
+    follow_up = await chat(gateway, ChatRequest(message="again", conversation_id=conversation_id))
+    assert kinds(follow_up)[-1] == "done"
+    assert follow_up[0].started.conversation_id == conversation_id
+    assert gateway.memory.asked == []
+
+
+async def test_a_known_conversation_is_accepted(gateway: Gateway) -> None:
+    events = await chat(gateway, ChatRequest(message="hello", conversation_id="c1"))
+    assert kinds(events)[-1] == "done"
+    assert gateway.publisher.turns[0].conversation_id == "c1"
+    assert gateway.memory.asked == []
+
+
+async def test_without_a_marker_memory_decides_and_the_marker_is_written_again(
+    gateway: Gateway,
+) -> None:
+    gateway.memory.stored.add(("acme", "c-old"))
+    events = await chat(gateway, ChatRequest(message="hello", conversation_id="c-old"))
+    assert kinds(events)[-1] == "done"
+    assert gateway.memory.asked == [("acme", "c-old")]
+    assert ("acme", "c-old") in gateway.markers.ids
+    await chat(gateway, ChatRequest(message="again", conversation_id="c-old"))
+    assert gateway.memory.asked == [("acme", "c-old")], "the marker answers from now on"
+
+
+@pytest.mark.parametrize(
+    "failure", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED]
+)
+async def test_memory_unreachable_on_a_marker_miss_is_unavailable(
+    gateway: Gateway, failure: grpc.StatusCode
+) -> None:
+    gateway.memory.failure = failure
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await chat(gateway, ChatRequest(message="hello", conversation_id="c-old"))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "conversation store is unavailable" in (refused.value.details() or "")
+    assert gateway.publisher.turns == [] and gateway.quotas.admitted == []
+
+
+async def test_a_retry_of_a_new_conversations_first_turn_replays_it(gateway: Gateway) -> None:
+    request = ChatRequest(message="hello", request_id="r-first")
+    first = await chat(gateway, request)
+    again = await chat(gateway, request)
+    assert again == first and len(gateway.publisher.turns) == 1

@@ -10,6 +10,7 @@ import pytest
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
+from switchboard.gateway.directory import DirectoryUnavailableError, MemoryBackedDirectory
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.validation import ChatLimits
@@ -28,9 +29,12 @@ from switchboard.v1.chat_pb2 import (
     SubmitFeedbackResponse,
 )
 
-from .fakes import FakeDirectory, FakeQuotas, MemoryRequestStore
+from .fakes import FakeConversationMarkers, FakeDirectory, FakeQuotas, MemoryRequestStore
 
 KEY = [("authorization", "Bearer k")]
+# gRPC shares ports (SO_REUSEPORT) by default: port 0 may then land on a port another
+# process of the test run listens on, and calls reach that one.
+EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
 
 
 class FakeMemory(memory_pb2_grpc.MemoryServiceServicer):
@@ -81,8 +85,13 @@ async def _always_alive(owner: str) -> bool:
     return True
 
 
-async def _gateway(memory_target: str) -> tuple[grpc.aio.Server, int, MemoryClient]:
+async def _gateway(
+    memory_target: str, markers: FakeConversationMarkers | None = None
+) -> tuple[grpc.aio.Server, int, MemoryClient]:
     memory = MemoryClient(memory_target)
+    directory = MemoryBackedDirectory(
+        markers or FakeConversationMarkers(), memory.stub, timeout_s=2.0
+    )
     service = ChatService(
         authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
         limits=ChatLimits(100, 10, 4, 1000),
@@ -91,12 +100,13 @@ async def _gateway(memory_target: str) -> tuple[grpc.aio.Server, int, MemoryClie
         owner_alive=_always_alive,
         publisher=NoPublisher(),
         locks=NoLocks(),
+        conversation_directory=directory,
         router=ReplyRouter(4),
         reply_topic="chat.replies.test",
         reply_idle_timeout_s=0.5,
-        conversations=ConversationMethods(memory.stub, timeout_s=2.0),
+        conversations=ConversationMethods(memory.stub, timeout_s=2.0, directory=directory),
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=EXCLUSIVE_PORT)
     chat_pb2_grpc.add_ChatServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -104,18 +114,32 @@ async def _gateway(memory_target: str) -> tuple[grpc.aio.Server, int, MemoryClie
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[tuple[chat_pb2_grpc.ChatServiceStub, FakeMemory]]:
+def markers() -> FakeConversationMarkers:
+    """The gateway's conversation markers; acme has "c1"."""
+    return FakeConversationMarkers(("acme", "c1"))
+
+
+@pytest.fixture
+async def memory_server() -> AsyncIterator[tuple[FakeMemory, str]]:
     fake = FakeMemory()
-    memory_server = grpc.aio.server()
-    memory_pb2_grpc.add_MemoryServiceServicer_to_server(fake, memory_server)
-    memory_port = memory_server.add_insecure_port("127.0.0.1:0")
-    await memory_server.start()
-    server, port, memory = await _gateway(f"127.0.0.1:{memory_port}")
+    server = grpc.aio.server(options=EXCLUSIVE_PORT)
+    memory_pb2_grpc.add_MemoryServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield fake, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+@pytest.fixture
+async def setup(
+    memory_server: tuple[FakeMemory, str], markers: FakeConversationMarkers
+) -> AsyncIterator[tuple[chat_pb2_grpc.ChatServiceStub, FakeMemory]]:
+    fake, target = memory_server
+    server, port, memory = await _gateway(target, markers)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield chat_pb2_grpc.ChatServiceStub(channel), fake
     await server.stop(0)
     await memory.close()
-    await memory_server.stop(0)
 
 
 async def test_every_method_forwards_the_tenant_of_the_key(setup) -> None:  # type: ignore[no-untyped-def]
@@ -220,4 +244,86 @@ async def test_an_unreachable_memory_service_is_unavailable() -> None:
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+        await memory.close()
+
+
+# ---- the conversation directory ----------------------------------------------------------
+
+
+async def test_a_deleted_conversation_is_forgotten_by_the_directory(  # type: ignore[no-untyped-def]
+    setup, markers: FakeConversationMarkers
+) -> None:
+    stub, fake = setup
+    await stub.DeleteConversation(DeleteConversationRequest(conversation_id="c1"), metadata=KEY)
+    assert fake.requests[-1].conversation_id == "c1"
+    assert ("acme", "c1") not in markers.ids
+
+
+@pytest.mark.parametrize(
+    ("memory_code", "client_code", "forgotten"),
+    [
+        # Memory has no such conversation (or deleted it before a forget that failed).
+        (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND, True),
+        # Not deleted: the conversation stays known.
+        (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE, False),
+        (grpc.StatusCode.INTERNAL, grpc.StatusCode.INTERNAL, False),
+    ],
+)
+async def test_a_failed_delete_forgets_only_what_memory_does_not_have(  # type: ignore[no-untyped-def]
+    setup, markers: FakeConversationMarkers, memory_code, client_code, forgotten
+) -> None:
+    stub, fake = setup
+    fake.failure = (memory_code, "conversation c1 not found")
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.DeleteConversation(DeleteConversationRequest(conversation_id="c1"), metadata=KEY)
+    assert failure.value.code() == client_code
+    assert (("acme", "c1") not in markers.ids) is forgotten
+
+
+async def test_a_delete_whose_marker_cannot_be_removed_is_unavailable(  # type: ignore[no-untyped-def]
+    setup, markers: FakeConversationMarkers
+) -> None:
+    stub, _ = setup
+    markers.down = True
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.DeleteConversation(DeleteConversationRequest(conversation_id="c1"), metadata=KEY)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "retry DeleteConversation" in (failure.value.details() or "")
+
+
+async def test_the_directory_asks_memory_on_a_marker_miss(
+    memory_server: tuple[FakeMemory, str],
+) -> None:
+    fake, target = memory_server
+    markers = FakeConversationMarkers(("acme", "c1"))
+    memory = MemoryClient(target)
+    directory = MemoryBackedDirectory(markers, memory.stub, timeout_s=2.0)
+    try:
+        assert await directory.known("acme", "c1")
+        assert fake.requests == [], "a marker answers alone"
+        assert await directory.known("acme", "c2")  # memory has it: marked again
+        assert ("acme", "c2") in markers.ids
+        assert fake.requests[-1].tenant_id == "acme"
+        assert fake.requests[-1].conversation_id == "c2"
+        fake.failure = (grpc.StatusCode.NOT_FOUND, "conversation c3 not found")
+        assert not await directory.known("acme", "c3")
+        assert ("acme", "c3") not in markers.ids
+        for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            fake.failure = (code, "mongo is down")
+            with pytest.raises(DirectoryUnavailableError):
+                await directory.known("acme", "c4")
+    finally:
+        await memory.close()
+
+
+async def test_the_directory_is_unavailable_when_memory_cannot_be_reached() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    memory = MemoryClient(f"127.0.0.1:{port}")
+    try:
+        directory = MemoryBackedDirectory(FakeConversationMarkers(), memory.stub, timeout_s=1.0)
+        with pytest.raises(DirectoryUnavailableError):
+            await directory.known("acme", "c1")
+    finally:
         await memory.close()

@@ -13,6 +13,7 @@ from redis.exceptions import LockError, RedisError
 from switchboard.common.kafka import publish
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
+from switchboard.gateway.directory import DirectoryUnavailableError
 from switchboard.gateway.service import BackendUnavailableError, HeldLock
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
@@ -80,6 +81,47 @@ class RedisConversationLocks:
         except RedisError as exc:
             raise BackendUnavailableError(f"Redis is unreachable: {exc}") from exc
         return _RedisHeldLock(lock) if acquired else None
+
+
+def conversation_marker_key(tenant_id: str, conversation_id: str) -> str:
+    """The Redis key that says the tenant has the conversation."""
+    return f"sb:{tenant_id}:conversation:{conversation_id}:known"
+
+
+class RedisConversationMarkers:
+    """One key per (tenant, conversation) with a TTL that each use renews."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+
+    async def known(self, tenant_id: str, conversation_id: str) -> bool:
+        """Whether the marker exists; renews its TTL in the same round trip."""
+        try:
+            # EXPIRE answers whether the key exists, and keeps a used conversation marked.
+            return bool(
+                await self._redis.expire(
+                    conversation_marker_key(tenant_id, conversation_id), self._ttl_s
+                )
+            )
+        except RedisError as exc:
+            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    async def add(self, tenant_id: str, conversation_id: str) -> None:
+        """Write (or renew) the marker."""
+        try:
+            await self._redis.set(
+                conversation_marker_key(tenant_id, conversation_id), b"1", ex=self._ttl_s
+            )
+        except RedisError as exc:
+            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    async def remove(self, tenant_id: str, conversation_id: str) -> None:
+        """Delete the marker."""
+        try:
+            await self._redis.delete(conversation_marker_key(tenant_id, conversation_id))
+        except RedisError as exc:
+            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
 
 
 class ReplyTopicAdmin:

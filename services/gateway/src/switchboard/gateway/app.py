@@ -23,10 +23,12 @@ from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
     KafkaTurnPublisher,
     RedisConversationLocks,
+    RedisConversationMarkers,
     ReplyTopicAdmin,
 )
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
+from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
@@ -138,6 +140,11 @@ async def serve(settings: GatewaySettings) -> None:
         cache_ttl_s=settings.mongo.tenant_cache_ttl_s,
         cache_size=settings.mongo.tenant_cache_size,
     )
+    conversation_directory = MemoryBackedDirectory(
+        RedisConversationMarkers(redis, settings.conversation_marker_ttl_s),
+        memory.stub,
+        settings.memory.timeout_s,
+    )
     chat_service = ChatService(
         authenticator=TenantAuthenticator(tenants),
         limits=ChatLimits(
@@ -157,10 +164,13 @@ async def serve(settings: GatewaySettings) -> None:
         owner_alive=heartbeats.alive,
         publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),
         locks=RedisConversationLocks(redis, settings.conversation_lock_ttl_s),
+        conversation_directory=conversation_directory,
         router=router,
         reply_topic=reply_admin.topic,
         reply_idle_timeout_s=settings.reply_idle_timeout_s,
-        conversations=ConversationMethods(memory.stub, settings.memory.timeout_s),
+        conversations=ConversationMethods(
+            memory.stub, settings.memory.timeout_s, conversation_directory
+        ),
         disconnect_grace_s=settings.disconnect_grace_s,
     )
     server = grpc.aio.server(

@@ -5,6 +5,9 @@ request body can name another. The memory service owns the rules (page sizes, pa
 tokens, comment length) and its INVALID_ARGUMENT and NOT_FOUND answers reach the client
 as they are; a memory service that cannot be reached, or answers too slowly, is
 UNAVAILABLE, so the client knows that retrying may help.
+
+A deleted conversation is also dropped from the gateway's conversation directory, so that
+the next Chat on it is NOT_FOUND.
 """
 
 import logging
@@ -13,6 +16,7 @@ from typing import Any, NoReturn, Protocol, TypeAlias
 import grpc
 
 from switchboard.common.telemetry import grpc_client_interceptors
+from switchboard.gateway.directory import ConversationDirectory, DirectoryUnavailableError
 from switchboard.v1.chat_pb2 import (
     RATING_DOWN,
     RATING_UP,
@@ -82,9 +86,15 @@ async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoRet
 class ConversationMethods:
     """GetConversation, ListConversations, DeleteConversation and SubmitFeedback."""
 
-    def __init__(self, memory: MemoryApi, timeout_s: float) -> None:
+    def __init__(
+        self,
+        memory: MemoryApi,
+        timeout_s: float,
+        directory: ConversationDirectory | None = None,
+    ) -> None:
         self._memory = memory
         self._timeout_s = timeout_s
+        self._directory = directory
 
     async def get_conversation(
         self, tenant_id: str, request: GetConversationRequest, context: Context
@@ -119,16 +129,35 @@ class ConversationMethods:
     async def delete_conversation(
         self, tenant_id: str, request: DeleteConversationRequest, context: Context
     ) -> DeleteConversationResponse:
-        """Hard-delete a conversation of the caller's tenant."""
+        """Hard-delete a conversation of the caller's tenant, then forget it in the directory
+        (also when memory no longer has it: a retry after a failed forget completes it)."""
         await self._check_id(context, "conversation_id", request.conversation_id)
-        await self._call(
-            context,
-            "DeleteConversation",
-            MemoryDeleteConversationRequest(
-                tenant_id=tenant_id, conversation_id=request.conversation_id
-            ),
-        )
+        try:
+            await self._memory.DeleteConversation(
+                MemoryDeleteConversationRequest(
+                    tenant_id=tenant_id, conversation_id=request.conversation_id
+                ),
+                timeout=self._timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                await self._forget(context, tenant_id, request.conversation_id)
+            await self._fail(context, "DeleteConversation", exc)
+        await self._forget(context, tenant_id, request.conversation_id)
         return DeleteConversationResponse()
+
+    async def _forget(self, context: Context, tenant_id: str, conversation_id: str) -> None:
+        if self._directory is None:
+            return
+        try:
+            await self._directory.remove(tenant_id, conversation_id)
+        except DirectoryUnavailableError as exc:
+            log.warning("conversation %s not forgotten: %s", conversation_id, exc)
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the conversation directory is unavailable; retry DeleteConversation",
+            )
 
     async def submit_feedback(
         self, tenant_id: str, request: SubmitFeedbackRequest, context: Context
@@ -160,18 +189,22 @@ class ConversationMethods:
         try:
             return await getattr(self._memory, method)(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in _PASSED_THROUGH:
-                await _abort(context, code, exc.details() or code.name)
-            if code in _UNAVAILABLE:
-                log.warning("memory service unavailable for %s: %s", method, code.name)
-                await _abort(
-                    context,
-                    grpc.StatusCode.UNAVAILABLE,
-                    "the conversation store is unavailable; retry later",
-                )
-            log.error("memory service failed %s: %s %s", method, code.name, exc.details())
-            await _abort(context, grpc.StatusCode.INTERNAL, f"{method} failed")
+            await self._fail(context, method, exc)
+
+    async def _fail(self, context: Context, method: str, exc: grpc.aio.AioRpcError) -> NoReturn:
+        """End the call with the status that memory's failure means to the client."""
+        code = exc.code()
+        if code in _PASSED_THROUGH:
+            await _abort(context, code, exc.details() or code.name)
+        if code in _UNAVAILABLE:
+            log.warning("memory service unavailable for %s: %s", method, code.name)
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "the conversation store is unavailable; retry later",
+            )
+        log.error("memory service failed %s: %s %s", method, code.name, exc.details())
+        await _abort(context, grpc.StatusCode.INTERNAL, f"{method} failed")
 
 
 class MemoryClient:

@@ -2,8 +2,9 @@
 
 The order of the checks is the contract (README, "Gateway API"): UNAUTHENTICATED, then
 INVALID_ARGUMENT, then a known request id is attached or replayed (it is not charged again),
-then RESOURCE_EXHAUSTED (budget, rate limits), then FAILED_PRECONDITION (the conversation is
-generating). Nothing reaches Kafka before all of them passed.
+then NOT_FOUND (a conversation_id this tenant does not have), then RESOURCE_EXHAUSTED (budget,
+rate limits), then FAILED_PRECONDITION (the conversation is generating). Nothing reaches Kafka
+before all of them passed.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from prometheus_client import Counter, Histogram
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError
 from switchboard.gateway.conversations import ConversationMethods
+from switchboard.gateway.directory import ConversationDirectory, DirectoryUnavailableError
 from switchboard.gateway.quotas import Quotas, QuotaUnavailableError, Refusal, retry_after_ms
 from switchboard.gateway.replies import (
     ReplyRouter,
@@ -192,6 +194,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         owner_alive: Callable[[str], Awaitable[bool]],
         publisher: TurnPublisher,
         locks: ConversationLocks,
+        conversation_directory: ConversationDirectory,
         router: ReplyRouter,
         reply_topic: str,
         reply_idle_timeout_s: float,
@@ -205,6 +208,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._owner_alive = owner_alive
         self._publisher = publisher
         self._locks = locks
+        self._directory = conversation_directory
         self._router = router
         self._reply_topic = reply_topic
         self._reply_idle_timeout_s = reply_idle_timeout_s
@@ -242,6 +246,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         yield event
                     return
 
+            if request.conversation_id:
+                await self._require_conversation(context, tenant, request.conversation_id)
+
             refusal = await self._unavailable_on_error(
                 context, self._quotas.admit(tenant, request.user_id)
             )
@@ -267,10 +274,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     yield event
                 return
 
+            new_conversation = not request.conversation_id
             conversation_id = request.conversation_id or str(uuid.uuid4())
             with trace.use_span(span, end_on_exit=False):
                 lock, stream = await self._accept(
-                    context, tenant, conversation_id, request_id, request
+                    context, tenant, conversation_id, request_id, request, new_conversation
                 )
             async for event in self._relay(
                 context,
@@ -295,11 +303,29 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown API key")
         return tenant
 
+    async def _require_conversation(
+        self, context: ChatContext, tenant: TenantConfig, conversation_id: str
+    ) -> None:
+        """NOT_FOUND unless the tenant has the conversation: worded the same whether it is
+        another tenant's, deleted or never existed, so nothing reveals that it exists."""
+        known = await self._unavailable_on_error(
+            context, self._directory.known(tenant.tenant_id, conversation_id)
+        )
+        if not known:
+            CHATS.labels("not_found").inc()
+            await _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"conversation {conversation_id!r} not found; "
+                "send an empty conversation_id to start a new one",
+            )
+
     async def _unavailable_on_error(self, context: ChatContext, call: Awaitable[T]) -> T:
         try:
             return await call
         except (
             BackendUnavailableError,
+            DirectoryUnavailableError,
             QuotaUnavailableError,
             RequestStoreUnavailableError,
         ) as exc:
@@ -313,6 +339,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         conversation_id: str,
         request_id: str,
         request: ChatRequest,
+        new_conversation: bool,
     ) -> tuple[HeldLock, ReplyStream]:
         """Lock the conversation and publish the turn; on any refusal, forget the claim."""
         lock: HeldLock | None = None
@@ -328,6 +355,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"conversation {conversation_id} is still generating a reply; "
                     "wait for its done or error event",
+                )
+            if new_conversation:
+                # Before the publish: the client may send its next message to another replica
+                # the moment it reads `started`, long before memory has stored this turn.
+                await self._unavailable_on_error(
+                    context, self._directory.add(tenant.tenant_id, conversation_id)
                 )
             accepted_at = Timestamp()
             accepted_at.GetCurrentTime()

@@ -65,6 +65,10 @@ class GatewaySettings(BaseSettings):
     publish_timeout_s: float = Field(default=10.0, gt=0)
     # A conversation lock outlives a crashed gateway by at most this long.
     conversation_lock_ttl_s: float = Field(default=300.0, gt=0)
+    # A conversation the gateway started or served stays known in Redis this long after its
+    # last use (any replica then accepts its next message at once); after that, the memory
+    # service is asked once. Unknown ids are NOT_FOUND.
+    conversation_marker_ttl_s: int = Field(default=30 * 24 * 3600, ge=60, le=365 * 24 * 3600)
     # On SIGTERM open streams may finish for this long; then they are cancelled.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
