@@ -90,17 +90,17 @@ async def eventually(
 async def stored(
     mongo: Mongo, database: str, tenant_id: str, conversation_id: str, count: int
 ) -> list[dict[str, Any]]:
-    """The conversation's message documents by position, once there are `count` (bounded)."""
+    """The conversation's message documents by position, once there are `count` and the
+    conversation document counts them too (memory writes it after the messages; bounded)."""
+    scope = {"tenant_id": tenant_id, "conversation_id": conversation_id}
 
-    async def probe() -> list[dict[str, Any]]:
-        return (
-            await mongo[database]["messages"]
-            .find({"tenant_id": tenant_id, "conversation_id": conversation_id})
-            .sort("position")
-            .to_list()
-        )
+    async def probe() -> tuple[list[dict[str, Any]], int]:
+        docs = await mongo[database]["messages"].find(scope).sort("position").to_list()
+        conversation = await mongo[database]["conversations"].find_one(scope)
+        return docs, (conversation or {}).get("message_count", 0)
 
-    return await eventually(probe, lambda docs: len(docs) >= count)
+    docs, _ = await eventually(probe, lambda seen: len(seen[0]) >= count and seen[1] >= count)
+    return docs
 
 
 def log_lines(*needles: str, services: tuple[str, ...] = ("memory", "llm-worker")) -> str:

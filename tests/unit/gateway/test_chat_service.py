@@ -90,7 +90,7 @@ async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
         conversation_directory=MemoryBackedDirectory(gw.markers, gw.memory, timeout_s=1.0),
         router=router,
         reply_topic=REPLY_TOPIC,
-        reply_idle_timeout_s=0.5,
+        reply_idle_timeout_s=1.0,
         disconnect_grace_s=getattr(request, "param", 0.0),
     )
     server = gw.server = grpc.aio.server(options=EXCLUSIVE_PORT)
@@ -371,7 +371,9 @@ async def test_with_a_grace_a_retry_after_a_disconnect_resumes_the_reply(gateway
     retry = gateway.stub.Chat(request, metadata=KEY)
     assert ("sb-idempotency", "attached") in tuple(await retry.initial_metadata())
     assert (await retry.read()).WhichOneof("event") == "started"
-    await asyncio.sleep(0.5)  # past the grace: the attached retry keeps the generation alive
+    # Past the 0.3 s grace, within the 1 s reply idle timeout: the attached retry keeps the
+    # generation alive.
+    await asyncio.sleep(0.45)
     assert gateway.publisher.cancels == []
     gateway.publisher.reply("r-resume")
     assert kinds([await retry.read() for _ in range(3)]) == ["delta", "delta", "done"]
