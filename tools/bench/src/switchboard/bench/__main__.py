@@ -24,6 +24,12 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="run the platform load for this long instead (soak mode)",
     )
+    parser.add_argument(
+        "--probe-requests",
+        type=int,
+        default=100,
+        help="then one request at a time through each path: the overhead without queueing",
+    )
     parser.add_argument("--workers-per-tier", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per request")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
@@ -32,6 +38,19 @@ def parse_args() -> argparse.Namespace:
 
 async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, object]:
     key = platform.api_key
+    probe = None
+    if args.probe_requests:
+        # At high concurrency both paths queue on the two cores (the direct one on the load
+        # driver's own SDK parsing): one request at a time, before any load leaves a backlog
+        # behind, shows the latency the hops add.
+        probe = (
+            await platform_load(
+                platform.gateway_target, key, 1, args.probe_requests, args.tokens, args.timeout_s
+            ),
+            await direct_load(
+                f"{platform.simulator_url}/v1", 1, args.probe_requests, args.tokens, args.timeout_s
+            ),
+        )
     if args.warmup:
         await platform_load(
             platform.gateway_target, key, args.concurrency, args.warmup, args.tokens, args.timeout_s
@@ -58,7 +77,7 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         args.timeout_s,
     )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return report.build_report(config, through, direct, sampler.stats)
+    return report.build_report(config, through, direct, sampler.stats, probe)
 
 
 def main() -> None:
