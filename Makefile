@@ -100,7 +100,7 @@ stack-down: ## Stop Kafka, FerretDB, Redis and Jaeger
 up: venv stack-up ## Start the stack, the simulator and the four services in the background
 	$(SERVICES) up
 	@echo
-	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:50051"
+	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:15051"
 	@echo "  API key (demo tenant): $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}"
 	@echo "  traces: Jaeger on http://127.0.0.1:16686 (query API: /api/traces?service=gateway)"
 	@echo "  chat:  $(PY) -m switchboard.chat_cli      stop: make down      logs: .local/logs/"

@@ -48,12 +48,14 @@ OTHER_API_KEY = "e2e-other-api-key"
 # Generous limits: the suite's own pace must never trip them (tests of limits seed their own).
 E2E_RATE_LIMITS = RateLimits(requests_per_minute=100_000, requests_per_minute_per_user=100_000)
 
-# Test ports sit apart from the `make up` defaults (50051/50052, 808x, 8400); an offset
-# (a multiple of 1000) lets several checkouts run the suite at once on one stack.
+# Test ports sit apart from the `make up` defaults (15051/15052, 808x, 8400); an offset
+# (a multiple of 1000) lets several checkouts run the suite at once on one stack. All stay
+# below Linux's ephemeral range (32768-60999): a fixed port inside it can be taken by any
+# outgoing connection, and a service then fails to bind (seen with 50052).
 PORT_OFFSET = int(os.environ.get("SWITCHBOARD_E2E_PORT_OFFSET", "0"))
 SIM_PORT = 18400 + PORT_OFFSET
-GATEWAY_PORT = 50161 + PORT_OFFSET
-MEMORY_PORT = 50162 + PORT_OFFSET
+GATEWAY_PORT = 19161 + PORT_OFFSET
+MEMORY_PORT = 19162 + PORT_OFFSET
 DEMO_ORDERS_PORT = 18086 + PORT_OFFSET
 HEALTH_PORTS = {
     name: 18180 + PORT_OFFSET + n

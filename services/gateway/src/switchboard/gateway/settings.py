@@ -40,7 +40,7 @@ class MemoryClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_GATEWAY_MEMORY_")
 
-    target: str = "127.0.0.1:50052"
+    target: str = "127.0.0.1:15052"
     # Above the memory service's own wait for a rating's turn (3 s by default).
     timeout_s: float = Field(default=10.0, gt=0)
 
@@ -51,7 +51,7 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_GATEWAY_")
 
     grpc_host: str = "127.0.0.1"
-    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_port: int = Field(default=15051, ge=0, le=65535)
     instance_id: str = Field(default_factory=_default_instance_id, pattern=r"^[a-z0-9._-]+$")
     reply_topic_partitions: int = Field(default=1, ge=1, le=64)
     max_message_chars: int = Field(default=8_000, gt=0)

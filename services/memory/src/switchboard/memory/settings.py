@@ -12,7 +12,7 @@ class MemorySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_MEMORY_")
 
     grpc_host: str = "127.0.0.1"
-    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    grpc_port: int = Field(default=15052, ge=0, le=65535)
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     database: str = "switchboard"
     # Bounds server selection, connecting and every socket read of a MongoDB call.

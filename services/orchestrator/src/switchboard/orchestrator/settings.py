@@ -32,7 +32,7 @@ class OrchestratorSettings(BaseSettings):
     max_concurrency: int = Field(default=128, gt=0)
     # How long open turns get to finish at a stop before they are left to be redelivered.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
-    memory_target: str = "127.0.0.1:50052"
+    memory_target: str = "127.0.0.1:15052"
     memory_timeout_s: float = Field(default=2.0, gt=0)
     context_max_tokens: int = Field(default=4_000, gt=0)
     default_max_output_tokens: int = Field(default=512, gt=0)

@@ -28,8 +28,8 @@ class Ports:
     """Where each process listens."""
 
     simulator: int = 28400
-    gateway: int = 50261
-    memory: int = 50262
+    gateway: int = 29261
+    memory: int = 29262
     gateway_health: int = 28181
     orchestrator_health: int = 28182
     memory_health: int = 28183

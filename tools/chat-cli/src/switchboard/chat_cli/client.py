@@ -166,7 +166,7 @@ usage: python -m switchboard.chat_cli
 
 Sends each line of stdin to the gateway as a chat message and streams the replies
 (with prompts when stdin is a terminal; /quit or Ctrl-D ends). Environment:
-  SWITCHBOARD_CHAT_TARGET     gateway host:port (127.0.0.1:50051)
+  SWITCHBOARD_CHAT_TARGET     gateway host:port (127.0.0.1:15051)
   SWITCHBOARD_CHAT_API_KEY    API key (else SWITCHBOARD_DEV_API_KEY, else sb-dev-key)
   SWITCHBOARD_CHAT_USER_ID    user id (cli-user)
   SWITCHBOARD_CHAT_TIER       auto, cheap or frontier (empty: auto)

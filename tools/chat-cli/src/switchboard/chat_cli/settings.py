@@ -10,7 +10,7 @@ class ChatCliSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_CHAT_", populate_by_name=True)
 
     # host:port of the gateway's gRPC endpoint (plaintext).
-    target: str = "127.0.0.1:50051"
+    target: str = "127.0.0.1:15051"
     # SWITCHBOARD_CHAT_API_KEY wins over SWITCHBOARD_DEV_API_KEY, the key of the local stack.
     api_key: str = Field(
         default="sb-dev-key",
