@@ -1,16 +1,21 @@
 """Handling one raw Kafka record of a `ConcurrentConsumer`: its trace, its payload, its
 dead letter. Shared by every service that consumes with the concurrent consumer."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
+from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 
 from switchboard.common.consumer import Record
+from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.kafka import publish_dead_letter
 from switchboard.common.retry import retrying
+
+M = TypeVar("M", bound=Message)
 
 
 def record_headers(record: Record) -> dict[str, str]:
@@ -51,3 +56,34 @@ async def dead_letter_record(
     async for step in retrying(attempts, backoff_max_s, (KafkaError, TimeoutError)):
         with step:
             await publish_dead_letter(broker, record, error, consumer_group=group_id)
+
+
+async def decode_or_dead_letter_record(
+    broker: KafkaBroker,
+    record: Record,
+    message_type: type[M],
+    *,
+    group_id: str,
+    attempts: int,
+    backoff_max_s: float,
+    problem_of: Callable[[M], str | None] | None = None,
+) -> M | None:
+    """The record's payload; None when it cannot be decoded (or `problem_of` names what is
+    wrong with it), in which case it is dead-lettered and the current span marked poison."""
+    try:
+        message = decode(record.value or b"", record_headers(record), message_type)
+        problem = problem_of(message) if problem_of is not None else None
+    except PoisonMessageError as exc:
+        problem = str(exc)
+    if problem is None:
+        return message
+    trace.get_current_span().set_attribute("error.type", "poison")
+    await dead_letter_record(
+        broker,
+        record,
+        problem,
+        group_id=group_id,
+        attempts=attempts,
+        backoff_max_s=backoff_max_s,
+    )
+    return None

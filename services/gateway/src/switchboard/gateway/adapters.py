@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
@@ -88,6 +90,14 @@ def conversation_marker_key(tenant_id: str, conversation_id: str) -> str:
     return f"sb:{tenant_id}:conversation:{conversation_id}:known"
 
 
+@contextmanager
+def _directory_errors() -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+
 class RedisConversationMarkers:
     """One key per (tenant, conversation) with a TTL that each use renews."""
 
@@ -97,31 +107,25 @@ class RedisConversationMarkers:
 
     async def known(self, tenant_id: str, conversation_id: str) -> bool:
         """Whether the marker exists; renews its TTL in the same round trip."""
-        try:
+        with _directory_errors():
             # EXPIRE answers whether the key exists, and keeps a used conversation marked.
             return bool(
                 await self._redis.expire(
                     conversation_marker_key(tenant_id, conversation_id), self._ttl_s
                 )
             )
-        except RedisError as exc:
-            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
 
     async def add(self, tenant_id: str, conversation_id: str) -> None:
         """Write (or renew) the marker."""
-        try:
+        with _directory_errors():
             await self._redis.set(
                 conversation_marker_key(tenant_id, conversation_id), b"1", ex=self._ttl_s
             )
-        except RedisError as exc:
-            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
 
     async def remove(self, tenant_id: str, conversation_id: str) -> None:
         """Delete the marker."""
-        try:
+        with _directory_errors():
             await self._redis.delete(conversation_marker_key(tenant_id, conversation_id))
-        except RedisError as exc:
-            raise DirectoryUnavailableError(f"Redis is unreachable: {exc}") from exc
 
 
 class ReplyTopicAdmin:

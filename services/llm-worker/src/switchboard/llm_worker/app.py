@@ -20,7 +20,7 @@ from switchboard.common.health import HealthServer
 from switchboard.common.kafka import StreamPublisher, create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
-from switchboard.common.records import consumer_span, dead_letter_record, record_headers
+from switchboard.common.records import consumer_span, decode_or_dead_letter_record
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
@@ -85,18 +85,15 @@ class TaskHandler:
     async def __call__(self, record: Record, lease: Lease) -> None:
         # The task's trace continues here; spans and records published below join it.
         with consumer_span(tracer, record, self.group_id) as span:
-            try:
-                task = decode(record.value or b"", record_headers(record), LlmTask)
-            except PoisonMessageError as exc:
-                span.set_attribute("error.type", "poison")
-                await dead_letter_record(
-                    self._broker,
-                    record,
-                    str(exc),
-                    group_id=self.group_id,
-                    attempts=self._settings.step_attempts,
-                    backoff_max_s=self._settings.step_backoff_max_s,
-                )
+            task = await decode_or_dead_letter_record(
+                self._broker,
+                record,
+                LlmTask,
+                group_id=self.group_id,
+                attempts=self._settings.step_attempts,
+                backoff_max_s=self._settings.step_backoff_max_s,
+            )
+            if task is None:
                 return
             span.set_attribute("switchboard.request_id", task.request_id)
             with IN_FLIGHT.labels(self._tier).track_inprogress():

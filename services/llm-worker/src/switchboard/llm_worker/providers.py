@@ -303,7 +303,9 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[dict[str, Any], 
     to the SSE rules that OpenAI-compatible servers use (multi-line data, comments).
     """
     data: list[str] = []
-    async for line in lines:
+    # A blank line ends an event; the stream's end ends the last one too (an empty line
+    # appended, so one path reads both).
+    async for line in _then_blank(lines):
         if line:
             if line.startswith("data:"):
                 data.append(line[6:] if line.startswith("data: ") else line[5:])
@@ -318,10 +320,12 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[dict[str, Any], 
         if not isinstance(chunk, dict):
             raise ValueError(f"a data field is not a JSON object: {payload[:80]!r}")
         yield chunk
-    if data and not data[0].startswith("[DONE]"):
-        chunk = json.loads("\n".join(data))
-        if isinstance(chunk, dict):
-            yield chunk
+
+
+async def _then_blank(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    async for line in lines:
+        yield line
+    yield ""
 
 
 def _error_message(error: Any) -> str:

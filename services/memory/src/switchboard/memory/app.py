@@ -13,7 +13,6 @@ from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
-from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
     create_broker,
@@ -23,7 +22,7 @@ from switchboard.common.kafka import (
 )
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
-from switchboard.common.records import consumer_span, dead_letter_record, record_headers
+from switchboard.common.records import consumer_span, decode_or_dead_letter_record
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -78,23 +77,18 @@ class TurnRecordHandler:
         self.group_id = settings.consumer_group
 
     async def __call__(self, record: Record, lease: Lease) -> None:
-        with consumer_span(tracer, record, self.group_id) as span:
-            try:
-                turn = decode(record.value or b"", record_headers(record), CompletedTurn)
-                problem = turn_problem(turn)
-            except PoisonMessageError as exc:
-                problem = str(exc)
-            if problem is not None:
-                span.set_attribute("error.type", "poison")
+        with consumer_span(tracer, record, self.group_id):
+            turn = await decode_or_dead_letter_record(
+                self._broker,
+                record,
+                CompletedTurn,
+                group_id=self.group_id,
+                attempts=self._settings.write_attempts,
+                backoff_max_s=self._settings.write_backoff_max_s,
+                problem_of=turn_problem,
+            )
+            if turn is None:
                 TURNS.labels("invalid").inc()
-                await dead_letter_record(
-                    self._broker,
-                    record,
-                    problem,
-                    group_id=self.group_id,
-                    attempts=self._settings.write_attempts,
-                    backoff_max_s=self._settings.write_backoff_max_s,
-                )
                 return
             await self._store_turn(turn)
 

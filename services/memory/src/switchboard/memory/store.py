@@ -149,10 +149,16 @@ async def _insert_new(collection: AsyncCollection[Document], docs: list[Document
     return set(range(len(docs)))
 
 
-def _covers(message_count: int, window: list[StoredMessage], after_position: int) -> bool:
-    """Whether `window` (of a conversation of `message_count` messages) holds every
-    message after `after_position`."""
-    return message_count <= len(window) or (bool(window) and window[0].position <= after_position)
+def _window_after(
+    message_count: int, window: list[StoredMessage] | None, after_position: int
+) -> list[StoredMessage] | None:
+    """The messages after `after_position`, oldest first, when `window` (of a conversation
+    of `message_count` messages) holds them all; None when they must be read instead."""
+    if window is None:
+        return None
+    if message_count > len(window) and not (window and window[0].position <= after_position):
+        return None
+    return [m for m in window if m.position > after_position]
 
 
 def _now() -> datetime:
@@ -219,7 +225,7 @@ class ConversationStore:
         summary result, consumed side by side) lost one of them, e.g. a stored summary.
         MongoDB needs no lock; with FerretDB, run one memory process per database.
         """
-        stripe = hash(conversation_key(tenant_id, conversation_id)) % len(self._locks)
+        stripe = hash((tenant_id, conversation_id)) % len(self._locks)
         return self._locks[stripe]
 
     async def ensure_indexes(self) -> None:
@@ -372,14 +378,10 @@ class ConversationStore:
             }
         elif stored or facts:
             count += len(stored)
-            known = {(m.request_id, m.role) for m in window}
-            merged = sorted(
-                [*window, *(m for m in stored if (m.request_id, m.role) not in known)],
-                key=lambda m: m.position,
-            )[-self._recent_limit :]
-            window = merged
+            # Only messages this write inserted are new: none of them is in the window yet.
+            window = sorted([*window, *stored], key=lambda m: m.position)[-self._recent_limit :]
             update["$inc"] = {"message_count": len(stored)}
-            update["$set"] = {"recent": [_recent_doc(m) for m in merged], "recent_count": count}
+            update["$set"] = {"recent": [_recent_doc(m) for m in window], "recent_count": count}
             previous = (conversation or {}).get("known_facts", [])
             if (conversation or {}).get("known_facts_complete", True):
                 seen = {(d["kind"], d["value"]) for d in previous}
@@ -397,10 +399,8 @@ class ConversationStore:
             await self._conversations.update_one({"_id": key}, update, upsert=True)
             return SavedTurn(SaveOutcome.STORED)
         summary = _summary(conversation)
-        if not _covers(count, window, summary.until_position):
-            return SavedTurn(SaveOutcome.STORED, summary)
-        after = tuple(m for m in window if m.position > summary.until_position)
-        return SavedTurn(SaveOutcome.STORED, summary, after)
+        after = _window_after(count, window, summary.until_position)
+        return SavedTurn(SaveOutcome.STORED, summary, None if after is None else tuple(after))
 
     def _known_facts(self, docs: list[Document]) -> Document:
         """The conversation fields that keep its facts, or say there are too many to keep."""
@@ -461,11 +461,9 @@ class ConversationStore:
                 .to_list()
             )
             facts = _newest_facts(fact_docs, max_facts)
-        if window is not None and _covers(
-            conversation["message_count"], window, summary.until_position
-        ):
-            newest_first = [m for m in reversed(window) if m.position > summary.until_position]
-            return ContextSnapshot(summary, tuple(facts), tuple(newest_first[:scan_limit]))
+        after = _window_after(conversation["message_count"], window, summary.until_position)
+        if after is not None:
+            return ContextSnapshot(summary, tuple(facts), tuple(after[::-1][:scan_limit]))
         docs = (
             await self._messages.find({**scope, "position": {"$gt": summary.until_position}})
             .sort("position", DESCENDING)
@@ -495,9 +493,9 @@ class ConversationStore:
         conversation = await self._conversation_by_key(tenant_id, conversation_id)
         if conversation is None:
             return []
-        window = _window(conversation)
-        if window is not None and _covers(conversation["message_count"], window, after_position):
-            return [m for m in window if m.position > after_position][:limit]
+        after = _window_after(conversation["message_count"], _window(conversation), after_position)
+        if after is not None:
+            return after[:limit]
         docs = (
             await self._messages.find(
                 {**_scope(tenant_id, conversation_id), "position": {"$gt": after_position}}

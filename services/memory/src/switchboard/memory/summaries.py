@@ -78,7 +78,8 @@ def summary_task_id(
     tenant_id: str, conversation_id: str, base_version: int, last: StoredMessage
 ) -> str:
     """The task id of the summary that folds everything up to `last` into `base_version`."""
-    name = f"{tenant_id}/{conversation_id}/{base_version}/{last.position}/{last.role}"
+    # A position already tells the role apart (records.position_of).
+    name = f"{tenant_id}/{conversation_id}/{base_version}/{last.position}"
     return str(uuid.uuid5(_SUMMARY_NAMESPACE, name))
 
 

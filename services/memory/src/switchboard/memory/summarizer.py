@@ -47,11 +47,11 @@ class Summarizer:
         """
         settings = self._settings
         if saved is not None and saved.summary is not None:
-            previous = saved.summary
+            previous, known = saved.summary, saved.unsummarised
         else:
-            previous = await self._store.summary_state(tenant_id, conversation_id)
-        if saved is not None and saved.summary is not None and saved.unsummarised is not None:
-            unsummarised = list(saved.unsummarised[: settings.context_scan_limit])
+            previous, known = await self._store.summary_state(tenant_id, conversation_id), None
+        if known is not None:
+            unsummarised = list(known[: settings.context_scan_limit])
         else:
             unsummarised = await self._store.unsummarised(
                 tenant_id, conversation_id, previous.until_position, settings.context_scan_limit

@@ -16,12 +16,11 @@ from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
 from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
-from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import wait_for_stop_signal
-from switchboard.common.records import consumer_span, dead_letter_record, record_headers
+from switchboard.common.records import consumer_span, decode_or_dead_letter_record
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -104,22 +103,19 @@ class RecordHandler:
         self.group_id = settings.consumer_group
 
     async def __call__(self, record: Record, lease: Lease) -> None:
-        with consumer_span(tracer, record, self.group_id) as span:
+        with consumer_span(tracer, record, self.group_id):
             message_type: type[TurnRequest | LlmResult] = (
                 TurnRequest if record.topic == self._requests_topic else LlmResult
             )
-            try:
-                message = decode(record.value or b"", record_headers(record), message_type)
-            except PoisonMessageError as exc:
-                span.set_attribute("error.type", "poison")
-                await dead_letter_record(
-                    self._broker,
-                    record,
-                    str(exc),
-                    group_id=self.group_id,
-                    attempts=self._settings.step_attempts,
-                    backoff_max_s=self._settings.step_backoff_max_s,
-                )
+            message = await decode_or_dead_letter_record(
+                self._broker,
+                record,
+                message_type,
+                group_id=self.group_id,
+                attempts=self._settings.step_attempts,
+                backoff_max_s=self._settings.step_backoff_max_s,
+            )
+            if message is None:
                 return
             async for attempt in retrying(
                 self._settings.step_attempts, self._settings.step_backoff_max_s, TRANSIENT
