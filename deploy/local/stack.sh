@@ -15,6 +15,7 @@
 #   SWITCHBOARD_KAFKA_START_TIMEOUT_S (90)  SWITCHBOARD_FERRETDB_START_TIMEOUT_S (30)
 #   SWITCHBOARD_REDIS_START_TIMEOUT_S (15)  SWITCHBOARD_STOP_TIMEOUT_S (30)   [seconds]
 #   SWITCHBOARD_LOCK_TIMEOUT_S (900)  SWITCHBOARD_FERRETDB_LOG_LEVEL (warn)  JAVA_HOME
+#   SWITCHBOARD_FERRETDB_PPROF_ADDR (empty: off; e.g. 127.0.0.1:6060 for `go tool pprof`)
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +60,7 @@ JAEGER_START_TIMEOUT="${SWITCHBOARD_JAEGER_START_TIMEOUT_S:-30}"
 STOP_TIMEOUT="${SWITCHBOARD_STOP_TIMEOUT_S:-30}"
 LOCK_TIMEOUT="${SWITCHBOARD_LOCK_TIMEOUT_S:-900}"
 FERRETDB_LOG_LEVEL="${SWITCHBOARD_FERRETDB_LOG_LEVEL:-warn}"
+FERRETDB_PPROF_ADDR="${SWITCHBOARD_FERRETDB_PPROF_ADDR:-}"
 
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 KAFKA_LOG4J="$SCRIPT_DIR/kafka/log4j2.properties"
@@ -360,9 +362,9 @@ kafka_ensure_topics() {
 # ---------------------------------------------------------------------------------------------
 # FerretDB
 # ---------------------------------------------------------------------------------------------
-# The stamp covers the wrapper's sources, so a change to main.go or go.mod rebuilds it.
+# The stamp covers the wrapper's sources and our patches, so a change to any of them rebuilds it.
 ferretdb_stamp() {
-  echo "ferretdb=$FERRETDB_VERSION src=$(cat "$FERRETDB_SRC/main.go" "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum" | sha256sum | cut -c1-12)"
+  echo "ferretdb=$FERRETDB_VERSION src=$(cat "$FERRETDB_SRC/main.go" "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum" "$FERRETDB_SRC"/patches/*.patch | sha256sum | cut -c1-12)"
 }
 
 ferretdb_installed() {
@@ -377,15 +379,31 @@ ferretdb_install() {
   local t0
   t0=$(now_us)
   log "ferretdb: building FerretDB $FERRETDB_VERSION (first build takes about a minute)"
-  # -buildvcs=false: the wrapper sits inside this git repo, whose state must not affect the build.
-  (cd "$FERRETDB_SRC" && GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install .)
+  # FerretDB 1.x is no longer released, so fixes we need are carried as patches
+  # (ferretdb/patches/, see its README) on a copy of the module, which the wrapper's build
+  # replaces the upstream module with.
+  local build="$LOCAL_DIR/build/ferretdb" upstream patch
+  upstream=$(cd "$FERRETDB_SRC" && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -d $upstream ]] || die "ferretdb: could not download github.com/FerretDB/FerretDB@$FERRETDB_VERSION"
+  rm -rf "$build" && mkdir -p "$build"
+  cp -R "$upstream" "$build/FerretDB" && chmod -R u+w "$build/FerretDB"
+  for patch in "$FERRETDB_SRC"/patches/*.patch; do
+    # The ceiling keeps git from taking this repo (around .local/) for the patch's target.
+    (cd "$build/FerretDB" && GIT_CEILING_DIRECTORIES="$build" git apply -p1 "$patch") ||
+      die "ferretdb: $patch does not apply to FerretDB $FERRETDB_VERSION"
+  done
+  cp "$FERRETDB_SRC/main.go" "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum" "$build/"
+  # -buildvcs=false: the build sits inside this git repo, whose state must not affect it.
+  (cd "$build" && go mod edit -replace "github.com/FerretDB/FerretDB=./FerretDB" &&
+    GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install .)
   ferretdb_stamp >"$BIN_DIR/.ferretdb.stamp"
   log "ferretdb: built in $(since "$t0")"
 }
 
 ferretdb_start() {
   start_bg ferretdb "$FERRETDB_BIN" -listen-addr "$HOST:$MONGO_PORT" -sqlite-dir "$FERRETDB_DATA" \
-    -log-level "$FERRETDB_LOG_LEVEL"
+    -log-level "$FERRETDB_LOG_LEVEL" ${FERRETDB_PPROF_ADDR:+-pprof-addr "$FERRETDB_PPROF_ADDR"}
 }
 
 # A real MongoDB ping through pymongo when the project venv has it; else the open port must do,

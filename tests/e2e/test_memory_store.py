@@ -76,6 +76,25 @@ async def test_one_summary_in_flight_at_a_time_until_it_is_stale(store: Conversa
     assert await store.save_summary("acme", conversation, "t3", "fresh", 5) == 1
 
 
+async def test_only_its_own_task_releases_a_claim(store: ConversationStore) -> None:
+    conversation = await stored_conversation(store)
+    base, plan = await plan_for(store, conversation)
+    assert await store.claim_summary("acme", conversation, "t1", base, plan, 60)
+    await store.release_summary("acme", conversation, "t2")  # another task's failure
+    assert not await store.claim_summary("acme", conversation, "t2", base, plan, 60)
+    await store.release_summary("acme", conversation, "t1")
+    assert await store.claim_summary("acme", conversation, "t2", base, plan, 60)
+    assert await store.save_summary("acme", conversation, "t1", "released", 5) is None
+
+
+async def test_an_unknown_conversation_cannot_be_claimed(store: ConversationStore) -> None:
+    conversation = await stored_conversation(store)
+    base, plan = await plan_for(store, conversation)
+    assert not await store.claim_summary("acme", "c-unknown", "t1", base, plan, 60)
+    assert not await store.claim_summary("other-tenant", conversation, "t1", base, plan, 60)
+    await store.release_summary("acme", "c-unknown", "t1")  # nothing to release: no error
+
+
 async def test_a_redelivered_result_stores_its_version_once(store: ConversationStore) -> None:
     conversation = await stored_conversation(store)
     base, plan = await plan_for(store, conversation)

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // profiles on -pprof-addr only
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,8 +23,14 @@ func main() {
 	listenAddr := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	sqliteDir := flag.String("sqlite-dir", "data", "directory holding the SQLite database files")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
+	pprofAddr := flag.String("pprof-addr", "", "serve Go's pprof profiles on this address (off when empty)")
 	flag.Parse()
 
+	if *pprofAddr != "" {
+		go func() {
+			fmt.Fprintln(os.Stderr, "ferretdb: pprof:", http.ListenAndServe(*pprofAddr, nil))
+		}()
+	}
 	if err := run(*listenAddr, *sqliteDir, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "ferretdb:", err)
 		os.Exit(1)

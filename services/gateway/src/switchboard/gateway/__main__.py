@@ -1,9 +1,8 @@
 """`python -m switchboard.gateway`"""
 
-import asyncio
-
+from switchboard.common.lifecycle import run
 from switchboard.gateway.app import serve
 from switchboard.gateway.settings import GatewaySettings
 
 if __name__ == "__main__":
-    asyncio.run(serve(GatewaySettings()))
+    run(serve(GatewaySettings()))

@@ -1,9 +1,8 @@
 """`python -m switchboard.memory`"""
 
-import asyncio
-
+from switchboard.common.lifecycle import run
 from switchboard.memory.app import serve
 from switchboard.memory.settings import MemorySettings
 
 if __name__ == "__main__":
-    asyncio.run(serve(MemorySettings()))
+    run(serve(MemorySettings()))

@@ -92,6 +92,11 @@ def message_key(tenant_id: str, conversation_id: str, request_id: str, role: int
     return json.dumps([tenant_id, conversation_id, request_id, role], separators=(",", ":"))
 
 
+def summary_key(tenant_id: str, conversation_id: str, version: int) -> str:
+    """The `_id` of a summary version."""
+    return json.dumps([tenant_id, conversation_id, version], separators=(",", ":"))
+
+
 def _recent_doc(message: StoredMessage) -> Document:
     return {
         "position": message.position,
@@ -521,28 +526,25 @@ class ConversationStore:
         but failed before (or while) sending the task can send it again.
         """
         async with self._writing(tenant_id, conversation_id):
+            # Checked here and written by key, under the conversation's write lock: a
+            # conditional filter would make FerretDB 1.x decode every conversation.
+            conversation = await self._conversation_by_key(tenant_id, conversation_id)
+            if conversation is None:
+                return False
             now = _now()
             # Only on the summary the plan was made from: a version stored meanwhile makes the
             # plan stale (it would fold messages already covered into a duplicate version).
-            base_filter: Document = (
-                {"summary.version": base.version}
-                if base.version
-                else {"summary": {"$exists": False}}
-            )
-            claimed = await self._conversations.find_one_and_update(
-                {
-                    **_scope(tenant_id, conversation_id),
-                    **base_filter,
-                    "$or": [
-                        {"summary_pending": {"$exists": False}},
-                        {"summary_pending.task_id": task_id},
-                        {
-                            "summary_pending.requested_at": {
-                                "$lt": now - timedelta(seconds=stale_after_s)
-                            }
-                        },
-                    ],
-                },
+            if _summary(conversation).version != base.version:
+                return False
+            pending = conversation.get("summary_pending")
+            if not (
+                pending is None
+                or pending.get("task_id") == task_id
+                or pending["requested_at"] < now - timedelta(seconds=stale_after_s)
+            ):
+                return False
+            await self._conversations.update_one(
+                {"_id": conversation["_id"]},
                 {
                     "$set": {
                         "summary_pending": {
@@ -558,9 +560,8 @@ class ConversationStore:
                         }
                     }
                 },
-                # No projection: FerretDB 1.x does not implement `fields` in findAndModify.
             )
-            return claimed is not None
+            return True
 
     async def release_summary(self, tenant_id: str, conversation_id: str, task_id: str) -> None:
         """Forget an in-flight summary task (it failed or could not be sent)."""
@@ -568,10 +569,14 @@ class ConversationStore:
             await self._release(tenant_id, conversation_id, task_id)
 
     async def _release(self, tenant_id: str, conversation_id: str, task_id: str) -> None:
-        await self._conversations.update_one(
-            {**_scope(tenant_id, conversation_id), "summary_pending.task_id": task_id},
-            {"$unset": {"summary_pending": ""}},
-        )
+        conversation = await self._conversation_by_key(tenant_id, conversation_id)
+        if conversation is None:
+            return
+        pending = conversation.get("summary_pending")
+        if pending is not None and pending["task_id"] == task_id:
+            await self._conversations.update_one(
+                {"_id": conversation["_id"]}, {"$unset": {"summary_pending": ""}}
+            )
 
     async def save_summary(
         self,
@@ -587,7 +592,9 @@ class ConversationStore:
         async with self._writing(tenant_id, conversation_id):
             scope = _scope(tenant_id, conversation_id)
             conversation = await self._conversation_by_key(tenant_id, conversation_id)
-            pending = (conversation or {}).get("summary_pending")
+            if conversation is None:
+                return None
+            pending = conversation.get("summary_pending")
             if pending is None or pending.get("task_id") != task_id:
                 return None
             version = int(pending["base_version"]) + 1
@@ -601,6 +608,7 @@ class ConversationStore:
             try:
                 await self._summaries.insert_one(
                     {
+                        "_id": summary_key(tenant_id, conversation_id, version),
                         **scope,
                         "version": version,
                         "text": text,
@@ -615,14 +623,17 @@ class ConversationStore:
                     }
                 )
             except DuplicateKeyError:
-                existing = await self._summaries.find_one({**scope, "version": version})
+                existing = await self._summaries.find_one(
+                    {"_id": summary_key(tenant_id, conversation_id, version)}
+                )
                 if existing is None or existing.get("task_id") != task_id:
                     # Another task wrote this version: this result is stale.
                     await self._release(tenant_id, conversation_id, task_id)
                     return None
                 # A redelivered result: the version is stored already; finish the bookkeeping.
+            # By key: the pending task was checked above, under the write lock.
             await self._conversations.update_one(
-                {**scope, "summary_pending.task_id": task_id},
+                {"_id": conversation["_id"]},
                 {
                     "$set": {
                         "summary": {
@@ -637,9 +648,11 @@ class ConversationStore:
                     "$unset": {"summary_pending": ""},
                 },
             )
-            await self._summaries.delete_many(
-                {**scope, "version": {"$lte": version - versions_kept}}
-            )
+            if version > versions_kept:
+                # Each version stored retires one, so `versions_kept` remain.
+                await self._summaries.delete_one(
+                    {"_id": summary_key(tenant_id, conversation_id, version - versions_kept)}
+                )
             if await self._deleted_since(scope, pending["requested_at"]):
                 await self._summaries.delete_many(scope)
                 return None
