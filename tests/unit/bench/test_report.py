@@ -4,7 +4,7 @@ import pytest
 
 from switchboard.bench.load import LoadResult, Sample
 from switchboard.bench.procstats import ProcessStats
-from switchboard.bench.report import build_report, table
+from switchboard.bench.report import LOAD_DRIVER, build_report, table
 
 
 def load(name: str, ttft_ms: list[float], tokens: int = 100) -> LoadResult:
@@ -37,3 +37,38 @@ def test_without_a_probe_the_report_has_no_unloaded_figures() -> None:
     assert report["ttft_overhead_ms"][50] == pytest.approx(20.0)
     assert "one request at a time" not in table(report)
     assert "negative overhead" not in table(report)
+
+
+def test_a_latency_target_is_met_only_under_load_and_one_at_a_time_alike() -> None:
+    platform = load("platform", [900.0] * 10)
+    direct = load("direct", [1000.0] * 10)  # saturated baseline: a negative overhead
+    slow_probe = (load("platform", [24.0] * 5), load("direct", [2.0] * 5))
+    fast_probe = (load("platform", [7.0] * 5), load("direct", [2.0] * 5))
+
+    slow = build_report({}, platform, direct, {}, slow_probe)
+    fast = build_report({}, platform, direct, {}, fast_probe)
+
+    assert slow["targets"]["ttft_overhead_p50_ms"] == [10.0, False]
+    assert fast["targets"]["ttft_overhead_p50_ms"] == [10.0, True]
+    assert "target ttft_overhead_p50_ms: 10 -> NOT met" in table(slow)
+
+
+def test_infrastructure_cpu_is_reported_apart_from_the_services_and_the_load_driver() -> None:
+    def cpu(seconds: float) -> ProcessStats:
+        return ProcessStats(cpu_start_s=1.0, cpu_end_s=1.0 + seconds)
+
+    report = build_report(
+        {},
+        load("platform", [30.0] * 10),
+        load("direct", [10.0] * 10),
+        {"gateway": cpu(0.2), "simulator": cpu(0.5)},
+        infrastructure={"kafka": cpu(0.1), "ferretdb": cpu(0.3), LOAD_DRIVER: cpu(2.0)},
+    )
+
+    assert report["platform_cpu_s_per_request"] == pytest.approx(0.02)
+    assert report["infrastructure_cpu_s_per_request"] == pytest.approx(0.04)
+    text = table(report)
+    assert "infrastructure CPU seconds per request (Kafka, FerretDB, Redis, Jaeger): 40.00 ms" in (
+        text
+    )
+    assert "ferretdb" in text and LOAD_DRIVER[:28] in text

@@ -2,21 +2,6 @@
 
 import asyncio
 import signal
-from collections.abc import Coroutine
-from typing import Any
-
-import uvloop
-
-from switchboard.common.settings import RuntimeSettings
-
-
-def run(main: Coroutine[Any, Any, None], settings: RuntimeSettings | None = None) -> None:
-    """Run a service's `main` to its end on the configured event loop."""
-    settings = settings or RuntimeSettings()
-    if settings.event_loop == "uvloop":
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
 
 
 async def wait_for_stop_signal() -> None:

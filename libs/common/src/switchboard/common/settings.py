@@ -68,13 +68,3 @@ class HealthSettings(BaseSettings):
     host: str = "127.0.0.1"
     # 0 disables the endpoint.
     port: int = Field(default=0, ge=0, le=65535)
-
-
-class RuntimeSettings(BaseSettings):
-    """How a service process runs."""
-
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_")
-
-    # uvloop's socket writes and callbacks are in C: make bench measured less CPU per turn in
-    # every service; `asyncio` is the standard loop, for debugging.
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"

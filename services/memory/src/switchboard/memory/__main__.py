@@ -1,8 +1,9 @@
 """`python -m switchboard.memory`"""
 
-from switchboard.common.lifecycle import run
+import asyncio
+
 from switchboard.memory.app import serve
 from switchboard.memory.settings import MemorySettings
 
 if __name__ == "__main__":
-    run(serve(MemorySettings()))
+    asyncio.run(serve(MemorySettings()))

@@ -1,8 +1,9 @@
 """`python -m switchboard.orchestrator`"""
 
-from switchboard.common.lifecycle import run
+import asyncio
+
 from switchboard.orchestrator.app import serve
 from switchboard.orchestrator.settings import OrchestratorSettings
 
 if __name__ == "__main__":
-    run(serve(OrchestratorSettings()))
+    asyncio.run(serve(OrchestratorSettings()))

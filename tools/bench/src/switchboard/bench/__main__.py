@@ -56,7 +56,9 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
             platform.gateway_target, key, args.concurrency, args.warmup, args.tokens, args.timeout_s
         )
     sampler = Sampler(platform.pids())
+    shared = Sampler({**platform.infrastructure_pids(), report.LOAD_DRIVER: os.getpid()})
     sampler.start()
+    shared.start()
     soak = args.soak_seconds or None
     requests = 10**9 if soak else args.requests
     through = await platform_load(
@@ -69,6 +71,7 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         deadline_s=soak,
     )
     await sampler.stop()
+    await shared.stop()
     direct = await direct_load(
         f"{platform.simulator_url}/v1",
         args.concurrency,
@@ -77,7 +80,7 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         args.timeout_s,
     )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return report.build_report(config, through, direct, sampler.stats, probe)
+    return report.build_report(config, through, direct, sampler.stats, probe, shared.stats)
 
 
 def main() -> None:

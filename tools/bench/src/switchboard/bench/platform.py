@@ -7,6 +7,7 @@ Used by the benchmark; the same isolation lets it run beside `make up`.
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from switchboard.common.tenants import RateLimits, TenantConfig, TenantStore, ha
 from switchboard.common.topics import read_topic_specs
 
 ROOT = Path(__file__).resolve().parents[5]
+INFRASTRUCTURE = ("kafka", "ferretdb", "redis", "jaeger")
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,22 @@ class Platform:
         """Process ids by service name."""
         return {name: process.pid for name, process in self.processes.items()}
 
+    def infrastructure_pids(self) -> dict[str, int]:
+        """The local stack's servers this platform shares (from `deploy/local/stack.sh`'s pid
+        files), by name; those that are not running locally are left out."""
+        found = {}
+        for name in INFRASTRUCTURE:
+            try:
+                pid = int((ROOT / ".local" / "run" / f"{name}.pid").read_text().strip())
+                os.kill(pid, 0)
+            except (OSError, ValueError):
+                continue
+            found[name] = pid
+        return found
+
     def start(self) -> None:
         """Create the topics, start every process and wait until each is ready."""
+        self._check_ports_free()
         asyncio.run(self._create_topics())
         asyncio.run(self._seed_tenant())
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +192,20 @@ class Platform:
         asyncio.run(self._delete_topics())
         # The database stays: FerretDB 1.24 (SQLite) can crash after dropping a database
         # whose WAL its pool still maps; `deploy/local/stack.sh down --purge` clears it.
+
+    def _check_ports_free(self) -> None:
+        """Fail before starting anything when a port is taken: readiness checks would
+        otherwise pass against another run's processes (a second bench at the same time)."""
+        for name, port in vars(self.ports).items():
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # Connections of an earlier run in TIME_WAIT do not count; a listener does.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"port {port} ({name}) is in use: is another benchmark running? ({exc})"
+                    ) from None
 
     def _wait_ready(self, name: str, url: str) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
