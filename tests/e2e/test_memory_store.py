@@ -148,8 +148,16 @@ async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
     assert doc is not None and (doc["message_count"], doc["recent_count"]) == (60, 60)
     assert [m["position"] for m in doc["recent"]] == scan[-40:]
 
+    # No summary covers the 20 oldest: the window alone is read unless the whole is asked for.
     snapshot = await store.context_snapshot("acme", conversation, 200, 0)
+    assert [m.position for m in snapshot.newest_first] == list(reversed(scan))[:40]
+    assert not snapshot.complete
+    snapshot = await store.context_snapshot("acme", conversation, 200, 0, whole=True)
     assert [m.position for m in snapshot.newest_first] == list(reversed(scan))
+    assert snapshot.complete
+    snapshot = await store.context_snapshot("acme", conversation, 30, 0)
+    assert [m.position for m in snapshot.newest_first] == list(reversed(scan))[:30]
+    assert snapshot.complete  # the scan limit would stop a whole read there too
 
     # A window out of step with the count (writers raced) is not trusted ...
     conversations = store.client[store.database]["conversations"]

@@ -35,6 +35,8 @@ class FakeStore:
     def __init__(self) -> None:
         self.down = False
         self.snapshot = ContextSnapshot()
+        self.whole_snapshot: ContextSnapshot | None = None  # what a `whole` read gives
+        self.reads: list[str] = []
         self.feedback_after_calls = -1  # the call on which the rated turn "arrives"
         self.feedback_calls = 0
 
@@ -42,8 +44,11 @@ class FakeStore:
         if self.down:
             raise ServerSelectionTimeoutError("no servers")
 
-    async def context_snapshot(self, *args: Any) -> ContextSnapshot:
+    async def context_snapshot(self, *args: Any, whole: bool = False) -> ContextSnapshot:
         self._check()
+        self.reads.append("whole" if whole else "window")
+        if self.whole_snapshot is not None and whole:
+            return self.whole_snapshot
         return self.snapshot
 
     async def conversation(self, *args: Any) -> dict[str, Any] | None:
@@ -107,6 +112,30 @@ async def test_received_turns_not_yet_written_join_the_stored_context(service) -
     context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
     assert not context.degraded
     assert [m.request_id for m in context.messages] == ["r1", "r1", "r2", "r2"]
+
+
+async def test_the_older_messages_are_read_only_when_the_whole_window_fits(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    window = tuple(m for n in (5, 4) for m in reversed(turn(n)))  # newest first
+    older = tuple(m for n in (3, 2, 1) for m in reversed(turn(n)))
+    store.snapshot = ContextSnapshot(SummaryState(), (), window, complete=False)
+    store.whole_snapshot = ContextSnapshot(SummaryState(), (), (*window, *older))
+
+    # A budget the window fills: older messages would not fit, so they are not read.
+    small = await stub.GetContext(
+        GetContextRequest(tenant_id="acme", conversation_id="c1", max_tokens=14)
+    )
+    assert store.reads == ["window"]
+    assert [m.text for m in small.messages] == ["question 5", "answer 5"]
+
+    store.reads.clear()
+    large = await stub.GetContext(
+        GetContextRequest(tenant_id="acme", conversation_id="c1", max_tokens=4_000)
+    )
+    assert store.reads == ["window", "whole"]
+    assert [m.request_id for m in large.messages] == [
+        f"r{n}" for n in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5)
+    ]
 
 
 async def test_other_reads_are_unavailable_during_an_outage(service) -> None:  # type: ignore[no-untyped-def]

@@ -65,6 +65,9 @@ class ContextSnapshot:
     facts: tuple[Fact, ...] = ()
     # Newest first.
     newest_first: tuple[StoredMessage, ...] = ()
+    # False when unsummarised messages older than `newest_first` were left unread (only the
+    # conversation's window of newest messages was read).
+    complete: bool = True
 
 
 def messages_of(turn: CompletedTurn) -> tuple[StoredMessage, StoredMessage]:

@@ -104,21 +104,13 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         try:
             # pymongo.timeout bounds every operation inside, server selection included.
             with pymongo.timeout(timeout_s):
-                snapshot = await self._store.context_snapshot(
-                    request.tenant_id,
-                    request.conversation_id,
-                    self._settings.context_scan_limit,
-                    self._settings.context_max_facts,
-                )
-            # A turn this process received but has not finished writing belongs in the
-            # context already: the client may send its next message the moment it hears
-            # `done`, before the write is acknowledged.
-            newest = snapshot.newest_first[0].position if snapshot.newest_first else 0
-            unstored = self._cache.newer_than(key, max(newest, snapshot.summary.until_position))
-            self._cache.remember(key, snapshot)
-            if unstored:
-                snapshot = replace(snapshot, newest_first=(*unstored, *snapshot.newest_first))
-            CONTEXTS.labels("store+received" if unstored else "store").inc()
+                snapshot, received = await self._snapshot(request, key, whole=False)
+                result = self._fit(request, snapshot)
+                if not snapshot.complete and len(result.messages) == len(snapshot.newest_first):
+                    # Every message read fit: older unsummarised ones may fit too.
+                    snapshot, received = await self._snapshot(request, key, whole=True)
+                    result = self._fit(request, snapshot)
+            CONTEXTS.labels("store+received" if received else "store").inc()
         except PyMongoError as exc:
             degraded = True
             cached = self._cache.get(key)
@@ -129,16 +121,39 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
                 request.conversation_id,
                 "the cache" if cached else "nothing (current message only)",
             )
-            snapshot = cached or ContextSnapshot()
-        result = fit_context(
+            result = self._fit(request, cached or ContextSnapshot())
+        result.degraded = degraded
+        return result
+
+    async def _snapshot(
+        self, request: GetContextRequest, key: tuple[str, str], *, whole: bool
+    ) -> tuple[ContextSnapshot, bool]:
+        """The stored snapshot, with the turns received but not yet written; whether any."""
+        snapshot = await self._store.context_snapshot(
+            request.tenant_id,
+            request.conversation_id,
+            self._settings.context_scan_limit,
+            self._settings.context_max_facts,
+            whole=whole,
+        )
+        # A turn this process received but has not finished writing belongs in the
+        # context already: the client may send its next message the moment it hears
+        # `done`, before the write is acknowledged.
+        newest = snapshot.newest_first[0].position if snapshot.newest_first else 0
+        unstored = self._cache.newer_than(key, max(newest, snapshot.summary.until_position))
+        self._cache.remember(key, snapshot)
+        if unstored:
+            snapshot = replace(snapshot, newest_first=(*unstored, *snapshot.newest_first))
+        return snapshot, bool(unstored)
+
+    def _fit(self, request: GetContextRequest, snapshot: ContextSnapshot) -> ConversationContext:
+        return fit_context(
             snapshot.summary.text,
             [m.to_proto() for m in snapshot.newest_first],
             request.max_tokens or self._settings.default_context_tokens,
             lambda text: count_tokens(text, request.model),
             snapshot.facts,
         )
-        result.degraded = degraded
-        return result
 
     # ---- conversations -------------------------------------------------------------------
 

@@ -446,9 +446,21 @@ class ConversationStore:
     # ---- context -------------------------------------------------------------------------
 
     async def context_snapshot(
-        self, tenant_id: str, conversation_id: str, scan_limit: int, max_facts: int
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        scan_limit: int,
+        max_facts: int,
+        *,
+        whole: bool = False,
     ) -> ContextSnapshot:
-        """The summary in use, the newest facts and the newest unsummarised messages."""
+        """The summary in use, the newest facts and the newest unsummarised messages.
+
+        When the conversation's window of newest messages does not reach back to the
+        summary (a summary lags behind), only the window is read unless `whole` is set, and
+        the snapshot says it is not `complete`: the window often fills a context already,
+        while reading the rest makes FerretDB decode every message of the database.
+        """
         scope = _scope(tenant_id, conversation_id)
         conversation = await self._conversation_by_key(tenant_id, conversation_id)
         if conversation is None:
@@ -469,6 +481,11 @@ class ConversationStore:
         after = _window_after(conversation["message_count"], window, summary.until_position)
         if after is not None:
             return ContextSnapshot(summary, tuple(facts), tuple(after[::-1][:scan_limit]))
+        if window is not None and not whole:
+            newer = [m for m in window if m.position > summary.until_position][::-1]
+            return ContextSnapshot(
+                summary, tuple(facts), tuple(newer[:scan_limit]), len(newer) >= scan_limit
+            )
         docs = (
             await self._messages.find({**scope, "position": {"$gt": summary.until_position}})
             .sort("position", DESCENDING)
