@@ -34,6 +34,16 @@ async def test_redelivered_events_are_dropped() -> None:
     assert router.deliver(delta("r1", 1)) is Delivery.DUPLICATE
 
 
+async def test_a_dropped_done_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    router = ReplyRouter(max_buffered_per_stream=10)
+    router.open("r1")
+    router.deliver(delta("r1", 1))
+    router.deliver(delta("r1", 2))
+    stale = ChatEvent(request_id="r1", sequence=2, done=Done())
+    assert router.deliver(stale) is Delivery.DUPLICATE
+    assert "r1: dropped done numbered 2, at or below the 2 delivered" in caplog.text
+
+
 async def test_events_without_a_stream_are_orphaned() -> None:
     router = ReplyRouter(max_buffered_per_stream=10)
     assert router.deliver(delta("gone", 1)) is Delivery.ORPHANED

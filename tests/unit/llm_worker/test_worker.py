@@ -104,6 +104,38 @@ async def test_a_task_runs_once_and_is_skipped_when_redelivered_after_its_result
     assert again is None and len(publisher.results) == 1
 
 
+async def test_a_copy_of_a_running_task_waits_for_it_and_publishes_nothing() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    run = runner(provider, publisher, ledger, InFlight(10))
+    first = asyncio.create_task(run.run(make_task()))
+    await asyncio.wait_for(provider.started.wait(), 5)  # attempt 1 sent "Hel" (sequence 1)
+    copy = asyncio.create_task(run.run(make_task()))  # the same task, delivered again
+    await asyncio.sleep(0.05)
+    provider.release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, copy), 5)
+
+    assert results[1] is None  # finished already by the time the copy ran
+    # One result, whose `done` (last_sequence + 1) is above every reply event sent: the
+    # gateway drops events at or below the highest sequence it delivered.
+    assert len(publisher.results) == 1, [r.last_sequence for _, r in publisher.results]
+    assert publisher.results[0][1].last_sequence + 1 > max(e.sequence for e in publisher.replies)
+    assert not any(e.HasField("reset") for e in publisher.replies)
+    assert run._generations == {}  # nothing kept for finished generations
+
+
+async def test_different_generations_run_side_by_side() -> None:
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    run = runner(provider, publisher, ledger, InFlight(10))
+    first = asyncio.create_task(run.run(make_task("r-1")))
+    other = asyncio.create_task(run.run(make_task("r-2")))
+    await asyncio.sleep(0.05)
+    # Both have sent their first delta before either finished.
+    assert {e.request_id for e in publisher.replies} == {"r-1", "r-2"}
+    provider.release.set()
+    await asyncio.wait_for(asyncio.gather(first, other), 5)
+    assert len(publisher.results) == 2
+
+
 async def test_a_second_attempt_resets_and_numbers_its_events_above_the_first() -> None:
     provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
     ledger.attempts[generation_key(make_task())] = 1  # a first attempt died mid-way

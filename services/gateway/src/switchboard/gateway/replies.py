@@ -6,9 +6,12 @@ is full is marked overflowed and ended, instead of stalling every other conversa
 
 import asyncio
 import enum
+import logging
 from collections.abc import AsyncIterator
 
 from switchboard.v1.chat_pb2 import ChatEvent
+
+log = logging.getLogger(__name__)
 
 
 class Delivery(enum.Enum):
@@ -45,6 +48,15 @@ class ReplyStream:
     def offer(self, event: ChatEvent) -> Delivery:
         """Buffer `event` unless it was seen already or the buffer is full."""
         if event.sequence <= self._last_sequence:
+            if is_terminal(event):
+                # Never expected: it would leave the client waiting (worth a look).
+                log.warning(
+                    "%s: dropped %s numbered %d, at or below the %d delivered",
+                    self.request_id,
+                    event.WhichOneof("event"),
+                    event.sequence,
+                    self._last_sequence,
+                )
             return Delivery.DUPLICATE
         try:
             self._queue.put_nowait(event)

@@ -12,7 +12,7 @@ from tenacity import AsyncRetrying
 
 from switchboard.common.retry import retrying
 from switchboard.llm_worker.generation import GenerationPolicy, Sleep, generate, models_for
-from switchboard.llm_worker.ledger import GenerationLedger
+from switchboard.llm_worker.ledger import GenerationLedger, generation_key
 from switchboard.llm_worker.providers import Provider
 from switchboard.llm_worker.settings import ModelSpec
 from switchboard.v1.chat_pb2 import ChatEvent, Error
@@ -135,6 +135,8 @@ class TaskRunner:
         self._step_attempts = step_attempts
         self._step_backoff_max_s = step_backoff_max_s
         self._sleep = sleep
+        # Per generation: its lock and how many runs hold or wait for it (gone at zero).
+        self._generations: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def _retrying(self) -> AsyncRetrying:
         return retrying(self._step_attempts, self._step_backoff_max_s, TRANSIENT)
@@ -144,7 +146,28 @@ class TaskRunner:
 
         `still_owned` is asked before the result is published: a task whose partition moved
         to another worker meanwhile raises `NotOwnedError` instead, as that worker runs it.
+
+        A copy of a task that arrives while the task runs (a producer retry that wrote it
+        twice, or a redelivered request the orchestrator published again) waits for it, then
+        finds it finished. Run side by side, the copy would be attempt 2: the client would see
+        its reset and text, while the first attempt's result, published first, would end
+        the turn with a `done` numbered below them, which the gateway drops as a duplicate.
+        Copies share the conversation key, hence the partition and this process.
         """
+        key = generation_key(task)
+        lock, users = self._generations.get(key, (asyncio.Lock(), 0))
+        self._generations[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._run(task, still_owned)
+        finally:
+            lock, users = self._generations[key]
+            if users == 1:
+                del self._generations[key]
+            else:
+                self._generations[key] = (lock, users - 1)
+
+    async def _run(self, task: LlmTask, still_owned: StillOwned) -> LlmResult | None:
         if self._in_flight.was_cancelled(task.request_id):
             log.info("%s was cancelled before its task %s ran", task.request_id, task.task_id)
             result = cancelled_result(task)
