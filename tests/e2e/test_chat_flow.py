@@ -128,7 +128,7 @@ async def test_second_turn_sends_history_and_frontier_uses_anthropic(
     )
     assert second[0].started.conversation_id == conversation_id
     done = second[-1].done
-    assert (done.tier, done.model) == ("frontier", "claude-sonnet-4-5")
+    assert (done.tier, done.model) == ("frontier", "claude-sonnet-4-6")
     sent = [r for r in journal(platform) if r["api"] == "anthropic"][-1]
     contents = [m["content"] for m in sent["body"]["messages"]]
     assert contents == ["My name is Dana.", text_of(first), "What did I just tell you?"]

@@ -113,7 +113,7 @@ async def test_complex_messages_route_to_frontier_unless_a_tier_is_asked_for(
     )
     routed = await collect(chat, ChatRequest(message=complex_message), platform)
     assert_well_formed(routed)
-    assert (routed[-1].done.tier, routed[-1].done.model) == ("frontier", "claude-sonnet-4-5")
+    assert (routed[-1].done.tier, routed[-1].done.model) == ("frontier", "claude-sonnet-4-6")
 
     pinned = await collect(
         chat, ChatRequest(message=complex_message, options=ChatOptions(tier="cheap")), platform

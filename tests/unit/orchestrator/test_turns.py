@@ -201,7 +201,7 @@ def result_for(
         request_id=task.request_id,
         tier=task.tier,
         provider="openai",
-        model="gpt-4o-mini" if task.tier == "cheap" else "claude-sonnet-4-5",
+        model="gpt-4o-mini" if task.tier == "cheap" else "claude-sonnet-4-6",
         text=text,
         tool_calls=tool_calls or [],
         usage=Usage(input_tokens=100, output_tokens=20),
@@ -429,7 +429,7 @@ async def test_cascade_reruns_a_hedging_cheap_answer_on_frontier() -> None:
         result_for(frontier, "Yes: go to Settings > Plan.", last_sequence=7)
     )
     done = world.outbox.events[-1].done
-    assert done.tier == "frontier" and done.model == "claude-sonnet-4-5"
+    assert done.tier == "frontier" and done.model == "claude-sonnet-4-6"
     (turn,) = world.outbox.turns
     assert turn.assistant_message == "Yes: go to Settings > Plan."
     assert "cascaded to frontier" in turn.routing_reason and "hedging" in turn.routing_reason

@@ -48,10 +48,13 @@ def _default_catalogue() -> dict[str, list[ModelSpec]]:
         "frontier": [
             ModelSpec(
                 provider="anthropic",
-                model="claude-sonnet-4-5",
+                # claude-sonnet-4-5 reaches end of life on 2026-11-30 (the SDK's deprecation
+                # list); 4.6 takes the same requests. Sonnet 5.x rejects sampling parameters
+                # and thinks by default: moving to it needs the worker to handle both.
+                model="claude-sonnet-4-6",
                 input_usd_per_mtok=3.0,
                 output_usd_per_mtok=15.0,
-                context_window=200_000,
+                context_window=1_000_000,
             ),
             ModelSpec(
                 provider="openai",

@@ -10,6 +10,7 @@ DEFAULT_MODELS = (
     "gpt-4o",
     "claude-haiku-4-5",
     "claude-sonnet-4-5",
+    "claude-sonnet-4-6",
 )
 
 
