@@ -28,3 +28,27 @@ async def test_costs_add_up_exactly_per_tenant_and_day() -> None:
     finally:
         await redis.delete(f"sb:{tenant}:spend:2026-01-01")
         await redis.aclose()
+
+
+async def test_a_charge_is_recorded_once_however_often_it_is_added() -> None:
+    redis = Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1)
+    try:
+        await redis.ping()
+    except (RedisConnectionError, OSError):
+        await redis.aclose()
+        pytest.skip("no Redis on 127.0.0.1:6379 (make stack-up)")
+    ledger = BudgetLedger(redis)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    spend = f"sb:{tenant}:spend:2026-01-01"
+    try:
+        assert await ledger.add(tenant, 0.25, day="2026-01-01", charge_id="task-1") == 0.25
+        # The same result redelivered: nothing more.
+        assert await ledger.add(tenant, 0.25, day="2026-01-01", charge_id="task-1") == 0.25
+        assert await ledger.add(tenant, 0.5, day="2026-01-01", charge_id="task-2") == 0.75
+        assert await ledger.add(tenant, 0.1, day="2026-01-01") == pytest.approx(0.85)
+        assert await ledger.spent(tenant, day="2026-01-01") == pytest.approx(0.85)
+        assert 0 < await redis.ttl(f"{{{spend}}}:charged:task-1") <= 2 * 24 * 3600
+        assert await redis.ttl(spend) > 0
+    finally:
+        await redis.delete(spend, f"{{{spend}}}:charged:task-1", f"{{{spend}}}:charged:task-2")
+        await redis.aclose()

@@ -103,9 +103,18 @@ class Tenants:
 class Ledger:
     def __init__(self) -> None:
         self.costs: list[tuple[str, float]] = []
+        self.charge_ids: list[str | None] = []
 
-    async def add(self, tenant_id: str, cost_usd: float) -> float:
+    async def add(
+        self,
+        tenant_id: str,
+        cost_usd: float,
+        day: str | None = None,
+        *,
+        charge_id: str | None = None,
+    ) -> float:
         self.costs.append((tenant_id, cost_usd))
+        self.charge_ids.append(charge_id)
         return sum(c for _, c in self.costs)
 
 
@@ -228,6 +237,8 @@ async def test_a_simple_turn_goes_cheap_and_ends_with_done_and_a_stored_turn() -
     assert turn.routing_reason.startswith("complexity 0.00 < 0.50")
     assert turn.user_message == "Where is my parcel?"
     assert world.ledger.costs == [("demo", 0.001)]
+    # Charged once per task, however often its result is redelivered.
+    assert world.ledger.charge_ids == [task.task_id]
     assert world.states.saved == {}
 
 

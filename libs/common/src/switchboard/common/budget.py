@@ -13,8 +13,24 @@ MICRO = 1_000_000
 KEY_TTL_S = 2 * 24 * 3600
 
 
+# Adds a charge once: a charge id seen before (a redelivered result) changes nothing.
+# KEYS[1]: the day's spend; KEYS[2]: the charge's marker. ARGV: micro-dollars, the TTL.
+ADD_ONCE_SCRIPT = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('GET', KEYS[1]) or '0'
+"""
+
+
 def _key(tenant_id: str, day: str) -> str:
     return f"sb:{tenant_id}:spend:{day}"
+
+
+def _charge_key(spend_key: str, charge_id: str) -> str:
+    # The spend key as the hash tag: a Redis Cluster keeps both in one slot for the script.
+    return f"{{{spend_key}}}:charged:{charge_id}"
 
 
 def _today() -> str:
@@ -26,10 +42,25 @@ class BudgetLedger:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._add_once = redis.register_script(ADD_ONCE_SCRIPT)
 
-    async def add(self, tenant_id: str, cost_usd: float, day: str | None = None) -> float:
-        """Record a cost; returns the day's total in USD."""
+    async def add(
+        self,
+        tenant_id: str,
+        cost_usd: float,
+        day: str | None = None,
+        *,
+        charge_id: str | None = None,
+    ) -> float:
+        """Record a cost; returns the day's total in USD. With a `charge_id`, the cost is
+        recorded once however often it is added (for at-least-once consumers)."""
         key = _key(tenant_id, day or _today())
+        if charge_id is not None:
+            total = await self._add_once(
+                keys=[key, _charge_key(key, charge_id)],
+                args=[round(cost_usd * MICRO), KEY_TTL_S],
+            )
+            return int(total) / MICRO
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incrby(key, round(cost_usd * MICRO))
             pipe.expire(key, KEY_TTL_S)

@@ -105,7 +105,14 @@ class TenantSource(Protocol):
 
 
 class SpendLedger(Protocol):
-    async def add(self, tenant_id: str, cost_usd: float) -> float: ...
+    async def add(
+        self,
+        tenant_id: str,
+        cost_usd: float,
+        day: str | None = None,
+        *,
+        charge_id: str | None = None,
+    ) -> float: ...
 
 
 class Tickets(Protocol):
@@ -392,7 +399,8 @@ class TurnEngine:
         turn = state.turn
         metrics.record_result(result)
         if result.cost_usd > 0:
-            await self._ledger.add(turn.tenant_id, result.cost_usd)
+            # Once per task: a result redelivered after a later step failed is not charged again.
+            await self._ledger.add(turn.tenant_id, result.cost_usd, charge_id=result.task_id)
         state.input_tokens += result.usage.input_tokens
         state.output_tokens += result.usage.output_tokens
         state.cost_usd += result.cost_usd
