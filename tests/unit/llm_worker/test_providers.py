@@ -13,6 +13,7 @@ import pytest
 
 from switchboard.llm_worker.generation import GenerationPolicy, generate
 from switchboard.llm_worker.providers import (
+    SSE_DRAIN_MAX_LINES,
     AnthropicProvider,
     Finished,
     GenerationRequest,
@@ -459,6 +460,26 @@ async def test_the_sse_reader_follows_the_event_stream_rules() -> None:
     assert [c async for c in sse_data(lines_of('data: {"n": 5}'))] == [{"n": 5}]
     with pytest.raises(ValueError, match="not a JSON object"):
         [c async for c in sse_data(lines_of("data: [1, 2]\n\n"))]
+
+
+async def test_the_sse_reader_reads_the_body_to_its_end_after_done_within_a_bound() -> None:
+    # An unread body makes httpx close the connection instead of pooling it.
+    read: list[str] = []
+    ended = False
+
+    async def lines(after_done: list[str]) -> AsyncIterator[str]:
+        nonlocal ended
+        for line in ['data: {"n": 1}', "", "data: [DONE]", "", *after_done]:
+            read.append(line)
+            yield line
+        ended = True
+
+    assert [c async for c in sse_data(lines([]))] == [{"n": 1}]
+    assert ended
+    read.clear()
+    ended = False
+    assert [c async for c in sse_data(lines(["junk"] * 100))] == [{"n": 1}]
+    assert not ended and len(read) == 4 + SSE_DRAIN_MAX_LINES
 
 
 async def test_an_error_inside_an_openai_stream_is_a_retryable_stream_error() -> None:
