@@ -183,7 +183,15 @@ start_bg() {
   printf '\n===== %s: starting %s =====\n' "$(date '+%F %T')" "$name" >>"$logf"
   # 9>&- : the server must not inherit the lock fd, or the lock would stay held while it runs.
   nohup setsid "$@" >>"$logf" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pid_file "$name")"
+  local pid=$! marker deadline=$((SECONDS + 5))
+  marker=$(process_marker "$name")
+  # Until the child has exec'd, ps shows this script's command line, which running_pid would
+  # take for a reused pid (and a busy machine once left four servers orphaned that way).
+  while [[ $(ps -ww -o args= -p "$pid" 2>/dev/null) != *"$marker"* ]] && pid_alive "$pid" &&
+    ((SECONDS < deadline)); do
+    sleep 0.05
+  done
+  echo "$pid" >"$(pid_file "$name")"
   # Remember where it listens: a later `up` with other SWITCHBOARD_*_PORT values must notice.
   address "$name" >"$RUN_DIR/$name.addr"
 }
