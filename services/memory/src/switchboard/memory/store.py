@@ -82,19 +82,24 @@ def _scope(tenant_id: str, conversation_id: str) -> Document:
     return {"tenant_id": tenant_id, "conversation_id": conversation_id}
 
 
+def _derived_id(*parts: str | int) -> str:
+    # A JSON array: unambiguous whatever the ids contain.
+    return json.dumps(parts, separators=(",", ":"))
+
+
 def conversation_key(tenant_id: str, conversation_id: str) -> str:
     """The `_id` of a conversation document (the tenant is part of it)."""
-    return json.dumps([tenant_id, conversation_id], separators=(",", ":"))
+    return _derived_id(tenant_id, conversation_id)
 
 
 def message_key(tenant_id: str, conversation_id: str, request_id: str, role: int) -> str:
     """The `_id` of a message document: one per (tenant, conversation, request, role)."""
-    return json.dumps([tenant_id, conversation_id, request_id, role], separators=(",", ":"))
+    return _derived_id(tenant_id, conversation_id, request_id, role)
 
 
 def summary_key(tenant_id: str, conversation_id: str, version: int) -> str:
     """The `_id` of a summary version."""
-    return json.dumps([tenant_id, conversation_id, version], separators=(",", ":"))
+    return _derived_id(tenant_id, conversation_id, version)
 
 
 def _recent_doc(message: StoredMessage) -> Document:
@@ -679,6 +684,11 @@ class ConversationStore:
 
     async def conversation(self, tenant_id: str, conversation_id: str) -> Document | None:
         """The conversation document, or None."""
+        found = await self._conversation_by_key(tenant_id, conversation_id)
+        if found is not None:
+            return found
+        # One stored before keys were derived: by its ids, a filter FerretDB evaluates over
+        # every conversation, hence only after the key missed.
         return await self._conversations.find_one(_scope(tenant_id, conversation_id))
 
     async def messages(self, tenant_id: str, conversation_id: str, limit: int) -> list[Document]:
@@ -715,7 +725,7 @@ class ConversationStore:
         """Hard-delete a conversation: messages, summaries, facts; False when unknown."""
         async with self._writing(tenant_id, conversation_id):
             scope = _scope(tenant_id, conversation_id)
-            if await self._conversations.find_one(scope, {"_id": 1}) is None:
+            if await self.conversation(tenant_id, conversation_id) is None:
                 return False
             # The tombstone first: a turn written from now on sees it and takes itself out.
             await self._tombstones.update_one(
