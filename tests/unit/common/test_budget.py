@@ -1,21 +1,14 @@
-"""The ledger against a real Redis when one runs; skipped in a plain unit run without it."""
+"""The ledger against a real Redis (the `redis` fixture: skipped without one)."""
 
 import uuid
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from switchboard.common.budget import BudgetLedger
 
 
-async def test_costs_add_up_exactly_per_tenant_and_day() -> None:
-    redis = Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1)
-    try:
-        await redis.ping()
-    except (RedisConnectionError, OSError):
-        await redis.aclose()
-        pytest.skip("no Redis on 127.0.0.1:6379 (make stack-up)")
+async def test_costs_add_up_exactly_per_tenant_and_day(redis: Redis) -> None:
     ledger = BudgetLedger(redis)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     try:
@@ -27,16 +20,9 @@ async def test_costs_add_up_exactly_per_tenant_and_day() -> None:
         assert await redis.ttl(f"sb:{tenant}:spend:2026-01-01") > 0
     finally:
         await redis.delete(f"sb:{tenant}:spend:2026-01-01")
-        await redis.aclose()
 
 
-async def test_a_charge_is_recorded_once_however_often_it_is_added() -> None:
-    redis = Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1)
-    try:
-        await redis.ping()
-    except (RedisConnectionError, OSError):
-        await redis.aclose()
-        pytest.skip("no Redis on 127.0.0.1:6379 (make stack-up)")
+async def test_a_charge_is_recorded_once_however_often_it_is_added(redis: Redis) -> None:
     ledger = BudgetLedger(redis)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     spend = f"sb:{tenant}:spend:2026-01-01"
@@ -51,4 +37,3 @@ async def test_a_charge_is_recorded_once_however_often_it_is_added() -> None:
         assert await redis.ttl(spend) > 0
     finally:
         await redis.delete(spend, f"{{{spend}}}:charged:task-1", f"{{{spend}}}:charged:task-2")
-        await redis.aclose()
