@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from switchboard.memory.store import ConversationStore, SaveOutcome
+from switchboard.memory.store import ConversationStore, SaveOutcome, pack_window, unpack_window
 from switchboard.memory.summaries import plan_summary
 from switchboard.memory.tokens import count_tokens
 
@@ -142,11 +142,14 @@ async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
     store: ConversationStore,
 ) -> None:
     conversation = await stored_conversation(store, turns=30)  # 60 messages, window of 40
-    scan = [m.position for m in await store.unsummarised("acme", conversation, 0, 200)]
+    messages = await store.unsummarised("acme", conversation, 0, 200)
+    scan = [m.position for m in messages]
     assert len(scan) == 60
     doc = await store.conversation("acme", conversation)
     assert doc is not None and (doc["message_count"], doc["recent_count"]) == (60, 60)
-    assert [m["position"] for m in doc["recent"]] == scan[-40:]
+    assert isinstance(doc["recent"], bytes)  # packed: see store.py
+    window = unpack_window(doc["recent"])
+    assert [m["position"] for m in window] == scan[-40:]
 
     # No summary covers the 20 oldest: the window alone is read unless the whole is asked for.
     snapshot = await store.context_snapshot("acme", conversation, 200, 0)
@@ -159,10 +162,16 @@ async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
     assert [m.position for m in snapshot.newest_first] == list(reversed(scan))[:30]
     assert snapshot.complete  # the scan limit would stop a whole read there too
 
-    # A window out of step with the count (writers raced) is not trusted ...
+    # A window stored as a plain array (before windows were packed) reads the same.
     conversations = store.client[store.database]["conversations"]
+    await conversations.update_one({"_id": doc["_id"]}, {"$set": {"recent": window}})
+    snapshot = await store.context_snapshot("acme", conversation, 200, 0)
+    assert snapshot.newest_first == tuple(reversed(messages))[:40]
+
+    # A window out of step with the count (writers raced) is not trusted ...
     await conversations.update_one(
-        {"_id": doc["_id"]}, {"$set": {"recent": doc["recent"][:-2], "recent_count": 59}}
+        {"_id": doc["_id"]},
+        {"$set": {"recent": pack_window(messages[-40:-2]), "recent_count": 59}},
     )
     snapshot = await store.context_snapshot("acme", conversation, 200, 0)
     assert [m.position for m in snapshot.newest_first] == list(reversed(scan))
@@ -171,7 +180,7 @@ async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
     assert await store.save_turn(late) is SaveOutcome.STORED
     doc = await store.conversation("acme", conversation)
     assert doc is not None and (doc["message_count"], doc["recent_count"]) == (62, 62)
-    assert [m["position"] for m in doc["recent"]][:38] == scan[-38:]
+    assert [m["position"] for m in unpack_window(doc["recent"])][:38] == scan[-38:]
 
 
 async def test_a_summary_stored_while_turns_are_written_is_kept(

@@ -23,6 +23,12 @@ that a context is one read; `recent_count` is the `message_count` the
 window was built for, and a window out of step with the count (two writers raced during a
 rebalance, or a purge) is not trusted: reads fall back to the messages and the next turn
 rebuilds it. On MongoDB the indexes serve either way.
+
+The window is stored packed, as one BSON binary of its message documents (`pack_window`):
+FerretDB decodes and re-encodes every nested field of a document on each read and update,
+and forty nested messages made a conversation read cost 1.5 ms and an update 2.8 ms,
+against 0.7 and 1.2 ms packed. A window stored as a plain array (before it was packed) is
+still read.
 """
 
 import asyncio
@@ -33,6 +39,8 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+import bson
+from bson import Binary, CodecOptions
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -113,6 +121,24 @@ def _recent_doc(message: StoredMessage) -> Document:
     }
 
 
+# As the client reads documents (tz_aware), so that a packed window's times match.
+_WINDOW_CODEC: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
+
+
+def pack_window(messages: list[StoredMessage]) -> Binary:
+    """The `recent` field of a conversation: its window's message documents as one BSON
+    binary, which FerretDB stores and returns without decoding it."""
+    return Binary(bson.encode({"messages": [_recent_doc(m) for m in messages]}))
+
+
+def unpack_window(recent: Any) -> list[Document]:
+    """The message documents of a stored `recent` field, packed or a plain array."""
+    if isinstance(recent, bytes):  # Binary is a bytes subclass
+        messages: list[Document] = bson.decode(recent, _WINDOW_CODEC)["messages"]
+        return messages
+    return list(recent)
+
+
 def _window(conversation: Document | None) -> list[StoredMessage] | None:
     """The newest messages kept on a conversation, oldest first; None when not trusted."""
     if conversation is None:
@@ -124,7 +150,7 @@ def _window(conversation: Document | None) -> list[StoredMessage] | None:
         or conversation.get("recent_count") != conversation.get("message_count")
     ):
         return None
-    return sorted((_message(d) for d in recent), key=lambda m: m.position)
+    return sorted((_message(d) for d in unpack_window(recent)), key=lambda m: m.position)
 
 
 def _fact_doc(fact: Fact, position: int, rank: int) -> Document:
@@ -377,7 +403,7 @@ class ConversationStore:
             window = [_message(d) for d in newest]
             update["$set"] = {
                 "message_count": count,
-                "recent": [_recent_doc(m) for m in window],
+                "recent": pack_window(window),
                 "recent_count": count,
                 **self._known_facts(
                     [
@@ -391,7 +417,7 @@ class ConversationStore:
             # Only messages this write inserted are new: none of them is in the window yet.
             window = sorted([*window, *stored], key=lambda m: m.position)[-self._recent_limit :]
             update["$inc"] = {"message_count": len(stored)}
-            update["$set"] = {"recent": [_recent_doc(m) for m in window], "recent_count": count}
+            update["$set"] = {"recent": pack_window(window), "recent_count": count}
             previous = (conversation or {}).get("known_facts", [])
             if (conversation or {}).get("known_facts_complete", True):
                 seen = {(d["kind"], d["value"]) for d in previous}
