@@ -1,7 +1,21 @@
 """Process lifecycle shared by the services."""
 
 import asyncio
+import gc
 import signal
+
+
+def freeze_startup_objects() -> None:
+    """Exempt every object alive now from garbage collection: call once, when started.
+
+    What start-up made (modules, classes, SDK clients, settings) lives as long as the
+    process, yet each full collection walked all of it: pauses of 60 to 160 ms in the
+    worker and the orchestrator, which hold about 270,000 and 120,000 such objects, once
+    every few hundred requests. Frozen, they are never walked again (the price: start-up
+    garbage in reference cycles is never freed).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_stop_signal() -> None:

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from switchboard.common.budget import BudgetLedger
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
-from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -192,6 +192,7 @@ async def serve(settings: GatewaySettings) -> None:
     await server.start()
     for name in ("", service_names[0]):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    freeze_startup_objects()
     health_server.ready = True
     log.info("gateway %s serving gRPC on %s", settings.instance_id, address)
 

@@ -21,7 +21,7 @@ from switchboard.common.kafka import (
     publish,
 )
 from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.records import consumer_span, decode_or_dead_letter_record
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
@@ -234,6 +234,7 @@ async def serve(settings: MemorySettings) -> None:
         settings.kafka.lag_report_interval_s,
     )
     lag.start()
+    freeze_startup_objects()
     health_server.ready = True
     log.info("memory serving gRPC on %s", address)
 

@@ -7,6 +7,7 @@ store that cannot be reached is UNAVAILABLE, except for `GetContext`, which degr
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -82,6 +83,9 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         self._store = store
         self._cache = cache
         self._settings = settings
+        self._count_tokens = functools.lru_cache(maxsize=settings.context_token_cache_size)(
+            count_tokens
+        )
 
     # ---- GetContext ----------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
             snapshot.summary.text,
             [m.to_proto() for m in snapshot.newest_first],
             request.max_tokens or self._settings.default_context_tokens,
-            lambda text: count_tokens(text, request.model),
+            lambda text: self._count_tokens(text, request.model),
             snapshot.facts,
         )
 

@@ -19,7 +19,7 @@ from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Rec
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker, publish
 from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.records import consumer_span, decode_or_dead_letter_record
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
@@ -210,6 +210,7 @@ async def serve(settings: OrchestratorSettings) -> None:
         settings.kafka.lag_report_interval_s,
     )
     lag.start()
+    freeze_startup_objects()
     health_server.ready = True
     log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)
 
