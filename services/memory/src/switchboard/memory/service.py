@@ -7,7 +7,6 @@ store that cannot be reached is UNAVAILABLE, except for `GetContext`, which degr
 """
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -25,7 +24,7 @@ from switchboard.memory.paging import InvalidPageTokenError, PageToken
 from switchboard.memory.records import ContextSnapshot
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.store import ConversationStore, Document
-from switchboard.memory.tokens import count_tokens
+from switchboard.memory.tokens import remembering_counter
 from switchboard.v1 import memory_pb2_grpc
 from switchboard.v1.chat_pb2 import (
     RATING_UNSPECIFIED,
@@ -83,9 +82,7 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         self._store = store
         self._cache = cache
         self._settings = settings
-        self._count_tokens = functools.lru_cache(maxsize=settings.context_token_cache_size)(
-            count_tokens
-        )
+        self._count_tokens = remembering_counter(settings.token_count_cache_size)
 
     # ---- GetContext ----------------------------------------------------------------------
 

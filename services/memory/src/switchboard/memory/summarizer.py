@@ -8,7 +8,7 @@ from prometheus_client import Counter
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.store import ConversationStore, SavedTurn
 from switchboard.memory.summaries import plan_summary, summary_task
-from switchboard.memory.tokens import count_tokens
+from switchboard.memory.tokens import remembering_counter
 from switchboard.v1.events_pb2 import LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,10 @@ class Summarizer:
         self._settings = settings
         self._task_topic = task_topic
         self._result_topic = result_topic
+        self._count_tokens = remembering_counter(settings.token_count_cache_size)
 
     def _count(self, text: str) -> int:
-        return count_tokens(text, self._settings.summary_count_model)
+        return self._count_tokens(text, self._settings.summary_count_model)
 
     async def after_turn(
         self, tenant_id: str, conversation_id: str, saved: SavedTurn | None = None

@@ -1,6 +1,7 @@
 """Token counting with an offline tokenizer (bpe-openai ships its vocabularies)."""
 
 from functools import lru_cache
+from typing import Protocol
 
 import bpe_openai
 
@@ -26,3 +27,14 @@ def encoding_for(model: str) -> bpe_openai.Encoding:
 def count_tokens(text: str, model: str = "") -> int:
     """How many tokens `text` is for `model`."""
     return len(encoding_for(model).encode_ordinary(text))
+
+
+class CountTokens(Protocol):
+    def __call__(self, text: str, model: str = "") -> int: ...
+
+
+def remembering_counter(cache_size: int) -> CountTokens:
+    """`count_tokens` that remembers the counts of the last `cache_size` texts: a context,
+    like a summary plan, is mostly the previous turn's messages again."""
+    counter: CountTokens = lru_cache(maxsize=cache_size)(count_tokens)
+    return counter
