@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
@@ -135,8 +136,10 @@ class TaskRunner:
         self._step_attempts = step_attempts
         self._step_backoff_max_s = step_backoff_max_s
         self._sleep = sleep
-        # Per generation: its lock and how many runs hold or wait for it (gone at zero).
-        self._generations: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Per generation, its lock: an entry lives as long as a run holds or awaits it.
+        self._generations: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _retrying(self) -> AsyncRetrying:
         return retrying(self._step_attempts, self._step_backoff_max_s, TRANSIENT)
@@ -154,18 +157,9 @@ class TaskRunner:
         the turn with a `done` numbered below them, which the gateway drops as a duplicate.
         Copies share the conversation key, hence the partition and this process.
         """
-        key = generation_key(task)
-        lock, users = self._generations.get(key, (asyncio.Lock(), 0))
-        self._generations[key] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self._run(task, still_owned)
-        finally:
-            lock, users = self._generations[key]
-            if users == 1:
-                del self._generations[key]
-            else:
-                self._generations[key] = (lock, users - 1)
+        lock = self._generations.setdefault(generation_key(task), asyncio.Lock())
+        async with lock:
+            return await self._run(task, still_owned)
 
     async def _run(self, task: LlmTask, still_owned: StillOwned) -> LlmResult | None:
         if self._in_flight.was_cancelled(task.request_id):

@@ -513,9 +513,9 @@ class ConversationStore:
         if after is not None:
             return ContextSnapshot(summary, tuple(facts), tuple(after[::-1][:scan_limit]))
         if window is not None and not whole:
-            newer = [m for m in window if m.position > summary.until_position][::-1]
+            # The window does not reach back to the summary: all of it is unsummarised.
             return ContextSnapshot(
-                summary, tuple(facts), tuple(newer[:scan_limit]), len(newer) >= scan_limit
+                summary, tuple(facts), tuple(window[::-1][:scan_limit]), len(window) >= scan_limit
             )
         docs = (
             await self._messages.find({**scope, "position": {"$gt": summary.until_position}})

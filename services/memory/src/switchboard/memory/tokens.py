@@ -30,6 +30,8 @@ def count_tokens(text: str, model: str = "") -> int:
 
 
 class CountTokens(Protocol):
+    """What `count_tokens` is: text and model in, tokens out."""
+
     def __call__(self, text: str, model: str = "") -> int: ...
 
 

@@ -106,12 +106,7 @@ class TenantSource(Protocol):
 
 class SpendLedger(Protocol):
     async def add(
-        self,
-        tenant_id: str,
-        cost_usd: float,
-        day: str | None = None,
-        *,
-        charge_id: str | None = None,
+        self, tenant_id: str, cost_usd: float, *, charge_id: str | None = None
     ) -> float: ...
 
 
