@@ -118,16 +118,25 @@ def task(reply_topic: str = "replies", **fields: object) -> LlmTask:
 def test_first_delta_goes_at_once_then_text_waits_for_the_window_or_size() -> None:
     coalescer = Coalescer(window_s=0.05, max_chars=10)
     assert coalescer.add("Hi", now=0.0)
-    assert coalescer.drain(0.0) == "Hi"
+    assert coalescer.drain() == "Hi"
+    coalescer.sent(0.0)
     assert not coalescer.add(" the", now=0.01)
     assert not coalescer.add("re", now=0.02)
     assert coalescer.deadline() == pytest.approx(0.05)
     assert coalescer.add("!", now=0.07)
-    assert coalescer.drain(0.07) == " there!"
+    assert coalescer.drain() == " there!"
+    coalescer.sent(0.07)
     assert coalescer.deadline() is None
     assert coalescer.add("0123456789", now=0.08), "the size limit sends at once"
-    assert coalescer.drain(0.08) == "0123456789"
-    assert coalescer.drain(0.09) == ""
+    assert coalescer.drain() == "0123456789"
+    assert coalescer.drain() == ""
+
+
+def test_text_is_sent_at_once_until_some_went_out() -> None:
+    coalescer = Coalescer(window_s=0.05, max_chars=100)
+    assert coalescer.add("Tha", now=0.0)
+    assert coalescer.drain() == "Tha"  # held back by a guardrail: not sent
+    assert coalescer.add("nks ", now=0.001), "nothing went out yet: no window to wait for"
 
 
 def test_models_follow_the_task_choice_within_the_tier() -> None:
@@ -158,6 +167,16 @@ async def test_coalescing_joins_deltas_but_sends_the_first_at_once() -> None:
     provider = FakeProvider("openai", Script(["Hi", " the", "re", " you", "!"]))
     await generate(task(), [CHEAP], {"openai": provider}, sink, policy)
     assert [e.delta.text for e in sink.events] == ["Hi", " there", " you!"]
+
+
+async def test_a_first_word_held_by_the_output_guardrail_does_not_wait_for_the_window() -> None:
+    sink = Sink()
+    policy = GenerationPolicy(coalesce_window_s=60, coalesce_max_chars=1000)
+    provider = FakeProvider("openai", Script(["Thanks", " for", " asking", "."]))
+    await generate(task(redact_output=True), [CHEAP], {"openai": provider}, sink, policy)
+    # "Thanks" could still grow into a longer word; it goes out with the next delta, not
+    # when the 60 s window closes (the rest waits for the window, then the final flush).
+    assert [e.delta.text for e in sink.events] == ["Thanks ", "for asking."]
 
 
 async def test_a_stalled_provider_does_not_hold_back_buffered_text() -> None:

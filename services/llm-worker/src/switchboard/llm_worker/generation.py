@@ -77,8 +77,10 @@ class GenerationPolicy:
 
 
 class Coalescer:
-    """Decides when buffered deltas go out: the first at once, then when `window_s` passed
-    since the last send or `max_chars` are waiting. Pure: the caller supplies the time."""
+    """Decides when buffered deltas go out: at once until some text was sent, then when
+    `window_s` passed since the last send or `max_chars` are waiting. Pure: the caller
+    supplies the time and says when text went out (`sent`), as a guardrail may hold back
+    what was drained."""
 
     def __init__(self, window_s: float, max_chars: int) -> None:
         self._window_s = window_s
@@ -103,14 +105,16 @@ class Coalescer:
             return None
         return (self._last_sent or 0.0) + self._window_s
 
-    def drain(self, now: float) -> str:
-        """Everything buffered, as sent at `now`."""
+    def drain(self) -> str:
+        """Everything buffered."""
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
-        if text:
-            self._last_sent = now
         return text
+
+    def sent(self, now: float) -> None:
+        """Text went out to the client at `now`: the window starts again."""
+        self._last_sent = now
 
 
 class ReplyChannel:
@@ -181,7 +185,7 @@ class DeltaRelay:
     async def discard(self) -> None:
         """Drop what is buffered (the attempt failed)."""
         await self._settle()
-        self._coalescer.drain(self._loop.time())
+        self._coalescer.drain()
 
     def close(self) -> None:
         """Stop the timer (the generation ended or was cancelled)."""
@@ -219,12 +223,16 @@ class DeltaRelay:
 
     async def _send_locked(self, final: bool = False) -> None:
         self._cancel_timer()
-        text = self._coalescer.drain(self._loop.time())
+        now = self._loop.time()
+        text = self._coalescer.drain()
         if self._redactor is not None:
             text = self._redactor.push(text) if text else ""
             if final:
                 text += self._redactor.flush()
         if text:
+            # Only text the client gets starts the window: the redactor holds back the word
+            # being written, and a first delta it held must not wait a window for the next.
+            self._coalescer.sent(now)
             await self._channel.emit_locked(ChatEvent(delta=Delta(text=text)))
             self.sent = True
 
