@@ -163,7 +163,7 @@ class MemoryRequestStore:
         self.records.pop(request_id, None)
         self.events.pop(request_id, None)
 
-    def recorder(self, request_id: str) -> MemoryRecorder:
+    def recorder(self, request_id: str, record: RequestRecord) -> MemoryRecorder:
         return MemoryRecorder(self, request_id)
 
     async def follower_joined(self, request_id: str) -> None:

@@ -21,7 +21,14 @@ from switchboard.v1.chat_pb2 import ChatEvent, ChatOptions, ChatRequest, Delta, 
 
 @pytest.fixture
 async def store(redis: Redis) -> AsyncIterator[RedisRequestStore]:
-    yield RedisRequestStore(redis, running_ttl_s=60, done_ttl_s=30, poll_s=0.05, buffer_events=64)
+    yield RedisRequestStore(
+        redis,
+        running_ttl_s=60,
+        done_ttl_s=30,
+        poll_s=0.05,
+        buffer_events=64,
+        batch_window_s=0.01,
+    )
 
 
 def rid() -> str:
@@ -64,7 +71,7 @@ async def test_a_follower_attaches_then_the_reply_is_replayed(
     events = events_for(request_id)
     assert await store.claim(request_id, record()) is None
     try:
-        recorder = store.recorder(request_id)
+        recorder = store.recorder(request_id, record())
         recorder.add(events[0])
         recorder.add(events[1])
 
@@ -81,6 +88,72 @@ async def test_a_follower_attaches_then_the_reply_is_replayed(
         assert stored is not None and stored.state is RequestState.DONE
         assert 0 < await redis.ttl(f"sb:req:{{{request_id}}}:events") <= 30
         assert [e async for e in store.follow(request_id, 1.0, alive)] == events
+    finally:
+        await store.release(request_id)
+
+
+async def test_a_running_reply_is_recorded_in_batches_and_its_end_with_the_last(
+    redis: Redis,
+) -> None:
+    store = RedisRequestStore(
+        redis, running_ttl_s=60, done_ttl_s=30, poll_s=0.05, buffer_events=64, batch_window_s=0.2
+    )
+    request_id = rid()
+    events = events_for(request_id)
+    events_key = f"sb:req:{{{request_id}}}:events"
+    assert await store.claim(request_id, record()) is None
+    try:
+        recorder = store.recorder(request_id, record())
+        recorder.add(events[0])
+        recorder.add(events[1])
+        assert await redis.xlen(events_key) == 0, "waits for the batch window"
+        for _ in range(100):  # bounded: the window is 0.2 s
+            if await redis.xlen(events_key) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.xlen(events_key) == 2, "one batch once the window closed"
+        recorder.add(events[2])
+        recorder.add(events[3])
+        await recorder.finish()  # does not wait for the window: the reply ended
+        stored = await store.get(request_id)
+        assert stored is not None and stored.state is RequestState.DONE
+        assert [e async for e in store.follow(request_id, 1.0, alive)] == events
+    finally:
+        await store.release(request_id)
+
+
+async def test_a_recording_that_overflowed_ends_with_a_data_loss_error(redis: Redis) -> None:
+    store = RedisRequestStore(
+        redis, running_ttl_s=60, done_ttl_s=30, poll_s=0.05, buffer_events=2, batch_window_s=60
+    )
+    request_id = rid()
+    events = events_for(request_id)
+    assert await store.claim(request_id, record()) is None
+    try:
+        recorder = store.recorder(request_id, record())
+        for event in events:  # the third overflows the buffer of 2: recording stops
+            recorder.add(event)
+        await recorder.finish()
+        replayed = [e async for e in store.follow(request_id, 1.0, alive)]
+        assert [e.error.code for e in replayed] == ["DATA_LOSS"]
+        assert replayed[0].sequence == events[1].sequence + 1
+        stored = await store.get(request_id)
+        assert stored is not None and stored.state is RequestState.DONE
+    finally:
+        await store.release(request_id)
+
+
+async def test_a_released_claim_is_not_brought_back_by_a_late_completion(
+    store: RedisRequestStore,
+) -> None:
+    request_id = rid()
+    assert await store.claim(request_id, record()) is None
+    recorder = store.recorder(request_id, record())
+    await store.release(request_id)
+    recorder.add(events_for(request_id)[0])
+    await recorder.finish()
+    try:
+        assert await store.get(request_id) is None
     finally:
         await store.release(request_id)
 

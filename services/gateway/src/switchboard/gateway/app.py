@@ -160,6 +160,7 @@ async def serve(settings: GatewaySettings) -> None:
             done_ttl_s=settings.idempotency_ttl_s,
             poll_s=settings.attach_poll_s,
             buffer_events=settings.record_buffer_events,
+            batch_window_s=settings.record_batch_window_s,
         ),
         owner_alive=heartbeats.alive,
         publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),

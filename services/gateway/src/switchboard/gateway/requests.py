@@ -1,7 +1,8 @@
 """Idempotency by request id: one generation per request id, across every gateway replica.
 
 The first call with a request id claims it in Redis and becomes its owner: it publishes the
-turn and records every event it relays into a Redis stream. A repeated request id, on any
+turn and records every event it relays into a Redis stream, in batches a short window apart,
+the last one together with the request's end. A repeated request id, on any
 replica, follows that stream from its start: while the owner runs it attaches (the events so
 far, then live ones); after the reply finished it replays it. A reply stays replayable for
 `idempotency_ttl_s`. Request ids are global (the workers cancel and the orchestrator tracks
@@ -16,7 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, cast
 
 from prometheus_client import Counter
@@ -81,7 +82,7 @@ class Recorder(Protocol):
         ...
 
     async def finish(self) -> None:
-        """Write what is queued and mark the request done."""
+        """Write what is buffered and mark the request done."""
         ...
 
 
@@ -98,7 +99,9 @@ class RequestStore(Protocol):
         """Forget a claim whose request was refused before it was accepted."""
         ...
 
-    def recorder(self, request_id: str) -> Recorder: ...
+    def recorder(self, request_id: str, record: RequestRecord) -> Recorder:
+        """A recorder for a request this caller claimed with `record`."""
+        ...
 
     async def follower_joined(self, request_id: str) -> None:
         """A retry started following the request."""
@@ -146,12 +149,14 @@ class RedisRequestStore:
         done_ttl_s: int,
         poll_s: float,
         buffer_events: int,
+        batch_window_s: float,
     ) -> None:
         self._redis = redis
         self._running_ttl_s = running_ttl_s
         self._done_ttl_s = done_ttl_s
         self._poll_ms = max(1, int(poll_s * 1000))
         self._buffer_events = buffer_events
+        self._batch_window_s = batch_window_s
 
     async def get(self, request_id: str) -> RequestRecord | None:
         """The record of `request_id`, if any."""
@@ -189,9 +194,9 @@ class RedisRequestStore:
         except RedisError as exc:
             log.warning("claim of %s not released (its TTL frees it): %s", request_id, exc)
 
-    def recorder(self, request_id: str) -> "RedisRecorder":
-        """A recorder for an owned request."""
-        return RedisRecorder(self, request_id, self._buffer_events)
+    def recorder(self, request_id: str, record: RequestRecord) -> "RedisRecorder":
+        """A recorder for a request this caller claimed with `record`."""
+        return RedisRecorder(self, request_id, record, self._buffer_events, self._batch_window_s)
 
     async def follower_joined(self, request_id: str) -> None:
         """Count a follower (the count expires with the request's running TTL)."""
@@ -262,94 +267,112 @@ class RedisRequestStore:
             pipe.expire(key, self._running_ttl_s)
             await pipe.execute()
 
-    async def mark_done(self, request_id: str) -> None:
-        """The reply is complete: keep it for replay only, for the done TTL."""
-        record_key = _record_key(request_id)
-        raw = await self._redis.get(record_key)
-        record = _decode(raw)
-        if record is None:
-            return
-        done = json.dumps(asdict(RequestRecord(**{**asdict(record), "state": RequestState.DONE})))
+    async def complete(
+        self, request_id: str, record: RequestRecord, events: list[ChatEvent]
+    ) -> None:
+        """Add the last events and mark the request done, kept for replay for the done TTL:
+        one round trip. A record that vanished meanwhile (released) is not written again."""
+        done = json.dumps(asdict(replace(record, state=RequestState.DONE)))
+        events_key = _events_key(request_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(record_key, done, ex=self._done_ttl_s)
-            pipe.expire(_events_key(request_id), self._done_ttl_s)
+            for event in events:
+                pipe.xadd(events_key, {"e": event.SerializeToString()})
+            pipe.expire(events_key, self._done_ttl_s)
+            pipe.set(_record_key(request_id), done, xx=True, ex=self._done_ttl_s)
             await pipe.execute()
 
 
 class RedisRecorder:
-    """Writes events in the background, in pipelined batches, off the live stream's path."""
+    """Writes events in the background, off the live stream's path: what arrives within
+    `batch_window_s` of the first unwritten event goes in one pipelined write, and what is
+    left at the end goes with the request's completion. Followers of a running request
+    therefore lag it by up to the window; a reply shorter than it costs one round trip."""
 
-    def __init__(self, store: RedisRequestStore, request_id: str, buffer_events: int) -> None:
+    def __init__(
+        self,
+        store: RedisRequestStore,
+        request_id: str,
+        record: RequestRecord,
+        buffer_events: int,
+        batch_window_s: float,
+    ) -> None:
         self._store = store
         self._request_id = request_id
-        self._queue: asyncio.Queue[ChatEvent] = asyncio.Queue(buffer_events)
+        self._record = record
+        self._buffer_events = buffer_events
+        self._batch_window_s = batch_window_s
+        self._buffered: list[ChatEvent] = []
+        self._queued = asyncio.Event()
+        self._finishing = asyncio.Event()
         self._failed = False
         self._last_sequence = 0
         self._writer = asyncio.create_task(self._write(), name=f"record-{request_id}")
 
     def add(self, event: ChatEvent) -> None:
-        """Queue `event`; a full queue or a failed write stops the recording, not the reply."""
+        """Buffer `event`; a full buffer or a failed write stops the recording, not the reply."""
         if self._failed:
             RECORDING.labels("dropped").inc()
             return
-        try:
-            self._queue.put_nowait(event)
-            self._last_sequence = event.sequence
-        except asyncio.QueueFull:
+        if len(self._buffered) >= self._buffer_events:
             self._fail("the recording buffer is full")
+            return
+        self._buffered.append(event)
+        self._last_sequence = event.sequence
+        self._queued.set()
 
     async def finish(self) -> None:
-        """Flush, then mark the request done (its reply becomes replayable)."""
-        if not self._failed:
-            await self._queue.join()
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
-        try:
-            if self._failed:
-                # Followers must not wait for events that will never be written.
-                await self._store.append_events(
-                    self._request_id,
-                    [
-                        ChatEvent(
-                            request_id=self._request_id,
-                            sequence=self._last_sequence + 1,
-                            error=Error(
-                                code="DATA_LOSS",
-                                message="the reply could not be recorded for replay; "
-                                "send the message again with a new request_id",
-                            ),
-                        )
-                    ],
-                )
-            await self._store.mark_done(self._request_id)
-        except RedisError as exc:
-            log.warning("request %s not marked done: %s", self._request_id, exc)
+        """Write what is buffered and mark the request done (its reply becomes replayable)."""
+        self._finishing.set()
+        self._queued.set()
+        await self._writer
 
     def _fail(self, reason: str) -> None:
         if not self._failed:
             log.warning("recording of %s stopped: %s", self._request_id, reason)
         self._failed = True
         RECORDING.labels("failed").inc()
-        while not self._queue.empty():  # unblock finish()
-            self._queue.get_nowait()
-            self._queue.task_done()
+        self._buffered.clear()
 
     async def _write(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._queued.wait()
+            if not self._finishing.is_set():
+                # Let the batch grow for a moment (or until the reply ends).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finishing.wait(), self._batch_window_s)
+            self._queued.clear()
+            batch, self._buffered = self._buffered, []
+            if self._finishing.is_set():
+                await self._complete(batch)
+                return
+            if self._failed or not batch:
+                continue
             try:
                 await self._store.append_events(self._request_id, batch)
                 RECORDING.labels("recorded").inc(len(batch))
             except RedisError as exc:
                 self._fail(f"Redis: {exc}")
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if self._failed:
-                return
+
+    async def _complete(self, batch: list[ChatEvent]) -> None:
+        if self._failed:
+            # Followers must not wait for events that will never be written.
+            batch = [
+                ChatEvent(
+                    request_id=self._request_id,
+                    sequence=self._last_sequence + 1,
+                    error=Error(
+                        code="DATA_LOSS",
+                        message="the reply could not be recorded for replay; "
+                        "send the message again with a new request_id",
+                    ),
+                )
+            ]
+        try:
+            await self._store.complete(self._request_id, self._record, batch)
+            if not self._failed:
+                RECORDING.labels("recorded").inc(len(batch))
+        except RedisError as exc:
+            log.warning("request %s not marked done: %s", self._request_id, exc)
 
 
 def _entries(batches: object) -> list[tuple[bytes, dict[bytes, bytes]]]:

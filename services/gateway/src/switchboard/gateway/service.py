@@ -286,7 +286,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 request_id,
                 stream,
                 lock,
-                self._requests.recorder(request_id),
+                self._requests.recorder(request_id, record),
             ):
                 yield event
         finally:

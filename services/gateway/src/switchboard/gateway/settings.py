@@ -94,6 +94,9 @@ class GatewaySettings(BaseSettings):
     attach_poll_s: float = Field(default=1.0, gt=0)
     # Events of a reply waiting to be recorded in Redis; more than this and recording stops.
     record_buffer_events: int = Field(default=4_096, gt=0)
+    # Events recorded within this window go to Redis in one write (the rest with the reply's
+    # end): an attached retry lags the live reply by up to this much.
+    record_batch_window_s: float = Field(default=0.05, ge=0, le=5)
 
     # Replicas: each instance refreshes its heartbeat; a live one deletes the reply topics of
     # instances whose heartbeat has been gone for the grace (and on two sweeps). The grace
