@@ -11,7 +11,6 @@ refused without revealing anything about the first.
 """
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import json
@@ -303,7 +302,10 @@ class RedisRecorder:
         self._batch_window_s = batch_window_s
         self._buffered: list[ChatEvent] = []
         self._queued = asyncio.Event()
-        self._finishing = asyncio.Event()
+        self._finishing = False
+        # Resolved when the batch window closes or the reply ends (a future and a timer
+        # rather than wait_for: no task and no cancellation per batch).
+        self._window: asyncio.Future[None] | None = None
         self._failed = False
         self._last_sequence = 0
         self._writer = asyncio.create_task(self._write(), name=f"record-{request_id}")
@@ -322,7 +324,9 @@ class RedisRecorder:
 
     async def finish(self) -> None:
         """Write what is buffered and mark the request done (its reply becomes replayable)."""
-        self._finishing.set()
+        self._finishing = True
+        if self._window is not None:
+            _resolve(self._window)
         self._queued.set()
         await self._writer
 
@@ -334,15 +338,20 @@ class RedisRecorder:
         self._buffered.clear()
 
     async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._queued.wait()
-            if not self._finishing.is_set():
+            if not self._finishing:
                 # Let the batch grow for a moment (or until the reply ends).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finishing.wait(), self._batch_window_s)
+                self._window = loop.create_future()
+                timer = loop.call_later(self._batch_window_s, _resolve, self._window)
+                try:
+                    await self._window
+                finally:
+                    timer.cancel()
             self._queued.clear()
             batch, self._buffered = self._buffered, []
-            if self._finishing.is_set():
+            if self._finishing:
                 await self._complete(batch)
                 return
             if self._failed or not batch:
@@ -373,6 +382,11 @@ class RedisRecorder:
                 RECORDING.labels("recorded").inc(len(batch))
         except RedisError as exc:
             log.warning("request %s not marked done: %s", self._request_id, exc)
+
+
+def _resolve(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _entries(batches: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
