@@ -19,16 +19,22 @@ from switchboard.gateway.requests import (
 from switchboard.v1.chat_pb2 import ChatEvent, ChatOptions, ChatRequest, Delta, Done, Started
 
 
-@pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[RedisRequestStore]:
-    yield RedisRequestStore(
+def make_store(
+    redis: Redis, *, buffer_events: int = 64, batch_window_s: float = 0.01
+) -> RedisRequestStore:
+    return RedisRequestStore(
         redis,
         running_ttl_s=60,
         done_ttl_s=30,
         poll_s=0.05,
-        buffer_events=64,
-        batch_window_s=0.01,
+        buffer_events=buffer_events,
+        batch_window_s=batch_window_s,
     )
+
+
+@pytest.fixture
+async def store(redis: Redis) -> AsyncIterator[RedisRequestStore]:
+    yield make_store(redis)
 
 
 def rid() -> str:
@@ -95,9 +101,7 @@ async def test_a_follower_attaches_then_the_reply_is_replayed(
 async def test_a_running_reply_is_recorded_in_batches_and_its_end_with_the_last(
     redis: Redis,
 ) -> None:
-    store = RedisRequestStore(
-        redis, running_ttl_s=60, done_ttl_s=30, poll_s=0.05, buffer_events=64, batch_window_s=0.2
-    )
+    store = make_store(redis, batch_window_s=0.2)
     request_id = rid()
     events = events_for(request_id)
     events_key = f"sb:req:{{{request_id}}}:events"
@@ -123,9 +127,7 @@ async def test_a_running_reply_is_recorded_in_batches_and_its_end_with_the_last(
 
 
 async def test_a_recording_that_overflowed_ends_with_a_data_loss_error(redis: Redis) -> None:
-    store = RedisRequestStore(
-        redis, running_ttl_s=60, done_ttl_s=30, poll_s=0.05, buffer_events=2, batch_window_s=60
-    )
+    store = make_store(redis, buffer_events=2, batch_window_s=60)
     request_id = rid()
     events = events_for(request_id)
     assert await store.claim(request_id, record()) is None
