@@ -394,7 +394,9 @@ class ConversationStore:
             "$setOnInsert": {**scope, "user_id": turn.user_id, "created_at": accepted},
             "$max": {"updated_at": completed},
         }
-        window = _window(conversation)
+        # Nothing new inserted means a redelivery, maybe after the messages were written but
+        # the conversation was not (MongoDB went away between): rebuild it from the messages.
+        window = _window(conversation) if stored else None
         count = (conversation or {}).get("message_count", 0)
         if window is None:
             newest = await self.messages(turn.tenant_id, turn.conversation_id, self._recent_limit)
