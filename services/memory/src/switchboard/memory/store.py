@@ -414,7 +414,7 @@ class ConversationStore:
                     ]
                 ),
             }
-        elif stored or facts:
+        else:  # a trusted window, and this write inserted messages
             count += len(stored)
             # Only messages this write inserted are new: none of them is in the window yet.
             window = sorted([*window, *stored], key=lambda m: m.position)[-self._recent_limit :]

@@ -55,10 +55,11 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         await platform_load(
             platform.gateway_target, key, args.concurrency, args.warmup, args.tokens, args.timeout_s
         )
-    sampler = Sampler(platform.pids())
-    shared = Sampler({**platform.infrastructure_pids(), report.LOAD_DRIVER: os.getpid()})
+    services = platform.pids()
+    sampler = Sampler(
+        {**services, **platform.infrastructure_pids(), report.LOAD_DRIVER: os.getpid()}
+    )
     sampler.start()
-    shared.start()
     soak = args.soak_seconds or None
     requests = 10**9 if soak else args.requests
     through = await platform_load(
@@ -71,7 +72,6 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         deadline_s=soak,
     )
     await sampler.stop()
-    await shared.stop()
     direct = await direct_load(
         f"{platform.simulator_url}/v1",
         args.concurrency,
@@ -80,7 +80,15 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         args.timeout_s,
     )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return report.build_report(config, through, direct, sampler.stats, probe, shared.stats)
+    shared = {name: stats for name, stats in sampler.stats.items() if name not in services}
+    return report.build_report(
+        config,
+        through,
+        direct,
+        {name: sampler.stats[name] for name in services},
+        probe,
+        shared,
+    )
 
 
 def main() -> None:
