@@ -76,24 +76,27 @@ def test_the_choice_rule() -> None:
 
 def test_arguments_follow_the_schema_and_the_message() -> None:
     order = OfferedTool("lookup_order", ORDER_SCHEMA)
+    # The id from the message, the required enum's first value (none is mentioned), the
+    # optional boolean left out.
     assert arguments_for(order, "where is order #A-77, please?") == {
         "order_id": "A-77",
         "channel": "email",
     }
+    assert arguments_for(order, "order 12 by sms") == {"order_id": "12", "channel": "sms"}
     weather = OfferedTool("get_weather", WEATHER_SCHEMA)
     assert arguments_for(weather, "weather in Oslo for 4 days") == {
         "city": "weather in Oslo for 4 days",
         "days": 4,
     }
-    assert arguments_for(weather, "hi") == {"city": "hi", "days": 1}
+    assert arguments_for(weather, "hi") == {"city": "hi"}, "optional days: not in the message"
     assert arguments_for(OfferedTool("x", {}), "hi") == {}
 
 
-def test_the_answer_to_results_quotes_them() -> None:
+def test_the_answer_to_results_tells_what_they_say() -> None:
     opening = followup_opening([ToolOutput("lookup_order", '{"status": "shipped"}')])
-    assert opening == 'I checked for you: lookup_order returned {"status": "shipped"}.'
+    assert opening == "Your order has shipped."
     long = followup_opening([ToolOutput("", "x" * 500)])
-    assert "the tool returned " + "x" * 200 + "..." in long
+    assert long == "The tool says: " + "x" * 197 + "..."
 
 
 async def test_openai_streams_a_tool_call_as_the_non_streamed_one(
@@ -171,7 +174,7 @@ async def test_openai_answers_tool_results_with_text_that_uses_them(
             text += choice.delta.content or ""
             finish = choice.finish_reason or finish
     assert finish == "stop"
-    assert text.startswith("I checked for you: lookup_order returned shipped on Monday.")
+    assert text.startswith("The lookup order tool says: shipped on Monday. ")
 
 
 async def test_openai_tool_choice_forces_or_forbids(openai_client: openai.AsyncOpenAI) -> None:
@@ -292,7 +295,7 @@ async def test_anthropic_answers_tool_results_with_text_that_uses_them(
         text = await stream.get_final_text()
         final = await stream.get_final_message()
     assert final.stop_reason == "end_turn"
-    assert text.startswith("I checked for you: lookup_order returned in transit.")
+    assert text.startswith("The lookup order tool says: in transit. ")
 
 
 async def test_anthropic_tool_choice(anthropic_client: anthropic.AsyncAnthropic) -> None:

@@ -150,7 +150,10 @@ def _parse_tools(tools: object) -> tuple[OfferedTool, ...]:
         schema = _required(tool, "input_schema", where=f"{where}.")
         if not isinstance(schema, dict):
             raise _invalid(f"{where}.input_schema", "Input should be a valid dictionary")
-        offered.append(OfferedTool(name, schema))
+        description = tool.get("description")
+        offered.append(
+            OfferedTool(name, schema, description if isinstance(description, str) else "")
+        )
     return tuple(offered)
 
 

@@ -207,7 +207,10 @@ def _parse_tools(tools: object) -> tuple[OfferedTool, ...]:
         parameters = function.get("parameters", {})
         if not isinstance(parameters, dict):
             raise _invalid_type(f"{where}.function.parameters", "an object", parameters)
-        offered.append(OfferedTool(name, parameters))
+        description = function.get("description")
+        offered.append(
+            OfferedTool(name, parameters, description if isinstance(description, str) else "")
+        )
     return tuple(offered)
 
 

@@ -55,6 +55,29 @@ _SENTENCES = (
     "Thank you for your patience while I look into this.",
 )
 
+AFTER_ANSWER = (
+    "Is there anything else I can help you with today?",
+    "If anything else comes up, just reply to this message and we will pick it up.",
+    "I have added a note to your case so that nobody asks you twice.",
+    "Just let me know if you have any other questions.",
+    "I hope that helps.",
+    "Thank you for your patience.",
+)
+"""Sentences that may follow an answer built from tool results."""
+
+# Fill the last few tokens of the budget with whole sentences: with sentences of 2 to 6
+# tokens, one of each, any gap left by the pool (shorter than its longest sentence, < 20)
+# closes to within one token of the budget.
+_SHORT = (
+    ("I am here to help.",),
+    ("Have a great day!",),
+    ("Happy to help.", "Glad to help!"),
+    ("Of course.", "Understood.", "Thanks again."),
+    ("Sure.", "Thanks!", "Certainly."),
+)
+_TINY = "OK"
+"""The reply when the budget is one token: no sentence is that short."""
+
 _EXCERPT_MAX_WORDS = 8
 _EXCERPT_MAX_CHARS = 60
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -126,16 +149,19 @@ def generate_reply(
     reply_tokens: int,
     max_tokens: int | None = None,
     opening: str | None = None,
+    closing: tuple[str, ...] | None = None,
 ) -> Reply:
     """The deterministic reply of `model` to the user message `prompt`.
 
     The reply is a polite contact-center answer that quotes the start of `prompt` (or begins
-    with `opening` when given), followed by filler sentences chosen from a hash of the model
-    and the prompt. It has at most `reply_tokens` tokens (as close to it as whole words allow),
-    and is cut to `max_tokens` tokens when that is smaller.
+    with `opening` when given), followed by whole sentences chosen from a hash of the model
+    and the prompt (from `closing` when given, else contact-center filler). It ends on a
+    whole sentence within `reply_tokens` tokens, as close to it as sentences allow; only an
+    `opening` longer than that goes over it, whole. `max_tokens` cuts it when smaller
+    (`truncated`: the only reply that may end mid-sentence).
     """
     seed = hashlib.sha256(f"{model}\x00{prompt}".encode("utf-8", "surrogatepass")).digest()
-    draft = _draft(seed, excerpt(prompt), reply_tokens, opening)
+    draft = _draft(seed, excerpt(prompt), reply_tokens, opening, closing)
     total = len(draft.token_bytes)
     if max_tokens is None or max_tokens >= total:
         pieces = draft.pieces
@@ -162,54 +188,68 @@ def excerpt(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _draft(seed: bytes, quoted: str, reply_tokens: int, opening: str | None) -> _Draft:
+def _draft(
+    seed: bytes,
+    quoted: str,
+    reply_tokens: int,
+    opening: str | None,
+    closing: tuple[str, ...] | None,
+) -> _Draft:
     # Cached on the digest and the short excerpt, not the prompt, so that the cache stays
     # small however long the prompts are (an opening is short too).
-    text = _compose(seed, quoted, reply_tokens, opening)
+    text = _compose(seed, quoted, reply_tokens, opening, closing or _SENTENCES)
     enc = _encoding()
     token_bytes = tuple(enc.decode_single_token_bytes(t) for t in encode(text))
     return _Draft(token_bytes, _decode_pieces(token_bytes))
 
 
-def _compose(seed: bytes, quoted: str, reply_tokens: int, opening: str | None) -> str:
-    """Whole sentences up to the budget, then cut back to whole words that fit it."""
-    greeting = _GREETINGS[_pick(seed, b"greeting", len(_GREETINGS))]
+def _compose(
+    seed: bytes, quoted: str, reply_tokens: int, opening: str | None, pool: tuple[str, ...]
+) -> str:
+    """Whole sentences: the opening, then sentences of `pool`, then short ones, to the budget."""
     if opening:
         parts = [opening]
     else:
+        greeting = _GREETINGS[_pick(seed, b"greeting", len(_GREETINGS))]
         parts = [f'{greeting} about "{quoted}".' if quoted else f"{greeting}."]
-    # Tokens do not cross the spaces that separate words, so per-sentence counts add up to
-    # the count of the whole text, give or take a token at the joins.
-    budget = reply_tokens - count_tokens(parts[0])
+        if count_tokens(parts[0]) > reply_tokens:
+            parts = []  # a budget too small for the greeting gets short sentences only
+    # Tokens do not cross the spaces before words, so per-sentence counts add up to the
+    # count of the whole text; it is checked at the end all the same.
+    budget = reply_tokens - (count_tokens(parts[0]) if parts else 0)
+    # Whole rounds of the pool while they fit (a sentence repeats only after all the others),
+    # then the sentences of one more round that still fit, then at most one of each short one.
     round_ = 0
-    while budget > 0:
-        for sentence in _shuffled(seed, round_):
-            parts.append(sentence)
-            budget -= count_tokens(" " + sentence)
-            if budget <= 0:
-                break
+    while True:
+        added_all = True
+        for sentence in _shuffled(seed, round_, pool):
+            cost = _sentence_tokens(sentence, first=not parts)
+            if cost <= budget:
+                parts.append(sentence)
+                budget -= cost
+            else:
+                added_all = False
+        if not added_all:
+            break
         round_ += 1
-    return _fit(" ".join(parts), reply_tokens)
+    for size, group in enumerate(_SHORT):
+        choice = group[_pick(seed, b"short%d" % size, len(group))]
+        cost = _sentence_tokens(choice, first=not parts)
+        if cost <= budget:
+            parts.append(choice)
+            budget -= cost
+    if not parts:
+        return _TINY
+    text = " ".join(parts)
+    while len(parts) > 1 and count_tokens(text) > reply_tokens:
+        parts.pop()
+        text = " ".join(parts)
+    return text
 
 
-def _fit(text: str, reply_tokens: int) -> str:
-    """The longest run of whole words from the start of `text` that has <= `reply_tokens`."""
-    tokens = encode(text)
-    if len(tokens) <= reply_tokens:
-        return text
-    enc = _encoding()
-    head: str = enc.decode(tokens[:reply_tokens], errors="ignore")
-    cut_at_word = enc.decode_single_token_bytes(tokens[reply_tokens]).startswith(b" ")
-    if not cut_at_word:
-        head = head.rsplit(" ", 1)[0] if " " in head else head
-    head = head.rstrip()
-    # Re-tokenizing a prefix can in rare cases merge differently: drop words until it fits.
-    while " " in head and count_tokens(head) > reply_tokens:
-        head = head.rsplit(" ", 1)[0].rstrip()
-    if not head or count_tokens(head) > reply_tokens:
-        # A budget smaller than the first word: keep the first tokens as they are.
-        return str(enc.decode(tokens[:reply_tokens], errors="ignore"))
-    return head
+@functools.lru_cache(maxsize=256)
+def _sentence_tokens(sentence: str, *, first: bool) -> int:
+    return count_tokens(sentence if first else " " + sentence)
 
 
 def _decode_pieces(token_bytes: Sequence[bytes]) -> tuple[str, ...]:
@@ -227,10 +267,10 @@ def _pick(seed: bytes, label: bytes, n: int) -> int:
     return int.from_bytes(hashlib.sha256(seed + label).digest()[:8], "big") % n
 
 
-def _shuffled(seed: bytes, round_: int) -> list[str]:
+def _shuffled(seed: bytes, round_: int, pool: tuple[str, ...]) -> list[str]:
     # A seeded permutation that does not depend on the `random` module's algorithms.
     salt = seed + round_.to_bytes(4, "big")
-    return sorted(_SENTENCES, key=lambda s: hashlib.sha256(salt + s.encode()).digest())
+    return sorted(pool, key=lambda s: hashlib.sha256(salt + s.encode()).digest())
 
 
 def token_pieces(text: str) -> tuple[str, ...]:

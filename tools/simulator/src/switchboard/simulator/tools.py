@@ -1,19 +1,18 @@
 """Deterministic tool use, shared by both wire formats, as pure functions.
 
 The rule (also in the README):
-- When the conversation ends with tool results, the model answers in text that quotes them.
-- Otherwise, when tools are offered, the model calls every offered tool whose name the last
-  user message mentions (case-insensitive, `_`, `-` and spaces alike: `get_order_status`
-  is mentioned by "get order status"), in the order they were offered. A forced choice
-  (OpenAI `tool_choice` naming a function, Anthropic `{"type": "tool"}`, or the control
-  `sim.tool=<name>`) calls that tool; `tool_choice` "none" or `sim.tool=none` calls nothing;
-  "required" / "any" calls the first offered tool when none is mentioned.
-- Arguments follow the tool's JSON schema (the `required` properties, or all when none is
-  required): an `enum` takes its first value; a string whose name contains id, number, code,
-  order, account or ref takes the first word with a digit in the message (without `#` and
-  punctuation around it); any other string
-  takes the start of the message; integers and numbers take the first number in the message
-  (else 1); booleans are true; arrays and objects are empty.
+- When the conversation ends with tool results, the model answers in text that tells what
+  they say, in sentences built from the results' fields (`summaries.py`).
+- Otherwise, when tools are offered, the model calls every offered tool the last user message
+  asks for (`intents.py`): its words, lightly stemmed, score 2 points for each word of the
+  tool's name and 1 for each word of its parameter names or description, and a tool with 2
+  points or more is called, in the order offered. The arguments come from the message; a
+  tool whose required identifier, pattern or time zone the message does not give is not
+  called: the model asks for it instead.
+- A forced choice (OpenAI `tool_choice` naming a function, Anthropic `{"type": "tool"}`, or
+  the control `sim.tool=<name>`) calls that tool whatever the message says, with stand-in
+  arguments where the message gives none; `tool_choice` "none" or `sim.tool=none` calls
+  nothing; "required" / "any" calls the first offered tool when the message asks for none.
 """
 
 from __future__ import annotations
@@ -24,23 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .replies import Reply, count_tokens, excerpt, generate_reply, token_pieces
-
-FOLLOWUP_RESULT_CHARS = 200
+from . import intents, summaries
+from .replies import AFTER_ANSWER, Reply, count_tokens, generate_reply, token_pieces
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
-_IDENTIFIER_NAME = re.compile(r"id|number|code|order|account|ref", re.IGNORECASE)
-_PUNCTUATION = "#.,;:!?()[]{}\"'"
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True, slots=True)
 class OfferedTool:
-    """A tool the request offers: its name and the JSON schema of its arguments."""
+    """A tool the request offers: its name, the JSON schema of its arguments, its purpose."""
 
     name: str
     schema: Mapping[str, Any]
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,78 +75,159 @@ def mentions(text: str, tool_name: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", _normalize(text)) is not None
 
 
-def choose_calls(
+def asks_for(user_text: str, tool: OfferedTool) -> bool:
+    """Whether the message asks for the tool: it names it, or scores enough points."""
+    if mentions(user_text, tool.name):
+        return True
+    score = intents.intent_score(user_text, tool.name, tool.description, tool.schema)
+    return score >= intents.CALL_THRESHOLD
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the model does about the tools: the calls, and what it must ask first."""
+
+    calls: tuple[PlannedCall, ...] = ()
+    missing: tuple[str, ...] = ()
+    """Parameters (as words, e.g. "order id") of asked-for tools the message did not give."""
+
+
+def plan_calls(
     user_text: str, tools: Sequence[OfferedTool], choice: str, forced: str | None
-) -> list[PlannedCall]:
-    """The calls the model makes for the last user message.
+) -> Plan:
+    """The calls the model makes for the last user message (see the module docstring).
 
     `choice` is "auto", "none", "required" or a tool name (from the request's tool choice);
     `forced` is the `sim.tool` control.
     """
     if not tools or choice == "none" or forced == "none":
-        return []
+        return Plan()
     by_name = {tool.name: tool for tool in tools}
     target = forced or (choice if choice not in ("auto", "required") else None)
     if target is not None:
         tool = by_name.get(target)
-        return [] if tool is None else [PlannedCall(tool.name, arguments_for(tool, user_text))]
-    called = [tool for tool in tools if mentions(user_text, tool.name)]
-    if not called and choice == "required":
-        called = [tools[0]]
-    return [PlannedCall(tool.name, arguments_for(tool, user_text)) for tool in called]
+        if tool is None:
+            return Plan()
+        return Plan((PlannedCall(tool.name, stand_in_arguments(tool, user_text)),))
+    calls: list[PlannedCall] = []
+    missing: list[str] = []
+    for tool in tools:
+        if not asks_for(user_text, tool):
+            continue
+        arguments, lacking = read_arguments(tool, user_text)
+        if lacking:
+            missing.extend(p for p in lacking if p not in missing)
+        else:
+            calls.append(PlannedCall(tool.name, arguments))
+    if not calls and not missing and choice == "required":
+        calls = [PlannedCall(tools[0].name, stand_in_arguments(tools[0], user_text))]
+    return Plan(tuple(calls), () if calls else tuple(missing))
 
 
-def arguments_for(tool: OfferedTool, user_text: str) -> dict[str, Any]:
-    """Arguments that satisfy the tool's schema, filled from the user's message."""
+def choose_calls(
+    user_text: str, tools: Sequence[OfferedTool], choice: str, forced: str | None
+) -> list[PlannedCall]:
+    """The calls of `plan_calls`."""
+    return list(plan_calls(user_text, tools, choice, forced).calls)
+
+
+def _parameters(tool: OfferedTool) -> tuple[dict[str, Any], list[str]]:
     properties = tool.schema.get("properties")
     if not isinstance(properties, dict):
-        return {}
+        return {}, []
     required = tool.schema.get("required")
     names = (
         [n for n in required if isinstance(n, str) and n in properties]
-        if isinstance(required, list) and required
-        else [n for n in properties if isinstance(n, str)]
+        if isinstance(required, list)
+        else []
     )
-    return {name: _value(name, properties[name], user_text) for name in names}
+    return properties, names
 
 
-def _value(name: str, schema: object, text: str) -> Any:
-    schema = schema if isinstance(schema, dict) else {}
+def read_arguments(tool: OfferedTool, user_text: str) -> tuple[dict[str, Any], list[str]]:
+    """The arguments the message gives, and the required parameters it gives no value for.
+
+    Optional parameters the message says nothing about are left out (the tool's defaults
+    apply). A required one without a value gets a stand-in (an `enum`'s first value, 1,
+    true, an empty array or object, the message itself) unless it is an identifier, a
+    pattern or a time zone: such a value cannot be made up, so it is reported as missing.
+    """
+    properties, required = _parameters(tool)
+    arguments: dict[str, Any] = {}
+    missing: list[str] = []
+    for name, raw_schema in properties.items():
+        if not isinstance(name, str):
+            continue
+        schema = raw_schema if isinstance(raw_schema, dict) else {}
+        value = intents.read_argument(name, schema, user_text)
+        if value is not intents.MISSING:
+            arguments[name] = value
+        elif name in required:
+            if _cannot_stand_in(name, schema):
+                missing.append(name.replace("_", " "))
+            else:
+                arguments[name] = _stand_in(name, schema, user_text)
+    return arguments, missing
+
+
+def stand_in_arguments(tool: OfferedTool, user_text: str) -> dict[str, Any]:
+    """Arguments for a forced call: what the message gives, stand-ins for the rest required."""
+    properties, required = _parameters(tool)
+    arguments, _ = read_arguments(tool, user_text)
+    for name in required:
+        if name not in arguments:
+            schema = properties[name] if isinstance(properties[name], dict) else {}
+            arguments[name] = _stand_in(name, schema, user_text)
+    return {name: arguments[name] for name in properties if name in arguments}
+
+
+def arguments_for(tool: OfferedTool, user_text: str) -> dict[str, Any]:
+    """The arguments of a call of `tool` for the message (stand-ins where it gives none)."""
+    return stand_in_arguments(tool, user_text)
+
+
+def _cannot_stand_in(name: str, schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind not in (None, "string") and not (isinstance(kind, list) and "string" in kind):
+        return False
+    if "enum" in schema:
+        return False
+    return (
+        "pattern" in schema
+        or intents.is_identifier(name, schema)
+        or intents.is_time_zone(name, schema)
+    )
+
+
+def _stand_in(name: str, schema: Mapping[str, Any], user_text: str) -> Any:
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
         return enum[0]
     kind = schema.get("type")
-    if isinstance(kind, list):  # ["string", "null"]
+    if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind in ("integer", "number"):
-        found = _NUMBER.search(text)
-        if found is None:
-            return 1
-        number = float(found.group())
-        return int(number) if kind == "integer" else number
+        return 1
     if kind == "boolean":
         return True
     if kind == "array":
         return []
     if kind == "object":
         return {}
-    if _IDENTIFIER_NAME.search(name):
-        for word in text.split():
-            word = word.strip(_PUNCTUATION)
-            if any(c.isdigit() for c in word):
-                return word
-    return excerpt(text) or name
+    if intents.is_time_zone(name, schema):
+        return "UTC"
+    return " ".join(user_text.split())[: intents.FREE_TEXT_MAX_CHARS] or name
 
 
 def followup_opening(outputs: Sequence[ToolOutput]) -> str:
-    """The first sentence of the answer to tool results: it quotes them."""
-    parts = []
-    for output in outputs:
-        content = _CONTROL_CHARS.sub(" ", output.content).strip()
-        if len(content) > FOLLOWUP_RESULT_CHARS:
-            content = content[:FOLLOWUP_RESULT_CHARS].rstrip() + "..."
-        parts.append(f"{output.name or 'the tool'} returned {content or 'nothing'}")
-    return "I checked for you: " + "; ".join(parts) + "."
+    """The first sentences of the answer to tool results: what each of them says."""
+    return " ".join(summaries.summarize(o.name, o.content) for o in outputs)
+
+
+def asking_opening(missing: Sequence[str]) -> str:
+    """The answer of a model that needs more before it can call a tool."""
+    things = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+    return f"I can look that up for you. Could you tell me the {things}?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +260,7 @@ def answer(
     reply_tokens: int,
     max_tokens: int | None,
 ) -> Answer:
-    """The answer to a request: text quoting tool results, tool calls, or a plain reply."""
+    """The answer to a request: text about tool results, tool calls, or a plain reply."""
     if outputs:
         return Answer(
             generate_reply(
@@ -193,11 +269,15 @@ def answer(
                 reply_tokens=reply_tokens,
                 max_tokens=max_tokens,
                 opening=followup_opening(outputs),
+                closing=AFTER_ANSWER,
             )
         )
-    calls = choose_calls(user_text, tools, choice, forced)
-    if calls:
-        return Answer(None, tuple(calls))
+    plan = plan_calls(user_text, tools, choice, forced)
+    if plan.calls:
+        return Answer(None, plan.calls)
+    opening = asking_opening(plan.missing) if plan.missing else None
     return Answer(
-        generate_reply(model, user_text, reply_tokens=reply_tokens, max_tokens=max_tokens)
+        generate_reply(
+            model, user_text, reply_tokens=reply_tokens, max_tokens=max_tokens, opening=opening
+        )
     )
