@@ -45,6 +45,7 @@ def test_tenant_policy_comes_before_the_classifier() -> None:
     "message",
     [
         "Where is my order?",
+        "Where is my order A12345?",  # an order number, not an error code
         "What are your opening hours on Saturday?",
         "Can I pay with PayPal?",
         "¿Dónde está mi pedido?",
@@ -65,6 +66,7 @@ def test_simple_messages_go_to_cheap(message: str) -> None:
             "I already reinstalled it.",
             "code or log excerpt",
         ),
+        ("The display shows E4021 since this morning.", "code or log excerpt"),
         (
             "I will take legal action over the unauthorized charge of 499 USD on my card.",
             "legal or financial stakes",

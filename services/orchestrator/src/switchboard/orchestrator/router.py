@@ -116,7 +116,9 @@ _CODE_OR_LOG = _rx(
     r"\b(?:ERROR|WARN|FATAL)\b",
     r"\b0x[0-9a-f]{4,}\b",
     r"\b(?:def|function|select|curl|import)\b .*[(=*]",
-    r"\b[A-Z]\d{3,}\b",
+    # A letter and digits is an error code, unless it names an order, an invoice or a ticket
+    # ("Where is my order A12345?" is a simple question).
+    r"(?<!order )(?<!order #)(?<!order no\. )(?<!invoice )(?<!ticket )\b[A-Z]\d{3,}\b",
 )
 _TRIED = _rx(
     r"\b(?:i(?:'ve| have)?|we(?:'ve| have)?) (?:already |also |even )?(?:tried|restarted"
