@@ -17,8 +17,8 @@ trap cleanup EXIT
 
 deploy/local/stack.sh up >&2
 deploy/local/services.sh up >&2
-if [ -t 0 ]; then
-  echo "Chatting with Switchboard (simulator unless OPENAI_API_KEY/ANTHROPIC_API_KEY are set)." >&2
-  echo "Ctrl-D or /quit to leave; everything this run started stops then." >&2
+if [ -t 0 ] && { [ "$started_stack" = 1 ] || [ "$started_services" = 1 ]; }; then
+  echo "Leaving the chat stops everything this run started." >&2
 fi
+# On a terminal the client opens with a banner: what runs where, and three messages to try.
 .venv/bin/python -m switchboard.chat_cli

@@ -175,10 +175,38 @@ async def test_interactive_prompts_and_ignores_errors_in_exit_code(
     server: tuple[FakeChat, str],
 ) -> None:
     _, target = server
-    code, out, err = await chat(settings(target), "hi\nfail\n", interactive=True)
+    code, out, err = await chat(settings(target, banner=False), "hi\nfail\n", interactive=True)
     assert code == 0
-    assert out == "you> bot> echo: hi\nyou> you> \n"
+    assert out.startswith("you> bot> echo: hi\n  cheap · sim · 0 in / 0 out tokens · $0.000000")
+    assert out.endswith("you> you> \n")
     assert err == "error: UNAVAILABLE: no provider answered\n"
+
+
+async def test_interactive_chat_opens_with_the_banner_and_knows_its_commands(
+    server: tuple[FakeChat, str],
+) -> None:
+    fake, target = server
+    typed = "/help\n1\n/tier frontier\nagain\n/tier gold\n/new\nfresh\n"
+    code, out, _ = await chat(settings(target), typed, interactive=True)
+    assert code == 0
+    assert f"gRPC       {target}" in out and "Try:\n  1. Where is my order A12345?" in out
+    assert "/tier auto|cheap|frontier" in out, "/help lists the commands"
+    assert "you> Where is my order A12345?\n" in out
+    assert "[usage: /tier auto|cheap|frontier; now frontier]" in out
+    sent = [
+        (s.request.message, s.request.options.tier, s.request.conversation_id) for s in fake.seen
+    ]
+    assert sent == [
+        ("Where is my order A12345?", "", ""),
+        ("again", "frontier", "conv-1"),
+        ("fresh", "frontier", ""),
+    ], "commands never reach the gateway; /new starts a new conversation"
+
+
+async def test_piped_input_stays_plain_replies_only(server: tuple[FakeChat, str]) -> None:
+    _, target = server
+    code, out, _ = await chat(settings(target), "hi\n1\n")
+    assert (code, out) == (0, "echo: hi\necho: 1\n"), "no banner, no footer, no shortcuts"
 
 
 def test_api_key_from_the_dev_key_or_the_chat_key(monkeypatch: pytest.MonkeyPatch) -> None:

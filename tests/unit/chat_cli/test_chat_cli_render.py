@@ -20,11 +20,22 @@ def done(**kwargs: object) -> chat_pb2.ChatEvent:
     return chat_pb2.ChatEvent(done=chat_pb2.Done(**kwargs))  # type: ignore[arg-type]
 
 
+class Clock:
+    """A clock that moves 25 ms each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 0.025
+        return self.now
+
+
 def render(
     events: list[chat_pb2.ChatEvent], *, prompts: bool = False, styled: bool = False
 ) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
-    renderer = Renderer(out, err, prompts=prompts, styled=styled)
+    renderer = Renderer(out, err, prompts=prompts, styled=styled, clock=Clock())
     renderer.begin()
     for event in events:
         renderer.render(event)
@@ -49,7 +60,7 @@ def test_empty_reply_is_an_empty_line() -> None:
 
 def test_prompted_reply_starts_with_bot() -> None:
     out, _ = render([started(), delta("Hi"), done()], prompts=True)
-    assert out == "bot> Hi\n"
+    assert out == "bot> Hi\n  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
 
 
 def test_reset_prints_a_marker_on_its_own_line() -> None:
@@ -72,6 +83,7 @@ def test_tool_and_handoff_lines_and_bot_prefix_after_them() -> None:
         "[tool lookup_order: succeeded]\n"
         "bot> Shipped.\n"
         "[handed off to a human: asked for a human (ticket T-9)]\n"
+        "  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
     )
 
 
@@ -103,26 +115,38 @@ def test_styled_output_dims_status_and_adds_a_footer() -> None:
     assert out == (
         "\x1b[2m[tool t: failed]\x1b[0m\n"
         "bot> Hi\n"
-        "\x1b[2m  gpt-4o-mini · cheap · 12 in / 3 out tokens · $0.000123\x1b[0m\n"
+        "\x1b[2m  cheap · gpt-4o-mini · 12 in / 3 out tokens · $0.000123 · first token 25 ms"
+        "\x1b[0m\n"
     )
 
 
-def test_unstyled_output_has_no_escape_codes_and_no_footer() -> None:
+def test_unstyled_output_has_no_escape_codes_and_a_plain_footer() -> None:
     out, _ = render([delta("Hi"), done(model="m", tier="cheap")], prompts=True)
     assert "\x1b" not in out
-    assert out == "bot> Hi\n"
+    assert out == "bot> Hi\n  cheap · m · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
 
 
-def test_footer_shows_unusual_finish_reason_and_skips_empty_fields() -> None:
+def test_piped_output_has_no_footer_even_on_a_terminal() -> None:
+    out, _ = render([delta("Hi"), done(model="m", tier="cheap")], prompts=False, styled=True)
+    assert out == "Hi\n"
+
+
+def test_footer_says_when_the_token_limit_cut_the_reply_and_skips_empty_fields() -> None:
     text = footer(chat_pb2.Done(finish_reason="length", cost_usd=0.5))
-    assert text == "0 in / 0 out tokens · $0.500000 · finish: length"
+    assert text == "0 in / 0 out tokens · $0.500000 · finish: length (cut at the token limit)"
+    assert footer(chat_pb2.Done(finish_reason="max_tokens")).endswith(
+        "finish: max_tokens (cut at the token limit)"
+    )
+    assert "finish" not in footer(chat_pb2.Done(finish_reason="end_turn"))
+    assert footer(chat_pb2.Done(), 0.0831).endswith("· first token 83 ms")
 
 
 def test_renderer_is_reusable_across_replies() -> None:
     out, err = io.StringIO(), io.StringIO()
-    renderer = Renderer(out, err, prompts=True, styled=False)
+    renderer = Renderer(out, err, prompts=True, styled=False, clock=Clock())
     for text in ("one", "two"):
         renderer.begin()
         renderer.render(delta(text))
         renderer.render(done())
-    assert out.getvalue() == "bot> one\nbot> two\n"
+    tail = "  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
+    assert out.getvalue() == f"bot> one\n{tail}bot> two\n{tail}"

@@ -11,10 +11,12 @@ from grpc import aio
 
 from switchboard.v1 import chat_pb2, chat_pb2_grpc
 
+from .banner import SUGGESTIONS, banner, help_text
 from .render import Renderer
 from .settings import ChatCliSettings
 
 QUIT = "/quit"
+TIERS = ("auto", "cheap", "frontier")
 
 
 class ChatSession:
@@ -27,6 +29,7 @@ class ChatSession:
         self._stub = chat_pb2_grpc.ChatServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {settings.api_key}"),)
         self.conversation_id = ""
+        self.tier = settings.tier
 
     async def send(self, message: str, renderer: Renderer) -> bool:
         """Send one message and render its reply; False when it ended in an error."""
@@ -34,7 +37,7 @@ class ChatSession:
             conversation_id=self.conversation_id,
             message=message,
             user_id=self._settings.user_id,
-            options=chat_pb2.ChatOptions(tier=self._settings.tier),
+            options=chat_pb2.ChatOptions(tier=self.tier),
         )
         renderer.begin()
         call = self._stub.Chat(request, metadata=self._metadata, timeout=self._settings.timeout_s)
@@ -117,6 +120,8 @@ def run(
     failed = False
     # Lines are read outside the event loop so that Ctrl-C at the prompt is a plain
     # KeyboardInterrupt; inside runner.run() it cancels the reply being streamed.
+    if interactive and settings.banner:
+        renderer.note(banner(settings))
     with asyncio.Runner() as runner:
         session = runner.run(_open(settings))
         try:
@@ -126,6 +131,12 @@ def run(
                     continue
                 if message == QUIT:
                     break
+                if interactive and message in _SHORTCUTS:
+                    message = _SHORTCUTS[message]
+                    renderer.note(f"you> {message}")
+                elif message.split()[0] in _COMMANDS:
+                    _command(message, session, renderer)
+                    continue
                 try:
                     ok = runner.run(session.send(message, renderer))
                 except KeyboardInterrupt:
@@ -137,6 +148,25 @@ def run(
         finally:
             runner.run(session.close())
     return 1 if failed and not interactive else 0
+
+
+_SHORTCUTS = {str(n): s.message for n, s in enumerate(SUGGESTIONS, start=1)}
+_COMMANDS = ("/help", "/new", "/tier")
+
+
+def _command(line: str, session: ChatSession, renderer: Renderer) -> None:
+    """Carry out one of the client's own commands (never sent to the gateway)."""
+    name, *args = line.split()
+    if name == "/help":
+        renderer.note(help_text())
+    elif name == "/new":
+        session.conversation_id = ""
+        renderer.note("[a new conversation starts with the next message]")
+    elif len(args) == 1 and args[0] in TIERS:
+        session.tier = "" if args[0] == "auto" else args[0]
+        renderer.note(f"[tier: {args[0]}]")
+    else:
+        renderer.note(f"[usage: /tier {'|'.join(TIERS)}; now {session.tier or 'auto'}]")
 
 
 async def _open(settings: ChatCliSettings) -> ChatSession:
@@ -164,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
 _USAGE = """\
 usage: python -m switchboard.chat_cli
 
-Sends each line of stdin to the gateway as a chat message and streams the replies
-(with prompts when stdin is a terminal; /quit or Ctrl-D ends). Environment:
+Sends each line of stdin to the gateway as a chat message and streams the replies.
+On a terminal it opens with a banner (what runs where, three messages to try), prompts,
+and ends each reply with a line: tier, model, tokens, cost, time to first token; /help
+lists the commands, /quit or Ctrl-D ends. Piped, it prints the replies only. Environment:
   SWITCHBOARD_CHAT_TARGET     gateway host:port (127.0.0.1:15051)
   SWITCHBOARD_CHAT_API_KEY    API key (else SWITCHBOARD_DEV_API_KEY, else sb-dev-key)
   SWITCHBOARD_CHAT_USER_ID    user id (cli-user)
   SWITCHBOARD_CHAT_TIER       auto, cheap or frontier (empty: auto)
   SWITCHBOARD_CHAT_TIMEOUT_S  deadline of one reply in seconds (120)
+  SWITCHBOARD_CHAT_HTTP_URL   the gateway's HTTP edge, listed when it answers (http://127.0.0.1:15080)
+  SWITCHBOARD_CHAT_BANNER     false: no banner
 """

@@ -1,5 +1,7 @@
 """Turns the events of a reply stream into text on a terminal or a pipe (no I/O besides that)."""
 
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 from switchboard.v1 import chat_pb2
@@ -11,23 +13,44 @@ _RESET = "\x1b[0m"
 class Renderer:
     """Writes replies to `out` and errors to `err`, one reply at a time.
 
-    `prompts` prefixes each reply with "bot> " (interactive mode); `styled` dims status lines
-    and adds a footer with model, tier, tokens and cost after each reply (a terminal).
+    `prompts` (interactive mode) prefixes each reply with "bot> " and ends it with a footer:
+    tier, model, tokens, cost and time to first token. `styled` (a terminal) dims status
+    lines and the footer. Piped mode prints the replies (and status lines) only.
     """
 
-    def __init__(self, out: TextIO, err: TextIO, *, prompts: bool, styled: bool) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO,
+        *,
+        prompts: bool,
+        styled: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._out = out
         self._err = err
         self._prompts = prompts
         self._styled = styled
+        self._clock = clock
         self._line_open = False  # the last character written to `out` is not a newline
         self._prefix_pending = prompts
         self._text_written = False
+        self._sent_at = 0.0
+        self._first_text_s: float | None = None
 
     def begin(self) -> None:
-        """Start a new reply."""
+        """Start a new reply (the message is being sent now)."""
         self._prefix_pending = self._prompts
         self._text_written = False
+        self._sent_at = self._clock()
+        self._first_text_s = None
+
+    def note(self, line: str) -> None:
+        """A line of the client's own (banner, help, command answers), dim on a terminal."""
+        self._end_line()
+        for part in line.splitlines():
+            self._out.write(f"{_DIM}{part}{_RESET}\n" if self._styled else f"{part}\n")
+        self._out.flush()
 
     def render(self, event: chat_pb2.ChatEvent) -> None:
         """Print what the event means for the reader; `started` and unknown events print nothing."""
@@ -61,6 +84,8 @@ class Renderer:
     def _text(self, text: str) -> None:
         if not text:
             return
+        if self._first_text_s is None:
+            self._first_text_s = self._clock() - self._sent_at
         if self._prefix_pending:
             self._out.write("bot> ")
             self._prefix_pending = False
@@ -82,8 +107,9 @@ class Renderer:
                 self._out.write("bot> ")
             self._line_open = True
         self._end_line()
-        if self._styled:
-            self._out.write(f"{_DIM}  {footer(done)}{_RESET}\n")
+        if self._prompts:
+            line = footer(done, self._first_text_s)
+            self._out.write(f"{_DIM}  {line}{_RESET}\n" if self._styled else f"  {line}\n")
         self._out.flush()
 
     def _end_line(self) -> None:
@@ -92,12 +118,23 @@ class Renderer:
             self._line_open = False
 
 
-def footer(done: chat_pb2.Done) -> str:
-    """One line about a finished reply: model, tier, tokens, cost."""
+def footer(done: chat_pb2.Done, first_text_s: float | None = None) -> str:
+    """One line about a finished reply: tier, model, tokens, cost, time to first token."""
     usage = done.usage
-    parts = [p for p in (done.model, done.tier) if p]
+    parts = [p for p in (done.tier, done.model) if p]
     parts.append(f"{usage.input_tokens} in / {usage.output_tokens} out tokens")
     parts.append(f"${done.cost_usd:.6f}")
-    if done.finish_reason and done.finish_reason != "stop":
-        parts.append(f"finish: {done.finish_reason}")
+    if first_text_s is not None:
+        parts.append(f"first token {first_text_s * 1000:.0f} ms")
+    if done.finish_reason and done.finish_reason not in ("stop", "end_turn"):
+        parts.append(f"finish: {_FINISH.get(done.finish_reason, done.finish_reason)}")
     return " · ".join(parts)
+
+
+# Finish reasons that deserve words: a reply cut by the token limit must say so.
+_FINISH = {
+    "length": "length (cut at the token limit)",
+    "max_tokens": "max_tokens (cut at the token limit)",
+    "handoff": "handoff",
+    "blocked": "blocked",
+}

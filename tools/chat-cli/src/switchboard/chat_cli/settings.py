@@ -22,3 +22,23 @@ class ChatCliSettings(BaseSettings):
     tier: str = ""
     # gRPC deadline of one message, from sending it to the end of its reply.
     timeout_s: float = Field(default=120.0, gt=0)
+    # What the opening banner of an interactive chat shows (tools/chat-cli/README.md).
+    http_url: str = Field(
+        default="http://127.0.0.1:15080",
+        description="Base URL of the gateway's HTTP edge (OpenAI-compatible API and demo page); "
+        "the banner lists it only when its port answers.",
+    )
+    traces_url: str = Field(
+        default="http://127.0.0.1:16686",
+        description="Jaeger's UI, listed in the banner when its port answers.",
+    )
+    probe_timeout_s: float = Field(
+        default=0.3,
+        gt=0,
+        le=5,
+        description="How long the banner waits for each address it checks before leaving it out.",
+    )
+    banner: bool = Field(
+        default=True,
+        description="Open an interactive chat with the banner (what runs where, suggestions).",
+    )
