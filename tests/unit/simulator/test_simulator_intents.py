@@ -51,6 +51,10 @@ def calls(message: str, choice: str = "auto", forced: str | None = None) -> list
         ("Please check the order status for A12345", [("order_status", {"order_id": "A12345"})]),
         ("has order #B77120 been delivered yet?", [("order_status", {"order_id": "B77120"})]),
         ("Hi, my order 31337 has not arrived.", [("order_status", {"order_id": "31337"})]),
+        (
+            "case x9y8: refund for Order 12345 from 2024-05-01",
+            [("order_status", {"order_id": "12345"})],
+        ),
         ("What time is it in Tokyo?", [("current_time", {"timezone": "Asia/Tokyo"})]),
         ("what's the time in new york", [("current_time", {"timezone": "America/New_York"})]),
         ("Current time in Europe/Paris?", [("current_time", {"timezone": "Europe/Paris"})]),

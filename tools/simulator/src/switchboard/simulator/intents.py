@@ -137,11 +137,6 @@ _ID_NAME = re.compile(r"(?:^|_|\b)(?:id|ids|number|no|code|ref|reference|sku|acc
 _ID_WORD = re.compile(r"(?:order|account|invoice|ticket|booking|reference|tracking)", re.I)
 _TIME_ZONE_NAME = re.compile(r"time_?zone|^tz$|zone", re.I)
 _TIME_ZONE_DESCRIPTION = re.compile(r"time ?zone|\biana\b", re.I)
-_FREE_TEXT_NAME = re.compile(
-    r"reason|query|question|message|text|description|comment|details?|summary|topic|note"
-    r"|subject|content|request|issue|problem|prompt|input|search",
-    re.I,
-)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
 _TOKEN = re.compile(r"[^\s,;:!?()\[\]{}\"']+")
 _EDGE_PUNCTUATION = "#.,;:!?()[]{}\"'"
@@ -208,19 +203,24 @@ def _read_string(name: str, schema: Mapping[str, Any], message: str) -> Any:
             compiled = re.compile(pattern) if isinstance(pattern, str) else None
         except re.error:
             compiled = None
-        candidates = [
-            word
-            for raw in _TOKEN.findall(message)
-            if (word := raw.strip(_EDGE_PUNCTUATION))
-            and (compiled is None or compiled.search(word))
+        tokens = [raw.strip(_EDGE_PUNCTUATION) for raw in _TOKEN.findall(message)]
+        # A value right after the parameter's own words ("order 12345", "order #A-77",
+        # "order number 7") is the one meant, wherever else digits appear.
+        cues = stems(name) | _NUMBER_WORDS
+        candidates: list[tuple[bool, str]] = [
+            (index > 0 and _after_cue(tokens, index, cues), word)
+            for index, word in enumerate(tokens)
+            if word and (compiled is None or compiled.search(word))
         ]
         # An identifier has a digit in it: "Where is my order A12345?" gives A12345, not
         # "Where", although both match a pattern such as ^[A-Za-z0-9-]{1,32}$.
-        with_digit = [w for w in candidates if any(c.isdigit() for c in w)]
+        with_digit = [(cued, w) for cued, w in candidates if any(c.isdigit() for c in w)]
         if with_digit:
-            return _fit_length(with_digit[0], schema)
-        if candidates and not identifier:
-            return _fit_length(candidates[0], schema)
+            cued = [w for is_cued, w in with_digit if is_cued]
+            return _fit_length(cued[0] if cued else with_digit[0][1], schema)
+        candidates_words = [w for _, w in candidates]
+        if candidates_words and not identifier:
+            return _fit_length(candidates_words[0], schema)
         return MISSING
     text = _SPACE.sub(" ", message).strip()
     if not text:
@@ -228,9 +228,13 @@ def _read_string(name: str, schema: Mapping[str, Any], message: str) -> Any:
     return _fit_length(text, schema, FREE_TEXT_MAX_CHARS)
 
 
-def is_free_text(name: str) -> bool:
-    """Whether the parameter takes the customer's words (a reason, a query ...)."""
-    return bool(_FREE_TEXT_NAME.search(name))
+_NUMBER_WORDS = frozenset(("number", "no", "id", "ref", "reference", "code"))
+
+
+def _after_cue(tokens: list[str], index: int, cues: frozenset[str]) -> bool:
+    """Whether one of the two words before `tokens[index]` is a cue (or it follows "#")."""
+    before = [stem(w) for w in tokens[max(0, index - 2) : index] if w]
+    return any(w in cues for w in before)
 
 
 def _fit_length(text: str, schema: Mapping[str, Any], default_max: int | None = None) -> str:
