@@ -87,10 +87,13 @@ async def test_chat_streams_reply_and_stores_turn(
     reply = text_of(events)
     assert reply.strip()
 
-    # The provider received the user's message through the official OpenAI SDK.
-    sent = [r for r in journal(platform) if r["api"] == "openai"][-1]
-    assert sent["body"]["messages"][-1] == {"role": "user", "content": "Where is my order 12345?"}
-    assert sent["body"]["model"] == "gpt-4o-mini"
+    # The provider received the user's message through the official OpenAI SDK (the first
+    # request of the turn: the simulator then calls order_status, and the second request ends
+    # with the tool's result).
+    asked = {"role": "user", "content": "Where is my order 12345?"}
+    sent = [r for r in journal(platform) if r["api"] == "openai" and asked in r["body"]["messages"]]
+    assert sent[0]["body"]["messages"][-1] == asked
+    assert sent[0]["body"]["model"] == "gpt-4o-mini"
 
     docs = await stored_messages(mongo, platform, conversation_id, 2)
     assert [(d["role"], d["text"]) for d in docs] == [

@@ -61,10 +61,12 @@ async def test_pii_and_secrets_reach_neither_the_provider_nor_storage(
     assert_well_formed(events, request_id)
     assert events[-1].done.finish_reason in ("stop", "end_turn")
 
-    (sent,) = requests_mentioning(platform, marker)
-    body = json.dumps(sent["body"])
-    for secret in SECRETS:
-        assert secret not in body, secret
+    # The message asks about an order: the turn's second request carries order_status's result.
+    sent, *_ = every = requests_mentioning(platform, marker)
+    for request in every:
+        body = json.dumps(request["body"])
+        for secret in SECRETS:
+            assert secret not in body, secret
     user_text = sent["body"]["messages"][-1]["content"]
     for placeholder in ("[CARD]", "[IBAN]", "[SECRET]", "[PASSWORD]", "[EMAIL]"):
         assert placeholder in user_text
@@ -100,7 +102,8 @@ async def test_an_injection_is_refused_and_a_look_alike_is_answered(
     )
     assert_well_formed(benign)
     assert benign[-1].done.finish_reason in ("stop", "end_turn") and text_of(benign).strip()
-    assert len(requests_mentioning(platform, marker)) == 1
+    # It reached the model (twice: the simulator looks order 5521 up, then answers).
+    assert requests_mentioning(platform, marker)
 
 
 async def test_complex_messages_route_to_frontier_unless_a_tier_is_asked_for(
