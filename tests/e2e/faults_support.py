@@ -187,9 +187,10 @@ class Traffic:
 
     def message(self, conversation: int, turn: int) -> str:
         # A digit in every message (the demo tenant caches digit-free first messages), and
-        # nothing that asks for a human or says something failed (handoff rules).
+        # nothing that asks for a human or says something failed (handoff rules), or for a
+        # tool (the simulator would look an order up: two provider calls per turn).
         return (
-            f"[{self.marker}] Order {conversation}{turn:02d}: "
+            f"[{self.marker}] Parcel {conversation}{turn:02d}: "
             f"please confirm the delivery slot for parcel {conversation}-{turn}."
         )
 
