@@ -191,7 +191,7 @@ async def test_interactive_chat_opens_with_the_banner_and_knows_its_commands(
     assert code == 0
     assert f"gRPC       {target}" in out and "Try:\n  1. Where is my order A12345?" in out
     assert "/tier auto|cheap|frontier" in out, "/help lists the commands"
-    assert "you> Where is my order A12345?\n" in out
+    assert "[suggestion 1: Where is my order A12345?]\n" in out
     assert "[usage: /tier auto|cheap|frontier; now frontier]" in out
     sent = [
         (s.request.message, s.request.options.tier, s.request.conversation_id) for s in fake.seen

@@ -60,7 +60,7 @@ def test_empty_reply_is_an_empty_line() -> None:
 
 def test_prompted_reply_starts_with_bot() -> None:
     out, _ = render([started(), delta("Hi"), done()], prompts=True)
-    assert out == "bot> Hi\n  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
+    assert out == "bot> Hi\n  no model ran · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
 
 
 def test_reset_prints_a_marker_on_its_own_line() -> None:
@@ -83,7 +83,7 @@ def test_tool_and_handoff_lines_and_bot_prefix_after_them() -> None:
         "[tool lookup_order: succeeded]\n"
         "bot> Shipped.\n"
         "[handed off to a human: asked for a human (ticket T-9)]\n"
-        "  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
+        "  no model ran · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
     )
 
 
@@ -126,14 +126,23 @@ def test_unstyled_output_has_no_escape_codes_and_a_plain_footer() -> None:
     assert out == "bot> Hi\n  cheap · m · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
 
 
-def test_piped_output_has_no_footer_even_on_a_terminal() -> None:
-    out, _ = render([delta("Hi"), done(model="m", tier="cheap")], prompts=False, styled=True)
-    assert out == "Hi\n"
+def test_piped_output_is_the_replies_only_even_on_a_terminal() -> None:
+    events = [
+        chat_pb2.ChatEvent(tool=chat_pb2.ToolStatus(name="lookup_order", status="running")),
+        chat_pb2.ChatEvent(tool=chat_pb2.ToolStatus(name="lookup_order", status="succeeded")),
+        delta("Shipped."),
+        chat_pb2.ChatEvent(handoff=chat_pb2.Handoff(reason="asked for a human", ticket_id="T-9")),
+        done(model="m", tier="cheap"),
+    ]
+    out, _ = render(events, prompts=False, styled=True)
+    assert out == "Shipped.\n"
 
 
 def test_footer_says_when_the_token_limit_cut_the_reply_and_skips_empty_fields() -> None:
     text = footer(chat_pb2.Done(finish_reason="length", cost_usd=0.5))
-    assert text == "0 in / 0 out tokens · $0.500000 · finish: length (cut at the token limit)"
+    assert text == (
+        "no model ran · 0 in / 0 out tokens · $0.500000 · finish: length (cut at the token limit)"
+    )
     assert footer(chat_pb2.Done(finish_reason="max_tokens")).endswith(
         "finish: max_tokens (cut at the token limit)"
     )
@@ -148,5 +157,5 @@ def test_renderer_is_reusable_across_replies() -> None:
         renderer.begin()
         renderer.render(delta(text))
         renderer.render(done())
-    tail = "  0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
+    tail = "  no model ran · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
     assert out.getvalue() == f"bot> one\n{tail}bot> two\n{tail}"

@@ -132,8 +132,8 @@ def run(
                 if message == QUIT:
                     break
                 if interactive and message in _SHORTCUTS:
+                    renderer.note(f"[suggestion {message}: {_SHORTCUTS[message]}]")
                     message = _SHORTCUTS[message]
-                    renderer.note(f"you> {message}")
                 elif message.split()[0] in _COMMANDS:
                     _command(message, session, renderer)
                     continue

@@ -15,7 +15,8 @@ class Renderer:
 
     `prompts` (interactive mode) prefixes each reply with "bot> " and ends it with a footer:
     tier, model, tokens, cost and time to first token. `styled` (a terminal) dims status
-    lines and the footer. Piped mode prints the replies (and status lines) only.
+    lines and the footer. Piped mode prints the replies only (and a marker where a reply
+    restarted, as its first text was already printed).
     """
 
     def __init__(
@@ -58,11 +59,13 @@ class Renderer:
         if kind == "delta":
             self._text(event.delta.text)
         elif kind == "tool":
-            self._status(f"[tool {event.tool.name}: {event.tool.status}]")
+            # Progress, not part of the reply: piped output keeps one reply per message.
+            if self._prompts:
+                self._status(f"[tool {event.tool.name}: {event.tool.status}]")
         elif kind == "reset":
             self._status(f"[reply restarted: {event.reset.reason or 'no reason given'}]")
             self._text_written = False
-        elif kind == "handoff":
+        elif kind == "handoff" and self._prompts:  # the reply's text names the ticket
             ticket = f" (ticket {event.handoff.ticket_id})" if event.handoff.ticket_id else ""
             self._status(f"[handed off to a human: {event.handoff.reason}{ticket}]")
         elif kind == "done":
@@ -121,7 +124,7 @@ class Renderer:
 def footer(done: chat_pb2.Done, first_text_s: float | None = None) -> str:
     """One line about a finished reply: tier, model, tokens, cost, time to first token."""
     usage = done.usage
-    parts = [p for p in (done.tier, done.model) if p]
+    parts = [p for p in (done.tier, done.model) if p] or ["no model ran"]
     parts.append(f"{usage.input_tokens} in / {usage.output_tokens} out tokens")
     parts.append(f"${done.cost_usd:.6f}")
     if first_text_s is not None:
