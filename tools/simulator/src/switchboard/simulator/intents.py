@@ -308,10 +308,16 @@ _IANA_NAME = re.compile(r"\b[A-Z][A-Za-z_]+(?:/[A-Z][A-Za-z_+-]+){1,2}\b")
 
 
 @functools.cache
+def _zones() -> frozenset[str]:
+    # available_timezones() walks the time zone database's files on every call.
+    return frozenset(zoneinfo.available_timezones())
+
+
+@functools.cache
 def _places() -> tuple[tuple[str, str], ...]:
     """Place name -> zone, longest names first (so "New York" wins over "York")."""
     places: dict[str, str] = {}
-    for zone in sorted(zoneinfo.available_timezones()):
+    for zone in sorted(_zones()):
         area, _, city = zone.rpartition("/")
         # Canonical regional zones only: "Etc/GMT+3", "US/Pacific" are not places.
         if area.split("/")[0] not in _AREAS or not city:
@@ -329,7 +335,7 @@ _AREAS = frozenset(
 def time_zone_in(message: str) -> str | None:
     """The IANA time zone the message names: a zone name, a city or a country, or None."""
     for found in _IANA_NAME.findall(message):
-        if found in zoneinfo.available_timezones():
+        if found in _zones():
             return str(found)
     text = " " + " ".join(w.lower() for w in words(message)) + " "
     for place, zone in _places():

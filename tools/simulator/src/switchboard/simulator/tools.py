@@ -75,11 +75,15 @@ def mentions(text: str, tool_name: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", _normalize(text)) is not None
 
 
-def asks_for(user_text: str, tool: OfferedTool) -> bool:
-    """Whether the message asks for the tool: it names it, or scores enough points."""
+def asks_for(user_text: str, tool: OfferedTool, said: frozenset[str] | None = None) -> bool:
+    """Whether the message asks for the tool: it names it, or scores enough points.
+
+    `said` is `intents.stems(user_text)`, when the caller has it already.
+    """
     if mentions(user_text, tool.name):
         return True
-    score = intents.intent_score(user_text, tool.name, tool.description, tool.schema)
+    vocabulary = intents.vocabulary(tool.name, tool.description, tool.schema)
+    score = vocabulary.score(intents.stems(user_text) if said is None else said)
     return score >= intents.CALL_THRESHOLD
 
 
@@ -111,8 +115,9 @@ def plan_calls(
         return Plan((PlannedCall(tool.name, stand_in_arguments(tool, user_text)),))
     calls: list[PlannedCall] = []
     missing: list[str] = []
+    said = intents.stems(user_text)
     for tool in tools:
-        if not asks_for(user_text, tool):
+        if not asks_for(user_text, tool, said):
             continue
         arguments, lacking = read_arguments(tool, user_text)
         if lacking:
