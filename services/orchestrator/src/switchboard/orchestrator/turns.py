@@ -22,13 +22,16 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
+from pydantic import ValidationError
 
+from switchboard.common.consumer import UnprocessableError
 from switchboard.common.redaction import (
     ALL_KINDS,
     SECRET_KINDS,
     Kind,
     Redactor,
 )
+from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator import metrics
 from switchboard.orchestrator.guardrails import (
@@ -121,11 +124,18 @@ class ResponseCache(Protocol):
 
 
 class StateStore(Protocol):
+    """Turn states by (tenant, request id): request ids are chosen by clients, so one
+    tenant's id must never reach another tenant's turn."""
+
     async def save(self, state: "TurnState") -> None: ...
 
-    async def load(self, request_id: str) -> "TurnState | None": ...
+    async def create(self, state: "TurnState") -> "TurnState":
+        """Store `state` unless the turn has one already; returns the one that holds."""
+        ...
 
-    async def forget(self, request_id: str) -> None: ...
+    async def load(self, tenant_id: str, request_id: str) -> "TurnState | None": ...
+
+    async def forget(self, tenant_id: str, request_id: str) -> None: ...
 
 
 RegistryFactory = Callable[[TenantConfig], ToolRegistry]
@@ -256,9 +266,10 @@ class TurnEngine:
 
     async def on_request(self, turn: TurnRequest) -> None:
         """Handle a user message from `chat.requests`."""
-        existing = await self._states.load(turn.request_id)
+        existing = await self._states.load(turn.tenant_id, turn.request_id)
         if existing is not None:
-            # Redelivered after the task went out: publishing it again is harmless.
+            # Redelivered after the task went out: publishing it again is harmless (the
+            # workers run one generation per request and sequence base).
             await self._outbox.task(existing.task)
             return
         with tracer.start_as_current_span("orchestrator.turn") as span:
@@ -369,14 +380,16 @@ class TurnEngine:
             flags=flags,
             cache_key=cache_key,
         )
-        await self._states.save(state)
-        await self._outbox.task(task)
+        # Created only if absent: two starts of one turn (a redelivery while the first ran, or
+        # two owners across a rebalance) publish the same task, never two competing ones.
+        state = await self._states.create(state)
+        await self._outbox.task(state.task)
 
     # ---- a result ----
 
     async def on_result(self, result: LlmResult) -> None:
         """Handle a finished generation from `llm.results`."""
-        state = await self._states.load(result.request_id)
+        state = await self._states.load(result.tenant_id, result.request_id)
         if state is None:
             log.info("no open turn for %s; result ignored", result.request_id)
             return
@@ -408,7 +421,7 @@ class TurnEngine:
                     error=result.error,
                 ),
             )
-            await self._states.forget(turn.request_id)
+            await self._states.forget(turn.tenant_id, turn.request_id)
             return
 
         tenant = await self._tenant(turn.tenant_id)
@@ -584,7 +597,7 @@ class TurnEngine:
                 {"text": reply.text, "model": result.model, "tier": result.tier},
                 ttl,
             )
-        await self._states.forget(turn.request_id)
+        await self._states.forget(turn.tenant_id, turn.request_id)
 
     # ---- answers the engine gives itself ----
 
@@ -704,8 +717,40 @@ class TurnEngine:
 
     # ---- helpers ----
 
+    async def abandon(self, message: TurnRequest | LlmResult, error: str) -> None:
+        """A record of this turn was given up on (dead-lettered): end the turn for its
+        client with a clear `error`, numbered above anything a generation can have sent."""
+        turn: TurnRequest | None = message if isinstance(message, TurnRequest) else None
+        state = await self._states.load(message.tenant_id, message.request_id)
+        if state is not None:
+            turn = state.turn
+        if turn is None or not turn.reply_topic:
+            return
+        metrics.TURN_ERRORS.labels("INTERNAL").inc()
+        await self._outbox.reply(
+            turn.reply_topic,
+            ChatEvent(
+                request_id=turn.request_id,
+                sequence=FINAL_SEQUENCE,
+                error=Error(
+                    code="INTERNAL",
+                    message=f"the turn could not be processed and was set aside: {error[:300]}",
+                ),
+            ),
+        )
+        await self._states.forget(turn.tenant_id, turn.request_id)
+
     async def _tenant(self, tenant_id: str) -> TenantConfig:
-        tenant = await self._tenants.get(tenant_id)
+        try:
+            tenant = await self._tenants.get(tenant_id)
+        except ValidationError as exc:
+            # Retrying cannot help until the configuration is fixed.
+            raise UnprocessableError(
+                f"the configuration of tenant {tenant_id} is invalid: "
+                + "; ".join(
+                    f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+            ) from exc
         if tenant is None:
             # The gateway authenticated the key, so the tenant exists; it may just not be
             # configured here yet. Default policies are safe ones.
