@@ -52,8 +52,8 @@ class Outbox:
         self.tasks: list[LlmTask] = []
         self.turns: list[CompletedTurn] = []
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        assert topic == "replies.gw"
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        assert turn.reply_topic == "replies.gw"
         self.events.append(event)
 
     async def task(self, task: LlmTask) -> None:

@@ -120,7 +120,8 @@ class RetryPolicy:
         """The pause after `failed_attempts` failures: exponential, capped, and jittered
         over its upper half (so it never collapses to nothing)."""
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failed_attempts - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        pause: float = ceiling / 2 + random.uniform(0, ceiling / 2)
+        return pause
 
 
 class Capacity:

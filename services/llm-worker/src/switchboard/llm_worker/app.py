@@ -63,8 +63,8 @@ class KafkaPublisher:
         self._broker = broker
         self._replies = replies
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        await self._replies.publish(topic, event, key=event.request_id)
+    async def reply(self, topic: str, event: ChatEvent, tenant_id: str) -> None:
+        await self._replies.publish(topic, event, key=event.request_id, tenant_id=tenant_id)
 
     async def result(self, topic: str, result: LlmResult) -> None:
         await publish(self._broker, topic, result, key=result.conversation_id)
@@ -113,7 +113,7 @@ def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFli
         except PoisonMessageError as exc:
             log.warning("ignoring unreadable cancellation: %s", exc)
             return
-        if in_flight.cancel(cancel.request_id):
+        if in_flight.cancel(cancel.tenant_id, cancel.request_id):
             log.info("cancelling the generation of %s", cancel.request_id)
 
 

@@ -64,8 +64,10 @@ class KafkaOutbox:
         self._broker = broker
         self._topics = topics
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        await publish(self._broker, topic, event, key=event.request_id)
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        await publish(
+            self._broker, turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
+        )
 
     async def task(self, task: LlmTask) -> None:
         await publish(

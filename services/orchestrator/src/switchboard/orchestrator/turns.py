@@ -92,7 +92,10 @@ HANDOFF = "handoff"
 class Outbox(Protocol):
     """Where the engine's messages go (Kafka in production)."""
 
-    async def reply(self, topic: str, event: ChatEvent) -> None: ...
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        """Send `event` to the turn's client (its gateway's reply topic, tagged with the
+        turn's tenant so that it reaches no other tenant's stream)."""
+        ...
 
     async def task(self, task: LlmTask) -> None: ...
 
@@ -414,7 +417,7 @@ class TurnEngine:
         state.cost_usd += result.cost_usd
         if result.HasField("error"):
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=result.last_sequence + 1,
@@ -452,7 +455,7 @@ class TurnEngine:
         for call in result.tool_calls:
             sequence += 1
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=sequence,
@@ -469,7 +472,7 @@ class TurnEngine:
         for outcome in outcomes:
             sequence += 1
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=sequence,
@@ -480,7 +483,7 @@ class TurnEngine:
                 sequence += 1
                 state.ticket_id = outcome.handoff.ticket_id
                 await self._outbox.reply(
-                    turn.reply_topic,
+                    turn,
                     ChatEvent(
                         request_id=turn.request_id,
                         sequence=sequence,
@@ -518,7 +521,7 @@ class TurnEngine:
         turn = state.turn
         sequence = result.last_sequence + 1
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=sequence,
@@ -570,7 +573,7 @@ class TurnEngine:
             )
         )
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=result.last_sequence + 1,
@@ -639,7 +642,7 @@ class TurnEngine:
         for sequence, event in enumerate(events, start=1):
             event.request_id = turn.request_id
             event.sequence = sequence
-            await self._outbox.reply(turn.reply_topic, event)
+            await self._outbox.reply(turn, event)
 
     async def _hand_off(
         self,
@@ -700,7 +703,7 @@ class TurnEngine:
         ):
             event.request_id = turn.request_id
             event.sequence = sequence
-            await self._outbox.reply(turn.reply_topic, event)
+            await self._outbox.reply(turn, event)
 
     async def _complete(self, record: CompletedTurn) -> None:
         metrics.record_completed(record)
@@ -709,7 +712,7 @@ class TurnEngine:
     async def _fail(self, turn: TurnRequest, code: str, message: str) -> None:
         metrics.TURN_ERRORS.labels(code).inc()
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id, sequence=1, error=Error(code=code, message=message)
             ),
@@ -728,7 +731,7 @@ class TurnEngine:
             return
         metrics.TURN_ERRORS.labels("INTERNAL").inc()
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=FINAL_SEQUENCE,
