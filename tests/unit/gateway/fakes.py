@@ -19,7 +19,11 @@ from switchboard.gateway.requests import (
     RequestStoreUnavailableError,
     RequestVanishedError,
 )
-from switchboard.gateway.service import BackendUnavailableError, HeldLock
+from switchboard.gateway.service import (
+    BackendUnavailableError,
+    HeldLock,
+    PublishOutcomeUnknownError,
+)
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 from switchboard.v1.memory_pb2 import MemoryGetConversationRequest
@@ -217,11 +221,16 @@ class ScriptedPublisher:
         self.cancels: list[CancelGeneration] = []
         self.down = False
         self.hold_reply = False
+        # The next publishes land but their acknowledgement is lost.
+        self.acks_lost = 0
 
     async def publish_turn(self, turn: TurnRequest) -> None:
         if self.down:
             raise BackendUnavailableError("Kafka did not accept the message")
         self.turns.append(turn)
+        if self.acks_lost:
+            self.acks_lost -= 1
+            raise PublishOutcomeUnknownError("Kafka did not acknowledge it within 10s")
         if not self.hold_reply:
             asyncio.get_running_loop().call_soon(self.reply, turn.request_id, turn.tenant_id)
 

@@ -513,3 +513,24 @@ async def test_a_retry_of_a_new_conversations_first_turn_replays_it(gateway: Gat
     first = await chat(gateway, request)
     again = await chat(gateway, request)
     assert again == first and len(gateway.publisher.turns) == 1
+
+
+async def test_a_publish_of_unknown_outcome_asks_for_a_retry_with_the_same_request_id(
+    gateway: Gateway,
+) -> None:
+    """Finding 7: a send whose acknowledgement did not come may still have landed. The client
+    is told so and to retry with the same request id, which is accepted again (downstream
+    is idempotent by request id); it used to hear that Kafka did not accept the message and
+    retried with a new id, and the message was answered and stored twice."""
+    gateway.publisher.acks_lost = 1
+    request = ChatRequest(message="hello", request_id="r-unknown", conversation_id="c1")
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, request)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = failure.value.details() or ""
+    assert "r-unknown may have been accepted" in details and "same request_id" in details
+    assert not gateway.locks.held, "the conversation is free for the retry"
+
+    events = await chat(gateway, request)
+    assert kinds(events) == ["started", "delta", "delta", "done"]
+    assert [t.request_id for t in gateway.publisher.turns] == ["r-unknown", "r-unknown"]

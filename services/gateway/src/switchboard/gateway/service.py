@@ -132,6 +132,20 @@ class BackendUnavailableError(Exception):
     """Kafka or Redis could not be reached in time."""
 
 
+class PublishOutcomeUnknownError(BackendUnavailableError):
+    """A turn was handed to Kafka but its acknowledgement did not come in time: it may or
+    may not have been stored. A retry with the same request id is safe either way (the
+    orchestrator and memory are idempotent by request id); one with a new id is not."""
+
+
+def _outcome_unknown(request_id: str, exc: PublishOutcomeUnknownError) -> str:
+    return (
+        f"request {request_id} may have been accepted ({exc}); retry with the same "
+        "request_id: it is attached to the reply if the message arrived, and sent again if "
+        "not. A new request_id could answer (and store) the message twice"
+    )
+
+
 def _error_event(request_id: str, sequence: int, code: str, message: str) -> ChatEvent:
     return ChatEvent(
         request_id=request_id, sequence=sequence, error=Error(code=code, message=message)
@@ -382,7 +396,17 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 turn.deadline.FromNanoseconds(accepted_at.ToNanoseconds() + int(remaining * 1e9))
             # Registered before publishing so that no early reply finds the stream missing.
             stream = self._router.open(tenant.tenant_id, request_id)
-            await self._unavailable_on_error(context, self._publisher.publish_turn(turn))
+            try:
+                await self._publisher.publish_turn(turn)
+            except PublishOutcomeUnknownError as exc:
+                # The claim is released below, so the retry we ask for publishes again.
+                CHATS.labels("accepted_unknown").inc()
+                await _abort(
+                    context, grpc.StatusCode.UNAVAILABLE, _outcome_unknown(request_id, exc)
+                )
+            except BackendUnavailableError as exc:
+                CHATS.labels("unavailable").inc()
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
             return lock, stream
         except BaseException:
             if stream is not None:
