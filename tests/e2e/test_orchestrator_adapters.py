@@ -64,8 +64,10 @@ async def test_turn_state_round_trips_with_a_ttl(redis: Redis) -> None:
     assert loaded == state
     ttl = await redis.ttl(f"sb:demo:turn:{request_id}")
     assert 0 < ttl <= 30
+    assert not await store.finished("demo", request_id)
     await store.forget("demo", request_id)
     assert await store.load("demo", request_id) is None
+    assert await store.finished("demo", request_id) and not await store.finished("o", request_id)
 
 
 async def test_the_response_cache_expires_and_ignores_garbage(redis: Redis) -> None:

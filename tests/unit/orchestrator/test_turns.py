@@ -71,6 +71,7 @@ class States:
 
     def __init__(self) -> None:
         self.saved: dict[str, tuple[bytes, bytes, str]] = {}
+        self.ended: set[str] = set()
 
     async def save(self, state: TurnState) -> None:
         self.saved[f"{state.turn.tenant_id}/{state.turn.request_id}"] = (
@@ -92,6 +93,10 @@ class States:
 
     async def forget(self, tenant_id: str, request_id: str) -> None:
         self.saved.pop(f"{tenant_id}/{request_id}", None)
+        self.ended.add(f"{tenant_id}/{request_id}")
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        return f"{tenant_id}/{request_id}" in self.ended
 
 
 class Memory:
@@ -657,3 +662,14 @@ async def test_an_invalid_tenant_configuration_is_unprocessable_and_named() -> N
     world.engine._tenants = BrokenTenants()
     with pytest.raises(UnprocessableError, match=r"tenant demo.*retention_days"):
         await world.engine.on_request(request("Where is my parcel?"))
+
+
+async def test_a_late_copy_of_a_finished_turn_does_not_run_it_again() -> None:
+    """Finding 7: the gateway asks for a retry with the same request id when a send's
+    outcome is unknown, so the first copy may arrive after the turn ended."""
+    world = World()
+    turn = request("Where is my parcel?")
+    await world.engine.on_request(turn)
+    await world.engine.on_result(result_for(world.outbox.tasks[0]))
+    await world.engine.on_request(turn)
+    assert len(world.outbox.tasks) == 1 and world.outbox.kinds() == ["done"]

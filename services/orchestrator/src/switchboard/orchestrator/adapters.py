@@ -123,8 +123,16 @@ class RedisTurnStore:
         return state if state.turn.tenant_id == tenant_id else None
 
     async def forget(self, tenant_id: str, request_id: str) -> None:
-        """Drop a finished turn."""
-        await self._redis.delete(self._key(tenant_id, request_id))
+        """Drop a finished turn, remembering for the TTL that it ended."""
+        key = self._key(tenant_id, request_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.set(f"{key}:ended", b"1", ex=self._ttl_s)
+            await pipe.execute()
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        """Whether the turn ended within the TTL."""
+        return bool(await self._redis.exists(f"{self._key(tenant_id, request_id)}:ended"))
 
 
 class RedisResponseCache:

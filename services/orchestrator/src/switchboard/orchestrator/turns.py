@@ -138,7 +138,13 @@ class StateStore(Protocol):
 
     async def load(self, tenant_id: str, request_id: str) -> "TurnState | None": ...
 
-    async def forget(self, tenant_id: str, request_id: str) -> None: ...
+    async def forget(self, tenant_id: str, request_id: str) -> None:
+        """Drop a finished turn's state, remembering (for the state's TTL) that it ended."""
+        ...
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        """Whether the turn ended already (a late copy of its request must not run it)."""
+        ...
 
 
 RegistryFactory = Callable[[TenantConfig], ToolRegistry]
@@ -274,6 +280,10 @@ class TurnEngine:
             # Redelivered after the task went out: publishing it again is harmless (the
             # workers run one generation per request and sequence base).
             await self._outbox.task(existing.task)
+            return
+        if await self._states.finished(turn.tenant_id, turn.request_id):
+            # A late copy (redelivered, or published again after an unacknowledged send).
+            log.info("turn %s ended already; its request is ignored", turn.request_id)
             return
         with tracer.start_as_current_span("orchestrator.turn") as span:
             span.set_attribute("switchboard.request_id", turn.request_id)
