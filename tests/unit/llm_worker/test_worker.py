@@ -262,7 +262,8 @@ async def test_a_superseded_attempt_publishes_no_result() -> None:
     await asyncio.wait_for(provider.started.wait(), 5)
     assert await ledger.begin(make_task()) == 2  # the new owner starts attempt 2
     provider.release.set()
-    assert await asyncio.wait_for(first, 5) is None
+    with pytest.raises(NotOwnedError):  # left uncommitted: not finished by this attempt
+        await asyncio.wait_for(first, 5)
     assert publisher.results == []
     await ledger.settle(make_task(), 2, LlmResult(task_id="t-1", attempt=2))
     assert await ledger.begin(make_task()) == LlmResult(task_id="t-1", attempt=2)

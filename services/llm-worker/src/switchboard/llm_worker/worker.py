@@ -214,7 +214,10 @@ class TaskRunner:
                     task.request_id,
                     attempt,
                 )
-                return None
+                # Not finished here: the later attempt may be abandoned in turn (its partition
+                # moved again), and committing this record would then lose the turn. Left
+                # uncommitted, it is run again wherever its partition ends up.
+                raise NotOwnedError(task.task_id)
         result_topic = task.result_topic or self._default_result_topic
         async for step in self._retrying():
             with step:
