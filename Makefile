@@ -153,6 +153,11 @@ test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real 
 	$(MAKE) --no-print-directory proto-check lint typecheck
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
 
+ROUNDS ?= 5
+.PHONY: chaos
+chaos: venv ## Repeated faults under slow streams on a private Kafka/FerretDB/Redis (ROUNDS=5)
+	$(PY) -m tests.e2e.chaos --rounds $(ROUNDS)
+
 # ---- evaluations --------------------------------------------------------------------
 
 .PHONY: eval-router

@@ -14,9 +14,10 @@ coroutine runs beside it. `account` then classifies each request and checks the 
   client's retries with the same request id; fine, as the client was told;
 - lost (must be 0): accepted but the stream ended without `done` or `error` (or ran out the
   client's deadline), or `done` but the turn was not stored within a bounded wait;
-- duplicated (must be 0): more than one terminal event or a repeated sequence in a stream, a
-  turn stored more than once per request and role, or stored text that differs from the text
-  the client ended with.
+- duplicated (must be 0): more than one terminal event or a repeated sequence in a stream, or
+  a turn stored more than once per request and role;
+- mismatched (must be 0): `done`, but the stored reply differs from the text the client was
+  left with.
 """
 
 import asyncio
@@ -289,6 +290,7 @@ class FaultReport:
     refused: int = 0
     lost: int = 0
     duplicated: int = 0
+    mismatched: int = 0
     # Informative: streams that saw a `reset`, refusals that a retry got past, error codes,
     # and requests that ended in an error or a refusal but whose turn was stored anyway.
     resets: int = 0
@@ -302,6 +304,7 @@ class FaultReport:
         return (
             f"requests={self.requests} accepted={self.accepted} completed={self.completed} "
             f"clear_errors={self.clear_errors} lost={self.lost} duplicated={self.duplicated} "
+            f"mismatched={self.mismatched} "
             f"refused={self.refused} resets={self.resets} "
             f"retried_refusals={self.retried_refusals} errors={errors} "
             f"stored_after_error={self.stored_after_error}"
@@ -317,6 +320,7 @@ class FaultReport:
             "refused": self.refused,
             "lost": self.lost,
             "duplicated": self.duplicated,
+            "mismatched": self.mismatched,
             "resets": self.resets,
             "errors": dict(self.errors),
         }
@@ -396,7 +400,7 @@ async def account(
                 report.lost += 1
                 report.problems.append(f"{request_id}: done but stored {dict(roles)}")
             elif assistant != [text]:
-                report.duplicated += 1
+                report.mismatched += 1
                 report.problems.append(
                     f"{request_id}: client text {text!r} but stored {assistant!r}"
                 )

@@ -228,6 +228,12 @@ class PrivateKafka:
         """A clean stop (SIGTERM: controlled shutdown), bounded; SIGKILL past the bound."""
         await asyncio.to_thread(_stop, self._process)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed broker: no controlled shutdown, nothing flushed."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+
 
 @dataclass
 class PrivatePlatform:

@@ -65,6 +65,7 @@ def cheap(**controls: str) -> ChatOptions:
 def assert_nothing_lost_or_duplicated(report: FaultReport) -> None:
     assert report.lost == 0, report.problems
     assert report.duplicated == 0, report.problems
+    assert report.mismatched == 0, report.problems
     assert report.accepted == report.completed + report.clear_errors, report.line()
 
 

@@ -2,6 +2,7 @@
 replicas, cancellation, deadlines, reflection and draining on shutdown."""
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -271,9 +272,12 @@ async def test_a_retried_request_id_replays_the_reply_and_stores_one_turn(
             platform.api_key,
         )
     assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await collect(chat_stub, request, platform.other_api_key)
-    assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS, "another tenant learns nothing"
+    # Request ids are scoped by tenant (issue 14): another tenant's same id is its own
+    # request, answered afresh, and learns nothing of the first.
+    theirs = await collect(chat_stub, request, platform.other_api_key)
+    assert theirs[-1].HasField("done") and theirs[0].started.conversation_id != (
+        first[0].started.conversation_id
+    )
 
 
 @pytest.mark.parametrize(
@@ -602,3 +606,47 @@ def _ready(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+async def test_shutdown_keeps_the_reply_topic_of_streams_it_cut_off(
+    lane: Lane, channels: Callable[[str], ChatServiceStub]
+) -> None:
+    """Issue 14, finding 6: streams cut off at shutdown may still have generations
+    publishing to the reply topic, so the topic is left to the sweeper (a leftover line
+    deleted it unconditionally). The replica runs under a topic prefix of its own, where no
+    orchestrator answers (its stream stays open) and no other replica sweeps."""
+    prefix = f"e2e-cutoff-{uuid.uuid4().hex[:8]}."
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+    await admin.start()
+    health_port, grpc_port = free_port(), free_port()
+    name = "slow-gateway-cutoff"
+    env = {
+        **lane.gateway_env("cutoff", grpc_port, health_port),
+        "SWITCHBOARD_KAFKA_TOPIC_PREFIX": prefix,
+        "SWITCHBOARD_GATEWAY_SHUTDOWN_GRACE_S": "0.2",
+    }
+    reply_topic = f"{prefix}chat.replies.{lane.instance_id('cutoff')}"
+    process = None
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{prefix}{t}", 1, 1) for t in ("chat.requests", "chat.cancel")]
+        )
+        process = start_process(name, "switchboard.gateway", env)
+        wait_ready(name, health_port, process)
+        call = channels(f"127.0.0.1:{grpc_port}").Chat(
+            ChatRequest(message="nobody answers this"),
+            metadata=bearer(lane.platform.api_key),
+            timeout=60,
+        )
+        assert (await call.read()).WhichOneof("event") == "started"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+        assert reply_topic in await admin.list_topics(), "deleted under a cut-off stream"
+    finally:
+        if process is not None:
+            stop_processes({name: process})
+        with contextlib.suppress(Exception):
+            await admin.delete_topics(
+                [f"{prefix}{t}" for t in ("chat.requests", "chat.cancel")] + [reply_topic]
+            )
+        await admin.close()

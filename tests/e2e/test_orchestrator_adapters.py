@@ -51,13 +51,23 @@ async def test_turn_state_round_trips_with_a_ttl(redis: Redis) -> None:
         cache_key="k",
         ticket_id="T-1",
     )
+    assert await store.create(state) is state
+    later = TurnState(
+        turn=state.turn, task=LlmTask(task_id="t3"), route=state.route, stored_message="x"
+    )
+    assert await store.create(later) == state, "a turn's first state is created once"
+    assert await store.load("other", request_id) is None, "scoped by tenant"
+    await store.save(later)
+    assert await store.load("demo", request_id) == later
     await store.save(state)
-    loaded = await store.load(request_id)
+    loaded = await store.load("demo", request_id)
     assert loaded == state
-    ttl = await redis.ttl(f"sb:turn:{request_id}")
+    ttl = await redis.ttl(f"sb:demo:turn:{request_id}")
     assert 0 < ttl <= 30
-    await store.forget(request_id)
-    assert await store.load(request_id) is None
+    assert not await store.finished("demo", request_id)
+    await store.forget("demo", request_id)
+    assert await store.load("demo", request_id) is None
+    assert await store.finished("demo", request_id) and not await store.finished("o", request_id)
 
 
 async def test_the_response_cache_expires_and_ignores_garbage(redis: Redis) -> None:

@@ -1,10 +1,19 @@
 """Pieces of the concurrent consumer that need no Kafka: capacity and partition ownership."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 
-from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
+from switchboard.common.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    Record,
+    RetryPolicy,
+    UnprocessableError,
+)
 from switchboard.common.settings import KafkaSettings
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -102,3 +111,105 @@ async def test_records_of_one_key_run_in_order_while_other_keys_run_at_once() ->
         await asyncio.sleep(0)
     assert started == [0, 1, 2]
     assert consumer.running == 0
+
+
+def retrying_consumer(
+    handler: Callable[[Record, Lease], Awaitable[None]],
+    dead: list[tuple[int, str]],
+    pauses: list[float],
+    *,
+    max_attempts: int = 3,
+) -> ConcurrentConsumer:
+    async def dead_letter(record: Record, error: str) -> None:
+        dead.append((record.offset, error))
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    return ConcurrentConsumer(
+        topics=["t"],
+        group_id="g",
+        client_id="c",
+        kafka=KafkaSettings(),
+        handler=handler,
+        capacity=Capacity(4),
+        ordered_by_key=True,
+        retry=RetryPolicy(max_attempts=max_attempts, backoff_initial_s=1.0, backoff_max_s=3.0),
+        dead_letter=dead_letter,
+        sleep=sleep,
+    )
+
+
+async def settle(consumer: ConcurrentConsumer) -> None:
+    for _ in range(200):
+        if consumer.running == 0:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("records still running")
+
+
+async def test_a_record_that_always_fails_is_dead_lettered_after_its_attempts() -> None:
+    attempts: list[int] = []
+
+    async def handler(record: Record, lease: Lease) -> None:
+        attempts.append(record.offset)
+        if record.offset == 0:
+            raise ValueError("tool url has port 99999")
+
+    dead: list[tuple[int, str]] = []
+    pauses: list[float] = []
+    consumer = retrying_consumer(handler, dead, pauses)
+    consumer.partitions_assigned({TP0})
+    before = (
+        REGISTRY.get_sample_value("switchboard_dead_letters_total", {"topic": "t", "group": "g"})
+        or 0.0
+    )
+    consumer._dispatch(TP0, [FakeRecord(0, b"a"), FakeRecord(1, b"b")])
+    await settle(consumer)
+
+    assert attempts.count(0) == 3, "bounded: three attempts, then it is given up"
+    assert dead == [(0, "ValueError: tool url has port 99999")]
+    # Backoff doubles (1 s, then 2 s) and is jittered over the upper half of each pause.
+    assert len(pauses) == 2 and 0.5 <= pauses[0] <= 1.0 and 1.0 <= pauses[1] <= 2.0
+    assert consumer._offsets[TP0].to_commit() == 2, "the partition moves on past it"
+    after = REGISTRY.get_sample_value(
+        "switchboard_dead_letters_total", {"topic": "t", "group": "g"}
+    )
+    assert after == before + 1
+
+
+async def test_an_unprocessable_record_is_dead_lettered_at_once() -> None:
+    async def handler(record: Record, lease: Lease) -> None:
+        raise UnprocessableError("tenant t1: tools[0].url: port out of range")
+
+    dead: list[tuple[int, str]] = []
+    pauses: list[float] = []
+    consumer = retrying_consumer(handler, dead, pauses)
+    consumer.partitions_assigned({TP0})
+    consumer._dispatch(TP0, [FakeRecord(0, b"a")])
+    await settle(consumer)
+    assert dead == [(0, "tenant t1: tools[0].url: port out of range")]
+    assert pauses == []
+
+
+async def test_a_failed_record_keeps_its_place_before_the_next_of_its_key() -> None:
+    """Finding 4: the next record of a key must not run before the retry of a failed one."""
+    order: list[str] = []
+    failed_once: set[int] = set()
+
+    async def handler(record: Record, lease: Lease) -> None:
+        if record.offset == 0 and 0 not in failed_once:
+            failed_once.add(0)
+            order.append("0 failed")
+            raise ConnectionError("MongoDB away")
+        order.append(f"{record.offset} done")
+
+    dead: list[tuple[int, str]] = []
+    consumer = retrying_consumer(handler, dead, [])
+    consumer.partitions_assigned({TP0})
+    consumer._dispatch(TP0, [FakeRecord(0, b"a"), FakeRecord(1, b"a")])
+    await settle(consumer)
+    assert order == ["0 failed", "0 done", "1 done"]
+    assert dead == []
+    assert consumer._offsets[TP0].to_commit() == 2

@@ -73,3 +73,19 @@ def test_seed_keys_can_come_from_a_given_environment(tmp_path: Path) -> None:
     seed.write_text("tenants:\n  - tenant_id: acme\n    api_keys_from_env: [ACME_KEY]\n")
     (tenant,) = load_seed(seed, {"ACME_KEY": "given"})
     assert tenant.api_key_sha256 == [hash_api_key("given")]
+
+
+def test_a_tool_url_with_an_impossible_port_is_refused_when_seeded(tmp_path: Path) -> None:
+    """Finding 2: valid by its JSON type, the URL would fail every turn of the tenant."""
+    seed = tmp_path / "tenants.yaml"
+    seed.write_text(
+        "tenants:\n"
+        "  - tenant_id: acme\n"
+        "    tools:\n"
+        "      - {name: ok, description: d, url: 'https://api.example.com/{id}'}\n"
+        "      - {name: orders, description: d, url: 'http://orders.internal:99999/{id}'}\n"
+    )
+    with pytest.raises(ValidationError, match=r"tools\[1\]\.url has an invalid port"):
+        load_seed(seed)
+    with pytest.raises(ValidationError, match=r"tools\[0\]\.url must be an absolute"):
+        TenantConfig(tenant_id="acme", tools=[{"name": "x", "url": "orders/{id}"}])

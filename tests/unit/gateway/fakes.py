@@ -1,6 +1,7 @@
 """In-memory stand-ins for MongoDB, Redis and Kafka behind the gateway's ports."""
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -18,7 +19,11 @@ from switchboard.gateway.requests import (
     RequestStoreUnavailableError,
     RequestVanishedError,
 )
-from switchboard.gateway.service import BackendUnavailableError, HeldLock
+from switchboard.gateway.service import (
+    BackendUnavailableError,
+    HeldLock,
+    PublishOutcomeUnknownError,
+)
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 from switchboard.v1.memory_pb2 import MemoryGetConversationRequest
@@ -216,21 +221,25 @@ class ScriptedPublisher:
         self.cancels: list[CancelGeneration] = []
         self.down = False
         self.hold_reply = False
+        # The next publishes land but their acknowledgement is lost.
+        self.acks_lost = 0
 
     async def publish_turn(self, turn: TurnRequest) -> None:
         if self.down:
             raise BackendUnavailableError("Kafka did not accept the message")
         self.turns.append(turn)
+        if self.acks_lost:
+            self.acks_lost -= 1
+            raise PublishOutcomeUnknownError("Kafka did not acknowledge it within 10s")
         if not self.hold_reply:
-            asyncio.get_running_loop().call_soon(self.reply, turn.request_id)
+            asyncio.get_running_loop().call_soon(self.reply, turn.request_id, turn.tenant_id)
 
-    def reply(self, rid: str) -> None:
-        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))
-        self.router.deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))  # dup
-        self.router.deliver(ChatEvent(request_id=rid, sequence=2, delta=Delta(text=" there")))
-        self.router.deliver(
-            ChatEvent(request_id=rid, sequence=3, done=Done(model="m", tier="cheap"))
-        )
+    def reply(self, rid: str, tenant_id: str = "acme") -> None:
+        deliver = functools.partial(self.router.deliver, tenant_id)
+        deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))
+        deliver(ChatEvent(request_id=rid, sequence=1, delta=Delta(text="Hi")))  # dup
+        deliver(ChatEvent(request_id=rid, sequence=2, delta=Delta(text=" there")))
+        deliver(ChatEvent(request_id=rid, sequence=3, done=Done(model="m", tier="cheap")))
 
     async def publish_cancel(self, cancel: CancelGeneration) -> None:
         self.cancels.append(cancel)

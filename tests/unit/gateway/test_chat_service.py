@@ -137,7 +137,7 @@ async def test_a_turn_is_published_with_the_tenant_from_the_key_and_streamed_bac
     assert not turn.HasField("deadline"), "no client deadline, none forwarded"
     assert gateway.locks.held == set() and gateway.publisher.cancels == []
     assert gateway.quotas.admitted == [("acme", "u")]
-    assert gateway.requests.records[turn.request_id].state is RequestState.DONE
+    assert gateway.requests.records[f"acme/{turn.request_id}"].state is RequestState.DONE
 
 
 async def test_the_client_deadline_travels_with_the_turn(gateway: Gateway) -> None:
@@ -209,7 +209,7 @@ async def test_a_second_request_while_generating_fails_precondition(gateway: Gat
         await chat(gateway, ChatRequest(message="two", conversation_id="c1", request_id="r-2"))
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "c1" in (failure.value.details() or "")
-    assert "r-2" not in gateway.requests.records, "a refused request leaves no claim"
+    assert "acme/r-2" not in gateway.requests.records, "a refused request leaves no claim"
     assert len(gateway.publisher.turns) == 1
     first.cancel()
 
@@ -222,9 +222,9 @@ async def test_a_client_that_leaves_mid_reply_cancels_the_generation(gateway: Ga
     call.cancel()
     await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
     assert [c.request_id for c in gateway.publisher.cancels] == [request_id]
-    await until(lambda: gateway.requests.records[request_id].state is RequestState.DONE)
+    await until(lambda: gateway.requests.records[f"acme/{request_id}"].state is RequestState.DONE)
     # A retry learns what happened instead of waiting for a reply that will never come.
-    assert gateway.requests.events[request_id][-1].error.code == "CANCELLED"
+    assert gateway.requests.events[f"acme/{request_id}"][-1].error.code == "CANCELLED"
 
 
 async def test_silence_ends_the_stream_with_a_deadline_error_and_cancels(gateway: Gateway) -> None:
@@ -264,7 +264,7 @@ async def test_an_unreachable_backend_is_unavailable(gateway: Gateway, backend: 
         await chat(gateway, ChatRequest(message="hello", request_id="r-u"))
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert gateway.locks.held == set()
-    assert "r-u" not in gateway.requests.records, "an unaccepted request leaves no claim"
+    assert "acme/r-u" not in gateway.requests.records, "an unaccepted request leaves no claim"
 
 
 async def test_a_retry_while_the_first_runs_attaches_to_its_stream(gateway: Gateway) -> None:
@@ -295,25 +295,41 @@ async def test_a_retry_after_the_reply_finished_replays_it(gateway: Gateway) -> 
     assert len(gateway.publisher.turns) == 1
 
 
-async def test_a_request_id_reused_for_another_request_or_tenant_is_refused(
-    gateway: Gateway,
-) -> None:
+async def test_a_request_id_reused_for_another_request_is_refused(gateway: Gateway) -> None:
     await chat(gateway, ChatRequest(message="hello", request_id="r-used"))
-    for request, metadata in (
-        (ChatRequest(message="something else", request_id="r-used"), KEY),
-        (ChatRequest(message="hello", request_id="r-used"), OTHER_KEY),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await chat(gateway, request, metadata)
-        assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert "r-used" in (failure.value.details() or "")
-        assert "hello" not in (failure.value.details() or ""), "nothing of the first leaks"
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, ChatRequest(message="something else", request_id="r-used"), KEY)
+    assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "r-used" in (failure.value.details() or "")
+    assert "hello" not in (failure.value.details() or ""), "nothing of the first leaks"
     assert len(gateway.publisher.turns) == 1
+
+
+async def test_request_ids_are_scoped_by_tenant(gateway: Gateway) -> None:
+    """Finding 5: another tenant using the same request id neither squats it (the first
+    tenant's request is accepted), nor attaches to it, nor gets its events."""
+    gateway.publisher.hold_reply = True
+    theirs = gateway.stub.Chat(
+        ChatRequest(message="squat", request_id="r-same"), metadata=OTHER_KEY
+    )
+    assert (await theirs.read()).started.request_id == "r-same"
+    mine = gateway.stub.Chat(ChatRequest(message="hello", request_id="r-same"), metadata=KEY)
+    assert (await mine.read()).started.request_id == "r-same"
+    assert [t.tenant_id for t in gateway.publisher.turns] == ["globex", "acme"]
+    gateway.publisher.reply("r-same", "acme")  # the events of acme's turn
+    events = [await mine.read() for _ in range(3)]
+    assert "".join(e.delta.text for e in events) == "Hi there"
+    assert events[-1].HasField("done")
+    theirs.cancel()
+    await until(lambda: gateway.publisher.cancels)
+    assert [(c.tenant_id, c.request_id) for c in gateway.publisher.cancels] == [
+        ("globex", "r-same")
+    ], "a cancellation names its tenant"
 
 
 async def test_a_retry_of_a_request_whose_gateway_died_is_aborted(gateway: Gateway) -> None:
     request = ChatRequest(message="hello", request_id="r-orphan")
-    gateway.requests.records["r-orphan"] = RequestRecord(
+    gateway.requests.records["acme/r-orphan"] = RequestRecord(
         "acme", fingerprint(request), "chat.replies.dead", RequestState.RUNNING
     )
     gateway.dead_owners.add("chat.replies.dead")
@@ -326,7 +342,7 @@ async def test_a_retry_of_a_request_whose_gateway_died_is_aborted(gateway: Gatew
 
 async def test_an_attached_retry_learns_when_the_owner_dies(gateway: Gateway) -> None:
     request = ChatRequest(message="hello", request_id="r-dies")
-    gateway.requests.records["r-dies"] = RequestRecord(
+    gateway.requests.records["acme/r-dies"] = RequestRecord(
         "acme", fingerprint(request), "chat.replies.other", RequestState.RUNNING
     )
     call = gateway.stub.Chat(request, metadata=KEY)
@@ -379,7 +395,7 @@ async def test_with_a_grace_a_retry_after_a_disconnect_resumes_the_reply(gateway
     assert kinds([await retry.read() for _ in range(3)]) == ["delta", "delta", "done"]
     assert len(gateway.publisher.turns) == 1
     await until(lambda: not gateway.locks.held)
-    await until(lambda: gateway.requests.follower_counts["r-resume"] == 0)
+    await until(lambda: gateway.requests.follower_counts["acme/r-resume"] == 0)
 
 
 @pytest.mark.parametrize("gateway", [0.3], indirect=True)
@@ -391,7 +407,7 @@ async def test_with_a_grace_a_disconnect_without_retry_cancels_after_it(gateway:
     await asyncio.sleep(0.1)
     assert gateway.publisher.cancels == [], "not before the grace"
     await until(lambda: gateway.publisher.cancels and not gateway.locks.held)
-    assert gateway.requests.events["r-gone"][-1].error.code == "CANCELLED"
+    assert gateway.requests.events["acme/r-gone"][-1].error.code == "CANCELLED"
 
 
 @pytest.mark.parametrize("gateway", [5.0], indirect=True)
@@ -497,3 +513,24 @@ async def test_a_retry_of_a_new_conversations_first_turn_replays_it(gateway: Gat
     first = await chat(gateway, request)
     again = await chat(gateway, request)
     assert again == first and len(gateway.publisher.turns) == 1
+
+
+async def test_a_publish_of_unknown_outcome_asks_for_a_retry_with_the_same_request_id(
+    gateway: Gateway,
+) -> None:
+    """Finding 7: a send whose acknowledgement did not come may still have landed. The client
+    is told so and to retry with the same request id, which is accepted again (downstream
+    is idempotent by request id); it used to hear that Kafka did not accept the message and
+    retried with a new id, and the message was answered and stored twice."""
+    gateway.publisher.acks_lost = 1
+    request = ChatRequest(message="hello", request_id="r-unknown", conversation_id="c1")
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, request)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = failure.value.details() or ""
+    assert "r-unknown may have been accepted" in details and "same request_id" in details
+    assert not gateway.locks.held, "the conversation is free for the retry"
+
+    events = await chat(gateway, request)
+    assert kinds(events) == ["started", "delta", "delta", "done"]
+    assert [t.request_id for t in gateway.publisher.turns] == ["r-unknown", "r-unknown"]

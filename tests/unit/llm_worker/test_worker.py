@@ -6,7 +6,9 @@ from collections.abc import AsyncGenerator
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from switchboard.llm_worker.generation import ATTEMPT_STRIDE, GenerationPolicy
+from switchboard.common.sequencing import ATTEMPT_STRIDE
+from switchboard.gateway.replies import Delivery, ReplyRouter
+from switchboard.llm_worker.generation import GenerationPolicy
 from switchboard.llm_worker.ledger import MemoryGenerationLedger, generation_key
 from switchboard.llm_worker.providers import (
     Finished,
@@ -51,7 +53,8 @@ class Recorder:
         self.results: list[tuple[str, LlmResult]] = []
         self.failures = failures
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
+    async def reply(self, topic: str, event: ChatEvent, tenant_id: str) -> None:
+        assert tenant_id == "demo"
         self.replies.append(event)
 
     async def result(self, topic: str, result: LlmResult) -> None:
@@ -153,7 +156,7 @@ async def test_a_client_cancellation_stops_the_stream_and_reports_cancelled() ->
         runner(provider, publisher, MemoryGenerationLedger(), in_flight).run(make_task())
     )
     await asyncio.wait_for(provider.started.wait(), 5)
-    assert in_flight.cancel("r-1")
+    assert in_flight.cancel("demo", "r-1")
     result = await asyncio.wait_for(running, 5)
     assert result is not None and result.error.code == "CANCELLED"
     assert provider.closed, "the provider stream was closed"
@@ -163,7 +166,7 @@ async def test_a_client_cancellation_stops_the_stream_and_reports_cancelled() ->
 
 async def test_a_cancellation_that_arrives_first_prevents_the_generation() -> None:
     provider, publisher, in_flight = SlowProvider(), Recorder(), InFlight(10)
-    assert not in_flight.cancel("r-early")
+    assert not in_flight.cancel("demo", "r-early")
     result = await runner(provider, publisher, MemoryGenerationLedger(), in_flight).run(
         make_task("r-early")
     )
@@ -186,9 +189,10 @@ async def test_an_abandoned_task_publishes_nothing() -> None:
 def test_remembered_cancellations_are_bounded() -> None:
     in_flight = InFlight(remember=2)
     for request_id in ("a", "b", "c"):
-        in_flight.cancel(request_id)
-    assert not in_flight.was_cancelled("a")
-    assert in_flight.was_cancelled("b") and in_flight.was_cancelled("c")
+        in_flight.cancel("demo", request_id)
+    assert not in_flight.was_cancelled("demo", "a")
+    assert in_flight.was_cancelled("demo", "b") and in_flight.was_cancelled("demo", "c")
+    assert not in_flight.was_cancelled("other", "c"), "scoped by tenant"
 
 
 async def test_a_task_whose_partition_moved_meanwhile_publishes_no_result() -> None:
@@ -201,3 +205,65 @@ async def test_a_task_whose_partition_moved_meanwhile_publishes_no_result() -> N
     with pytest.raises(NotOwnedError):
         await runner(provider, publisher, ledger, InFlight(10)).run(make_task(), moved)
     assert publisher.results == [] and ledger.done == set(), "left to the new owner"
+
+
+class BlockingRecorder(Recorder):
+    """Records the first result, then blocks forever, as a send whose ack never comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = asyncio.Event()
+
+    async def result(self, topic: str, result: LlmResult) -> None:
+        self.results.append((topic, result))
+        self.sent.set()
+        if len(self.results) == 1:
+            await asyncio.Event().wait()
+
+
+def through_the_gateway(publisher: Recorder) -> list[Delivery]:
+    """Every reply event, then the `done` the orchestrator numbers after the first result
+    it reads, through the gateway's router."""
+    router = ReplyRouter(100)
+    router.open("demo", "r-1")
+    done = ChatEvent(request_id="r-1", sequence=publisher.results[0][1].last_sequence + 1)
+    done.done.finish_reason = "stop"
+    return [router.deliver("demo", event) for event in [*publisher.replies, done]]
+
+
+async def test_a_run_cancelled_after_its_result_went_out_is_not_run_again() -> None:
+    """Finding 1: a run cancelled by `partitions_assigned` while its result was being
+    published (aiokafka does not withdraw it) used to leave the ledger unfinished; the
+    redelivered task ran as attempt 2, and the `done` of attempt 1 reached the gateway below
+    attempt 2's events: DUPLICATE, the client left waiting."""
+    provider, publisher, ledger = SlowProvider(), BlockingRecorder(), MemoryGenerationLedger()
+    run = runner(provider, publisher, ledger, InFlight(10))
+    provider.release.set()
+    first = asyncio.create_task(run.run(make_task()))
+    await asyncio.wait_for(publisher.sent.wait(), 5)
+    first.cancel()  # the partition was reassigned while the send waited for its ack
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    again = await asyncio.wait_for(run.run(make_task()), 5)  # redelivered, same ledger
+
+    assert again is not None and again.attempt == 1, "the recorded result, not a new attempt"
+    assert not any(e.HasField("reset") for e in publisher.replies)
+    assert {r.task_id for _, r in publisher.results} == {"t-1"}
+    assert len({r.last_sequence for _, r in publisher.results}) == 1, "the same result"
+    assert through_the_gateway(publisher)[-1] is Delivery.DELIVERED
+
+
+async def test_a_superseded_attempt_publishes_no_result() -> None:
+    """Finding 1: an attempt still running on a worker that lost its partition must not end
+    the turn once a later attempt (on the new owner) began and reset the client."""
+    provider, publisher, ledger = SlowProvider(), Recorder(), MemoryGenerationLedger()
+    run = runner(provider, publisher, ledger, InFlight(10))
+    first = asyncio.create_task(run.run(make_task()))
+    await asyncio.wait_for(provider.started.wait(), 5)
+    assert await ledger.begin(make_task()) == 2  # the new owner starts attempt 2
+    provider.release.set()
+    with pytest.raises(NotOwnedError):  # left uncommitted: not finished by this attempt
+        await asyncio.wait_for(first, 5)
+    assert publisher.results == []
+    await ledger.settle(make_task(), 2, LlmResult(task_id="t-1", attempt=2))
+    assert await ledger.begin(make_task()) == LlmResult(task_id="t-1", attempt=2)

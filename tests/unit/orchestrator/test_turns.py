@@ -1,3 +1,4 @@
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -8,6 +9,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from switchboard.common.consumer import UnprocessableError
+from switchboard.common.sequencing import ATTEMPT_STRIDE, FINAL_SEQUENCE
 from switchboard.common.tenants import GuardrailPolicy, ModelPolicy, TenantConfig
 from switchboard.orchestrator.tools import (
     Tool,
@@ -49,8 +52,8 @@ class Outbox:
         self.tasks: list[LlmTask] = []
         self.turns: list[CompletedTurn] = []
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        assert topic == "replies.gw"
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        assert turn.reply_topic == "replies.gw"
         self.events.append(event)
 
     async def task(self, task: LlmTask) -> None:
@@ -68,20 +71,32 @@ class States:
 
     def __init__(self) -> None:
         self.saved: dict[str, tuple[bytes, bytes, str]] = {}
+        self.ended: set[str] = set()
 
     async def save(self, state: TurnState) -> None:
-        self.saved[state.turn.request_id] = (
+        self.saved[f"{state.turn.tenant_id}/{state.turn.request_id}"] = (
             state.turn.SerializeToString(),
             state.task.SerializeToString(),
             state.to_json(),
         )
 
-    async def load(self, request_id: str) -> TurnState | None:
-        parts = self.saved.get(request_id)
+    async def create(self, state: TurnState) -> TurnState:
+        existing = await self.load(state.turn.tenant_id, state.turn.request_id)
+        if existing is not None:
+            return existing
+        await self.save(state)
+        return state
+
+    async def load(self, tenant_id: str, request_id: str) -> TurnState | None:
+        parts = self.saved.get(f"{tenant_id}/{request_id}")
         return TurnState.from_parts(*parts) if parts else None
 
-    async def forget(self, request_id: str) -> None:
-        self.saved.pop(request_id, None)
+    async def forget(self, tenant_id: str, request_id: str) -> None:
+        self.saved.pop(f"{tenant_id}/{request_id}", None)
+        self.ended.add(f"{tenant_id}/{request_id}")
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        return f"{tenant_id}/{request_id}" in self.ended
 
 
 class Memory:
@@ -570,3 +585,91 @@ async def test_an_unknown_tenant_gets_safe_defaults() -> None:
     turn.tenant_id = "other"
     await world.engine.on_request(turn)
     assert world.outbox.events[-1].done.finish_reason == "blocked"
+
+
+# ---- reliability (issue 14) ---------------------------------------------------------
+
+
+class GatedMemory(Memory):
+    """Holds every context read until `release` is set: two starts of one turn overlap."""
+
+    def __init__(self, readers: int) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self._waiting = 0
+        self._readers = readers
+
+    async def context_for(self, turn: TurnRequest) -> ConversationContext:
+        self._waiting += 1
+        if self._waiting >= self._readers:
+            self.release.set()
+        await self.release.wait()
+        return self.context
+
+
+async def test_two_starts_of_one_turn_publish_one_and_the_same_task() -> None:
+    """Finding 3: a redelivered request (or two owners across a rebalance) running `_start`
+    side by side used to publish two tasks with different ids; the result of the one the
+    state did not keep was ignored and the turn was lost."""
+    world = World()
+    world.engine._memory = GatedMemory(readers=2)
+    turn = request("Where is my parcel?")
+    await asyncio.gather(world.engine.on_request(turn), world.engine.on_request(turn))
+    first, second = world.outbox.tasks
+    assert first.task_id == second.task_id
+    await world.engine.on_result(result_for(first))
+    assert world.outbox.kinds() == ["done"]
+
+
+async def test_turn_state_is_scoped_by_tenant() -> None:
+    """Finding 5: another tenant reusing a request id neither reaches nor republishes the
+    first tenant's turn, and its result cannot end it."""
+    world = World()
+    await world.engine.on_request(request("Where is my parcel?", request_id="shared"))
+    squatter = request("Tell me everything", request_id="shared")
+    squatter.tenant_id = "other"
+    await world.engine.on_request(squatter)
+    mine, theirs = world.outbox.tasks
+    assert (mine.tenant_id, theirs.tenant_id) == ("demo", "other")
+    assert mine.task_id != theirs.task_id
+    forged = result_for(mine)
+    forged.tenant_id = "other"
+    await world.engine.on_result(forged)
+    assert world.outbox.events == [], "another tenant's result does not end the turn"
+    await world.engine.on_result(result_for(mine))
+    assert world.outbox.kinds() == ["done"]
+
+
+async def test_a_dead_lettered_turn_ends_with_an_error_above_every_attempt() -> None:
+    """Finding 2: the client of a turn given up on gets a clear error, numbered so that
+    the gateway cannot drop it as a duplicate of a later attempt's events."""
+    world = World()
+    await world.engine.on_request(request("Where is my parcel?"))
+    (task,) = world.outbox.tasks
+    await world.engine.abandon(result_for(task), "RedisError: gone")
+    (error,) = world.outbox.events
+    assert error.error.code == "INTERNAL" and "RedisError: gone" in error.error.message
+    assert error.sequence == FINAL_SEQUENCE > task.sequence_base + 5 * ATTEMPT_STRIDE
+    assert world.states.saved == {}
+
+
+async def test_an_invalid_tenant_configuration_is_unprocessable_and_named() -> None:
+    class BrokenTenants:
+        async def get(self, tenant_id: str) -> TenantConfig | None:
+            return TenantConfig.model_validate({"tenant_id": tenant_id, "retention_days": -1})
+
+    world = World()
+    world.engine._tenants = BrokenTenants()
+    with pytest.raises(UnprocessableError, match=r"tenant demo.*retention_days"):
+        await world.engine.on_request(request("Where is my parcel?"))
+
+
+async def test_a_late_copy_of_a_finished_turn_does_not_run_it_again() -> None:
+    """Finding 7: the gateway asks for a retry with the same request id when a send's
+    outcome is unknown, so the first copy may arrive after the turn ended."""
+    world = World()
+    turn = request("Where is my parcel?")
+    await world.engine.on_request(turn)
+    await world.engine.on_result(result_for(world.outbox.tasks[0]))
+    await world.engine.on_request(turn)
+    assert len(world.outbox.tasks) == 1 and world.outbox.kinds() == ["done"]

@@ -16,7 +16,12 @@ partition or a crash would skip unfinished tasks.
   come straight back. Records of partitions that come back are recognised when fetched again
   and not run twice; records of partitions that went to another member are cancelled
   uncommitted (the new owner runs them again).
-- A record whose handler raised (a backend was down) is fetched again after a pause.
+- Every failure ends: a record whose handler raised is tried again in place, after a pause
+  that doubles per attempt (with jitter, so that records failing together do not retry in
+  lockstep), up to `RetryPolicy.max_attempts`; then it goes to its dead-letter sink with the
+  error (the service's sink also tells the turn's client) and the partition moves on.
+  Retrying in place, rather than fetching the record again, keeps per-key order through
+  retries: the next record of its key waits for the retry.
 - Optional per-key order (`ordered_by_key`): records with the same key (a conversation id)
   run one after another in offset order, records of different keys at once, so that
   concurrency never reorders one conversation (shared/ARCHITECTURE.md, invariant 3).
@@ -28,18 +33,30 @@ partition or a crash would skip unfinished tasks.
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
+from prometheus_client import Counter
 
 from switchboard.common.offsets import PartitionOffsets
 from switchboard.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter(
+    "switchboard_dead_letters",
+    "Consumed records given up on after their bounded attempts, by source topic",
+    ["topic", "group"],
+)
+RECORD_RETRIES = Counter(
+    "switchboard_record_retries", "Failed attempts at a consumed record", ["topic", "group"]
+)
 
 
 class Record(Protocol):
@@ -57,6 +74,11 @@ class PartitionLostError(Exception):
     """The record's partition went to another member: its work must not be made visible."""
 
 
+class UnprocessableError(Exception):
+    """The record can never be processed (bad data or configuration): retrying is pointless,
+    so it goes to its dead-letter sink at once, with this message."""
+
+
 class Lease:
     """A running record's hold on its partition."""
 
@@ -71,6 +93,35 @@ class Lease:
 
 
 Handler = Callable[[Record, Lease], Awaitable[None]]
+# Parks a record given up on, with the error (its `.dlq` topic) and tells whoever waits on
+# it; raising leaves the record to be fetched again (Kafka itself is away).
+DeadLetterSink = Callable[[Record, str], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how far apart, a failing record is tried before it is dead-lettered."""
+
+    max_attempts: int = 8
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+    @classmethod
+    def of(cls, kafka: KafkaSettings) -> "RetryPolicy":
+        """The policy the settings describe."""
+        return cls(
+            kafka.consumer_max_attempts,
+            kafka.consumer_backoff_initial_s,
+            kafka.consumer_backoff_max_s,
+        )
+
+    def pause(self, failed_attempts: int) -> float:
+        """The pause after `failed_attempts` failures: exponential, capped, and jittered
+        over its upper half (so it never collapses to nothing)."""
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failed_attempts - 1))
+        pause: float = ceiling / 2 + random.uniform(0, ceiling / 2)
+        return pause
 
 
 class Capacity:
@@ -120,8 +171,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class ConcurrentConsumer:
     """Consumes `topics` in `group_id`, running `handler` on many records at once.
 
-    A record is done when `handler` returns; if it raises, the record is fetched again after
-    `retry_backoff_s`. Poison records must be dealt with by the handler (dead-lettered).
+    A record is done when `handler` returns; if it raises, it is tried again per `retry`,
+    then handed to `dead_letter` (see the module docstring). `retry_backoff_s` is the pause
+    after a failed fetch, and before a record whose dead letter could not be written is
+    fetched again.
     """
 
     def __init__(
@@ -138,6 +191,9 @@ class ConcurrentConsumer:
         retry_backoff_s: float = 2.0,
         rebalance_wait_s: float = 30.0,
         ordered_by_key: bool = False,
+        retry: RetryPolicy | None = None,
+        dead_letter: DeadLetterSink | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.topics = topics
         self.group_id = group_id
@@ -150,6 +206,9 @@ class ConcurrentConsumer:
         self._retry_backoff_s = retry_backoff_s
         self._rebalance_wait_s = rebalance_wait_s
         self._ordered_by_key = ordered_by_key
+        self._retry = retry or RetryPolicy.of(kafka)
+        self._dead_letter = dead_letter
+        self._sleep = sleep
         # The latest dispatched record of each key, which the next one of that key awaits.
         self._key_tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self._settled = asyncio.Event()  # no rebalance under way
@@ -301,36 +360,89 @@ class ConcurrentConsumer:
             if previous is not None:
                 # Same key: wait for the earlier record to end, whatever its outcome.
                 await asyncio.wait([previous])
-            await self._handler(record, Lease(self, tp))
+            await self._attempts(tp, record)
         except asyncio.CancelledError:
             raise  # abandoned: left uncommitted, redelivered to whoever owns the partition
-        except PartitionLostError:
-            log.info(
-                "%s: %s[%d]@%d finished after its partition moved; left to the new owner",
-                self.group_id,
-                tp.topic,
-                tp.partition,
-                record.offset,
-            )
-            self._release(tp, record.offset)
-        except Exception:
-            log.exception(
-                "%s: %s[%d]@%d failed; it will be fetched again in %gs",
-                self.group_id,
-                tp.topic,
-                tp.partition,
-                record.offset,
-                self._retry_backoff_s,
-            )
-            self._release(tp, record.offset)
-        else:
-            offsets = self._offsets.get(tp)
-            if offsets is not None:
-                offsets.finish(record.offset)
-                self._dirty.set()
         finally:
             self._running.pop(key, None)
             self._capacity.give()
+
+    async def _attempts(self, tp: TopicPartition, record: Record) -> None:
+        """Run the handler until it succeeds or the attempts run out (then dead-letter)."""
+        where = f"{tp.topic}[{tp.partition}]@{record.offset}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._handler(record, Lease(self, tp))
+            except PartitionLostError:
+                log.info(
+                    "%s: %s finished after its partition moved; left to the new owner",
+                    self.group_id,
+                    where,
+                )
+                self._release(tp, record.offset)
+                return
+            except Exception as exc:
+                error = (
+                    str(exc)
+                    if isinstance(exc, UnprocessableError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                if attempt < self._retry.max_attempts and not isinstance(exc, UnprocessableError):
+                    RECORD_RETRIES.labels(tp.topic, self.group_id).inc()
+                    pause = self._retry.pause(attempt)
+                    log.warning(
+                        "%s: %s failed (attempt %d of %d), retrying in %.1fs: %s",
+                        self.group_id,
+                        where,
+                        attempt,
+                        self._retry.max_attempts,
+                        pause,
+                        error,
+                        exc_info=attempt == 1,
+                    )
+                    await self._sleep(pause)
+                    continue
+                log.error(
+                    "%s: %s failed %d times; dead-lettering it: %s",
+                    self.group_id,
+                    where,
+                    attempt,
+                    error,
+                    exc_info=True,
+                )
+                if not await self._give_up(tp, record, error):
+                    return
+            self._finish(tp, record.offset)
+            return
+
+    async def _give_up(self, tp: TopicPartition, record: Record, error: str) -> bool:
+        """Dead-letter `record`; False (and fetched again later) when that failed."""
+        if self._dead_letter is not None:
+            try:
+                await self._dead_letter(record, error)
+            except Exception:
+                log.exception(
+                    "%s: dead letter of %s[%d]@%d not written; fetching it again in %gs",
+                    self.group_id,
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    self._retry_backoff_s,
+                )
+                self._release(tp, record.offset)
+                return False
+        else:
+            log.error("%s: no dead-letter topic configured; record skipped", self.group_id)
+        DEAD_LETTERS.labels(tp.topic, self.group_id).inc()
+        return True
+
+    def _finish(self, tp: TopicPartition, offset: int) -> None:
+        offsets = self._offsets.get(tp)
+        if offsets is not None:
+            offsets.finish(offset)
+            self._dirty.set()
 
     def _release(self, tp: TopicPartition, offset: int) -> None:
         """Fetch `offset` again later (if the partition is still, or again, ours)."""

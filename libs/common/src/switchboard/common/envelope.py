@@ -12,6 +12,9 @@ from google.protobuf.message import DecodeError, Message
 TYPE_HEADER: Final = "sb-type"
 SCHEMA_VERSION_HEADER: Final = "sb-schema-version"
 SCHEMA_VERSION: Final = "1"
+# On reply events: the tenant of the turn, so that a gateway routes an event only to a
+# stream of that tenant (request ids are chosen by clients and may collide across tenants).
+TENANT_HEADER: Final = "sb-tenant"
 
 M = TypeVar("M", bound=Message)
 
@@ -20,12 +23,15 @@ class PoisonMessageError(ValueError):
     """A record that can never be processed: wrong type, bad schema or corrupt bytes."""
 
 
-def headers_for(message: Message) -> dict[str, str]:
-    """The envelope headers of a payload."""
-    return {
+def headers_for(message: Message, tenant_id: str | None = None) -> dict[str, str]:
+    """The envelope headers of a payload (with the tenant's, when given)."""
+    headers = {
         TYPE_HEADER: message.DESCRIPTOR.full_name,
         SCHEMA_VERSION_HEADER: SCHEMA_VERSION,
     }
+    if tenant_id is not None:
+        headers[TENANT_HEADER] = tenant_id
+    return headers
 
 
 def decode(body: bytes, headers: dict[str, str], message_type: type[M]) -> M:

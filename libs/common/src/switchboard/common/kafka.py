@@ -72,13 +72,15 @@ def durable_subscriber(
     return register
 
 
-async def publish(broker: KafkaBroker, topic: str, message: Message, *, key: str) -> None:
+async def publish(
+    broker: KafkaBroker, topic: str, message: Message, *, key: str, tenant_id: str | None = None
+) -> None:
     """Publish a protobuf payload with its envelope headers and wait for the broker's ack."""
     await broker.publish(
         message.SerializeToString(),
         topic,
         key=key.encode(),
-        headers=headers_for(message),
+        headers=headers_for(message, tenant_id),
     )
 
 
@@ -156,9 +158,11 @@ class StreamPublisher:
         """Flush and disconnect."""
         await self._producer.stop()
 
-    async def publish(self, topic: str, message: Message, *, key: str) -> None:
+    async def publish(
+        self, topic: str, message: Message, *, key: str, tenant_id: str | None = None
+    ) -> None:
         """Publish with envelope and trace headers and wait for the broker's ack."""
-        headers = headers_for(message)
+        headers = headers_for(message, tenant_id)
         propagate.inject(headers)
         await self._producer.send_and_wait(
             topic,

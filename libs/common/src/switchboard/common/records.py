@@ -1,7 +1,8 @@
 """Handling one raw Kafka record of a `ConcurrentConsumer`: its trace, its payload, its
 dead letter. Shared by every service that consumes with the concurrent consumer."""
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -10,12 +11,13 @@ from faststream.kafka import KafkaBroker
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 
-from switchboard.common.consumer import Record
+from switchboard.common.consumer import DeadLetterSink, Record
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.kafka import publish_dead_letter
 from switchboard.common.retry import retrying
 
 M = TypeVar("M", bound=Message)
+log = logging.getLogger(__name__)
 
 
 def record_headers(record: Record) -> dict[str, str]:
@@ -87,3 +89,40 @@ async def decode_or_dead_letter_record(
         backoff_max_s=backoff_max_s,
     )
     return None
+
+
+Notify = Callable[[Record, str], Awaitable[None]]
+
+
+def dead_letter_sink(
+    broker: KafkaBroker,
+    *,
+    group_id: str,
+    attempts: int,
+    backoff_max_s: float,
+    notify: Notify | None = None,
+) -> DeadLetterSink:
+    """A `ConcurrentConsumer`'s dead-letter sink: the record with its error on `<topic>.dlq`,
+    then `notify` (best effort: tell the turn's client), for a record given up on."""
+
+    async def sink(record: Record, error: str) -> None:
+        await dead_letter_record(
+            broker,
+            record,
+            error,
+            group_id=group_id,
+            attempts=attempts,
+            backoff_max_s=backoff_max_s,
+        )
+        if notify is None:
+            return
+        try:
+            async for step in retrying(attempts, backoff_max_s, (Exception,)):
+                with step:
+                    await notify(record, error)
+        except Exception:
+            log.exception(
+                "the client of dead-lettered %s@%d was not told", record.topic, record.offset
+            )
+
+    return sink

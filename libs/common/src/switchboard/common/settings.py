@@ -34,6 +34,22 @@ class KafkaSettings(BaseSettings):
     lag_report_interval_s: float = Field(default=15.0, gt=0)
     # Bounded wait for the first connection at start-up.
     connect_timeout_s: float = Field(default=30.0, gt=0)
+    consumer_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Attempts at one consumed record before it goes to its dead-letter topic "
+        "(the defaults span about a minute and a half: a backend outage shorter than that "
+        "loses nothing; a poison record ends in its DLQ)",
+    )
+    consumer_backoff_initial_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Pause after a record's first failed attempt; it doubles per attempt",
+    )
+    consumer_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="The longest pause between two attempts at a record"
+    )
 
 
 class RedisSettings(BaseSettings):

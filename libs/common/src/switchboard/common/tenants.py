@@ -16,9 +16,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -81,6 +82,21 @@ class RateLimits(BaseModel):
     requests_per_minute_per_user: int = Field(default=30, gt=0)
 
 
+def tool_url_problem(url: object) -> str | None:
+    """What is wrong with an HTTP tool's URL template, or None (`{name}` placeholders are
+    filled per call, so they are checked with their braces removed)."""
+    if not isinstance(url, str):
+        return "must be a string"
+    parts = urlsplit(url.replace("{", "").replace("}", ""))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http(s) URL"
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError as exc:
+        return f"has an invalid port ({exc})"
+    return None
+
+
 class TenantConfig(BaseModel):
     """Everything Switchboard knows about one tenant."""
 
@@ -105,6 +121,19 @@ class TenantConfig(BaseModel):
     builtin_tools: list[str] = Field(default_factory=lambda: ["escalate_to_human", "current_time"])
     # Cache answers to FAQ-style first turns this long (0 disables the cache).
     response_cache_ttl_s: int = Field(default=0, ge=0)
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_urls(cls, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Checked when a tenant is saved or seeded: a URL that passes its JSON type but
+        # cannot be called (a port out of range) would otherwise fail every turn.
+        for index, tool in enumerate(tools):
+            if tool.get("type", "http") != "http":
+                continue
+            problem = tool_url_problem(tool.get("url"))
+            if problem is not None:
+                raise ValueError(f"tools[{index}].url {problem}")
+        return tools
 
 
 class TenantStore:

@@ -295,6 +295,7 @@ class LlmResult(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     tenant_id: _builtins.str
     conversation_id: _builtins.str
@@ -307,6 +308,10 @@ class LlmResult(_message.Message):
     cost_usd: _builtins.float
     last_sequence: _builtins.int
     """The sequence number of the last reply event the task sent."""
+    attempt: _builtins.int
+    """Which attempt of the generation this is (1 for the first; 0 when not counted). Only
+    one attempt's result is published: the workers' ledger drops a superseded attempt's.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
     @_builtins.property
@@ -332,10 +337,11 @@ class LlmResult(_message.Message):
         cost_usd: _builtins.float = ...,
         error: _chat_pb2.Error | None = ...,
         last_sequence: _builtins.int = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "cost_usd", b"cost_usd", "error", b"error", "finish_reason", b"finish_reason", "last_sequence", b"last_sequence", "model", b"model", "provider", b"provider", "request_id", b"request_id", "task_id", b"task_id", "tenant_id", b"tenant_id", "text", b"text", "tier", b"tier", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "conversation_id", b"conversation_id", "cost_usd", b"cost_usd", "error", b"error", "finish_reason", b"finish_reason", "last_sequence", b"last_sequence", "model", b"model", "provider", b"provider", "request_id", b"request_id", "task_id", b"task_id", "tenant_id", b"tenant_id", "text", b"text", "tier", b"tier", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -458,17 +464,21 @@ class CancelGeneration(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reason: _builtins.str
+    tenant_id: _builtins.str
+    """Request ids are chosen by clients: a cancellation reaches the tenant's request only."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

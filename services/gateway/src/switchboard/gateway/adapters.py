@@ -2,11 +2,16 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
@@ -16,7 +21,11 @@ from switchboard.common.kafka import publish
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
 from switchboard.gateway.directory import DirectoryUnavailableError
-from switchboard.gateway.service import BackendUnavailableError, HeldLock
+from switchboard.gateway.service import (
+    BackendUnavailableError,
+    HeldLock,
+    PublishOutcomeUnknownError,
+)
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
 log = logging.getLogger(__name__)
@@ -29,10 +38,39 @@ class KafkaTurnPublisher:
         self._broker = broker
         self._topics = topics
         self._timeout_s = timeout_s
+        # Sends whose caller stopped waiting: kept referenced until they settle.
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def publish_turn(self, turn: TurnRequest) -> None:
-        """Hand a turn to the orchestrators; raises when Kafka does not ack in time."""
-        await self._publish(self._topics.chat_requests, turn, turn.conversation_id)
+        """Hand a turn to the orchestrators and wait for Kafka's acknowledgement, up to
+        `timeout_s` or the client's deadline, whichever is sooner.
+
+        The send is never cancelled (aiokafka cannot withdraw a record once handed over, so
+        a cancelled send may still land): without an acknowledgement in time the outcome is
+        unknown, and `PublishOutcomeUnknownError` says so.
+        """
+        timeout_s = self._timeout_s
+        if turn.HasField("deadline"):
+            remaining = (turn.deadline.ToNanoseconds() - time.time_ns()) / 1e9
+            timeout_s = max(0.0, min(timeout_s, remaining))
+        sending = asyncio.ensure_future(
+            publish(self._broker, self._topics.chat_requests, turn, key=turn.conversation_id)
+        )
+        self._sending.add(sending)
+        sending.add_done_callback(self._settled)
+        done, _ = await asyncio.wait([sending], timeout=timeout_s)
+        if not done:
+            raise PublishOutcomeUnknownError(f"Kafka did not acknowledge it within {timeout_s:g}s")
+        exc = sending.exception()
+        if exc is not None:
+            # Even a failure may follow a write that landed (its acknowledgement lost), and
+            # a retry with the same request id is safe either way: say it is unknown.
+            raise PublishOutcomeUnknownError(f"Kafka answered {exc!r}") from exc
+
+    def _settled(self, sending: "asyncio.Future[None]") -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.info("a turn's send ended late: %r", sending.exception())
 
     async def publish_cancel(self, cancel: CancelGeneration) -> None:
         """Ask the workers to stop a generation."""

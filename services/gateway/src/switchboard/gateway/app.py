@@ -81,151 +81,186 @@ async def drain(server: grpc.aio.Server, router: ReplyRouter, grace_s: float) ->
     return drained
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Run the gateway until SIGTERM or SIGINT."""
-    tracer_provider = setup_telemetry("gateway", settings.telemetry)
-    health_server = HealthServer(settings.health.host, settings.health.port)
-    await health_server.start()
+class ReplyTopicRelease:
+    """Deletes the reply topic at shutdown only when every stream drained: streams cut off
+    may still have generations publishing there (and a publish to a deleted topic stalls its
+    producer), so their topic is left to another replica's sweeper."""
 
-    topics = Topics(settings.kafka.topic_prefix)
-    reply_admin = ReplyTopicAdmin(
-        settings.kafka,
-        topics.chat_replies(settings.instance_id),
-        settings.reply_topic_partitions,
-    )
-    redis = create_redis(settings.redis)
-    heartbeats = Heartbeats(redis, reply_admin.topic, settings.heartbeat_ttl_s)
-    # Beat before the topic exists, so that no sweeper ever sees it without a heartbeat.
-    try:
-        await heartbeats.beat()
-    except RedisError as exc:  # the loop below keeps trying, and re-creates the topic then
-        log.warning("no heartbeat at start: %s", exc)
-    heartbeat_task = asyncio.create_task(
-        run_heartbeats(
-            heartbeats,
-            ReplyTopicSweeper(
-                reply_admin,
-                heartbeats,
-                topics.chat_replies(""),
-                settings.abandoned_reply_topic_grace_s,
-            ),
-            topic_prefix=settings.kafka.topic_prefix,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
-            sweep_interval_s=settings.reply_topic_sweep_interval_s,
-            recover=reply_admin.create,
-        ),
-        name="heartbeats",
-    )
-    await reply_admin.create()
+    def __init__(self, admin: ReplyTopicAdmin) -> None:
+        self._admin = admin
+        self.drained = False
 
-    router = ReplyRouter(settings.stream_buffer_events)
-    broker = create_broker(settings.kafka, f"gateway-{settings.instance_id}", tracer_provider)
+    async def __call__(self) -> None:
+        if self.drained:
+            await self._admin.delete()
+        else:
+            log.info("leaving reply topic %s to the sweeper", self._admin.topic)
 
-    # No consumer group: this instance alone reads its topic, from the start, without commits.
-    OPEN_STREAMS.set_function(lambda: router.open_streams)
-    replies = ReplyConsumer(settings.kafka, reply_admin.topic, router.deliver)
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await broker.start()
-        await replies.start()
 
-    memory = MemoryClient(settings.memory.target)
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo.url,
-        serverSelectionTimeoutMS=settings.mongo.timeout_ms,
-        timeoutMS=settings.mongo.timeout_ms,
-    )
-    tenants = TenantStore(
-        mongo,
-        settings.mongo.database,
-        cache_ttl_s=settings.mongo.tenant_cache_ttl_s,
-        cache_size=settings.mongo.tenant_cache_size,
-    )
-    conversation_directory = MemoryBackedDirectory(
-        RedisConversationMarkers(redis, settings.conversation_marker_ttl_s),
-        memory.stub,
-        settings.memory.timeout_s,
-    )
-    chat_service = ChatService(
-        authenticator=TenantAuthenticator(tenants),
-        limits=ChatLimits(
-            max_message_chars=settings.max_message_chars,
-            max_user_id_chars=settings.max_user_id_chars,
-            max_metadata_entries=settings.max_metadata_entries,
-            max_output_tokens=settings.max_output_tokens_limit,
-        ),
-        quotas=RedisQuotas(redis, BudgetLedger(redis)),
-        requests=RedisRequestStore(
-            redis,
-            running_ttl_s=int(max(settings.conversation_lock_ttl_s, settings.idempotency_ttl_s)),
-            done_ttl_s=settings.idempotency_ttl_s,
-            poll_s=settings.attach_poll_s,
-            buffer_events=settings.record_buffer_events,
-            batch_window_s=settings.record_batch_window_s,
-        ),
-        owner_alive=heartbeats.alive,
-        publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),
-        locks=RedisConversationLocks(redis, settings.conversation_lock_ttl_s),
-        conversation_directory=conversation_directory,
-        router=router,
-        reply_topic=reply_admin.topic,
-        reply_idle_timeout_s=settings.reply_idle_timeout_s,
-        conversations=ConversationMethods(
-            memory.stub, settings.memory.timeout_s, conversation_directory
-        ),
-        disconnect_grace_s=settings.disconnect_grace_s,
-    )
-    server = grpc.aio.server(
-        options=server_options(settings),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        interceptors=grpc_server_interceptors(),
-    )
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = (
-        chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
-        health.SERVICE_NAME,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(service_names, server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    address = f"{settings.grpc_host}:{port}"  # port 0 picks a free one
-    await server.start()
-    for name in ("", service_names[0]):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    freeze_startup_objects()
-    health_server.ready = True
-    log.info("gateway %s serving gRPC on %s", settings.instance_id, address)
-
-    await wait_for_stop_signal()
-
-    # Drain: refuse new calls, let open streams finish for up to the grace, then cancel them
-    # (each cancelled stream publishes its `chat.cancel`). Kafka and Redis stay up meanwhile.
-    log.info(
-        "draining %d open streams for up to %gs", router.open_streams, settings.shutdown_grace_s
-    )
-    health_server.ready = False
-    await health_servicer.enter_graceful_shutdown()
-    drained = await drain(server, router, settings.shutdown_grace_s)
-    await chat_service.close()
-    heartbeat_task.cancel()
+async def _cancel(task: "asyncio.Task[None]") -> None:
+    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await heartbeat_task
-    await replies.stop()
-    await broker.stop()
-    await reply_admin.delete()
-    await memory.close()
-    if drained:
-        await reply_admin.delete()
-    else:
-        # Streams were cut off: their generations may still publish here for a while (and a
-        # publish to a deleted topic stalls its producer). Another replica sweeps it later.
-        log.info("leaving reply topic %s to the sweeper", reply_admin.topic)
+        await task
+
+
+async def _stop_heartbeats(heartbeats: Heartbeats) -> None:
     try:
         await heartbeats.stop()
     except Exception as exc:  # Redis gone: the heartbeat expires on its own
         log.warning("heartbeat not removed: %s", exc)
-    await redis.aclose()
-    await mongo.close()
-    await health_server.stop()
-    tracer_provider.shutdown()
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run the gateway until SIGTERM or SIGINT.
+
+    Teardown mirrors start-up: each resource registers its own release on an exit stack the
+    moment it exists, so shutdown (or a failed start) releases exactly what was started, in
+    reverse order, and no release can be forgotten or run out of turn.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        tracer_provider = setup_telemetry("gateway", settings.telemetry)
+        stack.callback(tracer_provider.shutdown)
+        health_server = HealthServer(settings.health.host, settings.health.port)
+        await health_server.start()
+        stack.push_async_callback(health_server.stop)
+
+        topics = Topics(settings.kafka.topic_prefix)
+        reply_admin = ReplyTopicAdmin(
+            settings.kafka,
+            topics.chat_replies(settings.instance_id),
+            settings.reply_topic_partitions,
+        )
+        redis = create_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        heartbeats = Heartbeats(redis, reply_admin.topic, settings.heartbeat_ttl_s)
+        # Beat before the topic exists, so that no sweeper ever sees it without a heartbeat.
+        try:
+            await heartbeats.beat()
+        except RedisError as exc:  # the loop below keeps trying, and re-creates the topic then
+            log.warning("no heartbeat at start: %s", exc)
+        stack.push_async_callback(_stop_heartbeats, heartbeats)
+        await reply_admin.create()
+        release_topic = ReplyTopicRelease(reply_admin)
+        stack.push_async_callback(release_topic)
+        # Started after the topic exists and so stopped before it is released: its recovery
+        # (re-creating a missing topic) must not bring a deleted topic back.
+        heartbeat_task = asyncio.create_task(
+            run_heartbeats(
+                heartbeats,
+                ReplyTopicSweeper(
+                    reply_admin,
+                    heartbeats,
+                    topics.chat_replies(""),
+                    settings.abandoned_reply_topic_grace_s,
+                ),
+                topic_prefix=settings.kafka.topic_prefix,
+                heartbeat_interval_s=settings.heartbeat_interval_s,
+                sweep_interval_s=settings.reply_topic_sweep_interval_s,
+                recover=reply_admin.create,
+            ),
+            name="heartbeats",
+        )
+        stack.push_async_callback(_cancel, heartbeat_task)
+
+        router = ReplyRouter(settings.stream_buffer_events)
+        broker = create_broker(settings.kafka, f"gateway-{settings.instance_id}", tracer_provider)
+
+        # No consumer group: this instance alone reads its topic, from the start, no commits.
+        OPEN_STREAMS.set_function(lambda: router.open_streams)
+        replies = ReplyConsumer(settings.kafka, reply_admin.topic, router.deliver)
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+            await replies.start()
+            stack.push_async_callback(replies.stop)
+
+        memory = MemoryClient(settings.memory.target)
+        stack.push_async_callback(memory.close)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongo.url,
+            serverSelectionTimeoutMS=settings.mongo.timeout_ms,
+            timeoutMS=settings.mongo.timeout_ms,
+        )
+        stack.push_async_callback(mongo.close)
+        tenants = TenantStore(
+            mongo,
+            settings.mongo.database,
+            cache_ttl_s=settings.mongo.tenant_cache_ttl_s,
+            cache_size=settings.mongo.tenant_cache_size,
+        )
+        conversation_directory = MemoryBackedDirectory(
+            RedisConversationMarkers(redis, settings.conversation_marker_ttl_s),
+            memory.stub,
+            settings.memory.timeout_s,
+        )
+        chat_service = ChatService(
+            authenticator=TenantAuthenticator(tenants),
+            limits=ChatLimits(
+                max_message_chars=settings.max_message_chars,
+                max_user_id_chars=settings.max_user_id_chars,
+                max_metadata_entries=settings.max_metadata_entries,
+                max_output_tokens=settings.max_output_tokens_limit,
+            ),
+            quotas=RedisQuotas(redis, BudgetLedger(redis)),
+            requests=RedisRequestStore(
+                redis,
+                running_ttl_s=int(
+                    max(settings.conversation_lock_ttl_s, settings.idempotency_ttl_s)
+                ),
+                done_ttl_s=settings.idempotency_ttl_s,
+                poll_s=settings.attach_poll_s,
+                buffer_events=settings.record_buffer_events,
+                batch_window_s=settings.record_batch_window_s,
+            ),
+            owner_alive=heartbeats.alive,
+            publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),
+            locks=RedisConversationLocks(redis, settings.conversation_lock_ttl_s),
+            conversation_directory=conversation_directory,
+            router=router,
+            reply_topic=reply_admin.topic,
+            reply_idle_timeout_s=settings.reply_idle_timeout_s,
+            conversations=ConversationMethods(
+                memory.stub, settings.memory.timeout_s, conversation_directory
+            ),
+            disconnect_grace_s=settings.disconnect_grace_s,
+        )
+        # Cancels the replies kept for retries while Kafka is still up.
+        stack.push_async_callback(chat_service.close)
+        server = grpc.aio.server(
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=grpc_server_interceptors(),
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        service_names = (
+            chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(service_names, server)
+        port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{port}"  # port 0 picks a free one
+        await server.start()
+        # Stops at once if start-up fails below; after the drain, stopping again is a no-op.
+        stack.push_async_callback(server.stop, 0)
+        for name in ("", service_names[0]):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        freeze_startup_objects()
+        health_server.ready = True
+        log.info("gateway %s serving gRPC on %s", settings.instance_id, address)
+
+        await wait_for_stop_signal()
+
+        # Drain: refuse new calls, let open streams finish for up to the grace, then cancel
+        # them (each cancelled stream publishes its `chat.cancel`). Kafka and Redis stay up
+        # meanwhile; the exit stack then releases everything in reverse order of start-up.
+        log.info(
+            "draining %d open streams for up to %gs",
+            router.open_streams,
+            settings.shutdown_grace_s,
+        )
+        health_server.ready = False
+        await health_servicer.enter_graceful_shutdown()
+        release_topic.drained = await drain(server, router, settings.shutdown_grace_s)

@@ -85,24 +85,25 @@ class ReplyStream:
 
 
 class ReplyRouter:
-    """Open streams of this gateway instance, by request id."""
+    """Open streams of this gateway instance, by tenant and request id (request ids are
+    chosen by clients: two tenants may use the same one)."""
 
     def __init__(self, max_buffered_per_stream: int) -> None:
         self._max_buffered = max_buffered_per_stream
-        self._streams: dict[str, ReplyStream] = {}
+        self._streams: dict[tuple[str, str], ReplyStream] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
-    def open(self, request_id: str) -> ReplyStream:
-        """Register a stream for `request_id` before its request is published."""
+    def open(self, tenant_id: str, request_id: str) -> ReplyStream:
+        """Register a stream for the tenant's `request_id` before its request is published."""
         stream = ReplyStream(request_id, self._max_buffered)
-        self._streams[request_id] = stream
+        self._streams[(tenant_id, request_id)] = stream
         self._empty.clear()
         return stream
 
-    def close(self, request_id: str) -> None:
+    def close(self, tenant_id: str, request_id: str) -> None:
         """Forget a finished or abandoned stream."""
-        self._streams.pop(request_id, None)
+        self._streams.pop((tenant_id, request_id), None)
         if not self._streams:
             self._empty.set()
 
@@ -110,9 +111,9 @@ class ReplyRouter:
         """Return when no stream is open (at once when none is)."""
         await self._empty.wait()
 
-    def deliver(self, event: ChatEvent) -> Delivery:
-        """Hand one event to its stream."""
-        stream = self._streams.get(event.request_id)
+    def deliver(self, tenant_id: str, event: ChatEvent) -> Delivery:
+        """Hand one event of the tenant's turn to its stream."""
+        stream = self._streams.get((tenant_id, event.request_id))
         if stream is None:
             return Delivery.ORPHANED
         return stream.offer(event)

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from switchboard.common.envelope import PoisonMessageError, decode
+from switchboard.common.envelope import TENANT_HEADER, PoisonMessageError, decode
 from switchboard.common.settings import KafkaSettings
 from switchboard.gateway.replies import Delivery
 from switchboard.v1.chat_pb2 import ChatEvent
@@ -31,7 +31,7 @@ class ReplyConsumer:
         self,
         settings: KafkaSettings,
         topic: str,
-        deliver: Callable[[ChatEvent], Delivery],
+        deliver: Callable[[str, ChatEvent], Delivery],
         *,
         max_records: int = 500,
         retry_backoff_s: float = 1.0,
@@ -81,10 +81,12 @@ class ReplyConsumer:
         self, value: bytes, headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]
     ) -> None:
         """Decode one reply record and hand it to its stream (an unreadable one is dropped)."""
+        text = {k: v.decode("utf-8", "replace") for k, v in headers}
         try:
-            event = decode(value, {k: v.decode("utf-8", "replace") for k, v in headers}, ChatEvent)
+            event = decode(value, text, ChatEvent)
         except PoisonMessageError as exc:
             REPLIES.labels("poison").inc()
             log.warning("dropping unreadable reply event: %s", exc)
             return
-        REPLIES.labels(self._deliver(event).value).inc()
+        # Without the tenant header an event matches no stream (it names no tenant).
+        REPLIES.labels(self._deliver(text.get(TENANT_HEADER, ""), event).value).inc()

@@ -124,6 +124,12 @@ class RequestStore(Protocol):
         ...
 
 
+def request_key(tenant_id: str, request_id: str) -> str:
+    """The store's id of a tenant's request: request ids are chosen by clients, so every
+    record is scoped by tenant and one tenant cannot squat another's id."""
+    return f"{tenant_id}/{request_id}"
+
+
 def _record_key(request_id: str) -> str:
     # The hash tag keeps a request's keys in one Redis Cluster slot.
     return f"sb:req:{{{request_id}}}"

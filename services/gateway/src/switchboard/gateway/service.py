@@ -44,6 +44,7 @@ from switchboard.gateway.requests import (
     RequestStoreUnavailableError,
     RequestVanishedError,
     fingerprint,
+    request_key,
 )
 from switchboard.gateway.validation import ChatLimits, chat_request_problem
 from switchboard.v1 import chat_pb2_grpc
@@ -129,6 +130,20 @@ class ConversationLocks(Protocol):
 
 class BackendUnavailableError(Exception):
     """Kafka or Redis could not be reached in time."""
+
+
+class PublishOutcomeUnknownError(BackendUnavailableError):
+    """A turn was handed to Kafka but its acknowledgement did not come in time: it may or
+    may not have been stored. A retry with the same request id is safe either way (the
+    orchestrator and memory are idempotent by request id); one with a new id is not."""
+
+
+def _outcome_unknown(request_id: str, exc: PublishOutcomeUnknownError) -> str:
+    return (
+        f"request {request_id} may have been accepted ({exc}); retry with the same "
+        "request_id: it is attached to the reply if the message arrived, and sent again if "
+        "not. A new request_id could answer (and store) the message twice"
+    )
 
 
 def _error_event(request_id: str, sequence: int, code: str, message: str) -> ChatEvent:
@@ -224,6 +239,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             CHATS.labels("invalid").inc()
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         request_id = request.request_id or str(uuid.uuid4())
+        tenant_id = tenant.tenant_id
+        # The request store's id: scoped by tenant (request ids are chosen by clients).
+        key = request_key(tenant_id, request_id)
         request_print = fingerprint(request)
 
         # The span is made current only around the steps that do not yield: a generator
@@ -238,7 +256,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         )
         try:
             if request.request_id:
-                existing = await self._unavailable_on_error(context, self._requests.get(request_id))
+                existing = await self._unavailable_on_error(context, self._requests.get(key))
                 if existing is not None:
                     async for event in self._follow(
                         context, request_id, existing, tenant, request_print
@@ -264,9 +282,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             record = RequestRecord(
                 tenant.tenant_id, request_print, self._reply_topic, RequestState.RUNNING
             )
-            existing = await self._unavailable_on_error(
-                context, self._requests.claim(request_id, record)
-            )
+            existing = await self._unavailable_on_error(context, self._requests.claim(key, record))
             if existing is not None:  # a concurrent call with the same id won the claim
                 async for event in self._follow(
                     context, request_id, existing, tenant, request_print
@@ -286,7 +302,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 request_id,
                 stream,
                 lock,
-                self._requests.recorder(request_id, record),
+                self._requests.recorder(key, record),
+                tenant_id,
             ):
                 yield event
         finally:
@@ -378,15 +395,25 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             if remaining is not None and math.isfinite(remaining):
                 turn.deadline.FromNanoseconds(accepted_at.ToNanoseconds() + int(remaining * 1e9))
             # Registered before publishing so that no early reply finds the stream missing.
-            stream = self._router.open(request_id)
-            await self._unavailable_on_error(context, self._publisher.publish_turn(turn))
+            stream = self._router.open(tenant.tenant_id, request_id)
+            try:
+                await self._publisher.publish_turn(turn)
+            except PublishOutcomeUnknownError as exc:
+                # The claim is released below, so the retry we ask for publishes again.
+                CHATS.labels("accepted_unknown").inc()
+                await _abort(
+                    context, grpc.StatusCode.UNAVAILABLE, _outcome_unknown(request_id, exc)
+                )
+            except BackendUnavailableError as exc:
+                CHATS.labels("unavailable").inc()
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
             return lock, stream
         except BaseException:
             if stream is not None:
-                self._router.close(request_id)
+                self._router.close(tenant.tenant_id, request_id)
             if lock is not None:
                 await lock.release()
-            await self._requests.release(request_id)
+            await self._requests.release(request_key(tenant.tenant_id, request_id))
             raise
 
     async def _relay(
@@ -397,6 +424,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         stream: ReplyStream,
         lock: HeldLock,
         recorder: Recorder,
+        tenant_id: str,
     ) -> AsyncIterator[ChatEvent]:
         """Stream the reply to the caller and record it for retries."""
         last_sequence = 0
@@ -430,7 +458,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 CHATS.labels("completed").inc()
             except ReplyTimeoutError:
                 CHATS.labels("timeout").inc()
-                await self._cancel_quietly(request_id, "no reply within the idle timeout")
+                await self._cancel_quietly(
+                    tenant_id, request_id, "no reply within the idle timeout"
+                )
                 finished = True
                 timeout = _error_event(
                     request_id,
@@ -461,27 +491,32 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             if not finished and self._disconnect_grace_s > 0 and not _deadline_passed(context):
                 # The caller left mid-reply: a retry may yet attach (see _keep_for_retry).
                 orphan = asyncio.create_task(
-                    self._keep_for_retry(request_id, stream, lock, recorder, last_sequence),
+                    self._keep_for_retry(
+                        tenant_id, request_id, stream, lock, recorder, last_sequence
+                    ),
                     name=f"keep-{request_id}",
                 )
                 self._orphans.add(orphan)
                 orphan.add_done_callback(self._orphans.discard)
             else:
-                await self._end_relay(request_id, lock, recorder, finished, last_sequence)
+                await self._end_relay(
+                    tenant_id, request_id, lock, recorder, finished, last_sequence
+                )
 
     async def _end_relay(
         self,
+        tenant_id: str,
         request_id: str,
         lock: HeldLock,
         recorder: Recorder,
         finished: bool,
         last_sequence: int,
     ) -> None:
-        self._router.close(request_id)
+        self._router.close(tenant_id, request_id)
         if not finished:
             # The client went away (or we failed) mid-reply: stop paying for tokens.
             CHATS.labels("cancelled").inc()
-            await self._cancel_quietly(request_id, "client disconnected")
+            await self._cancel_quietly(tenant_id, request_id, "client disconnected")
             recorder.add(
                 _error_event(
                     request_id,
@@ -495,6 +530,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     async def _keep_for_retry(
         self,
+        tenant_id: str,
         request_id: str,
         stream: ReplyStream,
         lock: HeldLock,
@@ -510,7 +546,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             while True:
                 if not decided and loop.time() >= decide_at:
                     decided = True
-                    if await self._followers_quietly(request_id) == 0:
+                    if await self._followers_quietly(request_key(tenant_id, request_id)) == 0:
                         break
                     CHATS.labels("resumed").inc()
                 wait = self._reply_idle_timeout_s if decided else decide_at - loop.time()
@@ -528,7 +564,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     finished = True
                     break
         finally:
-            await self._end_relay(request_id, lock, recorder, finished, last_sequence)
+            await self._end_relay(tenant_id, request_id, lock, recorder, finished, last_sequence)
 
     async def _followers_quietly(self, request_id: str) -> int:
         try:
@@ -563,16 +599,17 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if record.state is RequestState.RUNNING and not await self._owner_alive(record.owner):
             CHATS.labels("owner_gone").inc()
             await _abort(context, grpc.StatusCode.ABORTED, _owner_gone(request_id))
+        key = request_key(tenant.tenant_id, request_id)
         mode = "replayed" if record.state is RequestState.DONE else "attached"
         CHATS.labels(mode).inc()
         if mode == "attached":
             # Counted, so that an owner whose caller left keeps the reply going for us.
-            await self._unavailable_on_error(context, self._requests.follower_joined(request_id))
+            await self._unavailable_on_error(context, self._requests.follower_joined(key))
         await context.send_initial_metadata(((IDEMPOTENCY_HEADER, mode),))
         last_sequence = 0
         try:
             async for event in self._requests.follow(
-                request_id, self._reply_idle_timeout_s, self._owner_alive
+                key, self._reply_idle_timeout_s, self._owner_alive
             ):
                 last_sequence = event.sequence
                 yield event
@@ -596,12 +633,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         finally:
             if mode == "attached":
-                await self._requests.follower_left(request_id)
+                await self._requests.follower_left(key)
 
-    async def _cancel_quietly(self, request_id: str, reason: str) -> None:
+    async def _cancel_quietly(self, tenant_id: str, request_id: str, reason: str) -> None:
         try:
             await self._publisher.publish_cancel(
-                CancelGeneration(request_id=request_id, reason=reason)
+                CancelGeneration(request_id=request_id, reason=reason, tenant_id=tenant_id)
             )
         except (BackendUnavailableError, asyncio.CancelledError):
             log.warning("could not publish the cancellation of %s", request_id)

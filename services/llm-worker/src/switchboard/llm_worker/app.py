@@ -20,8 +20,15 @@ from switchboard.common.health import HealthServer
 from switchboard.common.kafka import StreamPublisher, create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import consumer_span, decode_or_dead_letter_record
+from switchboard.common.records import (
+    Notify,
+    consumer_span,
+    dead_letter_sink,
+    decode_or_dead_letter_record,
+    record_headers,
+)
 from switchboard.common.redis import create_redis
+from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
 from switchboard.llm_worker.generation import GenerationPolicy
@@ -29,7 +36,7 @@ from switchboard.llm_worker.ledger import RedisGenerationLedger
 from switchboard.llm_worker.providers import AnthropicProvider, OpenAIProvider, Provider
 from switchboard.llm_worker.settings import WorkerSettings
 from switchboard.llm_worker.worker import InFlight, NotOwnedError, TaskRunner
-from switchboard.v1.chat_pb2 import ChatEvent
+from switchboard.v1.chat_pb2 import ChatEvent, Error
 from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
@@ -63,8 +70,8 @@ class KafkaPublisher:
         self._broker = broker
         self._replies = replies
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        await self._replies.publish(topic, event, key=event.request_id)
+    async def reply(self, topic: str, event: ChatEvent, tenant_id: str) -> None:
+        await self._replies.publish(topic, event, key=event.request_id, tenant_id=tenant_id)
 
     async def result(self, topic: str, result: LlmResult) -> None:
         await publish(self._broker, topic, result, key=result.conversation_id)
@@ -103,6 +110,32 @@ class TaskHandler:
                     raise PartitionLostError(str(exc)) from exc
 
 
+def dead_letter_notice(publisher: KafkaPublisher, default_result_topic: str) -> Notify:
+    """For a task given up on: an error result, so that whoever waits on it (the turn's
+    orchestrator, memory's summary) ends it; numbered above every attempt's events."""
+
+    async def notify(record: Record, error: str) -> None:
+        try:
+            task = decode(record.value or b"", record_headers(record), LlmTask)
+        except PoisonMessageError:
+            return
+        result = LlmResult(
+            task_id=task.task_id,
+            tenant_id=task.tenant_id,
+            conversation_id=task.conversation_id,
+            request_id=task.request_id,
+            tier=task.tier,
+            error=Error(
+                code="INTERNAL",
+                message=f"the generation could not be run and was set aside: {error[:300]}",
+            ),
+            last_sequence=FINAL_SEQUENCE - 1,
+        )
+        await publisher.result(task.result_topic or default_result_topic, result)
+
+    return notify
+
+
 def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFlight) -> None:
     """Every worker hears every cancellation: no group, so each reads all partitions."""
 
@@ -113,7 +146,7 @@ def register_cancellations(broker: KafkaBroker, topics: Topics, in_flight: InFli
         except PoisonMessageError as exc:
             log.warning("ignoring unreadable cancellation: %s", exc)
             return
-        if in_flight.cancel(cancel.request_id):
+        if in_flight.cancel(cancel.tenant_id, cancel.request_id):
             log.info("cancelling the generation of %s", cancel.request_id)
 
 
@@ -134,13 +167,14 @@ async def serve(settings: WorkerSettings) -> None:
     redis = create_redis(settings.redis)
     replies = StreamPublisher(settings.kafka, f"llm-worker-{settings.instance_id}-replies")
     in_flight = InFlight(settings.cancelled_memory)
+    publisher = KafkaPublisher(broker, replies)
     runner = TaskRunner(
         catalogue=settings.catalogue,
         providers=providers,
         policy=policy_of(settings),
         ledger=RedisGenerationLedger(redis, settings.task_state_ttl_s),
         in_flight=in_flight,
-        publisher=KafkaPublisher(broker, replies),
+        publisher=publisher,
         default_result_topic=topics.llm_results,
         step_attempts=settings.step_attempts,
         step_backoff_max_s=settings.step_backoff_max_s,
@@ -165,6 +199,13 @@ async def serve(settings: WorkerSettings) -> None:
                 commit_interval_s=settings.commit_interval_ms / 1000,
                 retry_backoff_s=settings.task_retry_backoff_s,
                 rebalance_wait_s=settings.rebalance_wait_s,
+                dead_letter=dead_letter_sink(
+                    broker,
+                    group_id=handler.group_id,
+                    attempts=settings.step_attempts,
+                    backoff_max_s=settings.step_backoff_max_s,
+                    notify=dead_letter_notice(publisher, topics.llm_results),
+                ),
             )
         )
     async with asyncio.timeout(settings.kafka.connect_timeout_s):

@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from switchboard.common.redaction import StreamingRedactor
+from switchboard.common.sequencing import ATTEMPT_STRIDE
 from switchboard.llm_worker.providers import (
     Finished,
     GenerationRequest,
@@ -41,8 +42,6 @@ tracer = trace.get_tracer("switchboard.llm_worker")
 ReplySink = Callable[[ChatEvent], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
-# Room for each attempt's events: far more than any one attempt sends.
-ATTEMPT_STRIDE = 1 << 32
 SIM_PREFIX = "sim."
 _HEADER_SAFE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 

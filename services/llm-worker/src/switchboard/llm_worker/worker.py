@@ -13,7 +13,7 @@ from tenacity import AsyncRetrying
 
 from switchboard.common.retry import retrying
 from switchboard.llm_worker.generation import GenerationPolicy, Sleep, generate, models_for
-from switchboard.llm_worker.ledger import GenerationLedger, generation_key
+from switchboard.llm_worker.ledger import Begun, GenerationLedger, generation_key
 from switchboard.llm_worker.providers import Provider
 from switchboard.llm_worker.settings import ModelSpec
 from switchboard.v1.chat_pb2 import ChatEvent, Error
@@ -38,45 +38,51 @@ async def _always_owned() -> bool:
 class Publisher(Protocol):
     """Where reply events and results go (Kafka in production)."""
 
-    async def reply(self, topic: str, event: ChatEvent) -> None: ...
+    async def reply(self, topic: str, event: ChatEvent, tenant_id: str) -> None: ...
 
     async def result(self, topic: str, result: LlmResult) -> None: ...
 
 
+RequestKey = tuple[str, str]  # (tenant id, request id): request ids are chosen by clients
+
+
 class InFlight:
-    """Running generations by request id, so that a cancellation can find them, plus the
-    last `remember` cancelled request ids, for tasks that arrive after their cancellation."""
+    """Running generations by tenant and request id, so that a cancellation can find them,
+    plus the last `remember` cancelled requests, for tasks that arrive after their
+    cancellation."""
 
     def __init__(self, remember: int) -> None:
-        self._tasks: dict[str, set[asyncio.Task[LlmResult]]] = {}
+        self._tasks: dict[RequestKey, set[asyncio.Task[LlmResult]]] = {}
         self._by_client: set[asyncio.Task[LlmResult]] = set()
         self._remember = remember
-        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._cancelled: OrderedDict[RequestKey, None] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(tasks) for tasks in self._tasks.values())
 
-    def add(self, request_id: str, task: asyncio.Task[LlmResult]) -> None:
+    def add(self, tenant_id: str, request_id: str, task: asyncio.Task[LlmResult]) -> None:
         """Register a running generation."""
-        self._tasks.setdefault(request_id, set()).add(task)
+        self._tasks.setdefault((tenant_id, request_id), set()).add(task)
 
-    def remove(self, request_id: str, task: asyncio.Task[LlmResult]) -> None:
+    def remove(self, tenant_id: str, request_id: str, task: asyncio.Task[LlmResult]) -> None:
         """Forget a generation that ended."""
-        tasks = self._tasks.get(request_id)
+        key = (tenant_id, request_id)
+        tasks = self._tasks.get(key)
         if tasks is not None:
             tasks.discard(task)
             if not tasks:
-                del self._tasks[request_id]
+                del self._tasks[key]
         self._by_client.discard(task)
 
-    def cancel(self, request_id: str) -> bool:
-        """Stop the generations of `request_id`; True when this process ran one."""
+    def cancel(self, tenant_id: str, request_id: str) -> bool:
+        """Stop the generations of the tenant's `request_id`; True when this process ran one."""
+        key = (tenant_id, request_id)
         if self._remember:
-            self._cancelled[request_id] = None
-            self._cancelled.move_to_end(request_id)
+            self._cancelled[key] = None
+            self._cancelled.move_to_end(key)
             while len(self._cancelled) > self._remember:
                 self._cancelled.popitem(last=False)
-        tasks = self._tasks.get(request_id, set())
+        tasks = self._tasks.get(key, set())
         for task in tasks:
             self._by_client.add(task)
             task.cancel()
@@ -86,9 +92,9 @@ class InFlight:
         """Whether `task` was stopped by a cancellation (not by a shutdown)."""
         return task in self._by_client
 
-    def was_cancelled(self, request_id: str) -> bool:
-        """Whether a cancellation of `request_id` was received."""
-        return request_id in self._cancelled
+    def was_cancelled(self, tenant_id: str, request_id: str) -> bool:
+        """Whether a cancellation of the tenant's `request_id` was received."""
+        return (tenant_id, request_id) in self._cancelled
 
 
 def cancelled_result(task: LlmTask, last_sequence: int = 0) -> LlmResult:
@@ -162,22 +168,56 @@ class TaskRunner:
             return await self._run(task, still_owned)
 
     async def _run(self, task: LlmTask, still_owned: StillOwned) -> LlmResult | None:
-        if self._in_flight.was_cancelled(task.request_id):
+        begun: Begun = None
+        async for step in self._retrying():
+            with step:
+                begun = await self._ledger.begin(task)
+        if begun is None:
+            log.info("task %s of %s finished already; skipped", task.task_id, task.request_id)
+            return None
+        attempt: int | None = None
+        if isinstance(begun, LlmResult):
+            # Recorded by an attempt that stopped before (or while) publishing it.
+            log.info("task %s of %s: publishing its recorded result", task.task_id, task.request_id)
+            result = begun
+        elif self._in_flight.was_cancelled(task.tenant_id, task.request_id):
             log.info("%s was cancelled before its task %s ran", task.request_id, task.task_id)
-            result = cancelled_result(task)
+            attempt, result = begun, cancelled_result(task)
         else:
-            attempt = None
-            async for step in self._retrying():
-                with step:
-                    attempt = await self._ledger.begin(task)
-            if attempt is None:
-                log.info("task %s of %s finished already; skipped", task.task_id, task.request_id)
-                return None
+            attempt = begun
             if attempt > 1:
                 log.warning("task %s of %s: attempt %d", task.task_id, task.request_id, attempt)
             result = await self._generate(task, attempt)
+        if attempt is not None:
+            result.attempt = attempt
         if not await still_owned():
             raise NotOwnedError(task.task_id)
+        # Shielded: a run cancelled now (its partition was reassigned) still records and
+        # publishes the result it has, instead of leaving a record that a redelivery cannot
+        # tell apart from one never published.
+        return await asyncio.shield(self._deliver(task, attempt, result))
+
+    async def _deliver(
+        self, task: LlmTask, attempt: int | None, result: LlmResult
+    ) -> LlmResult | None:
+        """Record the result (unless a later attempt superseded this one), publish it, and
+        mark the generation finished."""
+        if attempt is not None:
+            settled = False
+            async for step in self._retrying():
+                with step:
+                    settled = await self._ledger.settle(task, attempt, result)
+            if not settled:
+                log.warning(
+                    "task %s of %s: attempt %d superseded by a later one; result dropped",
+                    task.task_id,
+                    task.request_id,
+                    attempt,
+                )
+                # Not finished here: the later attempt may be abandoned in turn (its partition
+                # moved again), and committing this record would then lose the turn. Left
+                # uncommitted, it is run again wherever its partition ends up.
+                raise NotOwnedError(task.task_id)
         result_topic = task.result_topic or self._default_result_topic
         async for step in self._retrying():
             with step:
@@ -189,7 +229,7 @@ class TaskRunner:
 
     async def _generate(self, task: LlmTask, attempt: int) -> LlmResult:
         async def send(event: ChatEvent) -> None:
-            await self._publisher.reply(task.reply_topic, event)
+            await self._publisher.reply(task.reply_topic, event, task.tenant_id)
 
         generation = asyncio.create_task(
             generate(
@@ -202,7 +242,7 @@ class TaskRunner:
                 sleep=self._sleep,
             )
         )
-        self._in_flight.add(task.request_id, generation)
+        self._in_flight.add(task.tenant_id, task.request_id, generation)
         try:
             return await generation
         except asyncio.CancelledError:
@@ -216,4 +256,4 @@ class TaskRunner:
         finally:
             if not generation.done():
                 generation.cancel()
-            self._in_flight.remove(task.request_id, generation)
+            self._in_flight.remove(task.tenant_id, task.request_id, generation)

@@ -12,7 +12,13 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
-from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
+from switchboard.common.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    PartitionLostError,
+    Record,
+)
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
     create_broker,
@@ -22,7 +28,11 @@ from switchboard.common.kafka import (
 )
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import consumer_span, decode_or_dead_letter_record
+from switchboard.common.records import (
+    consumer_span,
+    dead_letter_sink,
+    decode_or_dead_letter_record,
+)
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -90,9 +100,9 @@ class TurnRecordHandler:
             if turn is None:
                 TURNS.labels("invalid").inc()
                 return
-            await self._store_turn(turn)
+            await self._store_turn(turn, lease)
 
-    async def _store_turn(self, turn: CompletedTurn) -> None:
+    async def _store_turn(self, turn: CompletedTurn, lease: Lease) -> None:
         settings = self._settings
         key = (turn.tenant_id, turn.conversation_id)
         messages = messages_of(turn)
@@ -109,6 +119,10 @@ class TurnRecordHandler:
             log.info("turn %s of deleted conversation %s dropped", turn.request_id, key[1])
             return
         TURNS.labels("stored").inc()
+        # The write is idempotent, the summary plan is not: a record whose partition moved
+        # mid-rebalance leaves the plan to the new owner, which stores the turn again.
+        if not await lease.held():
+            raise PartitionLostError(f"turn {turn.request_id}")
         async for attempt in retrying(
             settings.write_attempts, settings.write_backoff_max_s, TRANSIENT
         ):
@@ -206,6 +220,13 @@ async def serve(settings: MemorySettings) -> None:
         capacity=Capacity(settings.max_concurrent_writes),
         retry_backoff_s=settings.write_backoff_max_s,
         ordered_by_key=True,
+        # No client waits on a stored turn; a turn set aside can be replayed from its DLQ.
+        dead_letter=dead_letter_sink(
+            broker,
+            group_id=settings.consumer_group,
+            attempts=settings.write_attempts,
+            backoff_max_s=settings.write_backoff_max_s,
+        ),
     )
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await turns_consumer.start()

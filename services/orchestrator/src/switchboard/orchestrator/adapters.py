@@ -58,20 +58,47 @@ class MemoryClient:
         await self._channel.close()
 
 
+# Stores a turn's first state only if it has none (one round trip, atomic).
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'turn', ARGV[1], 'task', ARGV[2], 'meta', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 class RedisTurnStore:
-    """What the orchestrator must remember between a task and its result, with a TTL."""
+    """What the orchestrator must remember between a task and its result, with a TTL,
+    by tenant and request id."""
 
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._create = redis.register_script(_CREATE)
 
     @staticmethod
-    def _key(request_id: str) -> str:
-        return f"sb:turn:{request_id}"
+    def _key(tenant_id: str, request_id: str) -> str:
+        return f"sb:{tenant_id}:turn:{request_id}"
+
+    async def create(self, state: TurnState) -> TurnState:
+        """Store a turn's first state unless it has one; returns the state that holds."""
+        created = await self._create(
+            keys=[self._key(state.turn.tenant_id, state.turn.request_id)],
+            args=[
+                state.turn.SerializeToString(),
+                state.task.SerializeToString(),
+                state.to_json(),
+                self._ttl_s,
+            ],
+        )
+        if created:
+            return state
+        existing = await self.load(state.turn.tenant_id, state.turn.request_id)
+        return existing if existing is not None else state
 
     async def save(self, state: TurnState) -> None:
         """Remember a turn whose next task is about to be published."""
-        key = self._key(state.turn.request_id)
+        key = self._key(state.turn.tenant_id, state.turn.request_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
@@ -84,16 +111,28 @@ class RedisTurnStore:
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
 
-    async def load(self, request_id: str) -> TurnState | None:
+    async def load(self, tenant_id: str, request_id: str) -> TurnState | None:
         """The turn's state, or None when it finished already or expired."""
-        fields = cast(dict[bytes, bytes], await self._redis.hgetall(self._key(request_id)))
+        fields = cast(
+            dict[bytes, bytes], await self._redis.hgetall(self._key(tenant_id, request_id))
+        )
         if not fields:
             return None
-        return TurnState.from_parts(fields[b"turn"], fields[b"task"], fields[b"meta"].decode())
+        state = TurnState.from_parts(fields[b"turn"], fields[b"task"], fields[b"meta"].decode())
+        # The key holds the tenant; the stored turn must agree before it is reused.
+        return state if state.turn.tenant_id == tenant_id else None
 
-    async def forget(self, request_id: str) -> None:
-        """Drop a finished turn."""
-        await self._redis.delete(self._key(request_id))
+    async def forget(self, tenant_id: str, request_id: str) -> None:
+        """Drop a finished turn, remembering for the TTL that it ended."""
+        key = self._key(tenant_id, request_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.set(f"{key}:ended", b"1", ex=self._ttl_s)
+            await pipe.execute()
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        """Whether the turn ended within the TTL."""
+        return bool(await self._redis.exists(f"{self._key(tenant_id, request_id)}:ended"))
 
 
 class RedisResponseCache:

@@ -15,12 +15,24 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
-from switchboard.common.consumer import Capacity, ConcurrentConsumer, Lease, Record
+from switchboard.common.consumer import (
+    Capacity,
+    ConcurrentConsumer,
+    Lease,
+    PartitionLostError,
+    Record,
+)
+from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker, publish
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import consumer_span, decode_or_dead_letter_record
+from switchboard.common.records import (
+    consumer_span,
+    dead_letter_sink,
+    decode_or_dead_letter_record,
+    record_headers,
+)
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -52,8 +64,10 @@ class KafkaOutbox:
         self._broker = broker
         self._topics = topics
 
-    async def reply(self, topic: str, event: ChatEvent) -> None:
-        await publish(self._broker, topic, event, key=event.request_id)
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        await publish(
+            self._broker, turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
+        )
 
     async def task(self, task: LlmTask) -> None:
         await publish(
@@ -117,6 +131,10 @@ class RecordHandler:
             )
             if message is None:
                 return
+            # A record whose partition moved mid-rebalance is left to its new owner, so that
+            # two members never run one step side by side.
+            if not await lease.held():
+                raise PartitionLostError(f"{record.topic}[{record.partition}]@{record.offset}")
             async for attempt in retrying(
                 self._settings.step_attempts, self._settings.step_backoff_max_s, TRANSIENT
             ):
@@ -125,6 +143,17 @@ class RecordHandler:
                         await self._engine.on_request(message)
                     elif isinstance(message, LlmResult):
                         await self._engine.on_result(message)
+
+    async def abandon(self, record: Record, error: str) -> None:
+        """Tell the client of a dead-lettered record's turn (its dead-letter sink's notice)."""
+        message_type: type[TurnRequest | LlmResult] = (
+            TurnRequest if record.topic == self._requests_topic else LlmResult
+        )
+        try:
+            message = decode(record.value or b"", record_headers(record), message_type)
+        except PoisonMessageError:
+            return  # no turn to tell
+        await self._engine.abandon(message, error)
 
 
 def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> Resources:
@@ -201,6 +230,13 @@ async def serve(settings: OrchestratorSettings) -> None:
         capacity=Capacity(settings.max_concurrency),
         retry_backoff_s=settings.step_backoff_max_s,
         ordered_by_key=True,
+        dead_letter=dead_letter_sink(
+            broker,
+            group_id=settings.consumer_group,
+            attempts=settings.step_attempts,
+            backoff_max_s=settings.step_backoff_max_s,
+            notify=resources.handler.abandon,
+        ),
     )
     async with asyncio.timeout(settings.kafka.connect_timeout_s):
         await consumer.start()

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from switchboard.common.tenants import tool_url_problem
 from switchboard.v1.events_pb2 import ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -257,9 +258,9 @@ class HttpToolDefinition(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http(s) URL")
+        problem = tool_url_problem(value)
+        if problem is not None:
+            raise ValueError(f"url {problem}")
         return value
 
     @field_validator("parameters")

@@ -22,13 +22,16 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
+from pydantic import ValidationError
 
+from switchboard.common.consumer import UnprocessableError
 from switchboard.common.redaction import (
     ALL_KINDS,
     SECRET_KINDS,
     Kind,
     Redactor,
 )
+from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator import metrics
 from switchboard.orchestrator.guardrails import (
@@ -89,7 +92,10 @@ HANDOFF = "handoff"
 class Outbox(Protocol):
     """Where the engine's messages go (Kafka in production)."""
 
-    async def reply(self, topic: str, event: ChatEvent) -> None: ...
+    async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
+        """Send `event` to the turn's client (its gateway's reply topic, tagged with the
+        turn's tenant so that it reaches no other tenant's stream)."""
+        ...
 
     async def task(self, task: LlmTask) -> None: ...
 
@@ -121,11 +127,24 @@ class ResponseCache(Protocol):
 
 
 class StateStore(Protocol):
+    """Turn states by (tenant, request id): request ids are chosen by clients, so one
+    tenant's id must never reach another tenant's turn."""
+
     async def save(self, state: "TurnState") -> None: ...
 
-    async def load(self, request_id: str) -> "TurnState | None": ...
+    async def create(self, state: "TurnState") -> "TurnState":
+        """Store `state` unless the turn has one already; returns the one that holds."""
+        ...
 
-    async def forget(self, request_id: str) -> None: ...
+    async def load(self, tenant_id: str, request_id: str) -> "TurnState | None": ...
+
+    async def forget(self, tenant_id: str, request_id: str) -> None:
+        """Drop a finished turn's state, remembering (for the state's TTL) that it ended."""
+        ...
+
+    async def finished(self, tenant_id: str, request_id: str) -> bool:
+        """Whether the turn ended already (a late copy of its request must not run it)."""
+        ...
 
 
 RegistryFactory = Callable[[TenantConfig], ToolRegistry]
@@ -256,10 +275,15 @@ class TurnEngine:
 
     async def on_request(self, turn: TurnRequest) -> None:
         """Handle a user message from `chat.requests`."""
-        existing = await self._states.load(turn.request_id)
+        existing = await self._states.load(turn.tenant_id, turn.request_id)
         if existing is not None:
-            # Redelivered after the task went out: publishing it again is harmless.
+            # Redelivered after the task went out: publishing it again is harmless (the
+            # workers run one generation per request and sequence base).
             await self._outbox.task(existing.task)
+            return
+        if await self._states.finished(turn.tenant_id, turn.request_id):
+            # A late copy (redelivered, or published again after an unacknowledged send).
+            log.info("turn %s ended already; its request is ignored", turn.request_id)
             return
         with tracer.start_as_current_span("orchestrator.turn") as span:
             span.set_attribute("switchboard.request_id", turn.request_id)
@@ -369,14 +393,16 @@ class TurnEngine:
             flags=flags,
             cache_key=cache_key,
         )
-        await self._states.save(state)
-        await self._outbox.task(task)
+        # Created only if absent: two starts of one turn (a redelivery while the first ran, or
+        # two owners across a rebalance) publish the same task, never two competing ones.
+        state = await self._states.create(state)
+        await self._outbox.task(state.task)
 
     # ---- a result ----
 
     async def on_result(self, result: LlmResult) -> None:
         """Handle a finished generation from `llm.results`."""
-        state = await self._states.load(result.request_id)
+        state = await self._states.load(result.tenant_id, result.request_id)
         if state is None:
             log.info("no open turn for %s; result ignored", result.request_id)
             return
@@ -401,14 +427,14 @@ class TurnEngine:
         state.cost_usd += result.cost_usd
         if result.HasField("error"):
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=result.last_sequence + 1,
                     error=result.error,
                 ),
             )
-            await self._states.forget(turn.request_id)
+            await self._states.forget(turn.tenant_id, turn.request_id)
             return
 
         tenant = await self._tenant(turn.tenant_id)
@@ -439,7 +465,7 @@ class TurnEngine:
         for call in result.tool_calls:
             sequence += 1
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=sequence,
@@ -456,7 +482,7 @@ class TurnEngine:
         for outcome in outcomes:
             sequence += 1
             await self._outbox.reply(
-                turn.reply_topic,
+                turn,
                 ChatEvent(
                     request_id=turn.request_id,
                     sequence=sequence,
@@ -467,7 +493,7 @@ class TurnEngine:
                 sequence += 1
                 state.ticket_id = outcome.handoff.ticket_id
                 await self._outbox.reply(
-                    turn.reply_topic,
+                    turn,
                     ChatEvent(
                         request_id=turn.request_id,
                         sequence=sequence,
@@ -505,7 +531,7 @@ class TurnEngine:
         turn = state.turn
         sequence = result.last_sequence + 1
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=sequence,
@@ -557,7 +583,7 @@ class TurnEngine:
             )
         )
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=result.last_sequence + 1,
@@ -584,7 +610,7 @@ class TurnEngine:
                 {"text": reply.text, "model": result.model, "tier": result.tier},
                 ttl,
             )
-        await self._states.forget(turn.request_id)
+        await self._states.forget(turn.tenant_id, turn.request_id)
 
     # ---- answers the engine gives itself ----
 
@@ -626,7 +652,7 @@ class TurnEngine:
         for sequence, event in enumerate(events, start=1):
             event.request_id = turn.request_id
             event.sequence = sequence
-            await self._outbox.reply(turn.reply_topic, event)
+            await self._outbox.reply(turn, event)
 
     async def _hand_off(
         self,
@@ -687,7 +713,7 @@ class TurnEngine:
         ):
             event.request_id = turn.request_id
             event.sequence = sequence
-            await self._outbox.reply(turn.reply_topic, event)
+            await self._outbox.reply(turn, event)
 
     async def _complete(self, record: CompletedTurn) -> None:
         metrics.record_completed(record)
@@ -696,7 +722,7 @@ class TurnEngine:
     async def _fail(self, turn: TurnRequest, code: str, message: str) -> None:
         metrics.TURN_ERRORS.labels(code).inc()
         await self._outbox.reply(
-            turn.reply_topic,
+            turn,
             ChatEvent(
                 request_id=turn.request_id, sequence=1, error=Error(code=code, message=message)
             ),
@@ -704,8 +730,40 @@ class TurnEngine:
 
     # ---- helpers ----
 
+    async def abandon(self, message: TurnRequest | LlmResult, error: str) -> None:
+        """A record of this turn was given up on (dead-lettered): end the turn for its
+        client with a clear `error`, numbered above anything a generation can have sent."""
+        turn: TurnRequest | None = message if isinstance(message, TurnRequest) else None
+        state = await self._states.load(message.tenant_id, message.request_id)
+        if state is not None:
+            turn = state.turn
+        if turn is None or not turn.reply_topic:
+            return
+        metrics.TURN_ERRORS.labels("INTERNAL").inc()
+        await self._outbox.reply(
+            turn,
+            ChatEvent(
+                request_id=turn.request_id,
+                sequence=FINAL_SEQUENCE,
+                error=Error(
+                    code="INTERNAL",
+                    message=f"the turn could not be processed and was set aside: {error[:300]}",
+                ),
+            ),
+        )
+        await self._states.forget(turn.tenant_id, turn.request_id)
+
     async def _tenant(self, tenant_id: str) -> TenantConfig:
-        tenant = await self._tenants.get(tenant_id)
+        try:
+            tenant = await self._tenants.get(tenant_id)
+        except ValidationError as exc:
+            # Retrying cannot help until the configuration is fixed.
+            raise UnprocessableError(
+                f"the configuration of tenant {tenant_id} is invalid: "
+                + "; ".join(
+                    f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+            ) from exc
         if tenant is None:
             # The gateway authenticated the key, so the tenant exists; it may just not be
             # configured here yet. Default policies are safe ones.
