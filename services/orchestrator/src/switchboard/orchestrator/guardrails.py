@@ -113,6 +113,18 @@ class _Rule:
     name: str
     weight: float
     pattern: re.Pattern[str]
+    # Substrings (lower case) one of which the text must hold for the pattern to be tried:
+    # a C-speed `in` test spares the long alternations most messages.
+    triggers: tuple[str, ...] = ()
+
+
+# Every _SELF_CONFIG alternative holds one of these.
+_SELF_CONFIG_TRIGGERS = (
+    "system", "sys", "prompt", "instruction", "message", "prefix", "rule", "configuration",
+    "amble", "initiali", "config", "meta", "messages[", "role", "constraints", "polic",
+    "programming", "guideline", "directive", "above", "before", "turn zero", "contract",
+    "sistem", "promptul", "систем", "提示", "指令", "设置", "システム", "프롬프트", "موجه",
+)  # fmt: skip
 
 
 _RULES = (
@@ -223,11 +235,13 @@ _RULES = (
             rf"|(?:{_SELF_CONFIG})[^.?!\n]{{0,40}}?(?:{_DISCLOSE_AFTER})",
             re.IGNORECASE,
         ),
+        _SELF_CONFIG_TRIGGERS,
     ),
     _Rule(
         "self-configuration mention",
         0.3,
         re.compile(rf"(?:{_SELF_CONFIG})", re.IGNORECASE),
+        _SELF_CONFIG_TRIGGERS,
     ),
     _Rule(
         "new instructions",
@@ -352,6 +366,12 @@ _CONFUSABLES = str.maketrans(
     "aeopcxyijsdhkmtbhAEOPCXYIJSKMTBHaoeptuvkAEOPTYNKIBHMZ",
 )
 _LATIN = re.compile(r"[A-Za-z]")
+_LEET_MARK = re.compile(r"[A-Za-z][0134579@$!]|[0134579@$][A-Za-z]")
+# The words attacks are made of, as rot13 and reversed text show them.
+_ATTACK_WORDS = ("ignore", "instruction", "prompt", "system", "previous", "reveal", "rules")
+_ROT13_MARK = re.compile("|".join(codecs.encode(w, "rot13") for w in _ATTACK_WORDS), re.I)
+_REVERSED_MARK = re.compile("|".join(w[::-1] for w in _ATTACK_WORDS), re.I)
+_SPLIT_MARK = re.compile(r'[|{}\[\]_`"]|\n')
 _LOOKALIKE = re.compile("[аеорсхуіјѕԁһкмтвнАЕОРСХУІЈЅКМТВНαοερτυνΑΕΟΡΤΥΝΚΙΒΗΜΖ]")
 
 
@@ -371,20 +391,23 @@ class InjectionDetector:
             variants.append(("spaced letters", despaced))
         if _LOOKALIKE.search(base) and _LATIN.search(base):
             variants.append(("confusable letters", base.translate(_CONFUSABLES)))
-        leet = base.translate(_LEET)
-        if leet != base:
-            variants.append(("leetspeak", leet))
+        # Each decoding runs only when the text shows its mark (digits inside words, the
+        # key words of attacks rot13-encoded or reversed, JSON or table punctuation): the
+        # rules then run on two or three variants, not ten.
+        if _LEET_MARK.search(base):
+            variants.append(("leetspeak", base.translate(_LEET)))
         variants.extend(("base64", d) for d in _decoded_base64(base))
         variants.extend(("hex", d) for d in _decoded_hex(base))
-        variants.append(("rot13", codecs.encode(base, "rot13")))
+        if _ROT13_MARK.search(base):
+            variants.append(("rot13", codecs.encode(base, "rot13")))
         if base.count("%") >= 3:
             variants.append(("percent-encoding", normalize(urllib.parse.unquote(base))))
-        # Payload splitting: the pieces of a JSON object, a markdown table, code or an
-        # identifier_with_underscores read as one sentence.
-        collapsed = _COLLAPSE.sub(" ", base).strip()
-        if collapsed != base:
-            variants.append(("split payload", collapsed))
-        variants.append(("reversed", base[::-1]))
+        if _SPLIT_MARK.search(base):
+            # Payload splitting: the pieces of a JSON object, a markdown table, code or an
+            # identifier_with_underscores read as one sentence.
+            variants.append(("split payload", _COLLAPSE.sub(" ", base).strip()))
+        if _REVERSED_MARK.search(base):
+            variants.append(("reversed", base[::-1]))
 
         best: dict[str, tuple[float, str]] = {}
         for encoding, variant in variants:
@@ -416,7 +439,10 @@ class InjectionDetector:
 
     @staticmethod
     def _rules(text: str) -> Iterable[tuple[str, float]]:
+        folded = text.lower()
         for rule in _RULES:
+            if rule.triggers and not any(t in folded for t in rule.triggers):
+                continue
             if rule.pattern.search(text):
                 yield rule.name, rule.weight
         for pattern in (_OVERRIDE_TARGET, _OVERRIDE_OTHER, _OVERRIDE_ANY_SCRIPT):

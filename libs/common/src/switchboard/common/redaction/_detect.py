@@ -50,6 +50,25 @@ def _luhn_card(digits: str) -> bool:
     return bool(luhn.is_valid(digits))
 
 
+def _card_end(candidate: str) -> int | None:
+    """Where the card number in a run of digit groups ends, or None when it holds none.
+
+    The run may go on past the card ("4111 1111 1111 1111 09 27"): the longest prefix of
+    whole groups grouped as cards are (4-4-4-4, 4-6-5, ...; or one block) is tried first.
+    """
+    groups = list(re.finditer(r"\d+", candidate))
+    separators = {candidate[a.end() : b.start()] for a, b in zip(groups, groups[1:], strict=False)}
+    if len(separators) > 1:
+        return None  # one separator throughout, as people write cards
+    for count in range(len(groups), 0, -1):
+        lengths = tuple(len(g.group()) for g in groups[:count])
+        if count > 1 and lengths not in p.CARD_GROUPINGS:
+            continue  # e.g. the digits of an IBAN, or a list of numbers
+        if _luhn_card("".join(g.group() for g in groups[:count])):
+            return groups[count - 1].end()
+    return None
+
+
 def _entropy(token: str) -> float:
     counts = Counter(token)
     return -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())
@@ -151,16 +170,12 @@ class Redactor:
 
     def _cards(self, text: str) -> Iterable[Finding]:
         for m in p.CARD.finditer(text):
-            groups = tuple(len(g) for g in re.split(r"[ .-]", m.group()))
-            if len(groups) > 1 and groups not in p.CARD_GROUPINGS:
-                continue  # e.g. the digits of an IBAN, or a list of numbers
-            if len(set(re.findall(r"[ .-]", m.group()))) > 1:
-                continue  # one separator throughout, as people write cards
-            if not _luhn_card(re.sub(r"\D", "", m.group())):
+            end = _card_end(m.group())
+            if end is None:
                 continue
-            yield Finding(m.start(), m.end(), Kind.CARD)
+            yield Finding(m.start(), m.start() + end, Kind.CARD)
             # The expiry date and code typed right after the number belong to it.
-            position = m.end()
+            position = m.start() + end
             for _ in range(2):
                 after = p.AFTER_CARD.match(text[position : position + 16])
                 if after is None:

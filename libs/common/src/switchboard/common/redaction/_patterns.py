@@ -92,10 +92,12 @@ _EXPIRY_WORDS = (
 EXPIRY = r"(?:0?[1-9]|1[0-2])\s?[/.-]\s?(?:20)?\d{2}"
 CARD_EXPIRY = re.compile(
     rf"(?i)\b(?:{_EXPIRY_WORDS})(?!\w)\s*(?:(?:on|is|es|est|ist|le|am|:|=)\s*){{0,2}}"
-    rf"({EXPIRY})(?![\d/.-])"
+    rf"({EXPIRY})(?![\d/]|[.-]\d)"
 )
 # An expiry date or a 3-4 digit code right after a card number, without a keyword.
-AFTER_CARD = re.compile(rf"^[\s,;:/-]{{0,4}}(?:({EXPIRY})(?![\d/.-])|(\d{{3,4}})(?![\d/.-]))")
+AFTER_CARD = re.compile(
+    rf"^[\s,;:/-]{{0,4}}(?:({EXPIRY})(?![\d/]|[.-]\d)|(\d{{3,4}})(?![\d/]|[.-]\d))"
+)
 
 # ---- e-mail ---------------------------------------------------------------------------
 
@@ -159,14 +161,19 @@ PASSWORD_KEYWORDS = (
     r"|contraseña|clave|mot de passe|mdp|passwort|kennwort|geheimzahl|senha|wachtwoord"
     r"|hasło|parola d'ordine|codice pin"
 )
-_PASSWORD_CONNECTORS = r"is|was|is now|=|:|:=|ist|lautet|es|est|era|é|è|to|sera|será|wäre"
+_PASSWORD_CONNECTORS = (
+    r"is|was|is now|=|:|:=|ist|lautet|es|est|era|é|è|to|sera|será|wäre|'s|\u2019s"
+)
 # "the password for the portal is X": a few words may sit between the keyword and "is".
 _BETWEEN = (
     r"(?:\s+(?:for|of|on|to|de|du|des|für|zu|per|para|van|voor|del|della|do|da|dell')"
     r"(?:\s+[\w'-]+){1,3}?)?"
 )
+# "my password, it is X", "the PIN? it's X"
+_RESTATED = r"(?:[,;?]?\s*(?:it|that|this)\s*(?='|\u2019|\s))?"
 PASSWORD = re.compile(
-    rf"(?i)\b(?:{PASSWORD_KEYWORDS})\b{_BETWEEN}\s*(?:(?:{_PASSWORD_CONNECTORS})(?![\w])\s*"
+    rf"(?i)\b(?:{PASSWORD_KEYWORDS})\b{_BETWEEN}{_RESTATED}\s*(?:(?:{_PASSWORD_CONNECTORS})"
+    r"(?![\w])\s*"
     r"[:=]?|[:=])\s*"
     r"(?:[\"'\u201c\u2018]([^\"'\u201d\u2019\n]{1,64})[\"'\u201d\u2019]|(\S{1,64}?))"
     r"(?=[.,;!?)]*(?:\s|$))"
