@@ -1,5 +1,6 @@
 """The one-shot redactor: normalise, run the detectors, map findings back, replace."""
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -57,7 +58,7 @@ def _card_end(candidate: str) -> int | None:
     whole groups grouped as cards are (4-4-4-4, 4-6-5, ...; or one block) is tried first.
     """
     groups = list(re.finditer(r"\d+", candidate))
-    separators = {candidate[a.end() : b.start()] for a, b in zip(groups, groups[1:], strict=False)}
+    separators = {candidate[a.end() : b.start()] for a, b in itertools.pairwise(groups)}
     if len(separators) > 1:
         return None  # one separator throughout, as people write cards
     for count in range(len(groups), 0, -1):

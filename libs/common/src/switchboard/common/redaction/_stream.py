@@ -17,7 +17,8 @@ _HOLD_RULES = tuple(
         # the word being written, if it is made of characters e-mails, keys and ids use
         r"[A-Za-z0-9@._%+\-=:/~\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+$",
         # digit groups that may continue: cards, phones, national ids
-        r"(?<![A-Za-z0-9])(?:[+(]|[+(]?\d[\d \-.()/\u00ad\u200b-\u200f\u2060-\u2064\ufeff\uff0d]*)$",
+        r"(?<![A-Za-z0-9])(?:[+(]|[+(]?\d"
+        r"[\d \-.()/\u00ad\u200b-\u200f\u2060-\u2064\ufeff\uff0d]*)$",
         # an IBAN in groups
         r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}[A-Za-z0-9 \-]*$",
         # a keyword whose value is still being written
