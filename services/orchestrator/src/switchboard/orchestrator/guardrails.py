@@ -276,6 +276,15 @@ _RULES = (
         ),
     ),
     _Rule(
+        # Alone it is a product question ("turn off the safety lock on the dishwasher").
+        "safety switch-off",
+        0.35,
+        _rx(
+            r"\b(?:disable|turn off|remove|deactivate|switch off)\b[^.\n]{0,20}\b(?:content "
+            r"|safety )?(?:filters?|safety|guardrails|restrictions|moderation|safeguards)\b",
+        ),
+    ),
+    _Rule(
         # Indirect injection: instructions about the assistant's reply, the mark of a
         # pasted e-mail, document or tool result that talks to the model.
         "directive about the reply",
