@@ -14,7 +14,8 @@ REDACTOR = Redactor()
 
 # (text, the kinds that must be found); an empty tuple means nothing may be found.
 POSITIVES = [
-    ("My card is 4111 1111 1111 1111, exp 12/27", (Kind.CARD,)),
+    # The expiry date next to a card is part of the card data.
+    ("My card is 4111 1111 1111 1111, exp 12/27", (Kind.CARD, Kind.CARD)),
     ("Charge 5500-0000-0000-0004 please", (Kind.CARD,)),
     ("amex 3782 822463 10005", (Kind.CARD,)),
     ("card:6011111111111117.", (Kind.CARD,)),

@@ -18,7 +18,7 @@ from switchboard.gateway.requests import RequestRecord, RequestState, fingerprin
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
-from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, GetConversationRequest
+from switchboard.v1.chat_pb2 import ChatEvent, ChatOptions, ChatRequest, GetConversationRequest
 from switchboard.v1.events_pb2 import TurnRequest
 
 from .fakes import (
@@ -534,3 +534,26 @@ async def test_a_publish_of_unknown_outcome_asks_for_a_retry_with_the_same_reque
     events = await chat(gateway, request)
     assert kinds(events) == ["started", "delta", "delta", "done"]
     assert [t.request_id for t in gateway.publisher.turns] == ["r-unknown", "r-unknown"]
+
+
+async def test_secrets_are_redacted_before_the_turn_is_published_or_fingerprinted(
+    gateway: Gateway,
+) -> None:
+    message = "card 4111 1111 1111 1111 cvv 737, mail bob@example.com"
+    request = ChatRequest(
+        message=message,
+        user_id="u",
+        request_id="r-secret",
+        options=ChatOptions(metadata={"note": "my password is Hunter2x"}),
+    )
+    _ = [e async for e in gateway.stub.Chat(request, metadata=KEY)]
+    turn = gateway.publisher.turns[0]
+    # The default tenant policy redacts personal data for the provider too.
+    assert turn.message == "card [CARD] cvv [CARD], mail [EMAIL]"
+    assert turn.options.metadata["note"] == "my password is [PASSWORD]"
+    record = gateway.requests.records["acme/r-secret"]
+    redacted = ChatRequest()
+    redacted.CopyFrom(request)
+    redacted.message = turn.message
+    redacted.options.metadata["note"] = turn.options.metadata["note"]
+    assert record.fingerprint == fingerprint(redacted) != fingerprint(request)

@@ -46,8 +46,9 @@ class ModelPolicy(BaseModel):
 class GuardrailPolicy(BaseModel):
     """What the guardrails do for a tenant."""
 
-    # Redact personal data (e-mails, phones, national ids) before the provider sees it.
-    # Secrets (cards, IBANs, keys, passwords) are always redacted, and storage always is.
+    # Redact personal data (e-mails, phones) before the provider sees it (at the gateway).
+    # Secrets (cards, IBANs, keys, passwords) and national ids are always redacted at the
+    # gateway, before anything is published or stored; storage is always fully redacted.
     redact_pii: bool = True
     prompt_injection: Literal["block", "flag", "off"] = "block"
     blocked_topics: list[str] = Field(default_factory=list)

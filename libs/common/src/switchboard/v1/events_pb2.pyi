@@ -224,6 +224,7 @@ class LlmTask(_message.Message):
     SEQUENCE_BASE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REDACT_OUTPUT_FIELD_NUMBER: _builtins.int
+    PHONE_REGIONS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     tenant_id: _builtins.str
     conversation_id: _builtins.str
@@ -249,6 +250,10 @@ class LlmTask(_message.Message):
     def params(self) -> Global___GenerationParams: ...
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def phone_regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tenant's phone regions (ISO 3166 codes) for the output redactor; empty = defaults."""
+
     def __init__(
         self,
         *,
@@ -266,10 +271,11 @@ class LlmTask(_message.Message):
         sequence_base: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         redact_output: _builtins.bool = ...,
+        phone_regions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "messages", b"messages", "metadata", b"metadata", "models", b"models", "params", b"params", "redact_output", b"redact_output", "reply_topic", b"reply_topic", "request_id", b"request_id", "result_topic", b"result_topic", "sequence_base", b"sequence_base", "task_id", b"task_id", "tenant_id", b"tenant_id", "tier", b"tier", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "messages", b"messages", "metadata", b"metadata", "models", b"models", "params", b"params", "phone_regions", b"phone_regions", "redact_output", b"redact_output", "reply_topic", b"reply_topic", "request_id", b"request_id", "result_topic", b"result_topic", "sequence_base", b"sequence_base", "task_id", b"task_id", "tenant_id", b"tenant_id", "tier", b"tier", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

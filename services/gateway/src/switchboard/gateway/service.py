@@ -28,6 +28,7 @@ from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError
 from switchboard.gateway.conversations import ConversationMethods
 from switchboard.gateway.directory import ConversationDirectory, DirectoryUnavailableError
 from switchboard.gateway.quotas import Quotas, QuotaUnavailableError, Refusal, retry_after_ms
+from switchboard.gateway.redaction import RequestRedactor
 from switchboard.gateway.replies import (
     ReplyRouter,
     ReplyStream,
@@ -229,6 +230,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self._reply_idle_timeout_s = reply_idle_timeout_s
         self._conversations = conversations
         self._disconnect_grace_s = disconnect_grace_s
+        self._redaction = RequestRedactor()
         # Replies kept going for a retry after their caller left (see _keep_for_retry).
         self._orphans: set[asyncio.Task[None]] = set()
 
@@ -242,6 +244,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         tenant_id = tenant.tenant_id
         # The request store's id: scoped by tenant (request ids are chosen by clients).
         key = request_key(tenant_id, request_id)
+        # From here on only the redacted request exists: it is what is fingerprinted,
+        # recorded and published, so no secret comes to rest anywhere.
+        raw_user_id = request.user_id
+        request = self._redaction.chat_request(request, tenant)
         request_print = fingerprint(request)
 
         # The span is made current only around the steps that do not yield: a generator
@@ -268,7 +274,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 await self._require_conversation(context, tenant, request.conversation_id)
 
             refusal = await self._unavailable_on_error(
-                context, self._quotas.admit(tenant, request.user_id)
+                context, self._quotas.admit(tenant, raw_user_id)
             )
             if refusal is not None:
                 CHATS.labels("exhausted").inc()
@@ -685,6 +691,15 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         request: SubmitFeedbackRequest,
         context: grpc.aio.ServicerContext[SubmitFeedbackRequest, SubmitFeedbackResponse],
     ) -> SubmitFeedbackResponse:
-        tenant_id = await self._tenant_or_abort(context)
+        tenant = await self._authenticate(context)
+        if self._conversations is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "conversation methods are not configured"
+            )
+        if request.comment:
+            redacted = SubmitFeedbackRequest()
+            redacted.CopyFrom(request)
+            redacted.comment = self._redaction.text(request.comment, tenant)
+            request = redacted
         assert self._conversations is not None
-        return await self._conversations.submit_feedback(tenant_id, request, context)
+        return await self._conversations.submit_feedback(tenant.tenant_id, request, context)

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from switchboard.common.redaction import StreamingRedactor
+from switchboard.common.redaction import Redactor, StreamingRedactor
 from switchboard.common.sequencing import ATTEMPT_STRIDE
 from switchboard.llm_worker.providers import (
     Finished,
@@ -407,7 +407,7 @@ class Generation:
         relay = DeltaRelay(
             self._channel,
             Coalescer(policy.coalesce_window_s, policy.coalesce_max_chars),
-            StreamingRedactor() if self._task.redact_output else None,
+            _output_redactor(self._task) if self._task.redact_output else None,
         )
         parts: list[str] = []
         finished: Finished | None = None
@@ -522,3 +522,19 @@ async def generate(
     return await Generation(
         task, models, providers, send, policy, attempt=attempt, sleep=sleep
     ).run()
+
+
+_REDACTORS: dict[tuple[str, ...], Redactor] = {}
+
+
+def _output_redactor(task: LlmTask) -> StreamingRedactor:
+    """A streaming redactor for the task's tenant: its phone regions, else the defaults."""
+    regions = tuple(task.phone_regions)
+    if not regions:
+        return StreamingRedactor()
+    redactor = _REDACTORS.get(regions)
+    if redactor is None:
+        if len(_REDACTORS) >= 256:  # bounded: a few region sets in practice
+            _REDACTORS.clear()
+        redactor = _REDACTORS[regions] = Redactor(regions)
+    return StreamingRedactor(redactor)

@@ -11,6 +11,7 @@ import grpc
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.orchestrator.tools import ToolContext
 from switchboard.orchestrator.turns import TurnState
@@ -160,6 +161,7 @@ class MongoTicketStore:
 
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self._collection = client[database][TICKETS_COLLECTION]
+        self._redactor = Redactor()
 
     @staticmethod
     def ticket_id(tenant_id: str, request_id: str) -> str:
@@ -177,7 +179,8 @@ class MongoTicketStore:
                     "conversation_id": context.conversation_id,
                     "request_id": context.request_id,
                     "user_id": context.user_id,
-                    "reason": reason,
+                    # A reason is the model's or the customer's words: stored redacted.
+                    "reason": self._redactor.redact(reason, ALL_KINDS).text,
                     "priority": priority,
                     "status": "open",
                     "created_at": datetime.now(UTC),

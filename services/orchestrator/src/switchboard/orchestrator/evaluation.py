@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from switchboard.common.redaction import ALL_KINDS, Kind, Redactor, StreamingRedactor
+from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor, StreamingRedactor
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.router import CHEAP, FRONTIER, ComplexityClassifier
 
@@ -89,69 +89,151 @@ def evaluate_router(data: Path, prices: dict[str, tuple[float, float]]) -> int:
     return 0
 
 
+# The tenant default (GuardrailPolicy.injection_threshold).
+INJECTION_THRESHOLD = 0.5
+SPLITS = ("dev", "heldout")
+
+
+def _injection_rows(data: Path) -> list[dict[str, Any]]:
+    """Every labelled message with its split. The project's own sets were written together
+    with the rules: they are dev. tests/data/injection_public.jsonl carries its own split,
+    fixed by a hash of the id before any rule was written from it."""
+    rows = [
+        {**r, "split": "dev", "label": "attack", "source": "project"}
+        for r in _load(data / "injection_attacks.jsonl")
+    ]
+    rows += [
+        {**r, "split": "dev", "label": "benign", "category": "look-alike", "source": "project"}
+        for r in _load(data / "benign_lookalikes.jsonl")
+    ]
+    rows += _load(data / "injection_public.jsonl")
+    return rows
+
+
+def _pii_rows(data: Path) -> list[dict[str, Any]]:
+    """PII cases: the project's own (dev, judged by the kinds found) and the public-review
+    set (its own split, judged by which secret strings survive redaction)."""
+    rows: list[dict[str, Any]] = []
+    for case in _load(data / "pii_cases.jsonl"):
+        kinds = case["kinds"]
+        cls = f"{kinds[0].lower()}" if kinds else "ordinary"
+        rows.append({**case, "split": "dev", "class": cls, "secrets": [], "keep": []})
+    rows += _load(data / "pii_public.jsonl")
+    return rows
+
+
+def _percentiles(samples_us: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(samples_us)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _timed(fn: Callable[[str], object], texts: Sequence[str], rounds: int) -> list[float]:
+    samples: list[float] = []
+    for _ in range(rounds):
+        for text in texts:
+            # CPU time of this thread: wall time on a shared machine measures the neighbours.
+            start = time.thread_time()
+            fn(text)
+            samples.append((time.thread_time() - start) * 1e6)
+    return samples
+
+
 def evaluate_guardrails(data: Path) -> int:
-    """Print detection and false-positive rates of the guardrail suites."""
+    """Print, per split, injection recall and benign blocked, PII recall per class,
+    over-redaction of ordinary numbers, and the guardrails' cost per turn."""
     detector = InjectionDetector()
-    threshold = 0.5
-    attacks = _load(data / "injection_attacks.jsonl")
-    benign = _load(data / "benign_lookalikes.jsonl")
-    caught = [a for a in attacks if detector.score(a["text"]).score >= threshold]
-    flagged = [b for b in benign if detector.score(b["text"]).score >= threshold]
-    print(f"prompt injection (threshold {threshold}):")
-    print(f"  detection rate      {len(caught) / len(attacks):6.1%} ({len(caught)}/{len(attacks)})")
-    by_category: dict[str, list[bool]] = {}
-    for a in attacks:
-        hit = detector.score(a["text"]).score >= threshold
-        by_category.setdefault(a["category"], []).append(hit)
-        by_category.setdefault(f"lang:{a['language']}", []).append(hit)
-    for name, hits in sorted(by_category.items()):
-        print(f"    {name:14s} {sum(hits)}/{len(hits)}")
-    for a in attacks:
-        if a not in caught:
-            print(f"    missed {a['id']}: {a['text'][:70]!r}")
-    print(f"  false-positive rate {len(flagged) / len(benign):6.1%} ({len(flagged)}/{len(benign)})")
-    for b in flagged:
-        verdict = detector.score(b["text"])
-        print(f"    flagged {b['id']}: {b['text'][:60]!r} {verdict.score} {verdict.signals}")
+    rows = _injection_rows(data)
+    verdicts = {id(r): detector.score(r["text"]) for r in rows}
+    print(f"prompt injection (threshold {INJECTION_THRESHOLD}; misses listed for dev only)")
+    print(f"  {'split':8s} {'attacks':>8s} {'recall':>8s} {'benign':>8s} {'blocked':>8s}")
+    for split in SPLITS:
+        attacks = [r for r in rows if r["split"] == split and r["label"] == "attack"]
+        benign = [r for r in rows if r["split"] == split and r["label"] == "benign"]
+        caught = [r for r in attacks if verdicts[id(r)].score >= INJECTION_THRESHOLD]
+        blocked = [r for r in benign if verdicts[id(r)].score >= INJECTION_THRESHOLD]
+        print(
+            f"  {split:8s} {len(attacks):8d} {len(caught) / len(attacks):8.1%} "
+            f"{len(benign):8d} {len(blocked) / len(benign):8.1%}"
+            f"   ({len(caught)}/{len(attacks)} caught, {len(blocked)}/{len(benign)} blocked)"
+        )
+        by_category: dict[str, list[bool]] = {}
+        for r in attacks:
+            by_category.setdefault(r["category"], []).append(r in caught)
+        print(
+            "           by category: "
+            + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_category.items()))
+        )
+        if split == "dev":
+            for r in attacks:
+                if r not in caught:
+                    print(f"           missed {r['id']}: {r['text'][:70]!r}")
+            for r in blocked:
+                v = verdicts[id(r)]
+                print(f"           blocked {r['id']}: {r['text'][:60]!r} {v.score} {v.signals}")
 
     redactor = Redactor()
-    cases = _load(data / "pii_cases.jsonl")
-    positives = [c for c in cases if c["kinds"]]
-    negatives = [c for c in cases if not c["kinds"]]
-    detected = 0
-    for case in positives:
-        found = {f.kind.value for f in redactor.find(case["text"], ALL_KINDS)}
-        if set(case["kinds"]) <= found:
-            detected += 1
+    cases = _pii_rows(data)
+    print("PII and secrets: recall per class (a case counts when every secret is gone)")
+    classes = sorted({c["class"] for c in cases} - {"ordinary"})
+    print(f"  {'class':20s} " + " ".join(f"{s:>12s}" for s in SPLITS))
+    outcome: dict[tuple[str, str], list[bool]] = {}
+    over: dict[str, list[bool]] = {}
+    for case in cases:
+        redacted = redactor.redact(case["text"], ALL_KINDS)
+        if case["class"] == "ordinary":
+            touched = bool(redacted.findings) or any(k not in redacted.text for k in case["keep"])
+            over.setdefault(case["split"], []).append(touched)
+            if touched and case["split"] == "dev":
+                print(f"    dev over-redaction {case['id']}: {redacted.text!r}")
+            continue
+        if case["secrets"]:
+            ok = all(secret not in redacted.text for secret in case["secrets"])
         else:
-            print(f"    PII missed {case['id']}: {case['text']!r} found {sorted(found)}")
-    false_positives = 0
-    for case in negatives:
-        found_kinds: list[Kind] = [f.kind for f in redactor.find(case["text"], ALL_KINDS)]
-        if found_kinds:
-            false_positives += 1
-            print(f"    PII false positive {case['id']}: {case['text']!r} {found_kinds}")
-    print("PII and secrets:")
-    print(f"  detection rate      {detected / len(positives):6.1%} ({detected}/{len(positives)})")
-    print(
-        f"  false-positive rate {false_positives / len(negatives):6.1%} "
-        f"({false_positives}/{len(negatives)})"
-    )
-    texts = [c["text"] for c in attacks + benign]
-    print(f"  injection scoring: {_per_message_us(detector.score, texts, 5):.1f} µs per message")
-    pii_texts = [c["text"] for c in cases]
-    print(f"  redaction: {_per_message_us(redactor.redact, pii_texts, 5):.1f} µs per message")
+            ok = set(case["kinds"]) <= {f.kind.value for f in redacted.findings}
+        outcome.setdefault((case["class"], case["split"]), []).append(ok)
+        if not ok and case["split"] == "dev":
+            print(f"    dev miss {case['id']}: {redacted.text!r}")
+    for cls in classes:
+        cells = []
+        for split in SPLITS:
+            hits = outcome.get((cls, split))
+            cells.append(f"{sum(hits)}/{len(hits)}" if hits else "-")
+        print(f"  {cls:20s} " + " ".join(f"{c:>12s}" for c in cells))
+    for split in SPLITS:
+        touched_list = over.get(split, [])
+        print(
+            f"  over-redaction of ordinary numbers, {split}: "
+            f"{sum(touched_list)}/{len(touched_list)} texts touched"
+        )
+
+    # Cost per turn as the platform pays it: the gateway's redaction of what may rest, the
+    # orchestrator's redaction for storage and for the provider, injection scoring of the
+    # message and the system-prompt channels.
+    texts = [r["text"] for r in rows] + [c["text"] for c in cases]
+
+    def turn(text: str) -> None:
+        redactor.redact(text, AT_REST_KINDS)
+        redactor.redact(text, ALL_KINDS)
+        detector.score_channels({"message": text, "user_id": "user-42"})
+
+    turn_p50, turn_p99 = _percentiles(_timed(turn, texts, 5))
+    inj_p50, inj_p99 = _percentiles(_timed(detector.score, texts, 5))
+    red_p50, red_p99 = _percentiles(_timed(redactor.redact, texts, 5))
+    print(f"cost ({len(texts)} texts x 5, thread CPU time, µs): p50 / p99")
+    print(f"  guardrails per turn   {turn_p50:8.0f} / {turn_p99:8.0f}")
+    print(f"  injection scoring     {inj_p50:8.0f} / {inj_p99:8.0f}")
+    print(f"  one redaction         {red_p50:8.0f} / {red_p99:8.0f}")
     # Streaming redaction as the worker runs it: once per relayed chunk of a few tokens.
-    prose = " ".join(b["text"] for b in benign)
+    prose = " ".join(r["text"] for r in rows if r["label"] == "benign")
     chunks = re.findall(r"(?:\s*\S+){1,4}", prose)
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(5):
         stream = StreamingRedactor(redactor)
         for chunk in chunks:
             stream.push(chunk)
         stream.flush()
-    per_chunk = (time.perf_counter() - start) / (5 * len(chunks)) * 1e6
-    print(f"  streaming redaction: {per_chunk:.1f} µs per relayed chunk of up to 4 tokens")
+    per_chunk = (time.thread_time() - start) / (5 * len(chunks)) * 1e6
+    print(f"  streaming redaction   {per_chunk:8.1f} µs per relayed chunk of up to 4 tokens (mean)")
     return 0
 
 

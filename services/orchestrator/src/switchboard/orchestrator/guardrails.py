@@ -12,8 +12,11 @@ import binascii
 import codecs
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from switchboard.common.redaction import normalize as common_normalize
 
 
 def _rx(*patterns: str) -> re.Pattern[str]:
@@ -45,11 +48,83 @@ _OVERRIDE_OTHER = re.compile(
 )
 
 
+_DISCLOSE = (
+    r"\b(?:reveal|show|print|display|repeat|output|dump|echo|recite|quote|cite|restate|recap"
+    r"|mirror|emit|return|list|leak|expose|tell me|give me|share|write out|paste|spell out"
+    r"|translate|summari[sz]e|diff|describe|read)\b"
+    r"|\b(?:muestra|muéstrame|revela|repite|affiche|révèle|répète|montre|zeige|zeig|gib"
+    r"|wiederhole|mostra|rivela|ripeti|mostre|revele|repita|toon|herhaal|покажи|выведи"
+    r"|раскрой|pokaż|pokaz|ukaž|ukaz|arată|arata|prikaži|prikazi)\b"
+    r"|显示|输出|告诉我|展示|表示|出力|공개|출력|보여|اكشف|أظهر|اعرض"
+)
+_DISCLOSE_AFTER = (
+    r"\b(?:verbatim|word for word|in full|aloud|line by line|without omitting|exactly)\b"
+    r"|\bwhat would (?:they|it) say\b"
+)
+_SELF_CONFIG = (
+    r"\bsystem[ -]?(?:prompt|message|card|instructions?)\b|\bsys(?:tem)? ?prompt\b"
+    r"|\b(?:initial|original|hidden|secret|internal|developer|first|very first|meta)[ -]?"
+    r"(?:prompt|instructions?|message|prefix|rules|configuration)\b"
+    r"|\bpre-?amble\b|\binitiali[sz]ation\b|\binit(?:ial)? config(?:uration)?\b"
+    r"|\bbootstrap config(?:uration)?\b|\boperating rules\b|\bmeta-?prompt\b"
+    r"|<<\s*SYS\s*>>|\bmessages\[0\]|\brole\s*=\s*system\b|\binstruction (?:text|fields)\b"
+    r"|\bconstraints you were given\b|\brules? that shapes? your (?:replies|answers)\b"
+    r"|\byour (?:current )?(?:policy|programming|instructions|rules|configuration|guidelines"
+    r"|prompt|directives)\b|\b(?:text|words|everything) (?:above|before)\b"
+    r"|\bbefore any (?:dialogue|user turns?|conversation)\b|\bturn zero\b"
+    r"|\bimmutable contract\b|\bprompt (?:del sistema|système|systeme|di sistema|do sistema"
+    r"|systemowy|de sistem|sistem)\b|\bpromptul de sistem\b|\bsysteemprompt\b"
+    r"|\bsistemski prompt\b|\bsystemov[yý] prompt\b|\bsystem-?prompt\b"
+    r"|\bсистемн\w+ промпт\w*|\bсистемн\w+ инструкц\w+"  # noqa: RUF001
+    r"|系统提示|提示词|内部指令|系统设置|システムプロンプト|시스템 프롬프트|موجه النظام"
+)
+_DISREGARD = (
+    r"\b(?:ignore|disregard|forget|skip|bypass|override|overlook|abandon)\b"
+    r"|\b(?:ignora|olvida|omite|descarta|oublie|ignoriere|vergiss|missachte|dimentica"
+    r"|esqueça|esqueca|desconsidere|negeer|vergeet|zignoruj|ignoruj|ignorisi|ignorați"
+    r"|игнорируй|игнорируйте|забудь|забудьте)\b"
+    r"|忽略|无视|無視|忘记|忘掉|무시|تجاهل|अनदेखा"
+)
+_PRIOR_THINGS = (
+    r"\b(?:instructions?|rules|guidelines|directives|prompts?|text before|everything before"
+    r"|everything above|all text|settings)\b"
+    r"|\b(?:instrucciones|reglas|indicaciones|consignes|règles|anweisungen|instruktionen"
+    r"|regeln|istruzioni|regole|instruções|instrucoes|regras|instructies|regels|instrukcje"
+    r"|instrukce|instructiunile|instrucțiunile|uputstva)\b"
+    r"|инструкци\w*|правил\w*|указани\w*"
+    r"|指令|指示|设定|設定|规则|規則|지침|지시|التعليمات|निर्देशों"
+)
+
+
+# A verb of disregard and the instructions/rules it targets, in scripts without word
+# boundaries too.
+_OVERRIDE_ANY_SCRIPT = re.compile(
+    rf"(?:{_DISREGARD})[^.!?\n\u3002\uff01\uff1f]{{0,40}}?(?:{_PRIOR_THINGS})", re.IGNORECASE
+)
+_OWN_AFTER = re.compile(
+    r"\s*(?:that |which )?(?:i|we|ich|je|yo|io|eu|ik)\s+(?:gave|sent|wrote|made|left|gab"
+    r"|habe|ai|di|ho|dei|heb)\b",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class _Rule:
     name: str
     weight: float
     pattern: re.Pattern[str]
+    # Substrings (lower case) one of which the text must hold for the pattern to be tried:
+    # a C-speed `in` test spares the long alternations most messages.
+    triggers: tuple[str, ...] = ()
+
+
+# Every _SELF_CONFIG alternative holds one of these.
+_SELF_CONFIG_TRIGGERS = (
+    "system", "sys", "prompt", "instruction", "message", "prefix", "rule", "configuration",
+    "amble", "initiali", "config", "meta", "messages[", "role", "constraints", "polic",
+    "programming", "guideline", "directive", "above", "before", "turn zero", "contract",
+    "sistem", "promptul", "систем", "提示", "指令", "设置", "システム", "프롬프트", "موجه",
+)  # fmt: skip
 
 
 _RULES = (
@@ -150,6 +225,95 @@ _RULES = (
         ),
     ),
     _Rule(
+        # Semantic: a verb of disclosure aimed at the assistant's own configuration, in
+        # whatever words ("dump the preamble", "echo the <<SYS>> block", "recap every rule
+        # that shapes your replies").
+        "prompt extraction (concept)",
+        0.85,
+        re.compile(
+            rf"(?:{_DISCLOSE})[^.?!\n]{{0,60}}?(?:{_SELF_CONFIG})"
+            rf"|(?:{_SELF_CONFIG})[^.?!\n]{{0,40}}?(?:{_DISCLOSE_AFTER})",
+            re.IGNORECASE,
+        ),
+        _SELF_CONFIG_TRIGGERS,
+    ),
+    _Rule(
+        "self-configuration mention",
+        0.3,
+        re.compile(rf"(?:{_SELF_CONFIG})", re.IGNORECASE),
+        _SELF_CONFIG_TRIGGERS,
+    ),
+    _Rule(
+        "new instructions",
+        0.6,
+        re.compile(r"新的?(?:设定|設定|指令|规则|規則|操作指南)|新しい指示|새로운 지침"),
+    ),
+    _Rule(
+        # Alone it is a compliment or a question ("you are now my favourite shop").
+        "persona switch",
+        0.35,
+        _rx(
+            r"\b(?:you are now|you're now|from now on you are|du bist jetzt|jetzt bist du"
+            r"|ahora eres|tu es maintenant|ora sei|agora você é|je bent nu)\b",
+            r"\bimagine (?:that )?you are (?:a|an|the) (?:developer|admin|administrator|system"
+            r"|root|hacker)\b",
+            r"\bdeveloper mode\b",
+        ),
+    ),
+    _Rule(
+        "jailbreak framing",
+        0.55,
+        _rx(
+            r"\b(?:simulate|pretend to be in|stay in)\b[^.\n]{0,20}\bdeveloper mode\b",
+            r"\bdeveloper mode (?:output|responses?)\b",
+            r"\bno (?:special )?(?:filtering|filters|content polic(?:y|ies))\b",
+            r"\bignoring [^.\n]{0,20}\b(?:content )?polic(?:y|ies)\b",
+            r"\byou have a (?:condition|disorder|ability)\b",
+            r"\b(?:disclose|leak|reveal)\b[^.\n]{0,20}\b(?:tokens?|api keys?|credentials"
+            r"|passwords?|user data)\b",
+            r"不受(?:任何)?限制|没有(?:任何)?限制|越狱|无限制模式",
+            r"\bdump the database\b",
+        ),
+    ),
+    _Rule(
+        # Alone it is a product question ("turn off the safety lock on the dishwasher").
+        "safety switch-off",
+        0.35,
+        _rx(
+            r"\b(?:disable|turn off|remove|deactivate|switch off)\b[^.\n]{0,20}\b(?:content "
+            r"|safety )?(?:filters?|safety|guardrails|restrictions|moderation|safeguards)\b",
+        ),
+    ),
+    _Rule(
+        # Indirect injection: instructions about the assistant's reply, the mark of a
+        # pasted e-mail, document or tool result that talks to the model.
+        "directive about the reply",
+        0.45,
+        _rx(
+            r"\b(?:add|include|integrate|insert|append|modify|change|rewrite|encode|suggest"
+            r"|promote|mention|spread|enhance|augment)\b[^.\n]{0,60}\b(?:to|in|into|of)?\s*"
+            r"your (?:response|reply|answer|output)\b",
+            r"\b(?:in|to) your (?:response|reply|answer|output)\b,?\s*(?:add|include|suggest"
+            r"|promote|mention|say|tell|write|state)\b",
+            r"\b(?:treat|use) (?:it|this|the \w+) as (?:your )?(?:next|new) (?:user )?instruction",
+            r"\b(?:only|just) (?:respond|reply|answer|say) (?:with )?[\"']",
+            r"\bdon'?t (?:say|do) anything (?:other than|else except)\b",
+        ),
+    ),
+    _Rule(
+        # A pasted e-mail, forwarded message, quote block or JSON: harmless alone, but it
+        # makes a directive about the reply an indirect injection.
+        "pasted content",
+        0.15,
+        _rx(
+            r"^\s*(?:from|subject|to|body|von|betreff|de|objet|asunto|da|oggetto)\s*:",
+            r"^\s*>",
+            r"\bforwarded message\b",
+            r"^\s*(?:-{3,}|\"\"\"|```)",
+            r"^\s*\{\s*\"",
+        ),
+    ),
+    _Rule(
         "encoded payload request",
         0.3,
         _rx(
@@ -159,7 +323,7 @@ _RULES = (
     ),
 )
 
-_ZERO_WIDTH = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
+_COLLAPSE = re.compile(r'(?:[\s|"{}\[\],:_`#>*]|\\n)+')
 _SPACED = re.compile(r"\b(?:[A-Za-z][ .\-_*]){3,}[A-Za-z]\b")
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
@@ -199,9 +363,25 @@ def _decoded_hex(text: str) -> Iterable[str]:
 
 
 def normalize(text: str) -> str:
-    """NFKC, no zero-width or soft-hyphen characters, single spaces."""
-    text = unicodedata.normalize("NFKC", _ZERO_WIDTH.sub("", text))
-    return re.sub(r"[ \t]+", " ", text)
+    """NFKC, no invisible characters (zero-width, bidi, tags, soft hyphen), single spaces."""
+    return re.sub(r"[ \t]+", " ", common_normalize(text))
+
+
+# Cyrillic and Greek letters that look Latin ("ignore" spelt with Cyrillic i, o, e): mapped back
+# when they sit among Latin letters. Hand-kept because the confusables packages on PyPI
+# detect mixed scripts but do not map them, and these two dozen are the ones that matter.
+_CONFUSABLES = str.maketrans(
+    "аеорсхуіјѕԁһкмтвнАЕОРСХУІЈЅКМТВНαοερτυνкΑΕΟΡΤΥΝΚΙΒΗΜΖ",
+    "aeopcxyijsdhkmtbhAEOPCXYIJSKMTBHaoeptuvkAEOPTYNKIBHMZ",
+)
+_LATIN = re.compile(r"[A-Za-z]")
+_LEET_MARK = re.compile(r"[A-Za-z][0134579@$!]|[0134579@$][A-Za-z]")
+# The words attacks are made of, as rot13 and reversed text show them.
+_ATTACK_WORDS = ("ignore", "instruction", "prompt", "system", "previous", "reveal", "rules")
+_ROT13_MARK = re.compile("|".join(codecs.encode(w, "rot13") for w in _ATTACK_WORDS), re.I)
+_REVERSED_MARK = re.compile("|".join(w[::-1] for w in _ATTACK_WORDS), re.I)
+_SPLIT_MARK = re.compile(r'[|{}\[\]_`"]|\n')
+_LOOKALIKE = re.compile("[аеорсхуіјѕԁһкмтвнАЕОРСХУІЈЅКМТВНαοερτυνΑΕΟΡΤΥΝΚΙΒΗΜΖ]")
 
 
 class InjectionDetector:
@@ -218,12 +398,25 @@ class InjectionDetector:
         despaced = normalize(despaced)
         if despaced != base:
             variants.append(("spaced letters", despaced))
-        leet = base.translate(_LEET)
-        if leet != base:
-            variants.append(("leetspeak", leet))
+        if _LOOKALIKE.search(base) and _LATIN.search(base):
+            variants.append(("confusable letters", base.translate(_CONFUSABLES)))
+        # Each decoding runs only when the text shows its mark (digits inside words, the
+        # key words of attacks rot13-encoded or reversed, JSON or table punctuation): the
+        # rules then run on two or three variants, not ten.
+        if _LEET_MARK.search(base):
+            variants.append(("leetspeak", base.translate(_LEET)))
         variants.extend(("base64", d) for d in _decoded_base64(base))
         variants.extend(("hex", d) for d in _decoded_hex(base))
-        variants.append(("rot13", codecs.encode(base, "rot13")))
+        if _ROT13_MARK.search(base):
+            variants.append(("rot13", codecs.encode(base, "rot13")))
+        if base.count("%") >= 3:
+            variants.append(("percent-encoding", normalize(urllib.parse.unquote(base))))
+        if _SPLIT_MARK.search(base):
+            # Payload splitting: the pieces of a JSON object, a markdown table, code or an
+            # identifier_with_underscores read as one sentence.
+            variants.append(("split payload", _COLLAPSE.sub(" ", base).strip()))
+        if _REVERSED_MARK.search(base):
+            variants.append(("reversed", base[::-1]))
 
         best: dict[str, tuple[float, str]] = {}
         for encoding, variant in variants:
@@ -238,17 +431,37 @@ class InjectionDetector:
             remaining *= 1.0 - weight
         return InjectionVerdict(round(1.0 - remaining, 4), tuple(lbl for _, lbl in best.values()))
 
+    def score_channels(self, channels: Mapping[str, str]) -> InjectionVerdict:
+        """The worst verdict over the texts that reach the model (message, metadata, user id,
+        tool results, retrieved passages); signals name the channel unless it is "message"."""
+        best = InjectionVerdict(0.0, ())
+        for channel, text in channels.items():
+            if not text:
+                continue
+            verdict = self.score(text)
+            if verdict.score > best.score:
+                signals = verdict.signals
+                if channel != "message":
+                    signals = tuple(f"{channel}: {signal}" for signal in signals)
+                best = InjectionVerdict(verdict.score, signals)
+        return best
+
     @staticmethod
     def _rules(text: str) -> Iterable[tuple[str, float]]:
+        folded = text.lower()
         for rule in _RULES:
+            if rule.triggers and not any(t in folded for t in rule.triggers):
+                continue
             if rule.pattern.search(text):
                 yield rule.name, rule.weight
-        for pattern in (_OVERRIDE_TARGET, _OVERRIDE_OTHER):
+        for pattern in (_OVERRIDE_TARGET, _OVERRIDE_OTHER, _OVERRIDE_ANY_SCRIPT):
             for m in pattern.finditer(text):
-                # "ignore my previous instructions" is a customer changing their mind.
-                if not _OWN.search(m.group(0)):
-                    yield "instruction override", 0.9
-                    break
+                # "ignore my previous instructions", "the instructions I gave the
+                # technician": a customer changing their mind.
+                if _OWN.search(m.group(0)) or _OWN_AFTER.match(text, m.end()):
+                    continue
+                yield "instruction override", 0.9
+                break
 
 
 # ---- blocked topics -------------------------------------------------------------------

@@ -30,6 +30,8 @@ from switchboard.common.redaction import (
     SECRET_KINDS,
     Kind,
     Redactor,
+    normalize,
+    placeholder_kinds,
 )
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.tenants import TenantConfig
@@ -308,11 +310,21 @@ class TurnEngine:
         redactor = self._redactor(policy.phone_regions)
         stored = redactor.redact(text, ALL_KINDS)
         to_provider = stored.text if policy.redact_pii else redactor.redact(text, SECRET_KINDS).text
-        flags = [f"redacted:{kind}" for kind in sorted(stored.kinds)]
+        # The gateway already replaced the secrets with placeholders: count those too.
+        kinds = stored.kinds | placeholder_kinds(text)
+        flags = [f"redacted:{kind}" for kind in sorted(kinds)]
         span.set_attribute("switchboard.guardrails.redactions", len(stored.findings))
 
         if policy.prompt_injection != "off":
-            verdict = self._injection.score(text)
+            # Every channel that reaches the model: the message, and the metadata and user
+            # id that the system prompt quotes.
+            verdict = self._injection.score_channels(
+                {
+                    "message": text,
+                    "user_id": turn.user_id,
+                    **{f"metadata.{k}": v for k, v in turn.options.metadata.items()},
+                }
+            )
             span.set_attribute("switchboard.guardrails.injection_score", verdict.score)
             if verdict.score >= policy.injection_threshold:
                 signals = ", ".join(verdict.signals)
@@ -498,16 +510,29 @@ class TurnEngine:
                         request_id=turn.request_id,
                         sequence=sequence,
                         handoff=Handoff(
-                            reason=outcome.handoff.reason, ticket_id=outcome.handoff.ticket_id
+                            reason=redactor.redact(outcome.handoff.reason, ALL_KINDS).text,
+                            ticket_id=outcome.handoff.ticket_id,
                         ),
                     ),
                 )
+            result_text = redactor.redact(outcome.result, provider_kinds).text
+            policy = tenant.guardrails
+            if policy.prompt_injection != "off":
+                # Indirect injection: a tool result (an order note, a web page, an e-mail)
+                # that gives the model instructions is withheld from it.
+                verdict = self._injection.score(result_text)
+                if verdict.score >= policy.injection_threshold:
+                    state.flags.append(f"tool-injection:{verdict.score:.2f}")
+                    log.info(
+                        "tool result of %s withheld: injection %s",
+                        outcome.call.name,
+                        ", ".join(verdict.signals),
+                    )
+                    result_text = json.dumps(
+                        {"error": "the tool result was withheld: it contained instructions"}
+                    )
             messages.append(
-                ChatMessage(
-                    role=ROLE_TOOL,
-                    tool_call_id=outcome.call.id,
-                    text=redactor.redact(outcome.result, provider_kinds).text,
-                )
+                ChatMessage(role=ROLE_TOOL, tool_call_id=outcome.call.id, text=result_text)
             )
             state.exchanges.append(_exchange(outcome, redactor))
         if result.text:
@@ -663,6 +688,7 @@ class TurnEngine:
         flags: list[str],
     ) -> None:
         context = ToolContext(turn.tenant_id, turn.conversation_id, turn.request_id, turn.user_id)
+        reason = self._redactor(tenant.guardrails.phone_regions).redact(reason, ALL_KINDS).text
         ticket_id = await self._tickets.open_ticket(context, reason, "normal")
         flags.append("handoff")
         text = tenant.guardrails.handoff_message.replace("{ticket_id}", ticket_id)
@@ -832,6 +858,7 @@ class TurnEngine:
             sequence_base=0,
             metadata=turn.options.metadata,
             redact_output=tenant.guardrails.redact_output,
+            phone_regions=tenant.guardrails.phone_regions,
         )
 
     @staticmethod
@@ -859,12 +886,14 @@ class TurnEngine:
         """The tenant's template filled with what is known about this user and turn."""
         limit = self._settings.max_metadata_value_chars
         values = {
-            key: " ".join(str(value).split())[:limit]
+            key: " ".join(normalize(str(value)).split())[:limit]
             for key, value in turn.options.metadata.items()
         }
         values.update(
             tenant_name=tenant.name or tenant.tenant_id,
-            user_id=turn.user_id or "unknown",
+            # Normalised and reduced to the characters ids are made of: an id is no place
+            # for a sentence, a role marker or a line break.
+            user_id=_USER_ID_UNSAFE.sub("", normalize(turn.user_id))[:limit] or "unknown",
             date=self._clock().date().isoformat(),
         )
         return re.sub(
@@ -939,6 +968,9 @@ class TurnEngine:
             guardrail_flags=flags,
             handoff_ticket_id=ticket_id,
         )
+
+
+_USER_ID_UNSAFE = re.compile(r"[^\w.@+:-]")
 
 
 def _exchange(outcome: ToolOutcome, redactor: Redactor) -> dict[str, str]:

@@ -1,0 +1,63 @@
+"""The held-out injection split through the public API, on the demo tenant.
+
+Each held-out message goes through the gateway like a customer's; the test checks that the
+platform blocks exactly what the guardrails block offline on the text the orchestrator sees
+(the gateway's redaction first), and records the figures (recall, benign blocked).
+"""
+
+import json
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from switchboard.common.tenants import TenantConfig, load_seed
+from switchboard.gateway.redaction import RequestRedactor
+from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
+from switchboard.v1.chat_pb2_grpc import ChatServiceStub
+
+from .conftest import API_KEY, ROOT, Platform
+
+pytestmark = pytest.mark.e2e
+
+
+def _demo_tenant() -> TenantConfig:
+    tenants = load_seed(ROOT / "deploy/local/tenants.yaml", {"SWITCHBOARD_DEV_API_KEY": API_KEY})
+    return next(t for t in tenants if t.guardrails.prompt_injection == "block")
+
+
+async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
+    platform: Platform, record_property: Callable[[str, object], None]
+) -> None:
+    tenant = _demo_tenant()
+    redactor, detector = RequestRedactor(), InjectionDetector()
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "tests/data/injection_public.jsonl").read_text().splitlines()
+        if line.strip() and json.loads(line)["split"] == "heldout"
+    ]
+    outcomes: list[tuple[dict[str, str], bool, bool]] = []
+    async with grpc.aio.insecure_channel(platform.gateway_target) as channel:
+        stub = ChatServiceStub(channel)
+        for row in rows:
+            request = ChatRequest(message=row["text"], options=ChatOptions(tier="cheap"))
+            events = [
+                e
+                async for e in stub.Chat(
+                    request, metadata=[("authorization", f"Bearer {API_KEY}")], timeout=60
+                )
+            ]
+            assert events[-1].WhichOneof("event") == "done", (row["id"], events[-1])
+            blocked = events[-1].done.finish_reason == "blocked"
+            seen = redactor.chat_request(request, tenant).message
+            expected = detector.score(seen).score >= tenant.guardrails.injection_threshold
+            outcomes.append((row, blocked, expected))
+    attacks = [(r, b) for r, b, _ in outcomes if r["label"] == "attack"]
+    benign = [(r, b) for r, b, _ in outcomes if r["label"] == "benign"]
+    recall = sum(b for _, b in attacks) / len(attacks)
+    false_blocks = sum(b for _, b in benign) / len(benign)
+    record_property("heldout_api_recall", f"{recall:.3f}")
+    record_property("heldout_api_benign_blocked", f"{false_blocks:.3f}")
+    print(f"held-out through the API: recall {recall:.1%}, benign blocked {false_blocks:.1%}")
+    assert [r["id"] for r, blocked, expected in outcomes if blocked != expected] == []
