@@ -160,6 +160,7 @@ class Platform:
                 "switchboard.gateway",
                 {
                     "SWITCHBOARD_GATEWAY_GRPC_PORT": str(p.gateway),
+                    "SWITCHBOARD_GATEWAY_HTTP_PORT": "0",  # a free one, beside `make up`'s
                     "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"bench-{self.run_id}",
                     "SWITCHBOARD_HEALTH_PORT": str(p.gateway_health),
                 },
