@@ -175,7 +175,7 @@
     bar.className = "feedback";
     bar.setAttribute("role", "group");
     bar.setAttribute("aria-label", "Rate this reply");
-    for (const [rating, label, symbol] of [["up", "Helpful", "👍"], ["down", "Not helpful", "👎"]]) {
+    for (const [rating, label, symbol] of [["up", "Helpful", "▲ Good"], ["down", "Not helpful", "▼ Bad"]]) {
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = symbol;
