@@ -20,5 +20,6 @@ deploy/local/services.sh up >&2
 if [ -t 0 ]; then
   echo "Chatting with Switchboard (simulator unless OPENAI_API_KEY/ANTHROPIC_API_KEY are set)." >&2
   echo "Ctrl-D or /quit to leave; everything this run started stops then." >&2
+  echo "Web chat demo: http://127.0.0.1:15080/  (OpenAI-compatible API: http://127.0.0.1:15080/v1)" >&2
 fi
 .venv/bin/python -m switchboard.chat_cli
