@@ -101,6 +101,7 @@ up: venv stack-up ## Start the stack, the simulator and the four services in the
 	$(SERVICES) up
 	@echo
 	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:15051"
+	@echo "  HTTP (OpenAI-compatible): http://127.0.0.1:15080/v1   web chat demo: http://127.0.0.1:15080/"
 	@echo "  API key (demo tenant): $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}"
 	@echo "  traces: Jaeger on http://127.0.0.1:16686 (query API: /api/traces?service=gateway)"
 	@echo "  chat:  $(PY) -m switchboard.chat_cli      stop: make down      logs: .local/logs/"
@@ -148,9 +149,13 @@ bench-memory: venv ## Input tokens per turn up to turn 40: memory's context vs t
 test-unit: venv ## Unit tests (no servers needed)
 	$(PY) -m pytest tests/unit -q
 
+.PHONY: browser
+browser: ## Install Debian's chromium for the widget's browser test (apt-get, when missing)
+	deploy/local/browser.sh
+
 .PHONY: test
 test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real stack
-	$(MAKE) --no-print-directory proto-check lint typecheck
+	$(MAKE) --no-print-directory proto-check lint typecheck browser
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
 
 ROUNDS ?= 5

@@ -56,6 +56,9 @@ PORT_OFFSET = int(os.environ.get("SWITCHBOARD_E2E_PORT_OFFSET", "0"))
 SIM_PORT = 18400 + PORT_OFFSET
 GATEWAY_PORT = 19161 + PORT_OFFSET
 MEMORY_PORT = 19162 + PORT_OFFSET
+HTTP_PORT = 19163 + PORT_OFFSET
+HTTP_URL = f"http://127.0.0.1:{HTTP_PORT}"
+WIDGET_KEY = "pk-demo-widget"  # the demo tenant's publishable key (deploy/local/tenants.yaml)
 DEMO_ORDERS_PORT = 18086 + PORT_OFFSET
 HEALTH_PORTS = {
     name: 18180 + PORT_OFFSET + n
@@ -76,6 +79,7 @@ class Platform:
     topic_prefix: str
     database: str
     gateway_target: str = f"127.0.0.1:{GATEWAY_PORT}"
+    http_url: str = HTTP_URL
     simulator_url: str = f"http://127.0.0.1:{SIM_PORT}"
     demo_orders_url: str = f"http://127.0.0.1:{DEMO_ORDERS_PORT}"
     api_key: str = API_KEY
@@ -148,6 +152,8 @@ async def _seed_tenants(database: str, demo_orders_url: str) -> None:
             for tool in tenant.tools:
                 if isinstance(tool.get("url"), str):
                     tool["url"] = tool["url"].replace("http://127.0.0.1:8086", demo_orders_url)
+            # The widget's pages are served by this run's gateway.
+            tenant.allowed_origins = [HTTP_URL] if tenant.allowed_origins else []
             # Generous limits: the suite's own traffic must not trip them.
             tenant.rate_limits = E2E_RATE_LIMITS
             await store.upsert(tenant)
@@ -269,6 +275,7 @@ def platform() -> Iterator[Platform]:
             "switchboard.gateway",
             {
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
+                "SWITCHBOARD_GATEWAY_HTTP_PORT": str(HTTP_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
                 "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_MONGO_URL": MONGO,

@@ -74,6 +74,7 @@ class Lane:
             **self.env,
             **REPLICA_SETTINGS,
             "SWITCHBOARD_GATEWAY_GRPC_PORT": str(grpc_port),
+            "SWITCHBOARD_GATEWAY_HTTP_PORT": "0",  # a free one: the HTTP door is not tested here
             "SWITCHBOARD_GATEWAY_INSTANCE_ID": self.instance_id(gateway),
             "SWITCHBOARD_MONGO_URL": MONGO,
             "SWITCHBOARD_MONGO_DATABASE": self.platform.database,

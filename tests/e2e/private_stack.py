@@ -332,6 +332,7 @@ def private_platform(
             "switchboard.gateway",
             {
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(ports["gateway"]),
+                "SWITCHBOARD_GATEWAY_HTTP_PORT": "0",  # a free one: not tested here
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}-{name}",
                 "SWITCHBOARD_GATEWAY_MEMORY_TARGET": plat.memory_target,
                 "SWITCHBOARD_MONGO_URL": MONGO,

@@ -27,7 +27,13 @@ def test_seed_hashes_keys_from_the_environment_and_never_keeps_them(
 
 def test_the_repository_seed_file_is_valid() -> None:
     seed = Path(__file__).resolve().parents[3] / "deploy/local/tenants.yaml"
-    assert [t.tenant_id for t in load_seed(seed)] == ["demo"]
+    demo, second = load_seed(seed, {})
+    assert (demo.tenant_id, second.tenant_id) == ("demo", "second")
+    assert demo.api_key_sha256 == [hash_api_key("sb-dev-key")]
+    assert demo.publishable_key_sha256 == [hash_api_key("pk-demo-widget")]
+    assert "http://127.0.0.1:15080" in demo.allowed_origins
+    assert second.api_key_sha256 == [hash_api_key("sb-second-key")]
+    assert not second.publishable_key_sha256 and not second.allowed_origins
 
 
 def test_tenant_ids_are_restricted() -> None:

@@ -104,6 +104,11 @@ class TenantConfig(BaseModel):
     tenant_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = ""
     api_key_sha256: list[str] = Field(default_factory=list)
+    # Publishable (browser) keys of the web chat widget, as SHA-256 digests: they may only
+    # chat and read their own conversation, and only from `allowed_origins`.
+    publishable_key_sha256: list[str] = Field(default_factory=list)
+    # Origins (scheme://host[:port]) whose pages may use the publishable keys (CORS).
+    allowed_origins: list[str] = Field(default_factory=list)
     # A template: {tenant_name}, {user_id}, {date} and the request's metadata keys
     # (e.g. {user_name}, {locale}) are filled per turn; unknown names stay as written.
     system_prompt: str = (
@@ -155,6 +160,7 @@ class TenantStore:
         self._stale_for_s = stale_for_s
         self._by_id: dict[str, tuple[float, TenantConfig | None]] = {}
         self._by_key: dict[str, tuple[float, TenantConfig | None]] = {}
+        self._by_publishable_key: dict[str, tuple[float, TenantConfig | None]] = {}
 
     async def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant, or None when unknown."""
@@ -165,6 +171,13 @@ class TenantStore:
         digest = hash_api_key(api_key)
         return await self._cached(self._by_key, digest, {"api_key_sha256": digest})
 
+    async def by_publishable_key(self, key: str) -> TenantConfig | None:
+        """The tenant owning the publishable (browser) key `key`, or None."""
+        digest = hash_api_key(key)
+        return await self._cached(
+            self._by_publishable_key, digest, {"publishable_key_sha256": digest}
+        )
+
     async def upsert(self, tenant: TenantConfig) -> None:
         """Create or replace a tenant."""
         document = tenant.model_dump()
@@ -172,6 +185,7 @@ class TenantStore:
         await self._collection.replace_one({"_id": tenant.tenant_id}, document, upsert=True)
         self._by_id.clear()
         self._by_key.clear()
+        self._by_publishable_key.clear()
 
     async def _cached(
         self,
@@ -202,21 +216,34 @@ class TenantStore:
         return tenant
 
 
+def _hashed_keys(variables: list[str], environ: Mapping[str, str]) -> list[str]:
+    """The digests of the keys in `NAME=default` variables (a variable set empty adds none)."""
+    hashes = []
+    for variable in variables:
+        name, _, default = str(variable).partition("=")
+        key = environ.get(name, default)
+        if key:
+            hashes.append(hash_api_key(key))
+    return hashes
+
+
 def load_seed(path: Path, environ: Mapping[str, str] | None = None) -> list[TenantConfig]:
-    """Tenants from a YAML seed file; `api_keys_from_env` names variables holding keys, read
-    from `environ` (the process environment by default)."""
+    """Tenants from a YAML seed file; `api_keys_from_env` (and `publishable_keys_from_env`)
+    name variables holding keys, read from `environ` (the process environment by default)."""
     environ = os.environ if environ is None else environ
     raw = yaml.safe_load(path.read_text()) or {}
     tenants = []
     for entry in raw.get("tenants", []):
         entry = dict(entry)
         hashes = list(entry.pop("api_key_sha256", []))
-        for variable in entry.pop("api_keys_from_env", []):
-            name, _, default = str(variable).partition("=")
-            key = environ.get(name, default)
-            if key:
-                hashes.append(hash_api_key(key))
-        tenants.append(TenantConfig.model_validate({**entry, "api_key_sha256": hashes}))
+        hashes += _hashed_keys(entry.pop("api_keys_from_env", []), environ)
+        publishable = list(entry.pop("publishable_key_sha256", []))
+        publishable += _hashed_keys(entry.pop("publishable_keys_from_env", []), environ)
+        tenants.append(
+            TenantConfig.model_validate(
+                {**entry, "api_key_sha256": hashes, "publishable_key_sha256": publishable}
+            )
+        )
     return tenants
 
 

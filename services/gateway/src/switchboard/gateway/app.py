@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge
 from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from switchboard.common.budget import BudgetLedger
@@ -27,8 +29,10 @@ from switchboard.gateway.adapters import (
     ReplyTopicAdmin,
 )
 from switchboard.gateway.auth import TenantAuthenticator
+from switchboard.gateway.browser import BrowserSessions
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.directory import MemoryBackedDirectory
+from switchboard.gateway.http_edge import HttpEdge
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
@@ -79,6 +83,35 @@ async def drain(server: grpc.aio.Server, router: ReplyRouter, grace_s: float) ->
     await stopping
     log.info("gRPC server stopped; open streams %s", "drained" if drained else "cut off")
     return drained
+
+
+async def start_http(
+    settings: GatewaySettings, chat_service: ChatService, tenants: TenantStore, redis: Redis
+) -> tuple[web.AppRunner | None, web.TCPSite | None]:
+    """Serve the HTTP door in this event loop, over the gRPC door's own pipeline."""
+    if not settings.http_enabled:
+        return None, None
+    edge = HttpEdge(
+        core=chat_service.core,
+        conversations=chat_service.conversations,
+        publishable_keys=tenants,
+        sessions=BrowserSessions(redis, settings.http_session_ttl_s),
+        max_body_bytes=settings.http_max_body_bytes,
+        demo_widget_key=settings.http_demo_widget_key,
+    )
+    # handler_cancellation: a client that goes away mid-reply cancels its handler, and so
+    # the generation, as a gRPC client does.
+    runner = web.AppRunner(
+        edge.app(),
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=max(settings.shutdown_grace_s, 0.1),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info("gateway serving HTTP on http://%s:%d", settings.http_host, settings.http_port)
+    return runner, site
 
 
 class ReplyTopicRelease:
@@ -247,6 +280,9 @@ async def serve(settings: GatewaySettings) -> None:
         stack.push_async_callback(server.stop, 0)
         for name in ("", service_names[0]):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        http_runner, http_site = await start_http(settings, chat_service, tenants, redis)
+        if http_runner is not None:
+            stack.push_async_callback(http_runner.cleanup)
         freeze_startup_objects()
         health_server.ready = True
         log.info("gateway %s serving gRPC on %s", settings.instance_id, address)
@@ -263,4 +299,6 @@ async def serve(settings: GatewaySettings) -> None:
         )
         health_server.ready = False
         await health_servicer.enter_graceful_shutdown()
+        if http_site is not None:
+            await http_site.stop()  # no new HTTP connections; open streams go on
         release_topic.drained = await drain(server, router, settings.shutdown_grace_s)

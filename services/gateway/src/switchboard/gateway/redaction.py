@@ -9,7 +9,7 @@ redacted before storage by the orchestrator.
 
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig
-from switchboard.v1.chat_pb2 import ChatRequest
+from switchboard.v1.chat_pb2 import ChatRequest, SubmitFeedbackRequest
 
 # A handful of region sets in practice; bounded all the same.
 _MAX_REDACTORS = 256
@@ -46,3 +46,14 @@ class RequestRedactor:
     def text(self, text: str, tenant: TenantConfig) -> str:
         """Free text stored on the caller's behalf (feedback comments): everything redacted."""
         return self._for(tenant).redact(text, ALL_KINDS).text
+
+    def feedback(
+        self, request: SubmitFeedbackRequest, tenant: TenantConfig
+    ) -> SubmitFeedbackRequest:
+        """`request` with its comment redacted (unchanged when it has none)."""
+        if not request.comment:
+            return request
+        redacted = SubmitFeedbackRequest()
+        redacted.CopyFrom(request)
+        redacted.comment = self.text(request.comment, tenant)
+        return redacted

@@ -72,6 +72,32 @@ class GatewaySettings(BaseSettings):
     # On SIGTERM open streams may finish for this long; then they are cancelled.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
+    # The HTTP door: the OpenAI-compatible API, the web chat widget and its demo page.
+    http_enabled: bool = Field(
+        default=True, description="Serve the HTTP API and the widget beside gRPC."
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(
+        default=15080, ge=0, le=65535, description="Port of the HTTP API (0 picks a free one)."
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest HTTP request body; larger ones get 413. OpenAI clients send the "
+        "whole message history, of which only the last user message is used.",
+    )
+    http_session_ttl_s: int = Field(
+        default=30 * 24 * 3600,
+        ge=60,
+        description="A widget browser session (and what it owns) lives this long after its "
+        "last use.",
+    )
+    http_demo_widget_key: str = Field(
+        default="pk-demo-widget",
+        description="The publishable key the demo page at / embeds (the local demo tenant's, "
+        "SWITCHBOARD_DEMO_WIDGET_KEY); empty serves no demo page.",
+    )
+
     # gRPC server limits (see the README's "Gateway API").
     max_concurrent_rpcs: int = Field(default=10_000, gt=0)
     max_concurrent_streams_per_connection: int = Field(default=1_000, gt=0)

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from switchboard.bench import report
-from switchboard.bench.load import direct_load, platform_load
+from switchboard.bench.load import direct_load, http_load, platform_load
 from switchboard.bench.platform import ROOT, Platform, Ports
 from switchboard.bench.procstats import Sampler
 
@@ -51,6 +51,11 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
                 f"{platform.simulator_url}/v1", 1, args.probe_requests, args.tokens, args.timeout_s
             ),
         )
+    http_probe = None
+    if args.probe_requests and not args.soak_seconds:
+        http_probe = await http_load(
+            f"{platform.http_url}/v1", key, 1, args.probe_requests, args.tokens, args.timeout_s
+        )
     if args.warmup:
         await platform_load(
             platform.gateway_target, key, args.concurrency, args.warmup, args.tokens, args.timeout_s
@@ -79,6 +84,23 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         args.tokens,
         args.timeout_s,
     )
+    http = None
+    if not soak:
+        # The same load through the HTTP door, sampled the same way.
+        http_sampler = Sampler({**services, report.LOAD_DRIVER: os.getpid()})
+        http_sampler.start()
+        http_result = await http_load(
+            f"{platform.http_url}/v1",
+            key,
+            args.concurrency,
+            len(through.samples),
+            args.tokens,
+            args.timeout_s,
+        )
+        await http_sampler.stop()
+        http = report.HttpPath(
+            http_result, {name: http_sampler.stats[name] for name in services}, http_probe
+        )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     shared = {name: stats for name, stats in sampler.stats.items() if name not in services}
     return report.build_report(
@@ -88,6 +110,7 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         {name: sampler.stats[name] for name in services},
         probe,
         shared,
+        http,
     )
 
 

@@ -1,5 +1,6 @@
-"""The two loads of a benchmark run: through the platform's gRPC API, and straight to the
-simulator through the OpenAI SDK (the baseline). Each records per-request timings."""
+"""The loads of a benchmark run: through the platform's gRPC API, through its OpenAI-compatible
+HTTP API (the official SDK), and straight to the simulator through the OpenAI SDK (the
+baseline). Each records per-request timings."""
 
 import asyncio
 import time
@@ -113,6 +114,55 @@ async def platform_load(
             return sample
 
         return await _drive("platform", concurrency, requests, deadline_s, send)
+
+
+async def http_load(
+    base_url: str,
+    api_key: str,
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    timeout_s: float,
+    deadline_s: float | None = None,
+) -> LoadResult:
+    """The platform load through the gateway's HTTP door: streamed chat completions with the
+    official OpenAI SDK, one server-side conversation per concurrent client."""
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
+    )
+    conversations: dict[int, str] = {}
+
+    async def send(index: int, turn: int) -> Sample:
+        sample = Sample(started=time.perf_counter())
+        metadata = {"sim.tokens": str(tokens)}
+        if index in conversations:
+            metadata["conversation_id"] = conversations[index]
+        try:
+            stream = await client.chat.completions.create(
+                model="cheap",
+                messages=[{"role": "user", "content": MESSAGES[turn % len(MESSAGES)]}],
+                user=f"bench-http-{index}",
+                stream=True,
+                stream_options={"include_usage": True},
+                metadata=metadata,
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
+                    sample.first_token = time.perf_counter()
+                extension = (chunk.model_extra or {}).get("switchboard") or {}
+                if extension.get("type") == "started":
+                    conversations[index] = extension["conversation_id"]
+                if chunk.usage is not None:
+                    sample.output_tokens = chunk.usage.completion_tokens
+        except openai.APIError as exc:
+            sample.outcome = f"error:{type(exc).__name__}"
+        sample.finished = time.perf_counter()
+        return sample
+
+    try:
+        return await _drive("http", concurrency, requests, deadline_s, send)
+    finally:
+        await client.close()
 
 
 async def direct_load(

@@ -31,6 +31,7 @@ class Ports:
 
     simulator: int = 28400
     gateway: int = 29261
+    gateway_http: int = 29263
     memory: int = 29262
     gateway_health: int = 28181
     orchestrator_health: int = 28182
@@ -64,6 +65,10 @@ class Platform:
     @property
     def gateway_target(self) -> str:
         return f"127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway_http}"
 
     @property
     def simulator_url(self) -> str:
@@ -160,6 +165,7 @@ class Platform:
                 "switchboard.gateway",
                 {
                     "SWITCHBOARD_GATEWAY_GRPC_PORT": str(p.gateway),
+                    "SWITCHBOARD_GATEWAY_HTTP_PORT": str(p.gateway_http),
                     "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"bench-{self.run_id}",
                     "SWITCHBOARD_HEALTH_PORT": str(p.gateway_health),
                 },

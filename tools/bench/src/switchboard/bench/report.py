@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,42 @@ def _verdict(target: float, loaded: float, unloaded: float | None) -> list[Any]:
     return [target, met]
 
 
+@dataclass(frozen=True)
+class HttpPath:
+    """The platform load through the HTTP door: its samples, its processes, its probe."""
+
+    load: LoadResult
+    processes: dict[str, ProcessStats]
+    probe: LoadResult | None = None
+
+
+def _http_figures(
+    http: HttpPath, direct: dict[str, Any], probe_direct: LoadResult | None
+) -> dict[str, Any]:
+    """The HTTP path's figures, as the gRPC path's: TTFT, overhead over direct, CPU/request."""
+    h = summarize(http.load)
+    completed = max(1, sum(n for k, n in h["outcomes"].items() if k == "ok"))
+    services = {name: _process_figures(stats, completed) for name, stats in http.processes.items()}
+    figures: dict[str, Any] = {
+        "load": h,
+        "ttft_overhead_ms": {q: h["ttft_ms"][q] - direct["ttft_ms"][q] for q in (50, 95, 99)},
+        "platform_cpu_s_per_request": sum(
+            v["cpu_s"] for k, v in services.items() if k != "simulator"
+        )
+        / completed,
+        "services": services,
+        "unloaded": None,
+    }
+    if http.probe is not None and probe_direct is not None:
+        hp, dp = summarize(http.probe), summarize(probe_direct)
+        figures["unloaded"] = {
+            "http_ttft_ms": hp["ttft_ms"],
+            "ttft_overhead_ms": {q: hp["ttft_ms"][q] - dp["ttft_ms"][q] for q in (50, 95, 99)},
+            "requests": hp["requests"],
+        }
+    return figures
+
+
 def build_report(
     config: dict[str, Any],
     platform: LoadResult,
@@ -71,6 +108,7 @@ def build_report(
     processes: dict[str, ProcessStats],
     probe: tuple[LoadResult, LoadResult] | None = None,
     infrastructure: dict[str, ProcessStats] | None = None,
+    http: HttpPath | None = None,
 ) -> dict[str, Any]:
     """Everything a run measured, as one JSON-able document; `probe` is the same load one
     request at a time (platform, direct); `infrastructure` the shared servers (Kafka,
@@ -99,6 +137,7 @@ def build_report(
         "config": config,
         "platform": p,
         "direct": d,
+        "http": _http_figures(http, d, probe[1] if probe else None) if http else None,
         "ttft_overhead_ms": overhead,
         "unloaded": unloaded,
         "platform_cpu_s_per_request": platform_cpu / completed,
@@ -158,6 +197,29 @@ def table(report: dict[str, Any]) -> str:
                 for q in (50, 95, 99)
             ),
         ]
+    http = report.get("http")
+    if http:
+        h, ho = http["load"], http["ttft_overhead_ms"]
+        lines += [
+            "",
+            "the same load through the HTTP door (OpenAI SDK, streamed chat completions):",
+            *(
+                f"{'  p' + str(q) + ' TTFT (ms)':28}{h['ttft_ms'][q]:12.2f}"
+                f"{d['ttft_ms'][q]:12.2f}{ho[q]:12.2f}"
+                for q in (50, 95, 99)
+            ),
+            f"{'  tokens per second':28}{h['tokens_per_s']:12.0f}",
+            f"{'  requests per second':28}{h['requests_per_s']:12.1f}",
+            f"{'  requests (outcomes)':28}{h['requests']:12d}   {h['outcomes']}",
+            f"  platform CPU per request (all services but the simulator): "
+            f"{http['platform_cpu_s_per_request'] * 1000:.2f} ms",
+        ]
+        if http["unloaded"]:
+            hu = http["unloaded"]
+            lines += [
+                f"  one request at a time ({hu['requests']} requests): TTFT overhead "
+                + ", ".join(f"p{q} {hu['ttft_overhead_ms'][q]:.2f} ms" for q in (50, 95, 99)),
+            ]
     if min(report["ttft_overhead_ms"].values()) < 0:
         lines += [
             "",
