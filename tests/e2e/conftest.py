@@ -56,10 +56,14 @@ PORT_OFFSET = int(os.environ.get("SWITCHBOARD_E2E_PORT_OFFSET", "0"))
 SIM_PORT = 18400 + PORT_OFFSET
 GATEWAY_PORT = 19161 + PORT_OFFSET
 MEMORY_PORT = 19162 + PORT_OFFSET
+KNOWLEDGE_PORT = 19163 + PORT_OFFSET
+KNOWLEDGE_MAX_DOCUMENT_BYTES = 40_000
 DEMO_ORDERS_PORT = 18086 + PORT_OFFSET
 HEALTH_PORTS = {
     name: 18180 + PORT_OFFSET + n
-    for n, name in enumerate(("gateway", "orchestrator", "memory", "llm-worker"), start=1)
+    for n, name in enumerate(
+        ("gateway", "orchestrator", "memory", "llm-worker", "knowledge"), start=1
+    )
 }
 
 
@@ -242,6 +246,19 @@ def platform() -> Iterator[Platform]:
             f"http://127.0.0.1:{HEALTH_PORTS['memory']}/readyz",
         ),
         (
+            "knowledge",
+            "switchboard.knowledge",
+            {
+                "SWITCHBOARD_KNOWLEDGE_GRPC_PORT": str(KNOWLEDGE_PORT),
+                "SWITCHBOARD_KNOWLEDGE_MONGO_URL": MONGO,
+                "SWITCHBOARD_KNOWLEDGE_DATABASE": plat.database,
+                # Small, so that the size check is reached below the gateway's 64 KiB limit.
+                "SWITCHBOARD_KNOWLEDGE_MAX_DOCUMENT_BYTES": str(KNOWLEDGE_MAX_DOCUMENT_BYTES),
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["knowledge"]),
+            },
+            f"http://127.0.0.1:{HEALTH_PORTS['knowledge']}/readyz",
+        ),
+        (
             "llm-worker",
             "switchboard.llm_worker",
             {
@@ -256,6 +273,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TIMEOUT_S": "10",
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_TARGET": f"127.0.0.1:{KNOWLEDGE_PORT}",
+                # Roomy on a loaded CI machine; the turn goes on without passages past it.
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_TIMEOUT_S": "10",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-orchestrator",
                 "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
                 "SWITCHBOARD_ORCHESTRATOR_DATABASE": plat.database,
@@ -271,6 +291,7 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_GATEWAY_GRPC_PORT": str(GATEWAY_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
                 "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
+                "SWITCHBOARD_GATEWAY_KNOWLEDGE_TARGET": f"127.0.0.1:{KNOWLEDGE_PORT}",
                 "SWITCHBOARD_MONGO_URL": MONGO,
                 "SWITCHBOARD_MONGO_DATABASE": plat.database,
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
