@@ -27,7 +27,7 @@ def test_seed_hashes_keys_from_the_environment_and_never_keeps_them(
 
 def test_the_repository_seed_file_is_valid() -> None:
     seed = Path(__file__).resolve().parents[3] / "deploy/local/tenants.yaml"
-    assert [t.tenant_id for t in load_seed(seed)] == ["demo"]
+    assert [t.tenant_id for t in load_seed(seed)] == ["demo", "second"]
 
 
 def test_tenant_ids_are_restricted() -> None:

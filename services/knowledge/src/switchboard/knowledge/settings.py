@@ -27,7 +27,7 @@ class RetrievalSettings(BaseSettings):
         default=1.0, ge=0, description="Weight of the lexical (BM25) ranking in the fusion."
     )
     min_similarity: float = Field(
-        default=0.40,
+        default=0.20,
         ge=-1.0,
         le=1.0,
         description="Relevance threshold: a passage whose cosine similarity to the question is "
