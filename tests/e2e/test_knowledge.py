@@ -318,3 +318,50 @@ async def test_knowledge_calls_need_a_key(platform: Platform, channel: grpc.aio.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await search(stub, auth(platform.api_key), " ")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def run_cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.knowledge", *args],
+        env={**platform.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+async def test_cli_loads_a_folder_names_bad_files_and_the_chat_cites_it(
+    platform: Platform, channel: grpc.aio.Channel, tmp_path: Path
+) -> None:
+    for file in (ROOT / "deploy/local/knowledge/demo").glob("*.md"):
+        (tmp_path / file.name).write_text(file.read_text())
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    key = ("--tenant-key", platform.api_key, "--target", platform.gateway_target)
+    result = await asyncio.to_thread(run_cli, platform, "ingest", str(tmp_path), "--quiet", *key)
+    assert result.returncode == 1, result.stderr
+    assert "stored 3, unchanged 0, failed 2" in result.stdout
+    assert "broken.pdf: INVALID_ARGUMENT" in result.stdout
+    assert "latin1.txt: not UTF-8" in result.stdout
+    again = await asyncio.to_thread(run_cli, platform, "ingest", str(tmp_path), "--quiet", *key)
+    assert "stored 0, unchanged 3" in again.stdout
+
+    chat = ChatServiceStub(channel)
+    events = [
+        e
+        async for e in chat.Chat(
+            ChatRequest(
+                message="How long do I have to return these jeans?",
+                options=ChatOptions(tier="cheap"),
+            ),
+            metadata=auth(platform.api_key),
+            timeout=60,
+        )
+    ]
+    assert events[-1].WhichOneof("event") == "done", events
+    citations = list(events[-1].done.citations)
+    assert citations and citations[0].document_id == "returns-policy.md"
+    assert citations[0].title == "Returns and refunds policy"
+    assert 'According to "Returns and refunds policy"' in text_of(events)

@@ -1,6 +1,6 @@
 """Answers from knowledge-base passages: when a prompt carries passages (the orchestrator's
 `<passage id=".." title="..">` blocks in a system message), the simulated model opens its
-reply by quoting the passage that best matches the question and naming its title, so an
+reply by quoting the best-ranked passage (the first) and naming its title, so an
 offline run shows a grounded answer with its citation."""
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def grounded_opening(body: object, question: str) -> str | None:
     def overlap(text: str) -> int:
         return len(terms & {w.lower() for w in _WORD.findall(text)})
 
-    # The best-matching passage, ties to the first (the retriever ranks best first).
-    best = max(range(len(passages)), key=lambda i: (overlap(passages[i]["text"]), -i))
-    passage = passages[best]
+    # The first passage is the best: the retriever ranks by meaning, which word overlap
+    # cannot judge (a paraphrase shares few words with its answer).
+    passage = passages[0]
     text = html.unescape(" ".join(passage["text"].split()))
     sentences = [s for s in _SENTENCE.split(text) if s]
     first = max(range(len(sentences)), key=lambda i: (overlap(sentences[i]), -i))
