@@ -126,3 +126,9 @@ def test_renderer_is_reusable_across_replies() -> None:
         renderer.render(delta(text))
         renderer.render(done())
     assert out.getvalue() == "bot> one\nbot> two\n"
+
+
+def test_citations_are_listed_after_the_reply() -> None:
+    citation = chat_pb2.Citation(document_id="r.md", title="Returns", source_url="https://x/r")
+    out, _ = render([started(), delta("Within 30 days."), done(citations=[citation])])
+    assert out == "Within 30 days.\n  sources: Returns <https://x/r>\n"

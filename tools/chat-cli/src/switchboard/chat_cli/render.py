@@ -82,6 +82,17 @@ class Renderer:
                 self._out.write("bot> ")
             self._line_open = True
         self._end_line()
+        if done.citations:
+            # The knowledge-base documents the answer is grounded in.
+            sources = "; ".join(
+                f"{c.title or c.document_id}{f' <{c.source_url}>' if c.source_url else ''}"
+                for c in done.citations
+            )
+            self._out.write(
+                f"{_DIM}  sources: {sources}{_RESET}\n"
+                if self._styled
+                else f"  sources: {sources}\n"
+            )
         if self._styled:
             self._out.write(f"{_DIM}  {footer(done)}{_RESET}\n")
         self._out.flush()
