@@ -13,7 +13,7 @@ STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
 PROTO_OUT := libs/common/src
 PROTOS := $(wildcard proto/switchboard/v1/*.proto)
-SRC := libs/common/src services/*/src tools/*/src
+SRC := libs/*/src services/*/src tools/*/src
 K8S := deploy/k8s
 K8S_TOOLS := $(K8S)/tools
 K8S_BIN := .local/bin
@@ -97,7 +97,7 @@ stack-down: ## Stop Kafka, FerretDB, Redis and Jaeger
 	$(STACK) down
 
 .PHONY: up
-up: venv stack-up ## Start the stack, the simulator and the four services in the background
+up: venv stack-up ## Start the stack, the simulator and the services in the background
 	$(SERVICES) up
 	@echo
 	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:15051"
@@ -143,6 +143,14 @@ bench-soak: venv ## 10-minute soak: memory per service at start and end
 bench-memory: venv ## Input tokens per turn up to turn 40: memory's context vs the whole history
 	$(PY) services/memory/bench/context_tokens.py
 
+# ---- knowledge base -------------------------------------------------------------------
+KNOWLEDGE_KEY ?= $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}
+
+.PHONY: knowledge-ingest
+knowledge-ingest: venv ## Load files into a tenant's knowledge base (PATHS=... KNOWLEDGE_KEY=...)
+	@test -n "$(PATHS)" || { echo "usage: make knowledge-ingest PATHS='docs/ more.pdf' [KNOWLEDGE_KEY=...]" >&2; exit 2; }
+	$(PY) -m switchboard.knowledge ingest $(PATHS) --tenant-key "$(KNOWLEDGE_KEY)"
+
 # ---- tests --------------------------------------------------------------------------
 
 .PHONY: test-unit
@@ -168,6 +176,14 @@ chaos: venv ## Repeated faults under slow streams on a private Kafka/FerretDB/Re
 .PHONY: eval-router
 eval-router: venv ## Router on tests/data: share sent to cheap, recall of complex, cost vs all-frontier
 	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data
+
+.PHONY: eval-knowledge
+eval-knowledge: venv ## Retrieval on tests/data/knowledge_*: recall@1/@3, MRR, off-topic false citations
+	$(PY) -m switchboard.knowledge.evaluation --data tests/data
+
+.PHONY: bench-knowledge
+bench-knowledge: venv ## Search latency p50/p99 at 10k and 100k chunks, ingestion chunks/s
+	$(PY) -m switchboard.knowledge.bench $(BENCH_ARGS)
 
 .PHONY: eval-guardrails
 eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates

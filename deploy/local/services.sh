@@ -16,6 +16,7 @@
 #   SWITCHBOARD_WORKERS_PER_TIER  worker processes per tier (1)
 #   SWITCHBOARD_READY_TIMEOUT_S   how long `up` waits for readiness, in seconds (60)
 #   SWITCHBOARD_STOP_TIMEOUT_S    how long `down` waits after SIGTERM, in seconds (15)
+#   (`up` also loads deploy/local/knowledge/demo into the demo tenant's knowledge base)
 #   SWITCHBOARD_TENANTS_FILE      tenants seeded into MongoDB before the start (deploy/local/tenants.yaml;
 #                                 the demo tenant's key is SWITCHBOARD_DEV_API_KEY, default sb-dev-key)
 set -euo pipefail
@@ -64,6 +65,7 @@ add simulator switchboard.simulator http://127.0.0.1:8400/_health ""
 # The demo tenant's order_status tool calls it (deploy/local/tenants.yaml).
 add demo-orders switchboard.demo_orders http://127.0.0.1:8086/_health ""
 add memory switchboard.memory http://127.0.0.1:8083/readyz SWITCHBOARD_HEALTH_PORT=8083
+add knowledge switchboard.knowledge http://127.0.0.1:8084/readyz SWITCHBOARD_HEALTH_PORT=8084
 k=0
 for tier in ${TIERS[@]+"${TIERS[@]}"}; do
 	for ((i = 0; i < WORKERS_PER_TIER; i++)); do
@@ -186,6 +188,20 @@ up() {
 		start "$idx"
 	done
 	wait_ready
+	load_demo_knowledge
+}
+
+# The demo tenant's knowledge base (order, returns and shipping policies), through the
+# gateway; idempotent (unchanged documents are not re-embedded). A failure is reported but
+# does not stop `up`: the platform works without it.
+load_demo_knowledge() {
+	local dir="$ROOT/deploy/local/knowledge/demo"
+	[[ -d $dir ]] || return 0
+	echo "loading the demo knowledge base from ${dir#"$ROOT"/}"
+	"$PYTHON" -m switchboard.knowledge ingest "$dir" --quiet \
+		--tenant-key "${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}" \
+		--base-url "https://demo.example.com/help" ||
+		echo "services.sh: the demo knowledge base did not load completely" >&2
 }
 
 # Creates or replaces the tenants of the seed file (API keys are stored hashed); idempotent.
@@ -300,6 +316,7 @@ down() {
 	stop_together gateway
 	stop_together orchestrator
 	stop_together ${workers[@]+"${workers[@]}"}
+	stop_together knowledge
 	stop_together memory
 	stop_together demo-orders
 	stop_together simulator

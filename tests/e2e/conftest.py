@@ -59,10 +59,14 @@ MEMORY_PORT = 19162 + PORT_OFFSET
 HTTP_PORT = 19163 + PORT_OFFSET
 HTTP_URL = f"http://127.0.0.1:{HTTP_PORT}"
 WIDGET_KEY = "pk-demo-widget"  # the demo tenant's publishable key (deploy/local/tenants.yaml)
+KNOWLEDGE_PORT = 19164 + PORT_OFFSET
+KNOWLEDGE_MAX_DOCUMENT_BYTES = 40_000
 DEMO_ORDERS_PORT = 18086 + PORT_OFFSET
 HEALTH_PORTS = {
     name: 18180 + PORT_OFFSET + n
-    for n, name in enumerate(("gateway", "orchestrator", "memory", "llm-worker"), start=1)
+    for n, name in enumerate(
+        ("gateway", "orchestrator", "memory", "llm-worker", "knowledge"), start=1
+    )
 }
 
 
@@ -248,6 +252,19 @@ def platform() -> Iterator[Platform]:
             f"http://127.0.0.1:{HEALTH_PORTS['memory']}/readyz",
         ),
         (
+            "knowledge",
+            "switchboard.knowledge",
+            {
+                "SWITCHBOARD_KNOWLEDGE_GRPC_PORT": str(KNOWLEDGE_PORT),
+                "SWITCHBOARD_KNOWLEDGE_MONGO_URL": MONGO,
+                "SWITCHBOARD_KNOWLEDGE_DATABASE": plat.database,
+                # Small, so that the size check is reached below the gateway's 64 KiB limit.
+                "SWITCHBOARD_KNOWLEDGE_MAX_DOCUMENT_BYTES": str(KNOWLEDGE_MAX_DOCUMENT_BYTES),
+                "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["knowledge"]),
+            },
+            f"http://127.0.0.1:{HEALTH_PORTS['knowledge']}/readyz",
+        ),
+        (
             "llm-worker",
             "switchboard.llm_worker",
             {
@@ -262,6 +279,9 @@ def platform() -> Iterator[Platform]:
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TIMEOUT_S": "10",
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_TARGET": f"127.0.0.1:{KNOWLEDGE_PORT}",
+                # Roomy on a loaded CI machine; the turn goes on without passages past it.
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_TIMEOUT_S": "10",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-orchestrator",
                 "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
                 "SWITCHBOARD_ORCHESTRATOR_DATABASE": plat.database,
@@ -278,6 +298,7 @@ def platform() -> Iterator[Platform]:
                 "SWITCHBOARD_GATEWAY_HTTP_PORT": str(HTTP_PORT),
                 "SWITCHBOARD_GATEWAY_INSTANCE_ID": f"e2e-{run_id}",
                 "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
+                "SWITCHBOARD_GATEWAY_KNOWLEDGE_TARGET": f"127.0.0.1:{KNOWLEDGE_PORT}",
                 "SWITCHBOARD_MONGO_URL": MONGO,
                 "SWITCHBOARD_MONGO_DATABASE": plat.database,
                 "SWITCHBOARD_HEALTH_PORT": str(HEALTH_PORTS["gateway"]),
@@ -372,7 +393,7 @@ class ExtraWorker:
 def second_worker(platform: Platform) -> Iterator[ExtraWorker]:
     """A second llm-worker for both tiers; ready once every tier's group has two members
     holding partitions. The test may kill it; otherwise it is stopped at the end."""
-    port = 18185 + PORT_OFFSET
+    port = 18186 + PORT_OFFSET  # after HEALTH_PORTS
     log = LOGS / "llm-worker-2.log"
     env = {
         **platform.env,

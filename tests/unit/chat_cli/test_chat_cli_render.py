@@ -159,3 +159,12 @@ def test_renderer_is_reusable_across_replies() -> None:
         renderer.render(done())
     tail = "  no model ran · 0 in / 0 out tokens · $0.000000 · first token 25 ms\n"
     assert out.getvalue() == f"bot> one\n{tail}bot> two\n{tail}"
+
+
+def test_citations_are_listed_after_the_reply_on_a_terminal_only() -> None:
+    citation = chat_pb2.Citation(document_id="r.md", title="Returns", source_url="https://x/r")
+    events = [started(), delta("Within 30 days."), done(citations=[citation])]
+    out, _ = render(events, prompts=True)
+    assert out.startswith("bot> Within 30 days.\n  sources: Returns <https://x/r>\n  ")
+    piped, _ = render(events)
+    assert piped == "Within 30 days.\n", "piped output is the replies only"

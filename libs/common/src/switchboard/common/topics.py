@@ -36,6 +36,10 @@ class Topics:
     def memory_summaries(self) -> str:
         return f"{self.prefix}memory.summaries"
 
+    @property
+    def knowledge_chunks(self) -> str:
+        return f"{self.prefix}knowledge.chunks"
+
     def llm_tasks(self, tier: str) -> str:
         """The task topic of one model tier."""
         return f"{self.prefix}llm.tasks.{tier}"

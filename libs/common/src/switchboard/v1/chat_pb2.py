@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/chat.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0b\x43hatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12,\n\x07options\x18\x05 \x01(\x0b\x32\x1b.switchboard.v1.ChatOptions\"\xce\x01\n\x0b\x43hatOptions\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x02 \x01(\r\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12;\n\x08metadata\x18\x04 \x03(\x0b\x32).switchboard.v1.ChatOptions.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xdc\x02\n\tChatEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12*\n\x07started\x18\n \x01(\x0b\x32\x17.switchboard.v1.StartedH\x00\x12&\n\x05\x64\x65lta\x18\x0b \x01(\x0b\x32\x15.switchboard.v1.DeltaH\x00\x12*\n\x04tool\x18\x0c \x01(\x0b\x32\x1a.switchboard.v1.ToolStatusH\x00\x12&\n\x05reset\x18\r \x01(\x0b\x32\x15.switchboard.v1.ResetH\x00\x12*\n\x07handoff\x18\x0e \x01(\x0b\x32\x17.switchboard.v1.HandoffH\x00\x12$\n\x04\x64one\x18\x0f \x01(\x0b\x32\x14.switchboard.v1.DoneH\x00\x12&\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x15.switchboard.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"6\n\x07Started\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\"*\n\nToolStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x17\n\x05Reset\x12\x0e\n\x06reason\x18\x01 \x01(\t\",\n\x07Handoff\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tticket_id\x18\x02 \x01(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\"r\n\x04\x44one\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc3\x01\n\x0c\x43onversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08messages\x18\x05 \x03(\x0b\x32\x17.switchboard.v1.Message\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"R\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb6\x01\n\x13\x43onversationSummary\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x05 \x01(\r\"p\n\x19ListConversationsResponse\x12:\n\rconversations\x18\x01 \x03(\x0b\x32#.switchboard.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"d\n\x15SubmitFeedbackRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06rating\x18\x02 \x01(\x0e\x32\x16.switchboard.v1.Rating\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"\x18\n\x16SubmitFeedbackResponse*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*@\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\r\n\tRATING_UP\x10\x01\x12\x0f\n\x0bRATING_DOWN\x10\x02\x32\xe0\x03\n\x0b\x43hatService\x12@\n\x04\x43hat\x12\x1b.switchboard.v1.ChatRequest\x1a\x19.switchboard.v1.ChatEvent0\x01\x12W\n\x0fGetConversation\x12&.switchboard.v1.GetConversationRequest\x1a\x1c.switchboard.v1.Conversation\x12h\n\x11ListConversations\x12(.switchboard.v1.ListConversationsRequest\x1a).switchboard.v1.ListConversationsResponse\x12k\n\x12\x44\x65leteConversation\x12).switchboard.v1.DeleteConversationRequest\x1a*.switchboard.v1.DeleteConversationResponse\x12_\n\x0eSubmitFeedback\x12%.switchboard.v1.SubmitFeedbackRequest\x1a&.switchboard.v1.SubmitFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/chat.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\x0b\x43hatRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12,\n\x07options\x18\x05 \x01(\x0b\x32\x1b.switchboard.v1.ChatOptions\"\xce\x01\n\x0b\x43hatOptions\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x02 \x01(\r\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12;\n\x08metadata\x18\x04 \x03(\x0b\x32).switchboard.v1.ChatOptions.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xdc\x02\n\tChatEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12*\n\x07started\x18\n \x01(\x0b\x32\x17.switchboard.v1.StartedH\x00\x12&\n\x05\x64\x65lta\x18\x0b \x01(\x0b\x32\x15.switchboard.v1.DeltaH\x00\x12*\n\x04tool\x18\x0c \x01(\x0b\x32\x1a.switchboard.v1.ToolStatusH\x00\x12&\n\x05reset\x18\r \x01(\x0b\x32\x15.switchboard.v1.ResetH\x00\x12*\n\x07handoff\x18\x0e \x01(\x0b\x32\x17.switchboard.v1.HandoffH\x00\x12$\n\x04\x64one\x18\x0f \x01(\x0b\x32\x14.switchboard.v1.DoneH\x00\x12&\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x15.switchboard.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"6\n\x07Started\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\"*\n\nToolStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x17\n\x05Reset\x12\x0e\n\x06reason\x18\x01 \x01(\t\",\n\x07Handoff\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tticket_id\x18\x02 \x01(\t\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\"\x9f\x01\n\x04\x44one\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12+\n\tcitations\x18\x06 \x03(\x0b\x32\x18.switchboard.v1.Citation\"S\n\x08\x43itation\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x12\n\nsource_url\x18\x03 \x01(\t\x12\x0f\n\x07snippet\x18\x04 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x07Message\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc3\x01\n\x0c\x43onversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08messages\x18\x05 \x03(\x0b\x32\x17.switchboard.v1.Message\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"R\n\x18ListConversationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb6\x01\n\x13\x43onversationSummary\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x05 \x01(\r\"p\n\x19ListConversationsResponse\x12:\n\rconversations\x18\x01 \x03(\x0b\x32#.switchboard.v1.ConversationSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x19\x44\x65leteConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"d\n\x15SubmitFeedbackRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06rating\x18\x02 \x01(\x0e\x32\x16.switchboard.v1.Rating\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"\x18\n\x16SubmitFeedbackResponse*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*@\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\r\n\tRATING_UP\x10\x01\x12\x0f\n\x0bRATING_DOWN\x10\x02\x32\xe0\x03\n\x0b\x43hatService\x12@\n\x04\x43hat\x12\x1b.switchboard.v1.ChatRequest\x1a\x19.switchboard.v1.ChatEvent0\x01\x12W\n\x0fGetConversation\x12&.switchboard.v1.GetConversationRequest\x1a\x1c.switchboard.v1.Conversation\x12h\n\x11ListConversations\x12(.switchboard.v1.ListConversationsRequest\x1a).switchboard.v1.ListConversationsResponse\x12k\n\x12\x44\x65leteConversation\x12).switchboard.v1.DeleteConversationRequest\x1a*.switchboard.v1.DeleteConversationResponse\x12_\n\x0eSubmitFeedback\x12%.switchboard.v1.SubmitFeedbackRequest\x1a&.switchboard.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATOPTIONS_METADATAENTRY']._loaded_options = None
   _globals['_CHATOPTIONS_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=2172
-  _globals['_ROLE']._serialized_end=2267
-  _globals['_RATING']._serialized_start=2269
-  _globals['_RATING']._serialized_end=2333
+  _globals['_ROLE']._serialized_start=2303
+  _globals['_ROLE']._serialized_end=2398
+  _globals['_RATING']._serialized_start=2400
+  _globals['_RATING']._serialized_end=2464
   _globals['_CHATREQUEST']._serialized_start=79
   _globals['_CHATREQUEST']._serialized_end=217
   _globals['_CHATOPTIONS']._serialized_start=220
@@ -58,30 +58,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDOFF']._serialized_end=971
   _globals['_USAGE']._serialized_start=973
   _globals['_USAGE']._serialized_end=1025
-  _globals['_DONE']._serialized_start=1027
-  _globals['_DONE']._serialized_end=1141
-  _globals['_ERROR']._serialized_start=1143
-  _globals['_ERROR']._serialized_end=1181
-  _globals['_MESSAGE']._serialized_start=1184
-  _globals['_MESSAGE']._serialized_end=1326
-  _globals['_CONVERSATION']._serialized_start=1329
-  _globals['_CONVERSATION']._serialized_end=1524
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1526
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1575
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1577
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1659
-  _globals['_CONVERSATIONSUMMARY']._serialized_start=1662
-  _globals['_CONVERSATIONSUMMARY']._serialized_end=1844
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1846
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1958
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1960
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=2012
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=2014
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=2042
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=2044
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=2144
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=2146
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=2170
-  _globals['_CHATSERVICE']._serialized_start=2336
-  _globals['_CHATSERVICE']._serialized_end=2816
+  _globals['_DONE']._serialized_start=1028
+  _globals['_DONE']._serialized_end=1187
+  _globals['_CITATION']._serialized_start=1189
+  _globals['_CITATION']._serialized_end=1272
+  _globals['_ERROR']._serialized_start=1274
+  _globals['_ERROR']._serialized_end=1312
+  _globals['_MESSAGE']._serialized_start=1315
+  _globals['_MESSAGE']._serialized_end=1457
+  _globals['_CONVERSATION']._serialized_start=1460
+  _globals['_CONVERSATION']._serialized_end=1655
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1657
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1706
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=1708
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=1790
+  _globals['_CONVERSATIONSUMMARY']._serialized_start=1793
+  _globals['_CONVERSATIONSUMMARY']._serialized_end=1975
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=1977
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2089
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=2091
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=2143
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=2145
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=2173
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=2175
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=2275
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=2277
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=2301
+  _globals['_CHATSERVICE']._serialized_start=2467
+  _globals['_CHATSERVICE']._serialized_end=2947
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,8 @@ from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.http_edge import HttpEdge
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
+from switchboard.gateway.knowledge import SERVICE_NAME as KNOWLEDGE_SERVICE
+from switchboard.gateway.knowledge import add_knowledge_service
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.reply_consumer import ReplyConsumer
@@ -265,12 +267,15 @@ async def serve(settings: GatewaySettings) -> None:
             interceptors=grpc_server_interceptors(),
         )
         chat_pb2_grpc.add_ChatServiceServicer_to_server(chat_service, server)
+        knowledge = add_knowledge_service(server, TenantAuthenticator(tenants))
+        stack.push_async_callback(knowledge.close)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         service_names = (
             chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
+            KNOWLEDGE_SERVICE,
         )
         reflection.enable_server_reflection(service_names, server)
         port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")

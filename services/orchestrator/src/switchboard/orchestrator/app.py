@@ -44,6 +44,11 @@ from switchboard.orchestrator.adapters import (
     RedisResponseCache,
     RedisTurnStore,
 )
+from switchboard.orchestrator.knowledge import (
+    KnowledgeClientSettings,
+    KnowledgeRetriever,
+    search_knowledge_tool,
+)
 from switchboard.orchestrator.router import ComplexityClassifier, RouterConfig
 from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.orchestrator.tools import HttpToolClient, ToolRegistry, build_registry
@@ -92,9 +97,12 @@ class Resources:
         self.mongo = mongo
         self.http = http
         self.handler = handler
+        self.knowledge: KnowledgeRetriever | None = None
 
     async def close(self) -> None:
         await self.memory.close()
+        if self.knowledge is not None:
+            await self.knowledge.close()
         await self.http.close()
         await self.mongo.close()
 
@@ -170,6 +178,8 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     tenants = TenantStore(mongo, settings.database, cache_ttl_s=settings.tenant_cache_ttl_s)
     tickets = MongoTicketStore(mongo, settings.database)
     http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
+    knowledge = KnowledgeRetriever(KnowledgeClientSettings())
+    knowledge_tools = [search_knowledge_tool(knowledge, settings.builtin_tool_timeout_s)]
 
     # Built once per distinct tool configuration: checking the tools' JSON schemas on every
     # turn was a fifth of the orchestrator's CPU (make bench, py-spy).
@@ -182,6 +192,7 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
             http=http,
             builtin_timeout_s=settings.builtin_tool_timeout_s,
             max_result_chars=settings.tool_result_max_chars,
+            extra_builtins=knowledge_tools,
         )
 
     def registry_for(tenant: TenantConfig) -> ToolRegistry:
@@ -204,8 +215,11 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         cache=RedisResponseCache(redis),
         registry_for=registry_for,
         classifier=ComplexityClassifier(RouterConfig(threshold=settings.router_threshold)),
+        knowledge=knowledge if knowledge.settings.enabled else None,
     )
-    return Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
+    resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
+    resources.knowledge = knowledge
+    return resources
 
 
 async def serve(settings: OrchestratorSettings) -> None:

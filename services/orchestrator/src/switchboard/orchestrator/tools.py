@@ -30,7 +30,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 ESCALATE_TO_HUMAN = "escalate_to_human"
 CURRENT_TIME = "current_time"
-BUILTIN_TOOLS = (ESCALATE_TO_HUMAN, CURRENT_TIME)
+SEARCH_KNOWLEDGE = "search_knowledge"
+BUILTIN_TOOLS = (ESCALATE_TO_HUMAN, CURRENT_TIME, SEARCH_KNOWLEDGE)
 
 
 @dataclass(frozen=True)
@@ -375,9 +376,11 @@ def build_registry(
     http: HttpToolClient,
     builtin_timeout_s: float,
     max_result_chars: int,
+    extra_builtins: Sequence[Tool] = (),
 ) -> ToolRegistry:
-    """A tenant's tools: the built-ins it enables and its valid, allow-listed HTTP tools."""
-    tools: list[Tool] = []
+    """A tenant's tools: the built-ins it enables and its valid, allow-listed HTTP tools.
+    `extra_builtins` are built-ins made elsewhere (search_knowledge), enabled alike by name."""
+    tools: list[Tool] = [t for t in extra_builtins if t.name in builtin_names]
     if ESCALATE_TO_HUMAN in builtin_names:
         tools.append(escalate_to_human_tool(tickets, builtin_timeout_s))
     if CURRENT_TIME in builtin_names:

@@ -35,6 +35,7 @@ from switchboard.common.redaction import (
 )
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.tenants import TenantConfig
+from switchboard.orchestrator import knowledge as kb
 from switchboard.orchestrator import metrics
 from switchboard.orchestrator.guardrails import (
     InjectionDetector,
@@ -175,6 +176,8 @@ class TurnState:
     cascaded: bool = False
     cache_key: str = ""
     ticket_id: str = ""
+    # Knowledge-base passages given to the model, for the answer's citations.
+    citations: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Everything but the protobuf messages, which are stored as bytes beside it."""
@@ -197,6 +200,7 @@ class TurnState:
                 "cascaded": self.cascaded,
                 "cache_key": self.cache_key,
                 "ticket_id": self.ticket_id,
+                "citations": self.citations,
             }
         )
 
@@ -221,6 +225,7 @@ class TurnState:
             cascaded=data["cascaded"],
             cache_key=data["cache_key"],
             ticket_id=data["ticket_id"],
+            citations=data.get("citations", []),
         )
 
 
@@ -258,6 +263,7 @@ class TurnEngine:
         classifier: ComplexityClassifier | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        knowledge: kb.KnowledgeRetriever | None = None,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
@@ -271,6 +277,7 @@ class TurnEngine:
         self._classifier = classifier or ComplexityClassifier()
         self._injection = injection or InjectionDetector()
         self._clock = clock
+        self._knowledge = knowledge
         self._redactors: dict[tuple[str, ...], Redactor] = {}
 
     # ---- a new turn ----
@@ -357,7 +364,14 @@ class TurnEngine:
             )
             return
 
-        context = await self._memory.context_for(turn)
+        # Retrieval runs concurrently with the context read (no serial latency).
+        context, passages = await kb.context_and_passages(
+            self._memory, self._knowledge, turn, stored.text
+        )
+        if passages and policy.prompt_injection != "off":
+            passages, held = kb.screen(passages, self._injection, policy.injection_threshold)
+            if held:
+                flags.append(f"knowledge-injection-dropped:{held}")
         if context.degraded:
             flags.append("context-degraded")
         history = [m.text for m in context.messages if m.role == ROLE_USER]
@@ -386,7 +400,10 @@ class TurnEngine:
         span.set_attribute("switchboard.route.score", route.score)
         metrics.ROUTES.labels(route.tier, "classified" if route.classified else "policy").inc()
 
-        cache_key = self._cache_key(turn, tenant, context, route, bool(stored.findings))
+        # A grounded answer carries citations, which the response cache does not keep.
+        cache_key = (
+            "" if passages else self._cache_key(turn, tenant, context, route, bool(stored.findings))
+        )
         if cache_key:
             cached = await self._cache.get(cache_key)
             metrics.CACHE.labels("miss" if cached is None else "hit").inc()
@@ -397,6 +414,7 @@ class TurnEngine:
 
         registry = self._registry_for(tenant)
         task = self._first_task(turn, tenant, context, route, to_provider, registry, flags)
+        kb.ground(task, passages)
         state = TurnState(
             turn=turn,
             task=task,
@@ -404,6 +422,7 @@ class TurnEngine:
             stored_message=stored.text,
             flags=flags,
             cache_key=cache_key,
+            citations=kb.citation_records(passages),
         )
         # Created only if absent: two starts of one turn (a redelivery while the first ran, or
         # two owners across a rebalance) publish the same task, never two competing ones.
@@ -618,6 +637,19 @@ class TurnEngine:
                     finish_reason=result.finish_reason,
                     usage=usage,
                     cost_usd=state.cost_usd,
+                    citations=kb.citations_for(
+                        [
+                            *state.citations,
+                            *kb.passages_from_tool_results(
+                                [
+                                    e["result"]
+                                    for e in state.exchanges
+                                    if e["name"] == kb.SEARCH_KNOWLEDGE
+                                ]
+                            ),
+                        ],
+                        reply.text,
+                    ),
                 ),
             ),
         )

@@ -111,6 +111,17 @@ class Renderer:
             self._line_open = True
         self._end_line()
         if self._prompts:
+            if done.citations:
+                # The knowledge-base documents the answer is grounded in.
+                sources = "; ".join(
+                    f"{c.title or c.document_id}{f' <{c.source_url}>' if c.source_url else ''}"
+                    for c in done.citations
+                )
+                self._out.write(
+                    f"{_DIM}  sources: {sources}{_RESET}\n"
+                    if self._styled
+                    else f"  sources: {sources}\n"
+                )
             line = footer(done, self._first_text_s)
             self._out.write(f"{_DIM}  {line}{_RESET}\n" if self._styled else f"  {line}\n")
         self._out.flush()

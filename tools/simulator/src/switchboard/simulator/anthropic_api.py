@@ -15,8 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from .controls import Controls, read_controls, retry_after_headers
+from .grounded import grounded_opening
 from .journal import Journal
-from .replies import count_prompt_tokens
+from .replies import count_prompt_tokens, generate_reply
 from .state import STATE_KEY
 from .tools import Answer, OfferedTool, ToolOutput, answer
 from .wire import (
@@ -347,6 +348,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
         reply_tokens=controls.reply_tokens,
         max_tokens=req.max_tokens,
     )
+    opening = None if req.tool_outputs else grounded_opening(body, req.user_text)
+    if opening is not None and not result.calls:
+        result = Answer(
+            generate_reply(
+                req.model,
+                req.user_text,
+                reply_tokens=controls.reply_tokens,
+                max_tokens=req.max_tokens,
+                opening=opening,
+            )
+        )
     if result.calls:
         stop_reason = "tool_use"
     else:

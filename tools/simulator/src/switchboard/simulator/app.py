@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import anthropic_api, openai_api, replies
+from . import anthropic_api, embeddings_api, openai_api, replies
 from .settings import Settings
 from .state import STATE_KEY, SimulatorState
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[STATE_KEY] = SimulatorState.from_settings(settings)
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
     app.router.add_post("/v1/messages", anthropic_api.messages)
+    app.router.add_post("/v1/embeddings", embeddings_api.embeddings)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{model}", _retrieve_model)
     app.router.add_get("/_health", _health)

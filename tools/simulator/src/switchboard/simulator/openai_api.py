@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from .controls import Controls, read_controls, retry_after_headers
+from .grounded import grounded_opening
 from .journal import Journal
-from .replies import count_prompt_tokens
+from .replies import count_prompt_tokens, generate_reply
 from .state import STATE_KEY
 from .tools import Answer, OfferedTool, ToolOutput, answer
 from .wire import (
@@ -463,6 +464,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         reply_tokens=controls.reply_tokens,
         max_tokens=chat.max_tokens,
     )
+    opening = None if chat.tool_outputs else grounded_opening(body, chat.user_text)
+    if opening is not None and not result.calls:
+        result = Answer(
+            generate_reply(
+                chat.model,
+                chat.user_text,
+                reply_tokens=controls.reply_tokens,
+                max_tokens=chat.max_tokens,
+                opening=opening,
+            )
+        )
     if result.calls:
         finish_reason = "tool_calls"
     else:

@@ -1,0 +1,29 @@
+"""Builds the configured Embedder."""
+
+from switchboard.embeddings.base import Embedder
+from switchboard.embeddings.local import LocalEmbedder
+from switchboard.embeddings.remote import OpenAIEmbedder
+from switchboard.embeddings.settings import EmbeddingSettings
+
+
+def create_embedder(settings: EmbeddingSettings) -> Embedder:
+    """The embedder `settings.provider` names. The remote one learns its dimension on the
+    first call (or from `openai_dimensions`): call `probe()` first where it is needed."""
+    if settings.provider == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIEmbedder(
+            settings.openai_model,
+            base_url=settings.openai_base_url,
+            api_key=key,
+            dimensions=settings.openai_dimensions,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+            batch_size=settings.openai_batch_size,
+        )
+    return LocalEmbedder(
+        settings.local_model_dir,
+        max_tokens=settings.local_max_tokens,
+        batch_size=settings.local_batch_size,
+        threads=settings.local_threads,
+        blas_threads=settings.local_blas_threads,
+    )

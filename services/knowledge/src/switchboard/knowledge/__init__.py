@@ -1,0 +1,1 @@
+"""The knowledge service: each tenant's documents, chunked, embedded, searchable."""

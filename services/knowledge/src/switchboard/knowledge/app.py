@@ -1,0 +1,97 @@
+"""Wires the knowledge service: MongoDB, the embedder, the indexes, the chunk-change
+consumer, the gRPC server."""
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pymongo.errors import PyMongoError
+
+from switchboard.common.health import HealthServer
+from switchboard.common.kafka import create_broker, publish
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
+from switchboard.common.retry import retrying
+from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
+from switchboard.common.tenants import TenantStore
+from switchboard.common.topics import Topics
+from switchboard.embeddings import create_embedder
+from switchboard.embeddings.remote import OpenAIEmbedder
+from switchboard.knowledge.documents import KnowledgeBase
+from switchboard.knowledge.index import KnowledgeIndex
+from switchboard.knowledge.service import KnowledgeService
+from switchboard.knowledge.settings import KnowledgeSettings
+from switchboard.knowledge.store import KnowledgeStore
+from switchboard.knowledge.sync import ChunkChanges
+from switchboard.v1 import knowledge_pb2, knowledge_pb2_grpc
+from switchboard.v1.knowledge_pb2 import KnowledgeChunkChange
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: KnowledgeSettings) -> None:
+    """Run the knowledge service until SIGTERM or SIGINT."""
+    tracer_provider = setup_telemetry("knowledge", settings.telemetry)
+    health_server = HealthServer(settings.health.host, settings.health.port)
+    await health_server.start()
+    store = KnowledgeStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms)
+    async for attempt in retrying(
+        settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
+    ):
+        with attempt:
+            await store.ensure_indexes()
+    embedder = create_embedder(settings.embeddings)
+    if isinstance(embedder, OpenAIEmbedder):
+        await embedder.probe()
+    topic = Topics(settings.kafka.topic_prefix).knowledge_chunks
+    broker = create_broker(settings.kafka, "knowledge", tracer_provider)
+
+    async def publish_change(change: KnowledgeChunkChange) -> None:
+        await publish(broker, topic, change, key=f"{change.tenant_id}/{change.document_id}")
+
+    tenants = TenantStore(store.client, settings.database)
+    knowledge = KnowledgeBase(
+        settings,
+        store=store,
+        index=KnowledgeIndex(embedder.dimensions, settings.retrieval),
+        embedder=embedder,
+        publish=publish_change,
+        tenants=tenants.get,
+    )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await broker.start()
+    changes = ChunkChanges(settings.kafka, topic, knowledge, settings.sync_poll_timeout_ms)
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await changes.start_at_end()
+    loaded = await knowledge.load()
+    changes.run()
+    log.info("knowledge indexes loaded: %d chunks", loaded)
+
+    server = grpc.aio.server(interceptors=grpc_server_interceptors())
+    knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeService(knowledge), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_name = knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
+    reflection.enable_server_reflection(
+        [service_name, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+    )
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    server.add_insecure_port(address)
+    await server.start()
+    for name in ("", service_name):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    freeze_startup_objects()
+    health_server.ready = True
+    log.info("knowledge serving gRPC on %s", address)
+
+    await wait_for_stop_signal()
+
+    health_server.ready = False
+    await server.stop(settings.shutdown_grace_s)
+    await changes.stop()
+    await broker.stop()
+    await embedder.close()
+    await store.close()
+    await health_server.stop()
+    tracer_provider.shutdown()
