@@ -70,6 +70,17 @@ proto-check: venv ## Fail when the committed generated code differs from proto/
 		|| { echo "generated code is stale: run 'make proto' and commit" >&2; exit 1; }
 	@echo "generated protobuf code is up to date"
 
+# Generated documents (docs/configuration.md from the settings classes, docs/asyncapi.yaml of the
+# topics via FastStream) are committed; `make docs-check` fails when they are stale.
+
+.PHONY: docs
+docs: venv ## Regenerate docs/configuration.md and docs/asyncapi.yaml
+	$(PY) -m switchboard.docgen
+
+.PHONY: docs-check
+docs-check: venv ## Fail when a generated document under docs/ is stale
+	@$(PY) -m switchboard.docgen --check
+
 # ---- quality ------------------------------------------------------------------------
 
 .PHONY: lint
@@ -150,7 +161,7 @@ test-unit: venv ## Unit tests (no servers needed)
 
 .PHONY: test
 test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real stack
-	$(MAKE) --no-print-directory proto-check lint typecheck
+	$(MAKE) --no-print-directory proto-check docs-check lint typecheck
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
 
 # ---- evaluations --------------------------------------------------------------------
@@ -199,6 +210,20 @@ k8s-validate: k8s-tools ## Render every overlay and validate it offline; fails o
 	@touch $@
 
 .PHONY: docker-lint
-docker-lint: .local/hadolint/bin/hadolint ## Lint every service's Dockerfile with hadolint
-	.local/hadolint/bin/hadolint services/*/Dockerfile
-	@echo "Dockerfiles: hadolint passed"
+docker-lint: .local/hadolint/bin/hadolint ## Lint the services' Dockerfile with hadolint
+	.local/hadolint/bin/hadolint deploy/images/Dockerfile
+	@echo "Dockerfile: hadolint passed"
+
+# One Dockerfile for every service (build argument SERVICE); the ports are documentation only.
+IMAGE_TAG ?= 0.1.0
+IMAGE_REGISTRY ?= switchboard
+SERVICE_PORTS_gateway := 50051 8080
+SERVICE_PORTS_memory := 50052 8080
+
+.PHONY: images
+images: ## Build the four service images with docker (IMAGE_REGISTRY, IMAGE_TAG)
+	@for s in gateway orchestrator llm-worker memory; do \
+		ports="$(SERVICE_PORTS_gateway)"; [ $$s = gateway ] || ports=8080; [ $$s != memory ] || ports="$(SERVICE_PORTS_memory)"; \
+		docker build -f deploy/images/Dockerfile --build-arg SERVICE=$$s --build-arg PORTS="$$ports" \
+			-t $(IMAGE_REGISTRY)/$$s:$(IMAGE_TAG) . ; \
+	done
