@@ -100,11 +100,11 @@ typecheck: venv ## mypy (strict) over every package
 # ---- local stack and services -------------------------------------------------------
 
 .PHONY: stack-up
-stack-up: ## Install (first time) and start Kafka, FerretDB, Redis and Jaeger
+stack-up: ## Install (first time) and start Kafka, FerretDB, Redis, Jaeger and Zipkin
 	$(STACK) up
 
 .PHONY: stack-down
-stack-down: ## Stop Kafka, FerretDB, Redis and Jaeger
+stack-down: ## Stop Kafka, FerretDB, Redis, Jaeger and Zipkin
 	$(STACK) down
 
 .PHONY: up
@@ -113,7 +113,7 @@ up: venv stack-up ## Start the stack, the simulator and the four services in the
 	@echo
 	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:15051"
 	@echo "  API key (demo tenant): $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}"
-	@echo "  traces: Jaeger on http://127.0.0.1:16686 (query API: /api/traces?service=gateway)"
+	@echo "  traces: Zipkin UI on http://127.0.0.1:9411, Jaeger query API on http://127.0.0.1:16686/api/traces?service=gateway"
 	@echo "  chat:  $(PY) -m switchboard.chat_cli      stop: make down      logs: .local/logs/"
 
 .PHONY: down

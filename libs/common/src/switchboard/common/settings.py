@@ -105,6 +105,15 @@ class TelemetrySettings(BaseSettings):
         default="http://127.0.0.1:4317",
         description="OTLP/gRPC endpoint of the trace collector (the local stack's Jaeger).",
     )
+    # The local stack's trace UI is Zipkin (docs/decisions/0005-trace-ui.md); Jaeger, which
+    # the OTLP exporter feeds, serves no UI from a registry-built binary.
+    zipkin_endpoint: str = Field(
+        default="",
+        description=(
+            "Also send spans to this Zipkin v2 endpoint (e.g. http://127.0.0.1:9411/api/v2/spans,"
+            " the local trace UI); empty: off."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
