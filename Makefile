@@ -159,8 +159,12 @@ bench-memory: venv ## Input tokens per turn up to turn 40: memory's context vs t
 test-unit: venv ## Unit tests (no servers needed)
 	$(PY) -m pytest tests/unit -q
 
+.PHONY: test-integration
+test-integration: venv ## Tests of one adapter against a real server (Redis of the local stack)
+	$(PY) -m pytest tests/integration -q
+
 .PHONY: test
-test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real stack
+test: venv ## The whole suite: checks, unit, integration and end-to-end tests on the real stack
 	$(MAKE) --no-print-directory proto-check docs-check lint typecheck
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
 
