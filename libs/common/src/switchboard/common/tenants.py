@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from cachetools import TTLCache
 from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -107,6 +108,9 @@ class TenantConfig(BaseModel):
     response_cache_ttl_s: int = Field(default=0, ge=0)
 
 
+TenantCache = TTLCache[str, tuple[float, "TenantConfig | None"]]
+
+
 class TenantStore:
     """Reads tenants from MongoDB, with a small bounded cache (tenants change rarely)."""
 
@@ -123,8 +127,11 @@ class TenantStore:
         self._cache_size = cache_size
         # When a refresh fails, a known tenant is served from the cache this much longer.
         self._stale_for_s = stale_for_s
-        self._by_id: dict[str, tuple[float, TenantConfig | None]] = {}
-        self._by_key: dict[str, tuple[float, TenantConfig | None]] = {}
+        # (fetched at, tenant); an entry is fresh for cache_ttl_s and kept, least recently
+        # used first out, for the stale window.
+        keep_s = max(cache_ttl_s, stale_for_s, 1e-3)
+        self._by_id: TenantCache = TTLCache(cache_size, keep_s, timer=time.monotonic)
+        self._by_key: TenantCache = TTLCache(cache_size, keep_s, timer=time.monotonic)
 
     async def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant, or None when unknown."""
@@ -145,7 +152,7 @@ class TenantStore:
 
     async def _cached(
         self,
-        cache: dict[str, tuple[float, TenantConfig | None]],
+        cache: "TenantCache",
         key: str,
         query: dict[str, Any],
     ) -> TenantConfig | None:
@@ -166,8 +173,6 @@ class TenantStore:
         if document is not None:
             document.pop("_id", None)
             tenant = TenantConfig.model_validate(document)
-        if len(cache) >= self._cache_size:
-            cache.clear()  # crude but bounded; tenants are few
         cache[key] = (now, tenant)
         return tenant
 
