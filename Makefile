@@ -70,6 +70,17 @@ proto-check: venv ## Fail when the committed generated code differs from proto/
 		|| { echo "generated code is stale: run 'make proto' and commit" >&2; exit 1; }
 	@echo "generated protobuf code is up to date"
 
+# Generated documents (docs/configuration.md from the settings classes, docs/asyncapi.yaml of the
+# topics via FastStream) are committed; `make docs-check` fails when they are stale.
+
+.PHONY: docs
+docs: venv ## Regenerate docs/configuration.md and docs/asyncapi.yaml
+	$(PY) -m switchboard.docgen
+
+.PHONY: docs-check
+docs-check: venv ## Fail when a generated document under docs/ is stale
+	@$(PY) -m switchboard.docgen --check
+
 # ---- quality ------------------------------------------------------------------------
 
 .PHONY: lint
@@ -89,11 +100,11 @@ typecheck: venv ## mypy (strict) over every package
 # ---- local stack and services -------------------------------------------------------
 
 .PHONY: stack-up
-stack-up: ## Install (first time) and start Kafka, FerretDB, Redis and Jaeger
+stack-up: ## Install (first time) and start Kafka, FerretDB, Redis, Jaeger and Zipkin
 	$(STACK) up
 
 .PHONY: stack-down
-stack-down: ## Stop Kafka, FerretDB, Redis and Jaeger
+stack-down: ## Stop Kafka, FerretDB, Redis, Jaeger and Zipkin
 	$(STACK) down
 
 .PHONY: up
@@ -103,7 +114,7 @@ up: venv stack-up ## Start the stack, the simulator and the services in the back
 	@echo "Switchboard is up: gRPC ChatService on 127.0.0.1:15051"
 	@echo "  HTTP (OpenAI-compatible): http://127.0.0.1:15080/v1   web chat demo: http://127.0.0.1:15080/"
 	@echo "  API key (demo tenant): $${SWITCHBOARD_DEV_API_KEY:-sb-dev-key}"
-	@echo "  traces: Jaeger on http://127.0.0.1:16686 (query API: /api/traces?service=gateway)"
+	@echo "  traces: Zipkin UI on http://127.0.0.1:9411, Jaeger query API on http://127.0.0.1:16686/api/traces?service=gateway"
 	@echo "  chat:  $(PY) -m switchboard.chat_cli      stop: make down      logs: .local/logs/"
 
 .PHONY: down
@@ -161,9 +172,13 @@ test-unit: venv ## Unit tests (no servers needed)
 browser: ## Install Debian's chromium for the widget's browser test (apt-get, when missing)
 	deploy/local/browser.sh
 
+.PHONY: test-integration
+test-integration: venv ## Tests of one adapter against a real server (Redis of the local stack)
+	$(PY) -m pytest tests/integration -q
+
 .PHONY: test
-test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real stack
-	$(MAKE) --no-print-directory proto-check lint typecheck browser
+test: venv ## The whole suite: checks, unit, integration and end-to-end tests on the real stack
+	$(MAKE) --no-print-directory proto-check docs-check lint typecheck browser
 	deploy/local/with-stack.sh $(PY) -m pytest tests -q
 
 ROUNDS ?= 5
@@ -225,6 +240,22 @@ k8s-validate: k8s-tools ## Render every overlay and validate it offline; fails o
 	@touch $@
 
 .PHONY: docker-lint
-docker-lint: .local/hadolint/bin/hadolint ## Lint every service's Dockerfile with hadolint
-	.local/hadolint/bin/hadolint services/*/Dockerfile
-	@echo "Dockerfiles: hadolint passed"
+docker-lint: .local/hadolint/bin/hadolint ## Lint the services' Dockerfile with hadolint
+	.local/hadolint/bin/hadolint deploy/images/Dockerfile
+	@echo "Dockerfile: hadolint passed"
+
+# One Dockerfile for every service (build argument SERVICE); the ports are documentation only.
+IMAGE_TAG ?= 0.1.0
+IMAGE_REGISTRY ?= switchboard
+SERVICE_PORTS_gateway := 50051 8080
+SERVICE_PORTS_memory := 50052 8080
+SERVICE_PORTS_knowledge := 50053 8080
+
+.PHONY: images
+images: ## Build the five service images with docker (IMAGE_REGISTRY, IMAGE_TAG)
+	@for s in gateway orchestrator llm-worker memory knowledge; do \
+		ports="$(SERVICE_PORTS_gateway)"; [ $$s = gateway ] || ports=8080; [ $$s != memory ] || ports="$(SERVICE_PORTS_memory)"; \
+		[ $$s != knowledge ] || ports="$(SERVICE_PORTS_knowledge)"; \
+		docker build -f deploy/images/Dockerfile --build-arg SERVICE=$$s --build-arg PORTS="$$ports" \
+			-t $(IMAGE_REGISTRY)/$$s:$(IMAGE_TAG) . ; \
+	done

@@ -50,6 +50,9 @@ for tier in ${TIERS[@]+"${TIERS[@]}"}; do
 	[[ $tier =~ ^[A-Za-z0-9_.-]+$ ]] || die "SWITCHBOARD_TIERS: bad tier name '$tier'"
 done
 
+# Each span also goes to the stack's Zipkin, the local trace UI (dropped while it is not up).
+export SWITCHBOARD_TELEMETRY_ZIPKIN_ENDPOINT="${SWITCHBOARD_TELEMETRY_ZIPKIN_ENDPOINT-http://127.0.0.1:${SWITCHBOARD_ZIPKIN_PORT:-9411}/api/v2/spans}"
+
 # The processes in start order: name, module, readiness URL, extra environment (K=V ...).
 NAMES=()
 MODULES=()

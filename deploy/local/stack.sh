@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Local infrastructure for Switchboard: Apache Kafka (KRaft, single node), FerretDB (MongoDB wire
-# protocol on SQLite), Redis and Jaeger v2 (traces), installed and run as plain processes under
-# <repo>/.local/.
+# protocol on SQLite), Redis, and for traces Jaeger v2 (OTLP in, query API) and Zipkin (the trace
+# UI), installed and run as plain processes under <repo>/.local/.
 #
 #   deploy/local/stack.sh up            install what is missing, start what is stopped, wait until ready
 #   deploy/local/stack.sh down [--purge] stop everything (--purge also deletes .local/data)
-#   deploy/local/stack.sh status        show each component (exit 3 when one is stopped)
+#   deploy/local/stack.sh status        show each component (exit 3 when Kafka, FerretDB or Redis is stopped)
+#
+# The chat needs Kafka, FerretDB and Redis only; `up` waits for those. Jaeger and Zipkin start
+# beside them without being waited for, and Jaeger, whose first build takes minutes, is built
+# in the background (.local/logs/jaeger-build.log) and started when it is ready; the services
+# export their spans once it is up. SWITCHBOARD_STACK_WAIT_TRACING=1 (set by `make test` and
+# `make bench`, whose tests query Jaeger) builds Jaeger in the foreground and waits for both.
 #
 # Environment (all optional):
 #   SWITCHBOARD_KAFKA_PORT (9092)  SWITCHBOARD_KAFKA_CONTROLLER_PORT (9093)
 #   SWITCHBOARD_MONGO_PORT (27017) SWITCHBOARD_REDIS_PORT (6379)
 #   SWITCHBOARD_OTLP_PORT (4317)   SWITCHBOARD_OTLP_HTTP_PORT (4318)  SWITCHBOARD_JAEGER_UI_PORT (16686)
-#   SWITCHBOARD_JAEGER_START_TIMEOUT_S (30)
+#   SWITCHBOARD_JAEGER_QUERY_GRPC_PORT (16685)  SWITCHBOARD_JAEGER_HEALTH_PORT (13133)  SWITCHBOARD_ZIPKIN_PORT (9411)
+#   SWITCHBOARD_STACK_WAIT_TRACING (0)  SWITCHBOARD_JAEGER_START_TIMEOUT_S (30)  SWITCHBOARD_ZIPKIN_START_TIMEOUT_S (90)
 #   SWITCHBOARD_KAFKA_START_TIMEOUT_S (90)  SWITCHBOARD_FERRETDB_START_TIMEOUT_S (30)
 #   SWITCHBOARD_REDIS_START_TIMEOUT_S (15)  SWITCHBOARD_STOP_TIMEOUT_S (30)   [seconds]
 #   SWITCHBOARD_LOCK_TIMEOUT_S (900)  SWITCHBOARD_FERRETDB_LOG_LEVEL (warn)  JAVA_HOME
@@ -25,6 +32,7 @@ KAFKA_VERSION=4.1.1         # passed to deploy/local/kafka/pom.xml as -Dkafka.ve
 LOG4J_VERSION=2.24.3        # passed to deploy/local/kafka/pom.xml as -Dlog4j.version
 FERRETDB_VERSION=v1.24.2    # must equal the require in deploy/local/ferretdb/go.mod (checked)
 JAEGER_VERSION=v1.76.0      # Jaeger v2's Go module tag; must equal deploy/local/jaeger/go.mod (checked)
+ZIPKIN_VERSION=3.6.1        # io.zipkin:zipkin-server's executable jar, from Maven Central
 REDIS_APT_PACKAGE=redis-server  # Debian's current build; apt versions are not pinnable for long
 JAVA_MIN_MAJOR=17
 
@@ -52,11 +60,14 @@ OTLP_HTTP_PORT="${SWITCHBOARD_OTLP_HTTP_PORT:-4318}"
 JAEGER_UI_PORT="${SWITCHBOARD_JAEGER_UI_PORT:-16686}"
 JAEGER_QUERY_GRPC_PORT="${SWITCHBOARD_JAEGER_QUERY_GRPC_PORT:-16685}"
 JAEGER_HEALTH_PORT="${SWITCHBOARD_JAEGER_HEALTH_PORT:-13133}"
+ZIPKIN_PORT="${SWITCHBOARD_ZIPKIN_PORT:-9411}"
+WAIT_TRACING="${SWITCHBOARD_STACK_WAIT_TRACING:-0}"
 
 KAFKA_START_TIMEOUT="${SWITCHBOARD_KAFKA_START_TIMEOUT_S:-90}"
 FERRETDB_START_TIMEOUT="${SWITCHBOARD_FERRETDB_START_TIMEOUT_S:-30}"
 REDIS_START_TIMEOUT="${SWITCHBOARD_REDIS_START_TIMEOUT_S:-15}"
 JAEGER_START_TIMEOUT="${SWITCHBOARD_JAEGER_START_TIMEOUT_S:-30}"
+ZIPKIN_START_TIMEOUT="${SWITCHBOARD_ZIPKIN_START_TIMEOUT_S:-90}"
 STOP_TIMEOUT="${SWITCHBOARD_STOP_TIMEOUT_S:-30}"
 LOCK_TIMEOUT="${SWITCHBOARD_LOCK_TIMEOUT_S:-900}"
 FERRETDB_LOG_LEVEL="${SWITCHBOARD_FERRETDB_LOG_LEVEL:-warn}"
@@ -73,8 +84,13 @@ FERRETDB_DATA="$DATA_DIR/ferretdb"
 REDIS_DATA="$DATA_DIR/redis"
 JAEGER_SRC="$SCRIPT_DIR/jaeger"
 JAEGER_BIN="$BIN_DIR/jaeger"
+JAEGER_BUILD_PID="$RUN_DIR/jaeger-build.pid"
+ZIPKIN_HOME="$LOCAL_DIR/zipkin"
+ZIPKIN_JAR="$ZIPKIN_HOME/zipkin-server-$ZIPKIN_VERSION-exec.jar"
 
-COMPONENTS=(kafka ferretdb redis jaeger)
+COMPONENTS=(kafka ferretdb redis jaeger zipkin)
+# What the chat needs: `up` waits for these, and `status` fails when one is stopped.
+REQUIRED=(kafka ferretdb redis)
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -88,15 +104,36 @@ now_us() { local t="${EPOCHREALTIME//[!0-9]/}"; echo "$t"; }
 # Seconds (one decimal) elapsed since a now_us value.
 since() { local ms=$((($(now_us) - $1) / 1000)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
 
+# Runs "$2..." (a command or function), saying every PROGRESS_EVERY seconds that step $1 is still
+# running, so that a long download or build does not look like a hang. Returns its exit code.
+PROGRESS_EVERY=10
+with_progress() {
+  local label=$1 pid t0=$SECONDS next
+  shift
+  "$@" &
+  pid=$!
+  next=$((SECONDS + PROGRESS_EVERY))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 0.5
+    if ((SECONDS >= next)); then
+      log "$label: still running ($((SECONDS - t0))s)"
+      next=$((SECONDS + PROGRESS_EVERY))
+    fi
+  done
+  wait "$pid"
+}
+
 validate_settings() {
   local v
   for v in KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT REDIS_PORT OTLP_PORT OTLP_HTTP_PORT JAEGER_UI_PORT \
-    JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT; do
+    JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT ZIPKIN_PORT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((10#${!v} < 1 || 10#${!v} > 65535)); then die "SWITCHBOARD_$v='${!v}' is not a port number"; fi
   done
-  for v in KAFKA_START_TIMEOUT FERRETDB_START_TIMEOUT REDIS_START_TIMEOUT STOP_TIMEOUT LOCK_TIMEOUT; do
+  for v in KAFKA_START_TIMEOUT FERRETDB_START_TIMEOUT REDIS_START_TIMEOUT JAEGER_START_TIMEOUT \
+    ZIPKIN_START_TIMEOUT STOP_TIMEOUT LOCK_TIMEOUT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "SWITCHBOARD_${v}_S='${!v}' must be a whole number of seconds"
   done
+  [[ $WAIT_TRACING == [01] ]] || die "SWITCHBOARD_STACK_WAIT_TRACING='$WAIT_TRACING' must be 0 or 1"
   # Normalize ("090" would be octal in shell arithmetic).
   for v in KAFKA_PORT KAFKA_CONTROLLER_PORT MONGO_PORT REDIS_PORT \
     KAFKA_START_TIMEOUT FERRETDB_START_TIMEOUT REDIS_START_TIMEOUT STOP_TIMEOUT LOCK_TIMEOUT; do
@@ -106,7 +143,7 @@ validate_settings() {
 }
 
 make_dirs() {
-  mkdir -p "$BIN_DIR" "$KAFKA_HOME" "$KAFKA_DATA" "$FERRETDB_DATA" "$REDIS_DATA" "$LOG_DIR" "$RUN_DIR"
+  mkdir -p "$BIN_DIR" "$KAFKA_HOME" "$KAFKA_DATA" "$FERRETDB_DATA" "$REDIS_DATA" "$LOG_DIR" "$RUN_DIR" "$ZIPKIN_HOME"
 }
 
 # Serialize up/down: two concurrent `up`s (e.g. parallel make targets) would start everything twice.
@@ -156,6 +193,7 @@ process_marker() {
     ferretdb) echo "$FERRETDB_BIN" ;;
     redis) echo "redis-server" ;;
     jaeger) echo "$JAEGER_BIN" ;;
+    zipkin) echo "$ZIPKIN_JAR" ;;
   esac
 }
 
@@ -290,7 +328,7 @@ kafka_install() {
   t0=$(now_us)
   log "kafka: downloading Kafka $KAFKA_VERSION jars with Maven"
   rm -rf "$tmp"
-  mvn -q -B -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" \
+  with_progress "kafka: downloading" mvn -q -B -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" \
     -Dkafka.version="$KAFKA_VERSION" -Dlog4j.version="$LOG4J_VERSION" \
     dependency:copy-dependencies -DoutputDirectory="$tmp" -DincludeScope=runtime
   # Swap in whole so a version change never leaves two Kafka versions on the classpath.
@@ -342,29 +380,20 @@ kafka_topics_cmd() {
     --command-config "$KAFKA_ADMIN_CONFIG" "$@"
 }
 
-# Ready means a real admin call works (the port opens before the broker serves requests).
-# Keeps the topic list in KAFKA_TOPICS so topic creation needs no second --list.
-KAFKA_TOPICS=""
-kafka_probe() {
-  port_open "$KAFKA_PORT" || return 1
-  local out KAFKA_TOOL_TIMEOUT=20
-  out=$(kafka_topics_cmd --list 2>/dev/null) || return 1
-  # Keep only topic names; log lines would start with "[" and contain spaces.
-  KAFKA_TOPICS=$(grep -E '^[A-Za-z0-9._-]+$' <<<"$out" || true)
-}
+# Ready means a real admin call works (the port opens before the broker serves requests); the
+# topic tool below waits for that itself, so the probe only needs the open port (a Kafka CLI
+# call per probe cost a JVM start each).
+kafka_probe() { port_open "$KAFKA_PORT"; }
 
+# Creates the missing topics of topics.txt in one JVM and one admin request (kafka/Topics.java,
+# run from source on the broker's jars), after waiting up to KAFKA_START_TIMEOUT for the broker.
 kafka_ensure_topics() {
-  local name parts extra created=0 t0
+  local t0 created
   t0=$(now_us)
-  while read -r name parts extra; do
-    [[ -z $name || $name == \#* ]] && continue
-    [[ $parts =~ ^[0-9]+$ && -z $extra ]] || die "deploy/local/kafka/topics.txt: bad line '$name $parts $extra' (want: <name> <partitions>)"
-    grep -qxF -- "$name" <<<"$KAFKA_TOPICS" && continue
-    kafka_topics_cmd --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 >/dev/null ||
-      die "kafka: could not create topic $name (see output above)"
-    created=$((created + 1))
-  done <"$SCRIPT_DIR/kafka/topics.txt"
-  if ((created > 0)); then log "kafka: created $created topic(s) in $(since "$t0")"; fi
+  created=$(KAFKA_TOOL_TIMEOUT=$((KAFKA_START_TIMEOUT + 30)) kafka_tool "$SCRIPT_DIR/kafka/Topics.java" \
+    "$HOST:$KAFKA_PORT" "$SCRIPT_DIR/kafka/topics.txt" "$KAFKA_START_TIMEOUT" | tail -n 1) ||
+    startup_failed kafka "creating the topics of deploy/local/kafka/topics.txt failed"
+  log "kafka: ready at $HOST:$KAFKA_PORT, ${created:-0} topic(s) created ($(since "$t0"))"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -403,10 +432,14 @@ ferretdb_install() {
   done
   cp "$FERRETDB_SRC/main.go" "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum" "$build/"
   # -buildvcs=false: the build sits inside this git repo, whose state must not affect it.
-  (cd "$build" && go mod edit -replace "github.com/FerretDB/FerretDB=./FerretDB" &&
-    GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install .)
+  with_progress "ferretdb: building" ferretdb_go_install "$build"
   ferretdb_stamp >"$BIN_DIR/.ferretdb.stamp"
   log "ferretdb: built in $(since "$t0")"
+}
+
+ferretdb_go_install() {
+  (cd "$1" && go mod edit -replace "github.com/FerretDB/FerretDB=./FerretDB" &&
+    GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install .)
 }
 
 ferretdb_start() {
@@ -508,12 +541,58 @@ jaeger_install() {
   local t0
   t0=$(now_us)
   log "jaeger: building Jaeger $JAEGER_VERSION (the first build takes several minutes)"
+  with_progress "jaeger: building" jaeger_go_install
+  jaeger_stamp >"$BIN_DIR/.jaeger.stamp"
+  log "jaeger: built in $(since "$t0")"
+}
+
+jaeger_go_install() {
   # The checksum database has no entries for some collector-contrib modules; the committed
   # go.sum pins their hashes instead.
   (cd "$JAEGER_SRC" && GOBIN="$BIN_DIR" GONOSUMDB='github.com/open-telemetry/*,go.opentelemetry.io/*' \
     GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" go install github.com/jaegertracing/jaeger/cmd/jaeger)
-  jaeger_stamp >"$BIN_DIR/.jaeger.stamp"
-  log "jaeger: built in $(since "$t0")"
+}
+
+# The pid of a background Jaeger build that still runs (see cmd_jaeger_background).
+jaeger_build_pid() {
+  local pid
+  [[ -f $JAEGER_BUILD_PID ]] || return 1
+  pid=$(<"$JAEGER_BUILD_PID")
+  if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid"; then echo "$pid"; return 0; fi
+  rm -f "$JAEGER_BUILD_PID"
+  return 1
+}
+
+# Builds Jaeger off the chat's path: a detached `stack.sh _jaeger-background`, logging to
+# .local/logs/jaeger-build.log, which starts Jaeger once built if the stack is still up.
+jaeger_build_in_background() {
+  local pid
+  if pid=$(jaeger_build_pid); then
+    log "jaeger: still building in the background (pid $pid, ${LOG_DIR#"$REPO_ROOT"/}/jaeger-build.log)"
+    return 0
+  fi
+  need_cmd go "to build Jaeger (Go 1.24+)"
+  # nice: the build must not slow down the chat that starts meanwhile on the same cores.
+  nohup setsid nice -n 10 "$SCRIPT_DIR/stack.sh" _jaeger-background >>"$LOG_DIR/jaeger-build.log" 2>&1 </dev/null 9>&- &
+  echo "$!" >"$JAEGER_BUILD_PID"
+  log "jaeger: building in the background (pid $!, ${LOG_DIR#"$REPO_ROOT"/}/jaeger-build.log); it starts when built"
+}
+
+cmd_jaeger_background() {
+  jaeger_install
+  # `up` in the foreground may hold the lock while it waits for this build: then it starts
+  # Jaeger itself, and this one must not wait for the lock.
+  command -v flock >/dev/null && { exec 9>"$RUN_DIR/stack.lock"; flock -n 9 || exit 0; }
+  running_pid jaeger >/dev/null && exit 0
+  if ! running_pid kafka >/dev/null; then
+    log "jaeger: built; the stack is down, so not starting it"
+    exit 0
+  fi
+  # shellcheck disable=SC2046
+  check_ports_free jaeger $(ports_env jaeger)
+  jaeger_start
+  wait_ready jaeger "$JAEGER_START_TIMEOUT" jaeger_probe
+  log "jaeger: ready at $(address jaeger)"
 }
 
 jaeger_start() {
@@ -527,6 +606,34 @@ jaeger_probe() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Zipkin: the trace UI (docs/decisions/0005-trace-ui.md). Its executable jar comes from Maven
+# Central and runs on the Java that Kafka uses; the services send it a copy of each span
+# (SWITCHBOARD_TELEMETRY_ZIPKIN_ENDPOINT, set by services.sh). Traces are kept in memory.
+# ---------------------------------------------------------------------------------------------
+zipkin_installed() { [[ -f $ZIPKIN_JAR ]]; }
+
+zipkin_install() {
+  zipkin_installed && return 0
+  need_cmd mvn "to download Zipkin from Maven Central"
+  local t0
+  t0=$(now_us)
+  log "zipkin: downloading Zipkin $ZIPKIN_VERSION with Maven"
+  with_progress "zipkin: downloading" mvn -q -B -Dstyle.color=never dependency:copy \
+    -Dartifact="io.zipkin:zipkin-server:$ZIPKIN_VERSION:jar:exec" -DoutputDirectory="$ZIPKIN_HOME"
+  [[ -f $ZIPKIN_JAR ]] || die "zipkin: $ZIPKIN_JAR was not downloaded"
+  log "zipkin: installed in $(since "$t0")"
+}
+
+zipkin_start() {
+  # In-memory storage, bounded; the UI and API on 127.0.0.1 only.
+  MEM_MAX_SPANS=200000 start_bg zipkin "$JAVA" -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -jar "$ZIPKIN_JAR" --armeria.ports[0].port="$ZIPKIN_PORT" --armeria.ports[0].ip="$HOST" \
+    --armeria.ports[0].protocols=http
+}
+
+zipkin_probe() { curl -fsS -m 2 -o /dev/null "http://$HOST:$ZIPKIN_PORT/health"; }
+
+# ---------------------------------------------------------------------------------------------
 # Per-component tables
 # ---------------------------------------------------------------------------------------------
 address() {
@@ -535,6 +642,7 @@ address() {
     ferretdb) echo "mongodb://$HOST:$MONGO_PORT/" ;;
     redis) echo "redis://$HOST:$REDIS_PORT" ;;
     jaeger) echo "http://$HOST:$JAEGER_UI_PORT (OTLP $HOST:$OTLP_PORT)" ;;
+    zipkin) echo "http://$HOST:$ZIPKIN_PORT (trace UI)" ;;
   esac
 }
 
@@ -544,6 +652,7 @@ ports_env() {
     ferretdb) echo "MONGO_PORT" ;;
     redis) echo "REDIS_PORT" ;;
     jaeger) echo "OTLP_PORT OTLP_HTTP_PORT JAEGER_UI_PORT JAEGER_QUERY_GRPC_PORT JAEGER_HEALTH_PORT" ;;
+    zipkin) echo "ZIPKIN_PORT" ;;
   esac
 }
 
@@ -551,7 +660,8 @@ ports_env() {
 # Subcommands
 # ---------------------------------------------------------------------------------------------
 cmd_up() {
-  local t_all c pid t0 pending=()
+  local t_all c pid t0 pending=() background_jaeger=0
+  local -A installing=()
   t_all=$(now_us)
   make_dirs
   take_lock
@@ -567,28 +677,48 @@ cmd_up() {
     check_ports_free "$c" $(ports_env "$c")
     pending+=("$c")
   done
-  check_java   # needed even when Kafka runs: readiness and topics use the Kafka CLI
+  check_java   # needed even when Kafka runs: the topic tool runs on it
   for c in "${pending[@]}"; do
     case $c in
       kafka) kafka_installed || need_cmd mvn "to download the Kafka jars from Maven Central" ;;
       ferretdb) ferretdb_installed || need_cmd go "to build FerretDB (Go 1.24+, https://go.dev/dl)" ;;
       redis) redis_installed || need_cmd apt-get "to install $REDIS_APT_PACKAGE" ;;
       jaeger) jaeger_installed || need_cmd go "to build Jaeger (Go 1.24+)"; need_cmd curl "to check Jaeger" ;;
+      zipkin) zipkin_installed || need_cmd mvn "to download Zipkin from Maven Central"; need_cmd curl "to check Zipkin" ;;
     esac
   done
 
   # 2. Install what is missing (only for components about to start: never swap files under a
-  #    running server). A running component with an outdated install keeps running; say so.
+  #    running server), all at once: downloads and builds overlap. Jaeger's build is left to
+  #    the background unless SWITCHBOARD_STACK_WAIT_TRACING=1. A running component with an
+  #    outdated install keeps running; say so.
+  if [[ " ${pending[*]} " == *" jaeger "* ]] && ! jaeger_installed; then
+    if ((WAIT_TRACING)) && pid=$(jaeger_build_pid); then
+      log "jaeger: waiting for the background build (pid $pid) to finish"
+      while pid_alive "$pid"; do sleep 1; done
+    fi
+    jaeger_installed || ((WAIT_TRACING)) || background_jaeger=1
+  fi
   for c in "${COMPONENTS[@]}"; do
     if [[ " ${pending[*]} " == *" $c "* ]]; then
-      "${c}_install"
+      [[ $c == jaeger ]] && ((background_jaeger)) && continue
+      "${c}_install" &
+      installing[$c]=$!
     elif ! "${c}_installed"; then
       warn "$c runs an older install than pinned; run 'stack.sh down' then 'up' to upgrade"
     fi
   done
+  for c in "${!installing[@]}"; do
+    wait "${installing[$c]}" || die "$c: installing failed (see above)"
+  done
 
-  # 3. Start everything that is stopped, then wait for all of it (the servers boot in parallel).
+  # 3. Start everything that is stopped, then wait for what the chat needs (the servers boot
+  #    in parallel).
   for c in "${pending[@]}"; do
+    if [[ $c == jaeger ]] && ((background_jaeger)); then
+      jaeger_build_in_background
+      continue
+    fi
     "${c}_start"
     log "$c: started (pid $(<"$(pid_file "$c")"))"
   done
@@ -600,14 +730,23 @@ cmd_up() {
   wait_ready ferretdb "$FERRETDB_START_TIMEOUT" ferretdb_probe
   log "ferretdb: ready at $(address ferretdb) ($(since "$t0"), checked by $FERRETDB_PROBE)"
 
-  wait_ready jaeger "$JAEGER_START_TIMEOUT" jaeger_probe
-  log "jaeger: ready at $(address jaeger) ($(since "$t0"))"
-
   wait_ready kafka "$KAFKA_START_TIMEOUT" kafka_probe
-  log "kafka: ready at $HOST:$KAFKA_PORT ($(since "$t0"))"
   kafka_ensure_topics
 
-  log "up: all ready in $(since "$t_all")${pending[*]:+ (started: ${pending[*]})}"
+  if ((WAIT_TRACING)); then
+    wait_ready jaeger "$JAEGER_START_TIMEOUT" jaeger_probe
+    log "jaeger: ready at $(address jaeger) ($(since "$t0"))"
+    wait_ready zipkin "$ZIPKIN_START_TIMEOUT" zipkin_probe
+    log "zipkin: ready at $(address zipkin) ($(since "$t0"))"
+  else
+    for c in jaeger zipkin; do
+      if running_pid "$c" >/dev/null && ! "${c}_probe"; then
+        log "$c: still starting (not waited for); $(address "$c")"
+      fi
+    done
+  fi
+
+  log "up: ready in $(since "$t_all")${pending[*]:+ (started: ${pending[*]})}"
 }
 
 cmd_down() {
@@ -619,7 +758,10 @@ cmd_down() {
   esac
   [[ -d $RUN_DIR ]] || mkdir -p "$RUN_DIR"
   take_lock
-  for c in jaeger kafka ferretdb redis; do stop_component "$c"; done
+  for c in zipkin jaeger kafka ferretdb redis; do stop_component "$c"; done
+  if pid=$(jaeger_build_pid); then
+    log "jaeger: the background build (pid $pid) goes on; it will not start Jaeger while the stack is down"
+  fi
   if ((purge)); then
     rm -rf "$DATA_DIR"
     log "purged ${DATA_DIR#"$REPO_ROOT"/}"
@@ -631,9 +773,11 @@ cmd_status() {
   for c in "${COMPONENTS[@]}"; do
     if pid=$(running_pid "$c"); then
       printf '%-9s %-22s %s\n' "$c" "running (pid $pid)" "$(started_address "$c")"
+    elif [[ $c == jaeger ]] && pid=$(jaeger_build_pid); then
+      printf '%-9s %-22s %s\n' "$c" "building (pid $pid)" "${LOG_DIR#"$REPO_ROOT"/}/jaeger-build.log"
     else
       printf '%-9s %-22s %s\n' "$c" "stopped" "$(address "$c")"
-      rc=3
+      if [[ " ${REQUIRED[*]} " == *" $c "* ]]; then rc=3; fi
     fi
   done
   return "$rc"
@@ -652,6 +796,7 @@ main() {
     up) (($# == 0)) || die "up takes no arguments"; cmd_up ;;
     down) cmd_down "$@" ;;
     status) (($# == 0)) || die "status takes no arguments"; cmd_status ;;
+    _jaeger-background) make_dirs; cmd_jaeger_background ;;
     -h | --help | help) usage ;;
     *)
       usage >&2

@@ -15,5 +15,6 @@ stop_stack() {
   fi
 }
 trap stop_stack EXIT
-deploy/local/stack.sh up >&2
+# Tests and benchmarks query Jaeger: build it in the foreground if needed and wait for it.
+SWITCHBOARD_STACK_WAIT_TRACING=1 deploy/local/stack.sh up >&2
 "$@"

@@ -14,7 +14,7 @@ def test_the_http_edge_and_traces_are_listed_only_when_they_answer() -> None:
     opened = banner(cfg, answers=lambda url: True)
     assert "HTTP       http://127.0.0.1:15080/v1" in opened
     assert "demo page  http://127.0.0.1:15080/" in opened
-    assert "traces     http://127.0.0.1:16686" in opened
+    assert "traces     http://127.0.0.1:9411" in opened
     for number, suggestion in enumerate(SUGGESTIONS, start=1):
         assert f"  {number}. {suggestion.message}\n" in opened
 

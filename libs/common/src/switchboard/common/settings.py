@@ -16,24 +16,51 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_KAFKA_")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    # Prepended to every topic name; lets independent deployments share a cluster.
-    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
-    request_timeout_ms: int = Field(default=10_000, gt=0)
-    retry_backoff_ms: int = Field(default=100, gt=0)
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka brokers, comma-separated host:port."
+    )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prepended to every topic name; lets independent deployments share a cluster.",
+    )
+    request_timeout_ms: int = Field(
+        default=10_000, gt=0, description="Timeout of one request to a broker, in ms."
+    )
+    retry_backoff_ms: int = Field(
+        default=100, gt=0, description="Wait before a failed broker request is retried, in ms."
+    )
     # No linger: a send waits for nothing but the batch already in flight to its broker, and
     # what arrives meanwhile (a burst of deltas) goes out together in the next request. A
     # linger of 1 ms cost 1.2 ms on every publish, three times on the way to a first token.
-    linger_ms: int = Field(default=0, ge=0)
-    max_batch_size: int = Field(default=64 * 1024, gt=0)
-    max_request_size: int = Field(default=1024 * 1024, gt=0)
-    session_timeout_ms: int = Field(default=10_000, gt=0)
-    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
-    max_poll_interval_ms: int = Field(default=300_000, gt=0)
-    # How often each service refreshes its consumer-lag gauge.
-    lag_report_interval_s: float = Field(default=15.0, gt=0)
-    # Bounded wait for the first connection at start-up.
-    connect_timeout_s: float = Field(default=30.0, gt=0)
+    linger_ms: int = Field(
+        default=0, ge=0, description="How long a producer waits to fill a batch, in ms."
+    )
+    max_batch_size: int = Field(
+        default=64 * 1024, gt=0, description="Largest producer batch per partition, in bytes."
+    )
+    max_request_size: int = Field(
+        default=1024 * 1024, gt=0, description="Largest produce request, in bytes."
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        gt=0,
+        description="A consumer silent this long (ms) leaves its group; its partitions move.",
+    )
+    heartbeat_interval_ms: int = Field(
+        default=3_000, gt=0, description="Consumer heartbeat interval, in ms."
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000,
+        gt=0,
+        description="Longest gap between two polls (ms) before a consumer leaves its group.",
+    )
+    lag_report_interval_s: float = Field(
+        default=15.0, gt=0, description="How often each service refreshes its consumer-lag gauge."
+    )
+    connect_timeout_s: float = Field(
+        default=30.0, gt=0, description="Bounded wait for the first connection at start-up."
+    )
     consumer_max_attempts: int = Field(
         default=8,
         ge=1,
@@ -57,13 +84,24 @@ class RedisSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_REDIS_")
 
-    url: str = "redis://127.0.0.1:6379/0"
-    socket_timeout_s: float = Field(default=2.0, gt=0)
-    connect_timeout_s: float = Field(default=2.0, gt=0)
-    # Connections per process; a call waits up to `pool_timeout_s` for a free one (the
-    # client's own default fails at once past 100, which 100 open streams reach).
-    max_connections: int = Field(default=256, ge=1)
-    pool_timeout_s: float = Field(default=2.0, gt=0)
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+    socket_timeout_s: float = Field(
+        default=2.0, gt=0, description="Timeout of one Redis command, in s."
+    )
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Timeout of a new Redis connection, in s."
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Connections per process; a call waits up to `pool_timeout_s` for a free one (the"
+            " client's own default fails at once past 100, which 100 open streams reach)."
+        ),
+    )
+    pool_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long a call waits for a free Redis connection, in s."
+    )
 
 
 class TelemetrySettings(BaseSettings):
@@ -73,9 +111,28 @@ class TelemetrySettings(BaseSettings):
 
     # "otlp" sends to `otlp_endpoint` (the local stack's Jaeger, or a collector); "console"
     # prints spans; "none" keeps context propagation but exports nothing.
-    exporter: Literal["otlp", "console", "none"] = "otlp"
-    otlp_endpoint: str = "http://127.0.0.1:4317"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    exporter: Literal["otlp", "console", "none"] = Field(
+        default="otlp",
+        description=(
+            "Where spans go: otlp (to otlp_endpoint), console, or none (context still propagates)."
+        ),
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4317",
+        description="OTLP/gRPC endpoint of the trace collector (the local stack's Jaeger).",
+    )
+    # The local stack's trace UI is Zipkin (docs/decisions/0005-trace-ui.md); Jaeger, which
+    # the OTLP exporter feeds, serves no UI from a registry-built binary.
+    zipkin_endpoint: str = Field(
+        default="",
+        description=(
+            "Also send spans to this Zipkin v2 endpoint (e.g. http://127.0.0.1:9411/api/v2/spans,"
+            " the local trace UI); empty: off."
+        ),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
 
 
 class HealthSettings(BaseSettings):
@@ -83,6 +140,13 @@ class HealthSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_HEALTH_")
 
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="127.0.0.1", description="Address of the /healthz, /readyz and /metrics endpoint."
+    )
     # 0 disables the endpoint.
-    port: int = Field(default=0, ge=0, le=65535)
+    port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the /healthz, /readyz and /metrics endpoint; 0 disables it.",
+    )

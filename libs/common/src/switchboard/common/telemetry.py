@@ -1,14 +1,22 @@
 """Logging and OpenTelemetry set-up, one call per process."""
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from switchboard.common.settings import TelemetrySettings
+
+log = logging.getLogger(__name__)
 
 
 def setup_telemetry(service_name: str, settings: TelemetrySettings) -> TracerProvider:
@@ -28,8 +36,50 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings) -> TracerPro
         )
     elif settings.exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    if settings.zipkin_endpoint:
+        provider.add_span_processor(BatchSpanProcessor(_zipkin_exporter(settings.zipkin_endpoint)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+class _QuietExporter(SpanExporter):
+    """Drops a batch its exporter cannot send, with one log line per outage instead of the
+    processor's traceback per batch; batches flow again once the receiver is up."""
+
+    def __init__(self, inner: SpanExporter, errors: tuple[type[Exception], ...], name: str) -> None:
+        self._inner = inner
+        self._errors = errors
+        self._name = name
+        self._reachable = True
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except self._errors as exc:
+            if self._reachable:
+                log.info("%s unreachable, dropping spans until it is up: %s", self._name, exc)
+            self._reachable = False
+            return SpanExportResult.FAILURE
+        self._reachable = True
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _zipkin_exporter(endpoint: str) -> SpanExporter:
+    """A second copy of each span, for the local trace UI (Zipkin)."""
+    import requests
+    from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+    return _QuietExporter(
+        ZipkinExporter(endpoint=endpoint, timeout=5),
+        (requests.RequestException,),
+        f"zipkin at {endpoint}",
+    )
 
 
 def grpc_client_interceptors() -> list[Any]:

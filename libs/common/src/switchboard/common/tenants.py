@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from cachetools import TTLCache
 from pydantic import BaseModel, Field, field_validator
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -142,6 +143,9 @@ class TenantConfig(BaseModel):
         return tools
 
 
+TenantCache = TTLCache[str, tuple[float, "TenantConfig | None"]]
+
+
 class TenantStore:
     """Reads tenants from MongoDB, with a small bounded cache (tenants change rarely)."""
 
@@ -158,9 +162,12 @@ class TenantStore:
         self._cache_size = cache_size
         # When a refresh fails, a known tenant is served from the cache this much longer.
         self._stale_for_s = stale_for_s
-        self._by_id: dict[str, tuple[float, TenantConfig | None]] = {}
-        self._by_key: dict[str, tuple[float, TenantConfig | None]] = {}
-        self._by_publishable_key: dict[str, tuple[float, TenantConfig | None]] = {}
+        # (fetched at, tenant); an entry is fresh for cache_ttl_s and kept, least recently
+        # used first out, for the stale window.
+        keep_s = max(cache_ttl_s, stale_for_s, 1e-3)
+        self._by_id: TenantCache = TTLCache(cache_size, keep_s, timer=time.monotonic)
+        self._by_key: TenantCache = TTLCache(cache_size, keep_s, timer=time.monotonic)
+        self._by_publishable_key: TenantCache = TTLCache(cache_size, keep_s, timer=time.monotonic)
 
     async def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant, or None when unknown."""
@@ -189,7 +196,7 @@ class TenantStore:
 
     async def _cached(
         self,
-        cache: dict[str, tuple[float, TenantConfig | None]],
+        cache: "TenantCache",
         key: str,
         query: dict[str, Any],
     ) -> TenantConfig | None:
@@ -210,8 +217,6 @@ class TenantStore:
         if document is not None:
             document.pop("_id", None)
             tenant = TenantConfig.model_validate(document)
-        if len(cache) >= self._cache_size:
-            cache.clear()  # crude but bounded; tenants are few
         cache[key] = (now, tenant)
         return tenant
 

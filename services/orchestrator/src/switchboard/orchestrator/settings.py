@@ -27,41 +27,102 @@ class OrchestratorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ORCHESTRATOR_")
 
-    consumer_group: str = "orchestrator"
-    # Records handled at once (one at a time per conversation).
-    max_concurrency: int = Field(default=128, gt=0)
-    # How long open turns get to finish at a stop before they are left to be redelivered.
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
-    memory_target: str = "127.0.0.1:15052"
-    memory_timeout_s: float = Field(default=2.0, gt=0)
-    context_max_tokens: int = Field(default=4_000, gt=0)
-    default_max_output_tokens: int = Field(default=512, gt=0)
-    # Longest user message accepted (the gateway has its own, usually equal, limit).
-    max_input_chars: int = Field(default=8_000, gt=0)
-    # Tenants and handoff tickets.
-    mongo_url: str = "mongodb://127.0.0.1:27017/"
-    database: str = "switchboard"
-    mongo_timeout_ms: int = Field(default=5_000, gt=0)
-    tenant_cache_ttl_s: float = Field(default=30.0, ge=0)
-    # Routing: complexity score from which a turn goes to the frontier tier.
-    router_threshold: float = Field(default=0.5, gt=0)
-    # Tool calls: rounds per turn, time limits, result sizes, HTTP hosts tools may call.
-    max_tool_rounds: int = Field(default=5, ge=1, le=20)
-    builtin_tool_timeout_s: float = Field(default=5.0, gt=0)
-    tool_result_max_chars: int = Field(default=4_000, gt=0)
-    # Tenants whose built tool registries are kept (a registry checks its JSON schemas once).
-    tool_registry_cache_size: int = Field(default=1_024, ge=1)
-    http_tool_max_response_bytes: int = Field(default=256 * 1024, gt=0)
-    http_tool_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = (
-        Field(default_factory=lambda: ["127.0.0.1:8086", "localhost:8086"])
+    consumer_group: str = Field(
+        default="orchestrator", description="Consumer group of chat.requests and llm.results."
     )
-    # How long a turn may wait for its generation before its state is forgotten.
-    turn_state_ttl_s: int = Field(default=3_600, gt=0)
-    # Retries of a failing step before the message is handed back to Kafka.
-    step_attempts: int = Field(default=5, ge=1)
-    step_backoff_max_s: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(
+        default=128, gt=0, description="Records handled at once (one at a time per conversation)."
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "How long open turns get to finish at a stop before they are left to be redelivered."
+        ),
+    )
+    memory_target: str = Field(
+        default="127.0.0.1:15052", description="host:port of the memory service's gRPC endpoint."
+    )
+    memory_timeout_s: float = Field(default=2.0, gt=0, description="Timeout of GetContext, in s.")
+    context_max_tokens: int = Field(
+        default=4_000, gt=0, description="Token budget asked of memory for a turn's context."
+    )
+    default_max_output_tokens: int = Field(
+        default=512, gt=0, description="max_output_tokens of a turn that names none."
+    )
+    max_input_chars: int = Field(
+        default=8_000,
+        gt=0,
+        description=(
+            "Longest user message accepted (the gateway has its own, usually equal, limit)."
+        ),
+    )
+    # Tenants and handoff tickets.
+    mongo_url: str = Field(
+        default="mongodb://127.0.0.1:27017/",
+        description="MongoDB URL (tenants and handoff tickets).",
+    )
+    database: str = Field(default="switchboard", description="MongoDB database.")
+    mongo_timeout_ms: int = Field(
+        default=5_000, gt=0, description="Timeout of a MongoDB call, in ms."
+    )
+    tenant_cache_ttl_s: float = Field(
+        default=30.0, ge=0, description="How long a tenant's configuration is cached, in s."
+    )
+    router_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        description="Routing: complexity score from which a turn goes to the frontier tier.",
+    )
+    # Tool calls: rounds per turn, time limits, result sizes, HTTP hosts tools may call.
+    max_tool_rounds: int = Field(default=5, ge=1, le=20, description="Tool-call rounds per turn.")
+    builtin_tool_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one built-in or HTTP tool call, in s."
+    )
+    tool_result_max_chars: int = Field(
+        default=4_000, gt=0, description="A tool result is cut to this many characters."
+    )
+    tool_registry_cache_size: int = Field(
+        default=1_024,
+        ge=1,
+        description=(
+            "Tenants whose built tool registries are kept (a registry checks its JSON schemas"
+            " once)."
+        ),
+    )
+    http_tool_max_response_bytes: int = Field(
+        default=256 * 1024, gt=0, description="Largest HTTP tool response read, in bytes."
+    )
+    http_tool_allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = (
+        Field(
+            default_factory=lambda: ["127.0.0.1:8086", "localhost:8086"],
+            description="host:port pairs HTTP tools may call (comma-separated).",
+        )
+    )
+    turn_state_ttl_s: int = Field(
+        default=3_600,
+        gt=0,
+        description="How long a turn may wait for its generation before its state is forgotten.",
+    )
+    step_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Retries of a failing step before the message is handed back to Kafka.",
+    )
+    step_backoff_max_s: float = Field(
+        default=5.0, gt=0, description="Longest backoff between step retries, in s."
+    )
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings, description="Kafka (SWITCHBOARD_KAFKA_*)."
+    )
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings, description="Redis (SWITCHBOARD_REDIS_*)."
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings, description="Traces and logs (SWITCHBOARD_TELEMETRY_*)."
+    )
+    health: HealthSettings = Field(
+        default_factory=HealthSettings,
+        description="Health and metrics endpoint (SWITCHBOARD_HEALTH_*).",
+    )

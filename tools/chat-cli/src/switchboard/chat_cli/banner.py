@@ -84,7 +84,7 @@ def banner(settings: ChatCliSettings, answers: Callable[[str], bool] | None = No
         lines.append(f"  HTTP       {base}{HTTP_API_PATH}  (OpenAI-compatible)")
         lines.append(f"  demo page  {base}{DEMO_PAGE_PATH}")
     if check(settings.traces_url):
-        lines.append(f"  traces     {settings.traces_url}  (Jaeger: one trace per turn)")
+        lines.append(f"  traces     {settings.traces_url}  (one trace per turn)")
     lines.append("Try:")
     for number, suggestion in enumerate(SUGGESTIONS, start=1):
         lines.append(f"  {number}. {suggestion.message}")

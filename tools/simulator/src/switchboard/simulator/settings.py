@@ -19,7 +19,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_SIM_", frozen=True)
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="Address the simulator listens on.")
     port: int = Field(default=8400, ge=0, le=65535, description="0 picks a free port")
     ttft_ms: float = Field(default=50.0, ge=0, description="delay before the first token")
     token_delay_ms: float = Field(default=10.0, ge=0, description="delay between two tokens")
@@ -32,10 +32,12 @@ class Settings(BaseSettings):
         default=DEFAULT_MODELS,
         description="models listed by GET /v1/models (any model name is accepted)",
     )
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="largest request body accepted, in bytes"
+    )
     access_log: bool = Field(default=False, description="log every request (slow under load)")
     shutdown_timeout_s: float = Field(default=5.0, ge=0, description="grace for open streams")
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="log level")
     # Defaults of the per-request controls (see controls.py and the README).
     fault: str | None = Field(
         default=None, description="429, 500, hang or disconnect on every request; none by default"

@@ -1,4 +1,4 @@
-"""A real Redis for the adapters whose logic lives in Redis (Lua, streams); skipped without one."""
+"""A real Redis for the tests whose logic lives in Redis (Lua, streams); skipped without one."""
 
 from collections.abc import AsyncIterator
 

@@ -1,0 +1,1 @@
+"""Documents generated from the code: docs/configuration.md and docs/asyncapi.yaml."""
