@@ -121,6 +121,7 @@ class Stack:
                 "switchboard.orchestrator",
                 {
                     "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{self.memory_port}",
+                    "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED": "false",  # none runs here
                     "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": "chaos-orchestrator",
                     "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": mongo,
                     "SWITCHBOARD_ORCHESTRATOR_DATABASE": DATABASE,

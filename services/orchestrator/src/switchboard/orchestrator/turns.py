@@ -400,9 +400,10 @@ class TurnEngine:
         span.set_attribute("switchboard.route.score", route.score)
         metrics.ROUTES.labels(route.tier, "classified" if route.classified else "policy").inc()
 
-        # A grounded answer carries citations, which the response cache does not keep.
-        cache_key = (
-            "" if passages else self._cache_key(turn, tenant, context, route, bool(stored.findings))
+        # A grounded answer is cached with its passages' fingerprint in the key (an edited
+        # document makes a new key) and its citations in the entry.
+        cache_key = self._cache_key(
+            turn, tenant, context, route, bool(stored.findings), kb.fingerprint(passages)
         )
         if cache_key:
             cached = await self._cache.get(cache_key)
@@ -664,7 +665,12 @@ class TurnEngine:
             ttl = tenant.response_cache_ttl_s
             await self._cache.put(
                 state.cache_key,
-                {"text": reply.text, "model": result.model, "tier": result.tier},
+                {
+                    "text": reply.text,
+                    "model": result.model,
+                    "tier": result.tier,
+                    "citations": state.citations,
+                },
                 ttl,
             )
         await self._states.forget(turn.tenant_id, turn.request_id)
@@ -746,6 +752,7 @@ class TurnEngine:
     ) -> None:
         flags.append("cache-hit")
         text, model, tier = str(cached["text"]), str(cached["model"]), str(cached["tier"])
+        citations = kb.citations_for(cached.get("citations", []), text)
         reason = f"{route.reason}; answered from the response cache"
         await self._complete(
             self._completed(
@@ -765,7 +772,15 @@ class TurnEngine:
         for sequence, event in enumerate(
             [
                 ChatEvent(delta=Delta(text=text)),
-                ChatEvent(done=Done(model=model, tier=tier, finish_reason="stop", usage=Usage())),
+                ChatEvent(
+                    done=Done(
+                        model=model,
+                        tier=tier,
+                        finish_reason="stop",
+                        usage=Usage(),
+                        citations=citations,
+                    )
+                ),
             ],
             start=1,
         ):
@@ -939,11 +954,13 @@ class TurnEngine:
         context: ConversationContext,
         route: Route,
         personal: bool,
+        grounding: str = "",
     ) -> str:
         """The response-cache key of an FAQ-style first turn, or "" when it must not be cached.
 
         Only first turns (no history), routed to cheap by the classifier, without personal
         data, digits or client options: such questions have one answer for everybody.
+        `grounding` identifies the knowledge passages the answer is grounded in.
         """
         if (
             tenant.response_cache_ttl_s <= 0
@@ -960,7 +977,7 @@ class TurnEngine:
             return ""
         normalized = unicodedata.normalize("NFKC", turn.message).casefold()
         normalized = " ".join(re.sub(r"[^\w\s]", " ", normalized).split())
-        digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(f"{normalized}\0{grounding}".encode()).hexdigest()[:32]
         return f"sb:{self._settings.cache_namespace}{turn.tenant_id}:cache:{digest}"
 
     @staticmethod
