@@ -179,7 +179,7 @@ class RouterModel:
                 "layers": self.embedding.layers,
                 "max_tokens": self.embedding.max_tokens,
             },
-            "features": feature_names() + [EMBEDDING_FEATURE],
+            "features": [*feature_names(), EMBEDDING_FEATURE],
             "mean": [round(float(v), 7) for v in self.mean],
             "scale": [round(float(v), 7) for v in self.scale],
             "weights": [round(float(v), 7) for v in self.weights],

@@ -116,9 +116,7 @@ def featurize(
     return np.concatenate([explained, vectors.astype(np.float64)], axis=1), vectors
 
 
-def fit_logistic(
-    x: F64, y: F64, l2: float, iterations: int = 50
-) -> tuple[F64, float, F64, F64]:
+def fit_logistic(x: F64, y: F64, l2: float, iterations: int = 50) -> tuple[F64, float, F64, F64]:
     """(weights, bias, mean, scale) of an L2-regularised logistic regression on standardised
     features, by Newton's method (deterministic; converges in a few steps at this size)."""
     mean = x.mean(axis=0)
@@ -208,7 +206,8 @@ def figures(scores: F64, y: F64, threshold: float) -> Figures:
 
 
 def exemplar_int8(vectors: NDArray[np.float32]) -> NDArray[np.int8]:
-    return np.clip(np.rint(vectors * 127.0), -127, 127).astype(np.int8)
+    out: NDArray[np.int8] = np.clip(np.rint(vectors * 127.0), -127, 127).astype(np.int8)
+    return out
 
 
 def train(

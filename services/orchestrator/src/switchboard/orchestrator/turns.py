@@ -40,6 +40,7 @@ from switchboard.orchestrator.guardrails import (
 from switchboard.orchestrator.router import (
     CHEAP,
     FRONTIER,
+    Classifier,
     ComplexityClassifier,
     Route,
     choose_route,
@@ -239,7 +240,7 @@ class TurnEngine:
         tickets: Tickets,
         cache: ResponseCache,
         registry_for: RegistryFactory,
-        classifier: ComplexityClassifier | None = None,
+        classifier: Classifier | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         knowledge: kb.KnowledgeRetriever | None = None,
@@ -253,7 +254,7 @@ class TurnEngine:
         self._tickets = tickets
         self._cache = cache
         self._registry_for = registry_for
-        self._classifier = classifier or ComplexityClassifier()
+        self._classifier: Classifier = classifier or ComplexityClassifier()
         self._injection = injection or InjectionDetector()
         self._clock = clock
         self._knowledge = knowledge
@@ -358,6 +359,8 @@ class TurnEngine:
             message=to_provider,
             history=history,
             classifier=self._classifier,
+            target_recall=tenant.model_policy.router_target_recall,
+            target_cheap_share=tenant.model_policy.router_target_cheap_share,
         )
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
