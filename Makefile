@@ -164,8 +164,12 @@ test: venv ## The whole suite: checks, unit tests, end-to-end tests on the real 
 # ---- evaluations --------------------------------------------------------------------
 
 .PHONY: eval-router
-eval-router: venv ## Router on tests/data: share sent to cheap, recall of complex, cost vs all-frontier
-	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data
+eval-router: venv ## Router on tests/data: cost/quality curve (dev vs held-out), operating points, latency, PNG
+	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data --plot .local/router-curve.png
+
+.PHONY: train-router
+train-router: venv ## Train the learned router on tests/data (EXTRA=labelled.jsonl adds exported traffic)
+	$(PY) -m switchboard.orchestrator.router_training --data tests/data $(foreach f,$(EXTRA),--extra $(f))
 
 .PHONY: eval-knowledge
 eval-knowledge: venv ## Retrieval on tests/data/knowledge_*: recall@1/@3, MRR, off-topic false citations

@@ -275,6 +275,8 @@ class LearnedClassifier:
         self.nearest = nearest
         self.threshold = model.threshold_for(target_recall, target_cheap_share)
         self._names = feature_names()
+        # Converted once: per message it would cost more than the model itself.
+        self._exemplars = model.exemplar_vectors.astype(np.float32) / np.float32(127.0)
 
     def threshold_for(
         self, target_recall: float | None = None, target_cheap_share: float | None = None
@@ -313,7 +315,7 @@ class LearnedClassifier:
     def _nearest(self, vector: F32) -> list[str]:
         if self.nearest <= 0 or not self.model.exemplar_labels:
             return []
-        sims = self.model.exemplar_vectors.astype(np.float32) @ vector / 127.0
+        sims = self._exemplars @ vector
         best = np.argsort(-sims, kind="stable")[: self.nearest]
         return [
             f"{self.model.exemplar_texts[i]!r} ({self.model.exemplar_labels[i]}, {sims[i]:.2f})"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -352,6 +353,7 @@ class TurnEngine:
                 await self._hand_off(turn, tenant, stored.text, trigger.reason, flags)
                 return
 
+        routing_started = time.perf_counter()
         route = choose_route(
             requested_tier=turn.options.tier,
             tenant_default_tier=tenant.model_policy.default_tier,
@@ -362,6 +364,10 @@ class TurnEngine:
             target_recall=tenant.model_policy.router_target_recall,
             target_cheap_share=tenant.model_policy.router_target_cheap_share,
         )
+        if route.classified:
+            metrics.ROUTING_SECONDS.labels(self._classifier.kind).observe(
+                time.perf_counter() - routing_started
+            )
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)
