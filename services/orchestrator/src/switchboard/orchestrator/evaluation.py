@@ -11,7 +11,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def evaluate_rules(data: Path, prices: dict[str, tuple[float, float]]) -> None:
 
 
 def _cost_share(
-    scores: Sequence[float],
+    scores: Iterable[float],
     texts: Sequence[str],
     threshold: float,
     prices: dict[str, tuple[float, float]],
