@@ -171,6 +171,10 @@ eval-router: venv ## Router on tests/data: cost/quality curve (dev vs held-out),
 train-router: venv ## Train the learned router on tests/data (EXTRA=labelled.jsonl adds exported traffic)
 	$(PY) -m switchboard.orchestrator.router_training --data tests/data $(foreach f,$(EXTRA),--extra $(f))
 
+.PHONY: router-signals
+router-signals: venv ## Export routing labels from a tenant's traffic: TENANT=demo OUT=signals.jsonl
+	$(PY) -m switchboard.orchestrator.router_signals --tenant "$(TENANT)" --out "$(OUT)"
+
 .PHONY: eval-knowledge
 eval-knowledge: venv ## Retrieval on tests/data/knowledge_*: recall@1/@3, MRR, off-topic false citations
 	$(PY) -m switchboard.knowledge.evaluation --data tests/data

@@ -23,6 +23,7 @@ from switchboard.orchestrator.learned_router import (
     load_router,
 )
 from switchboard.orchestrator.router import CHEAP, FRONTIER, ComplexityClassifier, choose_route
+from switchboard.orchestrator.router_signals import TurnRecord, label_turns, records_of
 
 DATA = Path(__file__).parents[2] / "data"
 # The held-out split is frozen: it was written before any training and is never tuned on.
@@ -308,3 +309,88 @@ def test_an_artifact_with_wrong_sizes_or_another_encoder_falls_back(tmp_path: Pa
         return BagOfWords(), "another-model"
 
     assert load_router(path, other, ComplexityClassifier()) is None
+
+
+# ---- labels from the platform's signals -----------------------------------------------
+
+
+def _turn(position: int, text: str, tier: str, reason: str, **extra: object) -> TurnRecord:
+    fields: dict[str, object] = {
+        "conversation_id": "c1",
+        "request_id": f"r{position}",
+        "position": position,
+        "user_text": text,
+        "tier": tier,
+        "routing_reason": reason,
+        "finish_reason": "stop",
+        "output_tokens": 120,
+        "rating": "",
+    }
+    fields.update(extra)
+    return TurnRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_signals_become_labels() -> None:
+    learned = "learned p(complex) 0.05 < 0.10 (…)"
+    turns = [
+        _turn(0, "Can I move my appointment?", CHEAP, learned),
+        _turn(1, "that didn't help, it still says error", CHEAP, learned, rating="RATING_DOWN"),
+        _turn(2, "I want a person", CHEAP, learned),
+        _turn(3, "ok", CHEAP, "handoff", finish_reason="handoff"),
+        _turn(
+            4,
+            "What's the fee?",
+            FRONTIER,
+            "learned p(complex) 0.6 ≥ 0.1 (…)",
+            rating="RATING_UP",
+            output_tokens=30,
+        ),
+        _turn(5, "Explain the clause", CHEAP, learned + "; cascaded to frontier: cheap answer"),
+        _turn(6, "thanks", CHEAP, "tier 'cheap' requested by the client", rating="RATING_UP"),
+        _turn(7, "Where is my order?", CHEAP, learned, rating="RATING_UP"),
+    ]
+    rows = {r["text"]: r for r in label_turns("acme", reversed(turns))}
+    assert rows["Can I move my appointment?"]["expected"] == FRONTIER  # next turn: didn't help
+    assert rows["that didn't help, it still says error"]["expected"] == FRONTIER  # rated down
+    assert rows["that didn't help, it still says error"]["history"] == [
+        "Can I move my appointment?"
+    ]
+    assert rows["I want a person"]["expected"] == FRONTIER  # followed by a handoff
+    assert rows["What's the fee?"]["expected"] == CHEAP  # short frontier answer rated up
+    assert rows["Explain the clause"]["expected"] == FRONTIER  # escalated by the cascade
+    assert "thanks" not in rows and "ok" not in rows  # pinned tiers and handoffs teach nothing
+    assert rows["Where is my order?"]["expected"] == CHEAP
+    assert all(r["tenant"] == "acme" and r["id"].startswith("traffic-acme-") for r in rows.values())
+
+
+def test_stored_messages_pair_into_turn_records() -> None:
+    from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
+
+    docs = [
+        {
+            "conversation_id": "c",
+            "request_id": "r1",
+            "role": ROLE_USER,
+            "text": "hi",
+            "position": 4,
+        },
+        {
+            "conversation_id": "c",
+            "request_id": "r1",
+            "role": ROLE_ASSISTANT,
+            "tier": "cheap",
+            "routing_reason": "complexity 0.00 < 0.50 (no signal)",
+            "finish_reason": "stop",
+            "output_tokens": 9,
+            "feedback": {"rating": "RATING_UP"},
+        },
+        {"conversation_id": "c", "request_id": "r2", "role": ROLE_USER, "text": "orphan"},
+    ]
+    (record,) = records_of(docs)
+    assert (record.user_text, record.tier, record.rating, record.position) == (
+        "hi",
+        "cheap",
+        "RATING_UP",
+        4,
+    )
+    assert label_turns("t", [record])[0]["expected"] == CHEAP
