@@ -241,6 +241,16 @@ def test_the_shipped_router_is_deterministic_and_explains_itself(
     assert "learned p(complex)" in reason and "nearest labelled:" in reason
 
 
+def test_the_shipped_artifact_loads_with_the_bundled_encoder(shipped: LearnedClassifier) -> None:
+    loaded = load_router(None, bundled_encoder, ComplexityClassifier())
+    assert loaded is not None and loaded.kind == "learned"
+    assert REGISTRY.get_sample_value("switchboard_router_model_loaded") == 1
+    # Only the layers the model runs are kept, and the verdicts are unchanged.
+    assert len(loaded.encoder.layers) == loaded.model.embedding.layers  # type: ignore[attr-defined]
+    message = "Can I split the bill into three instalments?"
+    assert loaded.classify(message) == shipped.classify(message)
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [

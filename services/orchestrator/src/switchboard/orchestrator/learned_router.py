@@ -341,6 +341,10 @@ def load_router(
         encoder, name = encoder_factory()
         if name != model.embedding.model:
             raise ValueError(f"trained on {model.embedding.model!r}, the encoder is {name!r}")
+        layers = getattr(encoder, "layers", None)
+        if isinstance(layers, list) and model.embedding.layers is not None:
+            # The layers the router never runs: ~12 MB of weights each.
+            del layers[model.embedding.layers :]
         classifier = LearnedClassifier(
             model,
             encoder,
