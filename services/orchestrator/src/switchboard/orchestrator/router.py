@@ -307,6 +307,8 @@ def choose_route(
     )
 
 
+SHORT_ANSWER_SCORE_SHARE = 0.3
+
 _HEDGES = _rx(
     r"\bi(?:'m| am) not (?:sure|certain)\b",
     r"\bi (?:don't|do not) know\b",
@@ -318,17 +320,20 @@ _HEDGES = _rx(
 )
 
 
-def low_confidence(answer: str, complexity_score: float, min_words: int = 8) -> str | None:
-    """Why a cheap answer looks unreliable enough to re-run on frontier, or None."""
+def low_confidence(
+    answer: str, complexity_score: float, min_words: int = 8, threshold: float = 0.5
+) -> str | None:
+    """Why a cheap answer looks unreliable enough to re-run on frontier, or None.
+    `threshold` is the one the route was decided with."""
     words = len(answer.split())
     if not answer.strip():
         return "empty answer"
     match = _HEDGES.search(answer)
     if match:
         return f"hedging or refusal ({match.group(0)!r})"
-    # A question that scored some complexity deserves more than a few words. The floor is
-    # below every rule weight (so any rule signal counts) and ignores the small probability
-    # the learned router gives even to "thanks!".
-    if complexity_score >= 0.1 and words < min_words:
+    # A question that scored some complexity deserves more than a few words. "Some" is a
+    # share of the threshold: for the rules (0.5) any signal (the smallest weighs 0.15); for
+    # the learned router a probability well above what it gives to "thanks!".
+    if complexity_score >= SHORT_ANSWER_SCORE_SHARE * threshold and words < min_words:
         return f"far too short ({words} words)"
     return None

@@ -453,7 +453,15 @@ class TurnEngine:
             and not state.exchanges
             and FRONTIER in tenant.model_policy.allowed_tiers
         ):
-            why = low_confidence(result.text, state.route.score, self._settings.cascade_min_words)
+            policy = tenant.model_policy
+            why = low_confidence(
+                result.text,
+                state.route.score,
+                self._settings.cascade_min_words,
+                self._classifier.threshold_for(
+                    policy.router_target_recall, policy.router_target_cheap_share
+                ),
+            )
             if why is not None:
                 await self._cascade(state, result, why)
                 return
