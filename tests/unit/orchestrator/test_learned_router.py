@@ -6,6 +6,7 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -189,10 +190,14 @@ def test_retraining_on_exported_signals_changes_the_decisions_it_should() -> Non
         ("pension transfer paperwork question", FRONTIER),
         ("send pension transfer paperwork where", FRONTIER),
     )
+    extra = [replace(e, source="acme-traffic.jsonl") for e in extra]
     before, _ = rt.train(base, BagOfWords(), SPEC)
-    after, _ = rt.train([*base, *extra], BagOfWords(), SPEC)
+    after, _ = rt.train([*base, *extra], BagOfWords(), SPEC, exemplar_sources=[""])
     assert LearnedClassifier(before, BagOfWords()).classify(message).score < before.threshold
     assert LearnedClassifier(after, BagOfWords()).classify(message).score >= after.threshold
+    # The tenant's own messages are learned from but never quoted in a reason.
+    assert len(after.exemplar_texts) == len(base)
+    assert "pension transfer paperwork is stuck" not in " ".join(after.exemplar_texts)
     # An unrelated simple message stays cheap.
     unrelated = LearnedClassifier(after, BagOfWords()).classify("What are your opening hours?")
     assert unrelated.score < after.threshold

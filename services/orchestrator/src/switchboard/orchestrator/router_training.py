@@ -218,8 +218,12 @@ def train(
     l2: float = DEFAULT_L2,
     target_recall: float = DEFAULT_TARGET_RECALL,
     trained_on: dict[str, Any] | None = None,
+    exemplar_sources: Sequence[str] | None = None,
 ) -> tuple[RouterModel, F64]:
-    """The fitted model (on every example) and the examples' cross-validated scores."""
+    """The fitted model (on every example) and the examples' cross-validated scores. Only
+    examples from `exemplar_sources` (file names; all when None) are kept as the nearest
+    examples a routing reason quotes: a tenant's exported traffic is learned from but never
+    quoted, since reasons are stored with every tenant's turns."""
     x, vectors = featurize(examples, encoder, spec)
     y = np.array([1.0 if e.complex else 0.0 for e in examples])
     oof = out_of_fold(examples, x, y, l2)
@@ -227,6 +231,11 @@ def train(
     ok = [p.threshold for p in points if p.recall >= target_recall]
     threshold = max(ok) if ok else 0.0
     weights, bias, mean, scale = fit_logistic(x, y, l2)
+    quotable = [
+        i
+        for i, e in enumerate(examples)
+        if exemplar_sources is None or e.source in set(exemplar_sources)
+    ]
     params = {"l2": l2, "target_recall": target_recall, "layers": spec.layers}
     payload = json.dumps(
         [params, spec.max_tokens, [round(float(v), 6) for v in weights]], sort_keys=True
@@ -240,9 +249,9 @@ def train(
         bias=bias,
         threshold=threshold,
         curve=points,
-        exemplar_vectors=exemplar_int8(vectors),
-        exemplar_labels=tuple(e.expected for e in examples),
-        exemplar_texts=tuple(e.text[:80] for e in examples),
+        exemplar_vectors=exemplar_int8(vectors[quotable]),
+        exemplar_labels=tuple(examples[i].expected for i in quotable),
+        exemplar_texts=tuple(examples[i].text[:80] for i in quotable),
         trained_on={**(trained_on or {}), **params, "examples": len(examples)},
     )
     return model, oof
@@ -296,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         l2=args.l2,
         target_recall=args.target_recall,
         trained_on=trained_on,
+        exemplar_sources=TRAIN_FILES,
     )
     y = np.array([1.0 if e.complex else 0.0 for e in examples])
     y_hold = np.array([1.0 if e.complex else 0.0 for e in holdout])
