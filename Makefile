@@ -168,8 +168,8 @@ eval-router: venv ## Router on tests/data: cost/quality curve (dev vs held-out),
 	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data --plot .local/router-curve.png
 
 .PHONY: train-router
-train-router: venv ## Train the learned router on tests/data (EXTRA=labelled.jsonl adds exported traffic)
-	$(PY) -m switchboard.orchestrator.router_training --data tests/data $(foreach f,$(EXTRA),--extra $(f))
+train-router: venv ## Train the learned router on tests/data (EXTRA=traffic.jsonl OUT=dir/tenant.json: a tenant's)
+	$(PY) -m switchboard.orchestrator.router_training --data tests/data $(foreach f,$(EXTRA),--extra $(f)) $(if $(OUT),--out $(OUT))
 
 .PHONY: router-signals
 router-signals: venv ## Export routing labels from a tenant's traffic: TENANT=demo OUT=signals.jsonl

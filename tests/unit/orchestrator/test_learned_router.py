@@ -20,6 +20,7 @@ from switchboard.orchestrator.learned_router import (
     LearnedClassifier,
     RouterModel,
     SentenceEncoder,
+    TenantRouters,
     bundled_encoder,
     load_router,
 )
@@ -214,7 +215,8 @@ def test_the_cli_refuses_a_model_with_worse_held_out_recall(tmp_path: Path) -> N
     _write(tmp_path / "router_eval.jsonl", [])
     _write(tmp_path / "router_holdout.jsonl", holdout)
     out = tmp_path / "router.json"
-    assert rt.main(["--data", str(tmp_path), "--out", str(out), "--target-recall", "1"]) == 0
+    first = ["--data", str(tmp_path), "--out", str(out), "--baseline", str(tmp_path / "none")]
+    assert rt.main([*first, "--target-recall", "1"]) == 0
     good = out.read_bytes()
     flipped = [{**r, "expected": CHEAP if r["expected"] == FRONTIER else FRONTIER} for r in rows]
     _write(tmp_path / "flipped.jsonl", flipped)
@@ -224,6 +226,11 @@ def test_the_cli_refuses_a_model_with_worse_held_out_recall(tmp_path: Path) -> N
     )
     assert code == 1
     assert out.read_bytes() == good
+    # A tenant's first model is compared with the service's.
+    tenant_out = tmp_path / "models" / "acme.json"
+    args = ["--data", str(tmp_path), "--out", str(tenant_out), "--baseline", str(out)]
+    assert rt.main([*args, "--extra", str(tmp_path / "flipped.jsonl")]) == 1
+    assert not tenant_out.exists()
 
 
 # ---- the shipped artifact -------------------------------------------------------------
@@ -409,3 +416,72 @@ def test_stored_messages_pair_into_turn_records() -> None:
         4,
     )
     assert label_turns("t", [record])[0]["expected"] == CHEAP
+
+
+# ---- a tenant's own router --------------------------------------------------------------
+
+
+PENSION = "Where do I send my pension transfer paperwork?"
+
+
+def _tenant_setup(tmp_path: Path) -> TenantRouters:
+    base = [*BASE, *examples(("pension transfer paperwork address", CHEAP))]
+    extra = [
+        replace(e, source="acme.jsonl")
+        for e in examples(
+            ("where do I send the pension transfer paperwork", FRONTIER),
+            ("help with the pension transfer paperwork", FRONTIER),
+            ("my pension transfer paperwork is stuck", FRONTIER),
+            ("pension transfer paperwork question", FRONTIER),
+            ("send pension transfer paperwork where", FRONTIER),
+        )
+    ]
+    default, _ = rt.train(base, BagOfWords(), SPEC)
+    acme, _ = rt.train([*base, *extra], BagOfWords(), SPEC, exemplar_sources=[""])
+    acme.save(tmp_path / "acme.json")
+    return TenantRouters(LearnedClassifier(default, BagOfWords()), tmp_path, max_models=1)
+
+
+def test_a_tenant_router_is_used_for_its_tenant_only(tmp_path: Path) -> None:
+    routers = _tenant_setup(tmp_path)
+    default, acme = routers.for_tenant(None), routers.for_tenant("acme")
+    assert acme is not default and routers.for_tenant("acme") is acme  # loaded once
+    assert default.classify(PENSION).score < default.threshold_for()
+    assert acme.classify(PENSION).score >= acme.threshold_for()
+
+
+@pytest.mark.parametrize("name", ["absent", "../etc/passwd", "bad name"])
+def test_an_unusable_tenant_router_falls_back_to_the_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    routers = _tenant_setup(tmp_path)
+    before = counter("switchboard_router_model_fallbacks_total", why="tenant")
+    with caplog.at_level(logging.WARNING):
+        assert routers.for_tenant(name) is routers.default
+    assert "unusable" in caplog.text
+    assert counter("switchboard_router_model_fallbacks_total", why="tenant") == before + 1
+
+
+def test_tenant_routers_are_bounded_and_need_a_learned_default(tmp_path: Path) -> None:
+    routers = _tenant_setup(tmp_path)
+    routers.for_tenant("acme")
+    routers.for_tenant("absent")
+    assert list(routers._loaded) == ["absent"]  # max_models=1: the older one was dropped
+    rules = TenantRouters(ComplexityClassifier(), tmp_path)
+    assert isinstance(rules.for_tenant("acme"), ComplexityClassifier)
+
+
+async def test_the_engine_routes_a_tenant_with_its_own_router(tmp_path: Path) -> None:
+    from switchboard.common.tenants import ModelPolicy, TenantConfig
+
+    from .test_turns import World, request
+
+    routers = _tenant_setup(tmp_path)
+    for name, tier in ((None, CHEAP), ("acme", FRONTIER)):
+        world = World(
+            TenantConfig(tenant_id="demo", name="Demo", model_policy=ModelPolicy(router_model=name))
+        )
+        world.engine._classifier_for = routers.for_tenant
+        await world.engine.on_request(request(PENSION))
+        (task,) = world.outbox.tasks
+        assert task.tier == tier

@@ -45,6 +45,9 @@ class ModelPolicy(BaseModel):
     # this share cheap. Unset: the service default. Recall wins when both are set.
     router_target_recall: float | None = Field(default=None, ge=0.5, le=1.0)
     router_target_cheap_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The tenant's own learned router, retrained on its traffic: `<name>.json` in the
+    # orchestrator's router_models_dir. Unset: the service's router.
+    router_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class GuardrailPolicy(BaseModel):

@@ -38,7 +38,7 @@ from switchboard.orchestrator.knowledge import (
     KnowledgeRetriever,
     search_knowledge_tool,
 )
-from switchboard.orchestrator.learned_router import bundled_encoder, load_router
+from switchboard.orchestrator.learned_router import TenantRouters, bundled_encoder, load_router
 from switchboard.orchestrator.router import Classifier, ComplexityClassifier, RouterConfig
 from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.orchestrator.tools import HttpToolClient, ToolRegistry, build_registry
@@ -203,6 +203,9 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         cache=RedisResponseCache(redis),
         registry_for=registry_for,
         classifier=classifier,
+        classifier_for=TenantRouters(
+            classifier, settings.router_models_dir, settings.router_tenant_models_max
+        ).for_tenant,
         knowledge=knowledge if knowledge.settings.enabled else None,
     )
     resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))

@@ -19,6 +19,8 @@ import hashlib
 import json
 import logging
 import math
+import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from switchboard.orchestrator.router import Complexity, ComplexityClassifier, Signal
+from switchboard.orchestrator.router import Classifier, Complexity, ComplexityClassifier, Signal
 
 log = logging.getLogger(__name__)
 
@@ -389,3 +391,51 @@ def bundled_encoder() -> tuple[SentenceEncoder, str]:
     # and does not fight the event loop on a 2-core machine.
     threadpool_limits(limits=1, user_api="blas")
     return BertEncoder(bundled_model_dir()), BUNDLED_MODEL
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class TenantRouters:
+    """The service's classifier, or a tenant's own artifact (`model_policy.router_model`,
+    a file `<name>.json` in `directory`, written by `make train-router` from the base set
+    plus that tenant's exported traffic). Tenant models are loaded on first use, share the
+    default model's encoder, and are kept in a bounded LRU; a tenant model that cannot be
+    used logs a warning once and routes with the default."""
+
+    def __init__(self, default: Classifier, directory: Path | None, max_models: int = 32) -> None:
+        self.default = default
+        self.directory = directory
+        self.max_models = max_models
+        self._loaded: OrderedDict[str, Classifier] = OrderedDict()
+
+    def for_tenant(self, name: str | None) -> Classifier:
+        """The classifier for a tenant whose policy names `name` (None: the default)."""
+        if not name or self.directory is None or not isinstance(self.default, LearnedClassifier):
+            return self.default
+        found = self._loaded.get(name)
+        if found is not None:
+            self._loaded.move_to_end(name)
+            return found
+        classifier = self._load(name, self.default)
+        self._loaded[name] = classifier
+        while len(self._loaded) > self.max_models:
+            self._loaded.popitem(last=False)
+        return classifier
+
+    def _load(self, name: str, default: "LearnedClassifier") -> Classifier:
+        from switchboard.orchestrator import metrics
+
+        assert self.directory is not None
+        try:
+            if not _MODEL_NAME.fullmatch(name):
+                raise ValueError("a model name is letters, digits, '_', '-' or '.'")
+            model = RouterModel.load(self.directory / f"{name}.json")
+            spec, base = model.embedding, default.model.embedding
+            if spec.model != base.model or (spec.layers or 99) > (base.layers or 99):
+                raise ValueError(f"its embedding {spec} is not the service's {base}")
+            return LearnedClassifier(model, default.encoder, default.rules, nearest=default.nearest)
+        except (OSError, ValueError) as exc:
+            log.warning("tenant router model %r unusable (%s): using the default", name, exc)
+            metrics.ROUTER_MODEL_FALLBACKS.labels("tenant").inc()
+            return default

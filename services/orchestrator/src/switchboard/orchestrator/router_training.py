@@ -1,12 +1,13 @@
 """`make train-router`: fit the learned router on tests/data and write its artifact.
 
     python -m switchboard.orchestrator.router_training [--data tests/data] [--out PATH]
-        [--extra FILE ...] [--target-recall 0.97]
+        [--extra FILE ...] [--target-recall 0.97] [--layers 1] [--max-tokens 48] [--force]
 
 Training data: router_train.jsonl and router_eval.jsonl (every split), plus `--extra` files
-(for example the labelled turns exported from a tenant's traffic). router_holdout.jsonl is
-never trained or tuned on: it is only scored, after the model is fixed, and when an artifact
-already exists a new one whose held-out recall of complex messages is lower is not written.
+(for example the labelled turns exported from a tenant's traffic; `--out DIR/<name>.json`
+then makes that tenant's own router). router_holdout.jsonl is never trained or tuned on: it
+is only scored, after the model is fixed, and a new artifact whose held-out recall of complex
+messages is lower than the one it replaces (or the service's) is not written.
 
 The fit is deterministic: features are computed in file order, folds are assigned from a hash
 of each example's text, and the logistic regression is solved by Newton's method from zero.
@@ -278,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="write even if held-out recall got worse"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=DEFAULT_ARTIFACT,
+        help="compared with when --out does not exist yet (a tenant's first model)",
+    )
     args = parser.parse_args(argv)
     if not 0.5 <= args.target_recall <= 1.0:
         parser.error("--target-recall must be between 0.5 and 1")
@@ -315,9 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  dev (5-fold cross-validated)  {figures(oof, y, model.threshold).line()}")
     print(f"  held-out                      {figures(held, y_hold, model.threshold).line()}")
 
-    if args.out.exists() and not args.force:
+    # Compared with the artifact it replaces, or (a tenant's first one) the service's.
+    current = args.out if args.out.exists() else args.baseline
+    if current.exists() and not args.force:
         try:
-            previous = RouterModel.load(args.out)
+            previous = RouterModel.load(current)
             before = figures(score(previous, encoder, holdout), y_hold, previous.threshold)
         except (OSError, ValueError) as exc:
             print(f"  the existing artifact is unusable ({exc}); replacing it")

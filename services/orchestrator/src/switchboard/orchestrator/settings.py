@@ -58,6 +58,14 @@ class OrchestratorSettings(BaseSettings):
         description="The learned router's artifact (router.json); unset: the one shipped with "
         "the orchestrator (make train-router writes it).",
     )
+    router_models_dir: Path | None = Field(
+        default=None,
+        description="Directory of tenants' own router artifacts (<name>.json, named by a "
+        "tenant's model_policy.router_model); unset: every tenant uses the service's router.",
+    )
+    router_tenant_models_max: int = Field(
+        default=32, ge=1, le=10_000, description="Tenant router models kept loaded (LRU)."
+    )
     router_target_recall: float | None = Field(
         default=None,
         ge=0.5,

@@ -242,6 +242,7 @@ class TurnEngine:
         cache: ResponseCache,
         registry_for: RegistryFactory,
         classifier: Classifier | None = None,
+        classifier_for: Callable[[str | None], Classifier] | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         knowledge: kb.KnowledgeRetriever | None = None,
@@ -256,6 +257,8 @@ class TurnEngine:
         self._cache = cache
         self._registry_for = registry_for
         self._classifier: Classifier = classifier or ComplexityClassifier()
+        # A tenant's own router (model_policy.router_model), else the service's.
+        self._classifier_for = classifier_for or (lambda _name: self._classifier)
         self._injection = injection or InjectionDetector()
         self._clock = clock
         self._knowledge = knowledge
@@ -354,18 +357,19 @@ class TurnEngine:
                 return
 
         routing_started = time.perf_counter()
+        classifier = self._classifier_for(tenant.model_policy.router_model)
         route = choose_route(
             requested_tier=turn.options.tier,
             tenant_default_tier=tenant.model_policy.default_tier,
             allowed_tiers=tenant.model_policy.allowed_tiers,
             message=to_provider,
             history=history,
-            classifier=self._classifier,
+            classifier=classifier,
             target_recall=tenant.model_policy.router_target_recall,
             target_cheap_share=tenant.model_policy.router_target_cheap_share,
         )
         if route.classified:
-            metrics.ROUTING_SECONDS.labels(self._classifier.kind).observe(
+            metrics.ROUTING_SECONDS.labels(classifier.kind).observe(
                 time.perf_counter() - routing_started
             )
         span.set_attribute("switchboard.route.tier", route.tier)
@@ -458,7 +462,7 @@ class TurnEngine:
                 result.text,
                 state.route.score,
                 self._settings.cascade_min_words,
-                self._classifier.threshold_for(
+                self._classifier_for(policy.router_model).threshold_for(
                     policy.router_target_recall, policy.router_target_cheap_share
                 ),
             )
