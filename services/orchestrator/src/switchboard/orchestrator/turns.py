@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from switchboard.orchestrator.guardrails import (
 from switchboard.orchestrator.router import (
     CHEAP,
     FRONTIER,
+    Classifier,
     ComplexityClassifier,
     Route,
     choose_route,
@@ -260,7 +262,8 @@ class TurnEngine:
         tickets: Tickets,
         cache: ResponseCache,
         registry_for: RegistryFactory,
-        classifier: ComplexityClassifier | None = None,
+        classifier: Classifier | None = None,
+        classifier_for: Callable[[str | None], Classifier] | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         knowledge: kb.KnowledgeRetriever | None = None,
@@ -274,7 +277,9 @@ class TurnEngine:
         self._tickets = tickets
         self._cache = cache
         self._registry_for = registry_for
-        self._classifier = classifier or ComplexityClassifier()
+        self._classifier: Classifier = classifier or ComplexityClassifier()
+        # A tenant's own router (model_policy.router_model), else the service's.
+        self._classifier_for = classifier_for or (lambda _name: self._classifier)
         self._injection = injection or InjectionDetector()
         self._clock = clock
         self._knowledge = knowledge
@@ -387,14 +392,22 @@ class TurnEngine:
                 await self._hand_off(turn, tenant, stored.text, trigger.reason, flags)
                 return
 
+        routing_started = time.perf_counter()
+        classifier = self._classifier_for(tenant.model_policy.router_model)
         route = choose_route(
             requested_tier=turn.options.tier,
             tenant_default_tier=tenant.model_policy.default_tier,
             allowed_tiers=tenant.model_policy.allowed_tiers,
             message=to_provider,
             history=history,
-            classifier=self._classifier,
+            classifier=classifier,
+            target_recall=tenant.model_policy.router_target_recall,
+            target_cheap_share=tenant.model_policy.router_target_cheap_share,
         )
+        if route.classified:
+            metrics.ROUTING_SECONDS.labels(classifier.kind).observe(
+                time.perf_counter() - routing_started
+            )
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)
@@ -483,7 +496,15 @@ class TurnEngine:
             and not state.exchanges
             and FRONTIER in tenant.model_policy.allowed_tiers
         ):
-            why = low_confidence(result.text, state.route.score, self._settings.cascade_min_words)
+            policy = tenant.model_policy
+            why = low_confidence(
+                result.text,
+                state.route.score,
+                self._settings.cascade_min_words,
+                self._classifier_for(policy.router_model).threshold_for(
+                    policy.router_target_recall, policy.router_target_cheap_share
+                ),
+            )
             if why is not None:
                 await self._cascade(state, result, why)
                 return
