@@ -255,7 +255,7 @@ docker-lint: .local/hadolint/bin/hadolint ## Lint the services' Dockerfile with 
 # One Dockerfile for every service (build argument SERVICE); the ports are documentation only.
 IMAGE_TAG ?= 0.1.0
 IMAGE_REGISTRY ?= switchboard
-SERVICE_PORTS_gateway := 50051 8080
+SERVICE_PORTS_gateway := 50051 8000 8080
 SERVICE_PORTS_memory := 50052 8080
 SERVICE_PORTS_knowledge := 50053 8080
 
