@@ -155,7 +155,7 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
             "switchboard.llm_worker",
             {
                 **env,
-                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap",
+                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap,frontier",  # the router may pick either
                 "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"{run}-llm-worker",
                 "SWITCHBOARD_HEALTH_PORT": str(port),
             },

@@ -313,7 +313,7 @@ def private_platform(
             "llm-worker",
             "switchboard.llm_worker",
             {
-                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap",
+                "SWITCHBOARD_LLM_WORKER_TIERS": "cheap,frontier",  # the router may pick either
                 "SWITCHBOARD_LLM_WORKER_CONSUMER_GROUP_PREFIX": f"e2e-{run_id}-{name}-worker",
             },
         ),

@@ -95,6 +95,13 @@ async def private_mongo(
     await client.close()
 
 
+def content_text(content: Any) -> str:
+    """A message's text, whether a string (OpenAI) or a list of content blocks (Anthropic)."""
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
 async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_once(
     outage_platform: PrivatePlatform,
     outage_ferretdb: PrivateFerretDB,
@@ -149,13 +156,15 @@ async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_o
             await eventually(remembered, lambda seen, text=text: text in seen)
 
         # Contexts came from memory's cache: each prompt still carried the earlier turns.
+        # Either tier's API (the router picks it): OpenAI's or Anthropic's request shape.
         prompts = {
-            entry["body"]["messages"][-1]["content"]: [
-                m["content"] for m in entry["body"]["messages"][:-1]
+            content_text(entry["body"]["messages"][-1]["content"]): [
+                content_text(m["content"]) for m in entry["body"]["messages"][:-1]
             ]
             for entry in journal(plat.simulator_url)
-            if entry["api"] == "openai"
-            and entry["body"]["messages"][-1]["content"].startswith(f"[{marker}]")
+            if entry["api"] in ("openai", "anthropic")
+            and entry["body"].get("messages")
+            and content_text(entry["body"]["messages"][-1]["content"]).startswith(f"[{marker}]")
         }
         assert texts[0] in prompts[texts[1]]
         assert texts[0] in prompts[texts[2]] and texts[1] in prompts[texts[2]]
