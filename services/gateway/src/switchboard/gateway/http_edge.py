@@ -10,11 +10,13 @@ OpenAI's shape. docs/http-api.md is the reference.
 This module builds the application: the routes of each part, the error middleware and CORS.
 The parts: callers and keys (http_auth.py), Chat Completions and models (http_chat.py),
 Responses (http_responses.py), conversations (http_conversations.py), feedback
-(http_feedback.py), the widget and its sessions (http_widget.py).
+(http_feedback.py), the widget and its sessions (http_widget.py), the knowledge base
+(http_knowledge.py).
 """
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -30,13 +32,21 @@ from switchboard.gateway.http_common import (
 )
 from switchboard.gateway.http_conversations import ConversationRoutes
 from switchboard.gateway.http_feedback import FeedbackRoutes
+from switchboard.gateway.http_knowledge import KnowledgeRoutes
 from switchboard.gateway.http_responses import ResponseRoutes
 from switchboard.gateway.http_widget import WidgetRoutes
+from switchboard.gateway.knowledge import KnowledgeForwarder
 from switchboard.gateway.openai_shapes import ApiError
 
 __all__ = ["Caller", "HttpEdge", "PublishableKeys"]
 
 log = logging.getLogger(__name__)
+
+
+class RouteGroup(Protocol):
+    """One part of the API: adds its routes."""
+
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
 
 
 class HttpEdge:
@@ -51,17 +61,20 @@ class HttpEdge:
         sessions: BrowserSessions,
         max_body_bytes: int,
         demo_widget_key: str = "",
+        knowledge: KnowledgeForwarder | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
         auth = HttpAuth(core, publishable_keys, sessions)
         turns = Turns(core, auth)
-        self._parts = (
+        self._parts: list[RouteGroup] = [
             ChatCompletionRoutes(auth, turns),
             ResponseRoutes(auth, turns),
             ConversationRoutes(core, auth, conversations),
             FeedbackRoutes(core, auth, conversations),
             WidgetRoutes(auth, demo_widget_key),
-        )
+        ]
+        if knowledge is not None:
+            self._parts.append(KnowledgeRoutes(auth, knowledge))
 
     def app(self) -> web.Application:
         """The routes, the error middleware and CORS."""
@@ -119,7 +132,7 @@ class HttpEdge:
         return web.Response(
             status=204,
             headers={
-                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
                 "Access-Control-Max-Age": "600",
             },
