@@ -208,6 +208,10 @@ eval-knowledge: venv ## Retrieval on tests/data/knowledge_*: recall@1/@3, MRR, o
 bench-knowledge: venv ## Search latency p50/p99 at 10k and 100k chunks, ingestion chunks/s
 	$(PY) -m switchboard.knowledge.bench $(BENCH_ARGS)
 
+.PHONY: bench-knowledge-ttft
+bench-knowledge-ttft: venv ## Time to first token with and without retrieval, through the gateway
+	deploy/local/with-stack.sh $(PY) services/knowledge/bench/ttft.py $(BENCH_ARGS)
+
 .PHONY: eval-guardrails
 eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates
 	$(PY) -m switchboard.orchestrator.evaluation guardrails --data tests/data

@@ -35,7 +35,7 @@ from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.http_edge import HttpEdge
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.knowledge import SERVICE_NAME as KNOWLEDGE_SERVICE
-from switchboard.gateway.knowledge import add_knowledge_service
+from switchboard.gateway.knowledge import KnowledgeForwarder, add_knowledge_service
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.reply_consumer import ReplyConsumer
@@ -88,7 +88,11 @@ async def drain(server: grpc.aio.Server, router: ReplyRouter, grace_s: float) ->
 
 
 async def start_http(
-    settings: GatewaySettings, chat_service: ChatService, tenants: TenantStore, redis: Redis
+    settings: GatewaySettings,
+    chat_service: ChatService,
+    tenants: TenantStore,
+    redis: Redis,
+    knowledge: KnowledgeForwarder | None = None,
 ) -> tuple[web.AppRunner | None, web.TCPSite | None]:
     """Serve the HTTP door in this event loop, over the gRPC door's own pipeline."""
     if not settings.http_enabled:
@@ -100,6 +104,7 @@ async def start_http(
         sessions=BrowserSessions(redis, settings.http_session_ttl_s),
         max_body_bytes=settings.http_max_body_bytes,
         demo_widget_key=settings.http_demo_widget_key,
+        knowledge=knowledge,
     )
     # handler_cancellation: a client that goes away mid-reply cancels its handler, and so
     # the generation, as a gRPC client does.
@@ -285,7 +290,7 @@ async def serve(settings: GatewaySettings) -> None:
         stack.push_async_callback(server.stop, 0)
         for name in ("", service_names[0]):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        http_runner, http_site = await start_http(settings, chat_service, tenants, redis)
+        http_runner, http_site = await start_http(settings, chat_service, tenants, redis, knowledge)
         if http_runner is not None:
             stack.push_async_callback(http_runner.cleanup)
         freeze_startup_objects()

@@ -3,7 +3,8 @@ the call to the knowledge service with the tenant the key belongs to (`sb-tenant
 
 The request body never names the tenant, so a caller reaches only its own documents.
 Statuses from the knowledge service (INVALID_ARGUMENT, NOT_FOUND ...) reach the caller as
-they are; an unreachable knowledge service is UNAVAILABLE.
+they are; an unreachable knowledge service is UNAVAILABLE. The HTTP door
+(http_knowledge.py) uses the same forwarder, through `call`, with the tenant it authenticated.
 """
 
 import logging
@@ -56,6 +57,23 @@ class KnowledgeClientSettings(BaseSettings):
         gt=0,
         description="Largest message on the channel to the knowledge service.",
     )
+    http_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of an HTTP document upload (PUT/POST "
+        "/v1/knowledge/documents; a PDF travels base64-encoded, a third larger); larger ones "
+        "get 413. The knowledge service's own SWITCHBOARD_KNOWLEDGE_MAX_DOCUMENT_BYTES still "
+        "applies to the document.",
+    )
+
+
+class KnowledgeCallError(Exception):
+    """The knowledge service refused a call, or could not be reached (UNAVAILABLE)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -70,7 +88,7 @@ class KnowledgeForwarder(knowledge_pb2_grpc.KnowledgeServiceServicer):
         self, authenticator: TenantAuthenticator, settings: KnowledgeClientSettings
     ) -> None:
         self._authenticator = authenticator
-        self._settings = settings
+        self.settings = settings
         limit = settings.max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             settings.target,
@@ -84,6 +102,60 @@ class KnowledgeForwarder(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
     async def close(self) -> None:
         await self._channel.close()
+
+    async def call(
+        self,
+        tenant_id: str,
+        call: Callable[..., Awaitable[R]],
+        request: Message,
+        timeout_s: float,
+    ) -> R:
+        """Call the knowledge service for `tenant_id` (an authenticated caller's tenant).
+
+        Raises KnowledgeCallError with the service's status; an unreachable service is
+        UNAVAILABLE."""
+        try:
+            return await call(request, metadata=((TENANT_METADATA, tenant_id),), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+                log.warning("knowledge service unavailable: %s", exc.details())
+                raise KnowledgeCallError(
+                    grpc.StatusCode.UNAVAILABLE, "the knowledge service is unavailable"
+                ) from exc
+            raise KnowledgeCallError(code, exc.details() or code.name) from exc
+
+    async def upsert_document(
+        self, tenant_id: str, request: UpsertDocumentRequest
+    ) -> UpsertDocumentResponse:
+        """UpsertDocument for `tenant_id`; KnowledgeCallError when refused."""
+        return await self.call(
+            tenant_id, self._stub.UpsertDocument, request, self.settings.upsert_timeout_s
+        )
+
+    async def delete_document(
+        self, tenant_id: str, request: DeleteDocumentRequest
+    ) -> DeleteDocumentResponse:
+        """DeleteDocument for `tenant_id`; KnowledgeCallError when refused."""
+        return await self.call(
+            tenant_id, self._stub.DeleteDocument, request, self.settings.timeout_s
+        )
+
+    async def list_documents(
+        self, tenant_id: str, request: ListDocumentsRequest
+    ) -> ListDocumentsResponse:
+        """ListDocuments for `tenant_id`; KnowledgeCallError when refused."""
+        return await self.call(
+            tenant_id, self._stub.ListDocuments, request, self.settings.timeout_s
+        )
+
+    async def search(
+        self, tenant_id: str, request: SearchKnowledgeRequest
+    ) -> SearchKnowledgeResponse:
+        """SearchKnowledge for `tenant_id`; KnowledgeCallError when refused."""
+        return await self.call(
+            tenant_id, self._stub.SearchKnowledge, request, self.settings.timeout_s
+        )
 
     async def _forward(
         self,
@@ -102,44 +174,36 @@ class KnowledgeForwarder(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if remaining is not None:
             timeout_s = min(timeout_s, remaining)
         try:
-            return await call(
-                request, metadata=((TENANT_METADATA, tenant.tenant_id),), timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-                log.warning("knowledge service unavailable: %s", exc.details())
-                await _abort(
-                    context, grpc.StatusCode.UNAVAILABLE, "the knowledge service is unavailable"
-                )
-            await _abort(context, code, exc.details() or code.name)
+            return await self.call(tenant.tenant_id, call, request, timeout_s)
+        except KnowledgeCallError as exc:
+            await _abort(context, exc.code, exc.message)
 
     async def UpsertDocument(
         self, request: UpsertDocumentRequest, context: Context
     ) -> UpsertDocumentResponse:
         return await self._forward(
-            context, self._stub.UpsertDocument, request, self._settings.upsert_timeout_s
+            context, self._stub.UpsertDocument, request, self.settings.upsert_timeout_s
         )
 
     async def DeleteDocument(
         self, request: DeleteDocumentRequest, context: Context
     ) -> DeleteDocumentResponse:
         return await self._forward(
-            context, self._stub.DeleteDocument, request, self._settings.timeout_s
+            context, self._stub.DeleteDocument, request, self.settings.timeout_s
         )
 
     async def ListDocuments(
         self, request: ListDocumentsRequest, context: Context
     ) -> ListDocumentsResponse:
         return await self._forward(
-            context, self._stub.ListDocuments, request, self._settings.timeout_s
+            context, self._stub.ListDocuments, request, self.settings.timeout_s
         )
 
     async def SearchKnowledge(
         self, request: SearchKnowledgeRequest, context: Context
     ) -> SearchKnowledgeResponse:
         return await self._forward(
-            context, self._stub.SearchKnowledge, request, self._settings.timeout_s
+            context, self._stub.SearchKnowledge, request, self.settings.timeout_s
         )
 
 

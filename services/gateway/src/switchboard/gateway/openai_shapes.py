@@ -294,6 +294,8 @@ class Reply:
     tools: list[dict[str, str]] = field(default_factory=list)
     handoff: dict[str, str] | None = None
     error: tuple[str, str] | None = None
+    # The knowledge-base documents the answer drew on (`Done.citations`).
+    citations: list[dict[str, str]] = field(default_factory=list)
 
     def apply(self, event: ChatEvent) -> dict[str, Any] | None:
         """Take one event in; the Switchboard extension it is for clients, if any."""
@@ -327,12 +329,22 @@ class Reply:
             self.input_tokens = done.usage.input_tokens
             self.output_tokens = done.usage.output_tokens
             self.cost_usd = done.cost_usd
+            self.citations = [
+                {
+                    "document_id": c.document_id,
+                    "title": c.title,
+                    "source_url": c.source_url,
+                    "snippet": c.snippet,
+                }
+                for c in done.citations
+            ]
             extension: dict[str, Any] = {
                 "type": "done",
                 "model": self.model,
                 "tier": self.tier,
                 "finish_reason": self.finish_reason,
                 "cost_usd": self.cost_usd,
+                "citations": self.citations,
             }
             if self.resets:
                 # The whole final text, for a client that could not unsay the earlier one.
@@ -353,6 +365,7 @@ class Reply:
             "cost_usd": self.cost_usd,
             "resets": self.resets,
             "tools": self.tools,
+            "citations": self.citations,
         }
         if self.handoff is not None:
             out["handoff"] = self.handoff

@@ -17,6 +17,7 @@ from switchboard.common.settings import (
     RedisSettings,
     TelemetrySettings,
 )
+from switchboard.gateway.knowledge import KnowledgeClientSettings as GatewayKnowledgeSettings
 from switchboard.gateway.settings import GatewaySettings, MemoryClientSettings, MongoSettings
 from switchboard.llm_worker.settings import ModelSpec, ProviderSettings, WorkerSettings
 from switchboard.memory.settings import MemorySettings
@@ -47,6 +48,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "gateway: the memory service",
         MemoryClientSettings,
         "services/gateway/src/switchboard/gateway/settings.py",
+    ),
+    (
+        "gateway: the knowledge service",
+        GatewayKnowledgeSettings,
+        "services/gateway/src/switchboard/gateway/knowledge.py",
     ),
     (
         "orchestrator",
