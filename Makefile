@@ -201,8 +201,12 @@ bench-knowledge: venv ## Search latency p50/p99 at 10k and 100k chunks, ingestio
 	$(PY) -m switchboard.knowledge.bench $(BENCH_ARGS)
 
 .PHONY: eval-guardrails
-eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates
+eval-guardrails: venv ## Injection, look-alike and PII suites per split (dev, held-out): rates and cost
 	$(PY) -m switchboard.orchestrator.evaluation guardrails --data tests/data
+
+.PHONY: train-guardrails
+train-guardrails: venv ## Retrain the injection classifier on the dev split (writes injection_model.json)
+	$(PY) -m switchboard.orchestrator.guardrails.train --data tests/data
 
 # ---- deployment ---------------------------------------------------------------------
 # Tools pinned in deploy/k8s/tools/go.mod (Go module proxy); rebuilt when it or k8scheck changes.

@@ -310,3 +310,15 @@ def test_simulator_quotes_the_best_passage_and_names_its_title() -> None:
         'According to "Returns" [K1]'
     )
     assert json.dumps(body)  # the body stays plain JSON
+
+
+def test_a_callers_query_vector_is_used_only_when_it_is_of_the_services_model() -> None:
+    from switchboard.knowledge.documents import _usable
+
+    values = [3.0, 4.0, 0.0]
+    vector = _usable(("model-a", values), "model-a", 3)
+    assert vector is not None and np.allclose(vector, [0.6, 0.8, 0.0])
+    assert _usable(("model-b", values), "model-a", 3) is None
+    assert _usable(("model-a", values[:2]), "model-a", 3) is None
+    assert _usable(("", []), "model-a", 3) is None
+    assert _usable(None, "model-a", 3) is None

@@ -38,12 +38,15 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
+from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
 from switchboard.orchestrator.adapters import (
     MemoryClient,
     MongoTicketStore,
     RedisResponseCache,
     RedisTurnStore,
 )
+from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.knowledge import (
     KnowledgeClientSettings,
     KnowledgeRetriever,
@@ -98,11 +101,14 @@ class Resources:
         self.http = http
         self.handler = handler
         self.knowledge: KnowledgeRetriever | None = None
+        self.embeddings: QueryEmbeddings | None = None
 
     async def close(self) -> None:
         await self.memory.close()
         if self.knowledge is not None:
             await self.knowledge.close()
+        if self.embeddings is not None:
+            await self.embeddings.embedder.close()
         await self.http.close()
         await self.mongo.close()
 
@@ -178,7 +184,8 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     tenants = TenantStore(mongo, settings.database, cache_ttl_s=settings.tenant_cache_ttl_s)
     tickets = MongoTicketStore(mongo, settings.database)
     http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
-    knowledge = KnowledgeRetriever(KnowledgeClientSettings())
+    injection, embeddings = injection_detector(settings)
+    knowledge = KnowledgeRetriever(KnowledgeClientSettings(), embeddings)
     knowledge_tools = [search_knowledge_tool(knowledge, settings.builtin_tool_timeout_s)]
 
     # Built once per distinct tool configuration: checking the tools' JSON schemas on every
@@ -215,11 +222,36 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         cache=RedisResponseCache(redis),
         registry_for=registry_for,
         classifier=ComplexityClassifier(RouterConfig(threshold=settings.router_threshold)),
+        injection=injection,
         knowledge=knowledge if knowledge.settings.enabled else None,
     )
     resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
     resources.knowledge = knowledge
+    resources.embeddings = embeddings
     return resources
+
+
+def injection_detector(
+    settings: OrchestratorSettings,
+) -> tuple[InjectionDetector, QueryEmbeddings | None]:
+    """The rules, with the classifier when it is on and the configured embedding model is
+    the one it was trained on (another model's vectors would mean nothing to its weights)."""
+    if not settings.injection_classifier:
+        return InjectionDetector(), None
+    classifier = InjectionClassifier()
+    embedding_settings = EmbeddingSettings()
+    embedder = create_embedder(embedding_settings)
+    if embedder.name != classifier.embedding_model:
+        log.warning(
+            "injection classifier off: it needs %s vectors, the embeddings are %s",
+            classifier.embedding_model,
+            embedder.name,
+        )
+        return InjectionDetector(), None
+    embeddings = QueryEmbeddings(
+        embedder, embedding_settings.query_cache_size, embedding_settings.query_cache_ttl_s
+    )
+    return InjectionDetector(classifier, embeddings), embeddings
 
 
 async def serve(settings: OrchestratorSettings) -> None:

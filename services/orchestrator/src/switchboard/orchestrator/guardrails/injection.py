@@ -6,13 +6,19 @@ its mark."""
 import base64
 import binascii
 import codecs
+import logging
 import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
+from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails._text import normalize
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
 from switchboard.orchestrator.guardrails.injection_rules import (
     _OVERRIDE_ANY_SCRIPT,
     _OVERRIDE_OTHER,
@@ -61,6 +67,8 @@ def _decoded_hex(text: str) -> Iterable[str]:
             yield decoded
 
 
+log = logging.getLogger(__name__)
+
 # Cyrillic and Greek letters that look Latin ("ignore" spelt with Cyrillic i, o, e): mapped back
 # when they sit among Latin letters. Hand-kept because the confusables packages on PyPI
 # detect mixed scripts but do not map them, and these two dozen are the ones that matter.
@@ -79,9 +87,44 @@ _LOOKALIKE = re.compile("[аеорсхуіјѕԁһкмтвнАЕОРСХУІЈЅ
 
 
 class InjectionDetector:
-    """Scores prompt-injection and jailbreak attempts in [0, 1]."""
+    """Scores prompt-injection and jailbreak attempts in [0, 1]: the rules, and, when a
+    classifier is given and the caller has the text's sentence embedding, the higher of
+    the rules' score and the classifier's probability."""
 
-    def score(self, text: str) -> InjectionVerdict:
+    def __init__(
+        self,
+        classifier: InjectionClassifier | None = None,
+        embeddings: QueryEmbeddings | None = None,
+    ) -> None:
+        self.classifier = classifier
+        # The turn's query embeddings (cached): the same vector serves knowledge retrieval.
+        self.embeddings = embeddings if classifier is not None else None
+
+    async def assess(self, channels: Mapping[str, str], embed_text: str) -> InjectionVerdict:
+        """`score_channels` with the message's vector: `embed_text` is the message as the
+        turn embeds it for retrieval too (redacted). Without an embedder, or when it fails,
+        the rules decide alone."""
+        embedding = None
+        if self.embeddings is not None and embed_text.strip() and applies(embed_text):
+            try:
+                embedding = await self.embeddings.embed(embed_text)
+            except EmbeddingError as exc:
+                log.warning("no embedding for the injection classifier: %s", exc)
+        return self.score_channels(channels, embedding)
+
+    def score(self, text: str, embedding: NDArray[np.float32] | None = None) -> InjectionVerdict:
+        """The verdict on `text`; `embedding` is its vector from the classifier's embedding
+        model (without one, or for text the model cannot read, the rules decide alone)."""
+        verdict = self.score_rules(text)
+        if self.classifier is None or embedding is None or not applies(text):
+            return verdict
+        p = round(self.classifier.probability(embedding, verdict.score), 4)
+        if p <= verdict.score:
+            return verdict
+        return InjectionVerdict(p, (*verdict.signals, f"classifier {p:.2f}"))
+
+    def score_rules(self, text: str) -> InjectionVerdict:
+        """The rules' verdict alone."""
         base = normalize(text)
         variants: list[tuple[str, str]] = [("", base)]
         # Letters spaced out one by one ("i g n o r e  a l l"): wide gaps separate words.
@@ -125,14 +168,17 @@ class InjectionDetector:
             remaining *= 1.0 - weight
         return InjectionVerdict(round(1.0 - remaining, 4), tuple(lbl for _, lbl in best.values()))
 
-    def score_channels(self, channels: Mapping[str, str]) -> InjectionVerdict:
+    def score_channels(
+        self, channels: Mapping[str, str], embedding: NDArray[np.float32] | None = None
+    ) -> InjectionVerdict:
         """The worst verdict over the texts that reach the model (message, metadata, user id,
-        tool results, retrieved passages); signals name the channel unless it is "message"."""
+        tool results, retrieved passages); signals name the channel unless it is "message".
+        `embedding` is the message's vector (the other channels are scored by the rules)."""
         best = InjectionVerdict(0.0, ())
         for channel, text in channels.items():
             if not text:
                 continue
-            verdict = self.score(text)
+            verdict = self.score(text, embedding if channel == "message" else None)
             if verdict.score > best.score:
                 signals = verdict.signals
                 if channel != "message":
