@@ -23,9 +23,13 @@ from switchboard.orchestrator.guardrails.injection_rules import (
     _OVERRIDE_ANY_SCRIPT,
     _OVERRIDE_OTHER,
     _OVERRIDE_TARGET,
+    _OVERRIDE_VERB_LAST,
     _OWN,
     _OWN_AFTER,
     _RULES,
+    _SELF_SUBJECT_BEFORE,
+    _THIRD_PARTY_AFTER,
+    _THIRD_PARTY_BEFORE,
 )
 
 _COLLAPSE = re.compile(r'(?:[\s|"{}\[\],:_`#>*]|\\n)+')
@@ -194,11 +198,25 @@ class InjectionDetector:
                 continue
             if rule.pattern.search(text):
                 yield rule.name, rule.weight
-        for pattern in (_OVERRIDE_TARGET, _OVERRIDE_OTHER, _OVERRIDE_ANY_SCRIPT):
+        for pattern in (
+            _OVERRIDE_TARGET,
+            _OVERRIDE_OTHER,
+            _OVERRIDE_ANY_SCRIPT,
+            _OVERRIDE_VERB_LAST,
+        ):
             for m in pattern.finditer(text):
                 # "ignore my previous instructions", "the instructions I gave the
-                # technician": a customer changing their mind.
-                if _OWN.search(m.group(0)) or _OWN_AFTER.match(text, m.end()):
+                # technician": a customer changing their mind; "can I ignore the
+                # instructions in the manual?": the customer's own action, someone else's
+                # instructions.
+                before = text[max(0, m.start() - 30) : m.start()]
+                if (
+                    _OWN.search(m.group(0))
+                    or _OWN_AFTER.match(text, m.end())
+                    or _SELF_SUBJECT_BEFORE.search(before)
+                    or _THIRD_PARTY_AFTER.match(text, m.end())
+                    or _THIRD_PARTY_BEFORE.search(before)
+                ):
                     continue
                 yield "instruction override", 0.9
                 break

@@ -9,13 +9,18 @@ from dataclasses import dataclass
 from switchboard.orchestrator.guardrails._text import rx
 
 _OWN = re.compile(
-    r"\b(?:my|our|mis|mes|nos|meine|meinen|unsere|mie|miei|minhas|meus|mijn|onze)\b", re.I
+    r"\b(?:my|our|mis|mes|nos|meine|meinen|unsere|mie|miei|minhas|meus|mijn|onze)\b"
+    r"|(?<!\w)(?:мо[йяеёи]|моих|моего|моей|наш\w*)(?!\w)|我的|私の|저의|나의|제 |내 |मेरे|मेरी",
+    re.I,
 )
 _INSTR = (
     r"(?:instructions?|prompts?|rules?|directions?|guidelines?|guardrails?|constraints?"
-    r"|programming|directives?|system prompt|configuration)"
+    r"|programming|directives?|system prompt|configuration|information|context)"
 )
-_OVERRIDE_VERBS = r"(?:ignore|disregard|forget|skip|bypass|override|overlook|drop|abandon)"
+_OVERRIDE_VERBS = (
+    r"(?:ignore|disregard|(?<!don't )(?<!do not )(?<!never )forget|skip|bypass|override|overlook"
+    r"|drop|abandon|(?:do not|don't|stop) listen(?:ing)? to)"
+)
 _OVERRIDE_TARGET = re.compile(
     rf"\b{_OVERRIDE_VERBS}\b([^.!?\n]{{0,40}}?)\b(?:previous|prior|above|earlier|preceding|all"
     rf"|any|your|the|system|initial|original|these|those|every)\b[^.!?\n]{{0,20}}?\b{_INSTR}\b",
@@ -62,11 +67,16 @@ _SELF_CONFIG = (
     r"|系统提示|提示词|内部指令|系统设置|システムプロンプト|시스템 프롬프트|موجه النظام"
 )
 _DISREGARD = (
-    r"\b(?:ignore|disregard|forget|skip|bypass|override|overlook|abandon)\b"
+    r"\b(?:ignore|disregard|(?<!don't )(?<!do not )(?<!never )forget|skip|bypass|override"
+    r"|overlook|abandon)\b"
     r"|\b(?:ignora|olvida|omite|descarta|oublie|ignoriere|vergiss|missachte|dimentica"
     r"|esqueça|esqueca|desconsidere|negeer|vergeet|zignoruj|ignoruj|ignorisi|ignorați"
-    r"|игнорируй|игнорируйте|забудь|забудьте)\b"
-    r"|忽略|无视|無視|忘记|忘掉|무시|تجاهل|अनदेखा"
+    r"|(?:про)?игнорируй(?:те)?|забудь(?:те)?|نسى|انسَ|انس)\b"
+    r"|忽略|无视|無視|忘记|忘掉|무시|تجاهل|अनदेखा|नज़रअंदाज़|नजरअंदाज"
+    # "do not follow ...": a negated verb of obedience.
+    r"|\b(?:no sigas|no sigan|no obedezcas|ne suivez pas|ne suis pas|n'obéis pas|n'obéissez pas"
+    r"|befolge nicht|folge nicht|non seguire|não siga|nao siga|volg niet|не следуй(?:те)?)\b"
+    r"|不要(?:遵循|遵守|听从|服从)|不要理会"
 )
 _PRIOR_THINGS = (
     r"\b(?:instructions?|rules|guidelines|directives|prompts?|text before|everything before"
@@ -74,15 +84,49 @@ _PRIOR_THINGS = (
     r"|\b(?:instrucciones|reglas|indicaciones|consignes|règles|anweisungen|instruktionen"
     r"|regeln|istruzioni|regole|instruções|instrucoes|regras|instructies|regels|instrukcje"
     r"|instrukce|instructiunile|instrucțiunile|uputstva)\b"
-    r"|инструкци\w*|правил\w*|указани\w*"
-    r"|指令|指示|设定|設定|规则|規則|지침|지시|التعليمات|निर्देशों"
+    r"|инструкци\w*|правил\w*|указани\w*|предыдущ\w*"
+    r"|指令|指示|设定|設定|规则|規則|지침|지시|명령|التعليمات|الأوامر|ما سبق|निर्देश\w*"
+    # "the previous / the above" right after the verb, in scripts that need no noun there.
+    r"|(?<=[略视視记掉循守从])(?:你的|我的)?(?:之前|以上|上述|前面|先前|上面)"
 )
+# Languages that put the verb last (Japanese, Korean, Hindi): the instructions, a particle,
+# then the verb of disregard ("以前の指示を無視", "이전 지시를 무시", "निर्देशों को अनदेखा").
+_PRIOR_THINGS_VERB_LAST = (
+    r"指示|指令|命令|規則|规则|ルール|設定|プロンプト|지시\w*|지침\w*|명령\w*|규칙\w*|프롬프트\w*"
+    r"|निर्देश\w*|नियम\w*"
+)
+_DISREGARD_VERB_LAST = r"無視|无视|忽略|忘れ|무시|잊어|अनदेखा|नज़रअंदाज़|नजरअंदाज|भूल"
 
 
 # A verb of disregard and the instructions/rules it targets, in scripts without word
 # boundaries too.
 _OVERRIDE_ANY_SCRIPT = re.compile(
     rf"(?:{_DISREGARD})[^.!?\n\u3002\uff01\uff1f]{{0,40}}?(?:{_PRIOR_THINGS})", re.IGNORECASE
+)
+_OVERRIDE_VERB_LAST = re.compile(
+    rf"(?:{_PRIOR_THINGS_VERB_LAST})[^.!?\n\u3002\uff01\uff1f]{{0,12}}?(?:{_DISREGARD_VERB_LAST})"
+)
+# The customer is the one who ignores ("can I ignore the previous instructions?", "if we
+# ignore the rules of the promotion ..."), not the assistant being told to.
+_SELF_SUBJECT_BEFORE = re.compile(
+    r"\b(?:i|we|je|nous|yo|ich|wir|io|eu|ik|wij)"
+    r"(?:\s+(?:can|could|may|might|should|shall|will|just|did|do|would|must))?"
+    r"(?:\s+(?:not|never|also|simply|safely))?\s+$|\b(?:can|could|may|should|shall|do|did)"
+    r"\s+(?:i|we)\s+(?:just\s+|safely\s+|simply\s+)?$",
+    re.IGNORECASE,
+)
+# Instructions that belong to a thing or a person outside the conversation: the manual's,
+# the technician's, the label's.
+_THIRD_PARTY_AFTER = re.compile(
+    r"\s*(?:in|from|on|of|for|that came with|printed on|written on)\s+(?:the|my|our|this|that|a"
+    r"|your)?\s*(?:user\s+|owner'?s?\s+|installation\s+|assembly\s+)?(?:manual|technician"
+    r"|engineer|guide|leaflet|box|label|package|packaging|app|website|letter|e-?mail|installer"
+    r"|courier|driver|booklet|warranty|card|form|invoice|receipt|delivery note|instructions sheet"
+    r"|promotion|offer|voucher|coupon|contest|competition|game)\b",
+    re.IGNORECASE,
+)
+_THIRD_PARTY_BEFORE = re.compile(
+    r"(?:説明書|マニュアル|取扱説明書|설명서|매뉴얼|说明书|手册).{0,4}$"
 )
 _OWN_AFTER = re.compile(
     r"\s*(?:that |which )?(?:i|we|ich|je|yo|io|eu|ik)\s+(?:gave|sent|wrote|made|left|gab"
