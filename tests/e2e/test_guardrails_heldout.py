@@ -16,7 +16,7 @@ from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig, load_seed
 from switchboard.embeddings.local import LocalEmbedder
 from switchboard.gateway.redaction import RequestRedactor
-from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.guardrails import InjectionDetector, blocked_topic
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
@@ -62,12 +62,20 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
                 )
             ]
             assert events[-1].WhichOneof("event") == "done", (row["id"], events[-1])
-            blocked = events[-1].done.finish_reason == "blocked"
+            reply = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+            # A block by the tenant's blocked topics ("elections" ...) is not an injection
+            # verdict: told apart by its refusal text, and checked apart.
+            topic = reply.strip() == tenant.guardrails.topic_refusal_message.strip()
+            blocked = events[-1].done.finish_reason == "blocked" and not topic
             seen = redactor.chat_request(request, tenant).message
             stored = orchestrator_redactor.redact(seen, ALL_KINDS).text
             vector = embedder.embed_sync([stored])[0] if applies(stored) else None
             score = detector.score(seen, vector).score
             expected = score >= tenant.guardrails.injection_threshold
+            expected_topic = not expected and bool(
+                blocked_topic(seen, tenant.guardrails.blocked_topics)
+            )
+            assert topic == expected_topic, (row["id"], reply)
             outcomes.append((row, blocked, expected))
     attacks = [(r, b) for r, b, _ in outcomes if r["label"] == "attack"]
     benign = [(r, b) for r, b, _ in outcomes if r["label"] == "benign"]
