@@ -39,6 +39,11 @@ INGESTED = Counter(
     "switchboard_knowledge_documents", "Document upserts and deletions by outcome", ["outcome"]
 )
 CHUNKS = Gauge("switchboard_knowledge_chunks", "Chunks in this replica's indexes")
+QUERY_VECTORS = Counter(
+    "switchboard_knowledge_query_vectors",
+    "Search query vectors by origin: given by the caller (the orchestrator) or embedded here",
+    ["origin"],
+)
 SEARCH_SECONDS = Histogram(
     "switchboard_knowledge_search_seconds",
     "Time of a search (query embedding and index lookups)",
@@ -308,6 +313,7 @@ class KnowledgeBase:
         if self.index.chunk_count(tenant_id) == 0:
             return []
         vector = _usable(given_vector, self._embedder.name, self.index.dimensions)
+        QUERY_VECTORS.labels("embedded" if vector is None else "given").inc()
         if vector is None:
             vector = await self._queries.embed(query)
         hits = self.index.search(tenant_id, query, vector, k)
