@@ -213,8 +213,12 @@ bench-knowledge-ttft: venv ## Time to first token with and without retrieval, th
 	deploy/local/with-stack.sh $(PY) services/knowledge/bench/ttft.py $(BENCH_ARGS)
 
 .PHONY: eval-guardrails
-eval-guardrails: venv ## Injection, look-alike and PII suites: detection and false-positive rates
+eval-guardrails: venv ## Injection, look-alike and PII suites per split (dev, held-out): rates and cost
 	$(PY) -m switchboard.orchestrator.evaluation guardrails --data tests/data
+
+.PHONY: train-guardrails
+train-guardrails: venv ## Retrain the injection classifier on the dev split (writes injection_model.json)
+	$(PY) -m switchboard.orchestrator.guardrails.train --data tests/data
 
 # ---- deployment ---------------------------------------------------------------------
 # Tools pinned in deploy/k8s/tools/go.mod (Go module proxy); rebuilt when it or k8scheck changes.

@@ -1,8 +1,9 @@
-"""The held-out injection split through the public API, on the demo tenant.
+"""The held-out injection splits through the public API, on the demo tenant.
 
 Each held-out message goes through the gateway like a customer's; the test checks that the
 platform blocks exactly what the guardrails block offline on the text the orchestrator sees
-(the gateway's redaction first), and records the figures (recall, benign blocked).
+(the gateway's redaction first; the classifier reads the embedding of the orchestrator's
+redaction of it), and records the figures (recall, benign blocked).
 """
 
 import json
@@ -11,9 +12,12 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig, load_seed
+from switchboard.embeddings.local import LocalEmbedder
 from switchboard.gateway.redaction import RequestRedactor
-from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.guardrails import InjectionDetector, blocked_topic
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
@@ -27,15 +31,24 @@ def _demo_tenant() -> TenantConfig:
     return next(t for t in tenants if t.guardrails.prompt_injection == "block")
 
 
+@pytest.mark.parametrize(
+    ("split", "path"),
+    [
+        ("heldout", "tests/data/injection_public.jsonl"),
+        ("heldout2", "tests/data/injection_more.jsonl"),
+    ],
+)
 async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
-    platform: Platform, record_property: Callable[[str, object], None]
+    platform: Platform, record_property: Callable[[str, object], None], split: str, path: str
 ) -> None:
     tenant = _demo_tenant()
-    redactor, detector = RequestRedactor(), InjectionDetector()
+    redactor, detector = RequestRedactor(), InjectionDetector(InjectionClassifier())
+    orchestrator_redactor = Redactor(tenant.guardrails.phone_regions)
+    embedder = LocalEmbedder()
     rows = [
         json.loads(line)
-        for line in (ROOT / "tests/data/injection_public.jsonl").read_text().splitlines()
-        if line.strip() and json.loads(line)["split"] == "heldout"
+        for line in (ROOT / path).read_text().splitlines()
+        if line.strip() and json.loads(line)["split"] == split
     ]
     outcomes: list[tuple[dict[str, str], bool, bool]] = []
     async with grpc.aio.insecure_channel(platform.gateway_target) as channel:
@@ -49,15 +62,30 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
                 )
             ]
             assert events[-1].WhichOneof("event") == "done", (row["id"], events[-1])
-            blocked = events[-1].done.finish_reason == "blocked"
+            reply = "".join(e.delta.text for e in events if e.WhichOneof("event") == "delta")
+            # A block by the tenant's blocked topics ("elections" ...) is not an injection
+            # verdict: told apart by its refusal text, and checked apart.
+            topic = reply.strip() == tenant.guardrails.topic_refusal_message.strip()
+            blocked = events[-1].done.finish_reason == "blocked" and not topic
             seen = redactor.chat_request(request, tenant).message
-            expected = detector.score(seen).score >= tenant.guardrails.injection_threshold
+            stored = orchestrator_redactor.redact(seen, ALL_KINDS).text
+            vector = embedder.embed_sync([stored])[0] if applies(stored) else None
+            score = detector.score(seen, vector).score
+            expected = score >= tenant.guardrails.injection_threshold
+            expected_topic = not expected and bool(
+                blocked_topic(seen, tenant.guardrails.blocked_topics)
+            )
+            assert topic == expected_topic, (row["id"], reply)
             outcomes.append((row, blocked, expected))
     attacks = [(r, b) for r, b, _ in outcomes if r["label"] == "attack"]
     benign = [(r, b) for r, b, _ in outcomes if r["label"] == "benign"]
     recall = sum(b for _, b in attacks) / len(attacks)
     false_blocks = sum(b for _, b in benign) / len(benign)
-    record_property("heldout_api_recall", f"{recall:.3f}")
-    record_property("heldout_api_benign_blocked", f"{false_blocks:.3f}")
-    print(f"held-out through the API: recall {recall:.1%}, benign blocked {false_blocks:.1%}")
+    record_property(f"{split}_api_recall", f"{recall:.3f}")
+    record_property(f"{split}_api_benign_blocked", f"{false_blocks:.3f}")
+    print(
+        f"{split} through the API: attacks blocked {sum(b for _, b in attacks)}/{len(attacks)}"
+        f" ({recall:.1%}), benign blocked {sum(b for _, b in benign)}/{len(benign)}"
+        f" ({false_blocks:.1%})"
+    )
     assert [r["id"] for r, blocked, expected in outcomes if blocked != expected] == []

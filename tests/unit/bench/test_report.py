@@ -72,3 +72,15 @@ def test_infrastructure_cpu_is_reported_apart_from_the_services_and_the_load_dri
         text
     )
     assert "ferretdb" in text and LOAD_DRIVER[:28] in text
+
+
+def test_the_guardrails_cost_per_turn_is_in_the_table() -> None:
+    report = build_report({}, load("platform", [30.0]), load("direct", [10.0]), {})
+    report["guardrails"] = {
+        "per_turn_us": {50: 250.0, 99: 510.0},
+        "embedding_us": {50: 9_200.0, 99: 13_300.0},
+        "messages": 5,
+    }
+    text = table(report)
+    assert "guardrails per turn" in text and "p50 0.250 ms, p99 0.510 ms" in text
+    assert "p50 9.20 ms, p99 13.30 ms" in text

@@ -310,3 +310,50 @@ def test_simulator_quotes_the_best_passage_and_names_its_title() -> None:
         'According to "Returns" [K1]'
     )
     assert json.dumps(body)  # the body stays plain JSON
+
+
+def test_a_callers_query_vector_is_used_only_when_it_is_of_the_services_model() -> None:
+    from switchboard.knowledge.documents import _usable
+
+    values = [3.0, 4.0, 0.0]
+    vector = _usable(("model-a", values), "model-a", 3)
+    assert vector is not None and np.allclose(vector, [0.6, 0.8, 0.0])
+    assert _usable(("model-b", values), "model-a", 3) is None
+    assert _usable(("model-a", values[:2]), "model-a", 3) is None
+    assert _usable(("", []), "model-a", 3) is None
+    assert _usable(None, "model-a", 3) is None
+
+
+async def test_the_retriever_sends_the_turns_query_vector_along() -> None:
+    from collections.abc import Sequence
+
+    from switchboard.embeddings import QueryEmbeddings, Vectors
+    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, KnowledgeRetriever
+    from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest, SearchKnowledgeResponse
+
+    class Embedder:
+        name, dimensions = "model-a", 3
+
+        async def embed(self, texts: Sequence[str]) -> Vectors:
+            return np.tile(np.array([0.6, 0.8, 0.0], dtype=np.float32), (len(texts), 1))
+
+        async def close(self) -> None:
+            return None
+
+    sent: list[SearchKnowledgeRequest] = []
+
+    class Stub:
+        async def SearchKnowledge(
+            self, request: SearchKnowledgeRequest, **_: object
+        ) -> SearchKnowledgeResponse:
+            sent.append(request)
+            return SearchKnowledgeResponse()
+
+    retriever = KnowledgeRetriever(
+        KnowledgeClientSettings(), QueryEmbeddings(Embedder(), max_entries=4, ttl_s=60)
+    )
+    retriever._stub = Stub()  # type: ignore[assignment]
+    await retriever.retrieve("demo", "how do refunds work?")
+    await retriever.close()
+    assert sent[0].query_embedding_model == "model-a"
+    assert list(sent[0].query_embedding) == pytest.approx([0.6, 0.8, 0.0])

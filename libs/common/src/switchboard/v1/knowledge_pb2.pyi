@@ -302,18 +302,31 @@ class SearchKnowledgeRequest(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    QUERY_EMBEDDING_FIELD_NUMBER: _builtins.int
+    QUERY_EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     top_k: _builtins.int
     """Hits wanted; 0 means the service default, more than the maximum is cut to it."""
+    query_embedding_model: _builtins.str
+    @_builtins.property
+    def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The query's sentence embedding when the caller has it already (the orchestrator
+        computes it for its injection classifier): the service uses it instead of embedding the
+        query again when `query_embedding_model` names the service's own model and the length
+        is the model's; otherwise it is ignored.
+        """
+
     def __init__(
         self,
         *,
         query: _builtins.str = ...,
         top_k: _builtins.int = ...,
+        query_embedding: _abc.Iterable[_builtins.float] | None = ...,
+        query_embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "query_embedding", b"query_embedding", "query_embedding_model", b"query_embedding_model", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

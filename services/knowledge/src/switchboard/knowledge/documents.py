@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from switchboard.common.redaction import ALL_KINDS, SECRET_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig
-from switchboard.embeddings import Embedder, QueryEmbeddings
+from switchboard.embeddings import Embedder, QueryEmbeddings, Vectors
+from switchboard.embeddings.base import normalise
 from switchboard.knowledge.index import DocumentChange, Hit, IndexedChunk, KnowledgeIndex
 from switchboard.knowledge.ingest import (
     DocumentError,
@@ -38,6 +39,11 @@ INGESTED = Counter(
     "switchboard_knowledge_documents", "Document upserts and deletions by outcome", ["outcome"]
 )
 CHUNKS = Gauge("switchboard_knowledge_chunks", "Chunks in this replica's indexes")
+QUERY_VECTORS = Counter(
+    "switchboard_knowledge_query_vectors",
+    "Search query vectors by origin: given by the caller (the orchestrator) or embedded here",
+    ["origin"],
+)
 SEARCH_SECONDS = Histogram(
     "switchboard_knowledge_search_seconds",
     "Time of a search (query embedding and index lookups)",
@@ -286,8 +292,16 @@ class KnowledgeBase:
 
     # ---- reads ----
 
-    async def search(self, tenant_id: str, query: str, top_k: int) -> list[Hit]:
-        """The tenant's passages for `query`; DocumentError for a bad query."""
+    async def search(
+        self,
+        tenant_id: str,
+        query: str,
+        top_k: int,
+        given_vector: tuple[str, Sequence[float]] | None = None,
+    ) -> list[Hit]:
+        """The tenant's passages for `query`; DocumentError for a bad query. `given_vector`
+        (model name, vector) is the query's embedding when the caller computed it already;
+        it is used when it comes from this service's model, else the query is embedded."""
         settings = self._settings
         if not query.strip():
             raise DocumentError("query is empty")
@@ -298,7 +312,10 @@ class KnowledgeBase:
         started = time.perf_counter()
         if self.index.chunk_count(tenant_id) == 0:
             return []
-        vector = await self._queries.embed(query)
+        vector = _usable(given_vector, self._embedder.name, self.index.dimensions)
+        QUERY_VECTORS.labels("embedded" if vector is None else "given").inc()
+        if vector is None:
+            vector = await self._queries.embed(query)
         hits = self.index.search(tenant_id, query, vector, k)
         SEARCH_SECONDS.observe(time.perf_counter() - started)
         return hits
@@ -441,3 +458,17 @@ async def _quietly(work: Awaitable[None]) -> None:
         await work
     except Exception as exc:  # tidying up only; the original error is what matters
         log.warning("could not remove a half-written version: %s", exc)
+
+
+def _usable(
+    given: tuple[str, Sequence[float]] | None, model: str, dimensions: int
+) -> Vectors | None:
+    """A caller's query vector, unit length, when it is of this model and dimension."""
+    if given is None:
+        return None
+    name, values = given
+    if name != model or len(values) != dimensions:
+        return None
+    vector: Vectors = normalise(np.asarray([values], dtype=np.float32))[0]
+    vector.setflags(write=False)
+    return vector

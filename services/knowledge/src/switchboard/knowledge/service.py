@@ -129,7 +129,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     ) -> SearchKnowledgeResponse:
         tenant = await _tenant(context)
         try:
-            hits = await self._knowledge.search(tenant, request.query, request.top_k)
+            hits = await self._knowledge.search(
+                tenant,
+                request.query,
+                request.top_k,
+                given_vector=(request.query_embedding_model, list(request.query_embedding)),
+            )
         except DocumentError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except UNAVAILABLE_ERRORS as exc:

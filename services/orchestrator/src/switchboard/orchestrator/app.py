@@ -38,6 +38,7 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
+from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
 from switchboard.orchestrator import metrics
 from switchboard.orchestrator.adapters import (
     MemoryClient,
@@ -45,6 +46,8 @@ from switchboard.orchestrator.adapters import (
     RedisResponseCache,
     RedisTurnStore,
 )
+from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.knowledge import (
     KnowledgeClientSettings,
     KnowledgeRetriever,
@@ -100,11 +103,14 @@ class Resources:
         self.http = http
         self.handler = handler
         self.knowledge: KnowledgeRetriever | None = None
+        self.embeddings: QueryEmbeddings | None = None
 
     async def close(self) -> None:
         await self.memory.close()
         if self.knowledge is not None:
             await self.knowledge.close()
+        if self.embeddings is not None:
+            await self.embeddings.embedder.close()
         await self.http.close()
         await self.mongo.close()
 
@@ -180,7 +186,8 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     tenants = TenantStore(mongo, settings.database, cache_ttl_s=settings.tenant_cache_ttl_s)
     tickets = MongoTicketStore(mongo, settings.database)
     http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
-    knowledge = KnowledgeRetriever(KnowledgeClientSettings())
+    injection, embeddings = injection_detector(settings)
+    knowledge = KnowledgeRetriever(KnowledgeClientSettings(), embeddings)
     knowledge_tools = [search_knowledge_tool(knowledge, settings.builtin_tool_timeout_s)]
 
     # Built once per distinct tool configuration: checking the tools' JSON schemas on every
@@ -235,11 +242,36 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         classifier_for=TenantRouters(
             classifier, settings.router_models_dir, settings.router_tenant_models_max
         ).for_tenant,
+        injection=injection,
         knowledge=knowledge if knowledge.settings.enabled else None,
     )
     resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
     resources.knowledge = knowledge
+    resources.embeddings = embeddings
     return resources
+
+
+def injection_detector(
+    settings: OrchestratorSettings,
+) -> tuple[InjectionDetector, QueryEmbeddings | None]:
+    """The rules, with the classifier when it is on and the configured embedding model is
+    the one it was trained on (another model's vectors would mean nothing to its weights)."""
+    if not settings.injection_classifier:
+        return InjectionDetector(), None
+    classifier = InjectionClassifier()
+    embedding_settings = EmbeddingSettings()
+    embedder = create_embedder(embedding_settings)
+    if embedder.name != classifier.embedding_model:
+        log.warning(
+            "injection classifier off: it needs %s vectors, the embeddings are %s",
+            classifier.embedding_model,
+            embedder.name,
+        )
+        return InjectionDetector(), None
+    embeddings = QueryEmbeddings(
+        embedder, embedding_settings.query_cache_size, embedding_settings.query_cache_ttl_s
+    )
+    return InjectionDetector(classifier, embeddings), embeddings
 
 
 async def serve(settings: OrchestratorSettings) -> None:

@@ -15,8 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor, StreamingRedactor
+from switchboard.embeddings.local import LocalEmbedder
 from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
+from switchboard.orchestrator.guardrails.train import embed_as_the_turn_does
 from switchboard.orchestrator.learned_router import DEFAULT_ARTIFACT
 from switchboard.orchestrator.router import CHEAP, FRONTIER, ComplexityClassifier
 
@@ -251,13 +256,15 @@ def evaluate_router(
 
 # The tenant default (GuardrailPolicy.injection_threshold).
 INJECTION_THRESHOLD = 0.5
-SPLITS = ("dev", "heldout")
+SPLITS = ("dev", "heldout", "heldout2")
 
 
-def _injection_rows(data: Path) -> list[dict[str, Any]]:
+def injection_rows(data: Path) -> list[dict[str, Any]]:
     """Every labelled message with its split. The project's own sets were written together
     with the rules: they are dev. tests/data/injection_public.jsonl carries its own split,
-    fixed by a hash of the id before any rule was written from it."""
+    fixed by a hash of the id before any rule was written from it;
+    tests/data/injection_more.jsonl too ("heldout2": deepset's test split and 30% of the
+    other new rows by a hash of the id, frozen before the classifier was first trained)."""
     rows = [
         {**r, "split": "dev", "label": "attack", "source": "project"}
         for r in _load(data / "injection_attacks.jsonl")
@@ -267,6 +274,7 @@ def _injection_rows(data: Path) -> list[dict[str, Any]]:
         for r in _load(data / "benign_lookalikes.jsonl")
     ]
     rows += _load(data / "injection_public.jsonl")
+    rows += _load(data / "injection_more.jsonl")
     return rows
 
 
@@ -298,38 +306,75 @@ def _timed(fn: Callable[[str], object], texts: Sequence[str], rounds: int) -> li
     return samples
 
 
+def _rates(
+    rows: Sequence[dict[str, Any]], scores: dict[int, float]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int]:
+    """(missed attacks, blocked benign rows, attacks, benign rows)."""
+    attacks = [r for r in rows if r["label"] == "attack"]
+    benign = [r for r in rows if r["label"] == "benign"]
+    missed = [r for r in attacks if scores[id(r)] < INJECTION_THRESHOLD]
+    blocked = [r for r in benign if scores[id(r)] >= INJECTION_THRESHOLD]
+    return missed, blocked, len(attacks), len(benign)
+
+
+def _cell(bad: int, total: int, *, caught: bool) -> str:
+    if not total:
+        return "-"
+    hits = total - bad if caught else bad
+    return f"{hits}/{total} {hits / total:6.1%}"
+
+
 def evaluate_guardrails(data: Path) -> int:
-    """Print, per split, injection recall and benign blocked, PII recall per class,
-    over-redaction of ordinary numbers, and the guardrails' cost per turn."""
-    detector = InjectionDetector()
-    rows = _injection_rows(data)
-    verdicts = {id(r): detector.score(r["text"]) for r in rows}
-    print(f"prompt injection (threshold {INJECTION_THRESHOLD}; misses listed for dev only)")
-    print(f"  {'split':8s} {'attacks':>8s} {'recall':>8s} {'benign':>8s} {'blocked':>8s}")
+    """Print, per split, injection recall and benign blocked (rules alone, and rules with the
+    classifier), per language, PII recall per class, over-redaction of ordinary numbers, and
+    the guardrails' cost per turn."""
+    classifier = InjectionClassifier()
+    detector = InjectionDetector(classifier)
+    rows = injection_rows(data)
+    print(f"embedding {len(rows)} messages with {classifier.embedding_model} ...")
+    embedder = LocalEmbedder()
+    vectors = embed_as_the_turn_does(embedder, [r["text"] for r in rows]).astype(np.float32)
+    rules = {id(r): detector.score_rules(r["text"]).score for r in rows}
+    verdicts = {id(r): detector.score(r["text"], vectors[i]) for i, r in enumerate(rows)}
+    combined = {k: v.score for k, v in verdicts.items()}
+    print(
+        f"prompt injection (threshold {INJECTION_THRESHOLD}; classifier trained on "
+        f"{classifier.model.trained_on}; misses listed for dev only)"
+    )
+    header = f"  {'split':9s} {'attacks caught (rules)':>24s} {'(rules + classifier)':>22s}"
+    print(header + f" {'benign blocked (rules)':>24s} {'(rules + classifier)':>22s}")
     for split in SPLITS:
-        attacks = [r for r in rows if r["split"] == split and r["label"] == "attack"]
-        benign = [r for r in rows if r["split"] == split and r["label"] == "benign"]
-        caught = [r for r in attacks if verdicts[id(r)].score >= INJECTION_THRESHOLD]
-        blocked = [r for r in benign if verdicts[id(r)].score >= INJECTION_THRESHOLD]
+        subset = [r for r in rows if r["split"] == split]
+        r_missed, r_blocked, n_attacks, n_benign = _rates(subset, rules)
+        missed, blocked, _, _ = _rates(subset, combined)
         print(
-            f"  {split:8s} {len(attacks):8d} {len(caught) / len(attacks):8.1%} "
-            f"{len(benign):8d} {len(blocked) / len(benign):8.1%}"
-            f"   ({len(caught)}/{len(attacks)} caught, {len(blocked)}/{len(benign)} blocked)"
+            f"  {split:9s} {_cell(len(r_missed), n_attacks, caught=True):>24s} "
+            f"{_cell(len(missed), n_attacks, caught=True):>22s} "
+            f"{_cell(len(r_blocked), n_benign, caught=False):>24s} "
+            f"{_cell(len(blocked), n_benign, caught=False):>22s}"
         )
         by_category: dict[str, list[bool]] = {}
-        for r in attacks:
-            by_category.setdefault(r["category"], []).append(r in caught)
+        for r in subset:
+            if r["label"] == "attack":
+                by_category.setdefault(r["category"], []).append(r not in missed)
         print(
-            "           by category: "
+            "            attacks by category: "
             + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(by_category.items()))
         )
+        for language in sorted({r["language"] for r in subset}):
+            in_language = [r for r in subset if r["language"] == language]
+            l_missed, l_blocked, l_attacks, l_benign = _rates(in_language, combined)
+            print(
+                f"            {language:5s} attacks caught "
+                f"{_cell(len(l_missed), l_attacks, caught=True):>14s}   benign blocked "
+                f"{_cell(len(l_blocked), l_benign, caught=False):>14s}"
+            )
         if split == "dev":
-            for r in attacks:
-                if r not in caught:
-                    print(f"           missed {r['id']}: {r['text'][:70]!r}")
+            for r in missed:
+                print(f"            missed {r['id']}: {r['text'][:70]!r}")
             for r in blocked:
                 v = verdicts[id(r)]
-                print(f"           blocked {r['id']}: {r['text'][:60]!r} {v.score} {v.signals}")
+                print(f"            blocked {r['id']}: {r['text'][:60]!r} {v.score} {v.signals}")
 
     redactor = Redactor()
     cases = _pii_rows(data)
@@ -371,18 +416,33 @@ def evaluate_guardrails(data: Path) -> int:
     # message and the system-prompt channels.
     texts = [r["text"] for r in rows] + [c["text"] for c in cases]
 
+    vector = vectors[0]
+
     def turn(text: str) -> None:
         redactor.redact(text, AT_REST_KINDS)
         redactor.redact(text, ALL_KINDS)
-        detector.score_channels({"message": text, "user_id": "user-42"})
+        detector.score_channels({"message": text, "user_id": "user-42"}, vector)
 
-    turn_p50, turn_p99 = _percentiles(_timed(turn, texts, 5))
-    inj_p50, inj_p99 = _percentiles(_timed(detector.score, texts, 5))
-    red_p50, red_p99 = _percentiles(_timed(redactor.redact, texts, 5))
-    print(f"cost ({len(texts)} texts x 5, thread CPU time, µs): p50 / p99")
-    print(f"  guardrails per turn   {turn_p50:8.0f} / {turn_p99:8.0f}")
-    print(f"  injection scoring     {inj_p50:8.0f} / {inj_p99:8.0f}")
-    print(f"  one redaction         {red_p50:8.0f} / {red_p99:8.0f}")
+    # Chat-sized messages apart: the public sets hold pasted documents of up to 5,000
+    # characters, whose scoring takes ~10x longer (the rules are linear in the length).
+    short = [t for t in texts if len(t) <= 500]
+    print("cost (thread CPU time, µs): p50 / p99 over every text, then over the texts of up to")
+    print(f"500 characters (a chat message; {len(short)} of {len(texts)}), 5 rounds each")
+    for label, fn, note in (
+        ("guardrails per turn", turn, "(the embedding apart)"),
+        ("injection scoring", lambda t: detector.score(t, vector), "(rules + classifier)"),
+        ("classifier alone", lambda t: classifier.probability(vector, 0.0), ""),
+        ("one redaction", redactor.redact, ""),
+    ):
+        a50, a99 = _percentiles(_timed(fn, texts, 5))
+        s50, s99 = _percentiles(_timed(fn, short, 5))
+        print(f"  {label:20s} {a50:8.1f} / {a99:8.1f}   {s50:8.1f} / {s99:8.1f}   {note}")
+    sample = texts[:: max(1, len(texts) // 150)]
+    emb_p50, emb_p99 = _percentiles(_timed(lambda t: embedder.embed_sync([t]), sample, 1))
+    print(
+        f"  message embedding    {emb_p50:8.0f} / {emb_p99:8.0f}   ({len(sample)} texts; once per"
+        " turn, shared with knowledge retrieval)"
+    )
     # Streaming redaction as the worker runs it: once per relayed chunk of a few tokens.
     prose = " ".join(r["text"] for r in rows if r["label"] == "benign")
     chunks = re.findall(r"(?:\s*\S+){1,4}", prose)

@@ -23,6 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.common.telemetry import grpc_client_interceptors
+from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.tools import Tool, ToolContext, ToolFailedError, ToolResult
 from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER, Citation
@@ -78,8 +79,14 @@ class Passage:
 class KnowledgeRetriever:
     """The gRPC client of the knowledge service; failures give no passages, never an error."""
 
-    def __init__(self, settings: KnowledgeClientSettings) -> None:
+    def __init__(
+        self, settings: KnowledgeClientSettings, embeddings: QueryEmbeddings | None = None
+    ) -> None:
         self.settings = settings
+        # The turn's query embeddings: the guardrails embedded the same (redacted) message
+        # already, so the vector is sent along and the knowledge service does not embed it
+        # again.
+        self._embeddings = embeddings
         self._channel = grpc.aio.insecure_channel(
             settings.target, interceptors=grpc_client_interceptors()
         )
@@ -88,9 +95,18 @@ class KnowledgeRetriever:
     async def retrieve(
         self, tenant_id: str, query: str, top_k: int | None = None, *, first_ref: int = 1
     ) -> list[Passage]:
+        request = SearchKnowledgeRequest(query=query[:2_000], top_k=top_k or self.settings.top_k)
+        if self._embeddings is not None:
+            try:
+                vector = await self._embeddings.embed(query)
+            except EmbeddingError as exc:
+                log.warning("query embedding failed, the service embeds instead: %s", exc)
+            else:
+                request.query_embedding.extend(vector.tolist())
+                request.query_embedding_model = self._embeddings.embedder.name
         try:
             response = await self._stub.SearchKnowledge(
-                SearchKnowledgeRequest(query=query[:2_000], top_k=top_k or self.settings.top_k),
+                request,
                 metadata=((TENANT_METADATA, tenant_id),),
                 timeout=self.settings.timeout_s,
             )

@@ -138,6 +138,14 @@ class OrchestratorSettings(BaseSettings):
         default=5.0, gt=0, description="Longest backoff between step retries, in s."
     )
 
+    injection_classifier: bool = Field(
+        default=True,
+        description="Score the message with the injection classifier beside the rules: its "
+        "sentence embedding (SWITCHBOARD_EMBEDDINGS_*; the bundled model, the one the "
+        "classifier was trained on) is computed once per turn and shared with knowledge "
+        "retrieval.",
+    )
+
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="Kafka (SWITCHBOARD_KAFKA_*)."
     )

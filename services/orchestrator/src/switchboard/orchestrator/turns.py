@@ -330,12 +330,13 @@ class TurnEngine:
         if policy.prompt_injection != "off":
             # Every channel that reaches the model: the message, and the metadata and user
             # id that the system prompt quotes.
-            verdict = self._injection.score_channels(
+            verdict = await self._injection.assess(
                 {
                     "message": text,
                     "user_id": turn.user_id,
                     **{f"metadata.{k}": v for k, v in turn.options.metadata.items()},
-                }
+                },
+                embed_text=stored.text,
             )
             span.set_attribute("switchboard.guardrails.injection_score", verdict.score)
             if verdict.score >= policy.injection_threshold:

@@ -7,7 +7,8 @@ import uuid
 from pathlib import Path
 
 from switchboard.bench import report
-from switchboard.bench.load import direct_load, http_load, platform_load
+from switchboard.bench.guardrails import guardrails_cost
+from switchboard.bench.load import MESSAGES, direct_load, http_load, platform_load
 from switchboard.bench.platform import ROOT, Platform, Ports
 from switchboard.bench.procstats import Sampler
 
@@ -103,7 +104,7 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     shared = {name: stats for name, stats in sampler.stats.items() if name not in services}
-    return report.build_report(
+    result = report.build_report(
         config,
         through,
         direct,
@@ -112,6 +113,8 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         shared,
         http,
     )
+    result["guardrails"] = guardrails_cost(MESSAGES)
+    return result
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from switchboard.bench.guardrails import lines as guardrail_lines
 from switchboard.bench.load import LoadResult
 from switchboard.bench.procstats import ProcessStats
 
@@ -226,6 +227,8 @@ def table(report: dict[str, Any]) -> str:
             "note: a negative overhead means the direct baseline queued longer than the platform"
             " (the load driver's own SDK parsing saturates first); compare one request at a time.",
         ]
+    if report.get("guardrails"):
+        lines += ["", *guardrail_lines(report["guardrails"])]
     lines.append("")
     for name, (target, met) in report["targets"].items():
         lines.append(f"target {name}: {target:g} -> {'met' if met else 'NOT met'}")

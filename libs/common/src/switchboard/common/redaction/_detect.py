@@ -1,8 +1,11 @@
 """The one-shot redactor: normalise, run the detectors, map findings back, replace."""
 
+import base64
+import binascii
 import itertools
 import math
 import re
+import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -73,6 +76,30 @@ def _card_end(candidate: str) -> int | None:
 def _entropy(token: str) -> float:
     counts = Counter(token)
     return -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())
+
+
+def _decoded_words(token: str) -> str | None:
+    """The text a base64 or hex token encodes, when it is words (three or more, printable,
+    spaced); None for anything else."""
+    raw: bytes | None = None
+    if len(token) % 2 == 0 and all(c in string.hexdigits for c in token):
+        raw = bytes.fromhex(token)
+    else:
+        body = token.rstrip("=")
+        altchars = b"-_" if ("-" in body or "_" in body) else None
+        try:
+            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not decoded or sum(c.isprintable() or c.isspace() for c in decoded) / len(decoded) < 0.95:
+        return None
+    if decoded.count(" ") < 2 or len(re.findall(r"[^\W\d_]{2,}", decoded)) < 3:
+        return None
+    return decoded
 
 
 def _before(text: str, start: int) -> str:
@@ -148,12 +175,28 @@ class Redactor:
                 and any(c.isupper() for c in token)
                 and any(c.isdigit() for c in token)
                 and _entropy(token) >= 3.5
+                and not self._harmless_encoded_text(token)
             ):
                 yield Finding(m.start(), m.end(), Kind.SECRET)
         for m in p.HEX_TOKEN.finditer(text):
             token = m.group()
-            if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
+            if (
+                any(c.isdigit() for c in token)
+                and any(c.isalpha() for c in token)
+                and not self._harmless_encoded_text(token)
+            ):
                 yield Finding(m.start(), m.end(), Kind.SECRET)
+
+    def _harmless_encoded_text(self, token: str) -> bool:
+        """Base64 or hex that decodes to words is encoded text, not a key (a key decodes to
+        noise): it stays, so that the injection check downstream can read it, unless the
+        words themselves hold a secret, a password or a card."""
+        decoded = _decoded_words(token)
+        if decoded is None:
+            return False
+        return not any(
+            itertools.chain(self._secrets(decoded), self._passwords(decoded), self._cards(decoded))
+        )
 
     def _passwords(self, text: str) -> Iterable[Finding]:
         for m in p.PASSWORD.finditer(text):

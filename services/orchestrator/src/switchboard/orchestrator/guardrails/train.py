@@ -1,0 +1,149 @@
+"""`make train-guardrails`: fit the injection classifier on the dev split of tests/data.
+
+    python -m switchboard.orchestrator.guardrails.train [--data tests/data] [--out PATH]
+
+Only rows whose split is "dev" are read: the held-out splits are never seen here. The
+regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set,
+again by cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
+`--max-benign-blocked` of dev's benign rows. The result is `injection_model.json` beside
+the classifier, committed with the code.
+"""
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from switchboard.common.redaction import ALL_KINDS, Redactor
+from switchboard.embeddings.local import BUNDLED_MODEL, LocalEmbedder
+from switchboard.orchestrator.guardrails.classifier import (
+    MODEL_PATH,
+    RULES_SCALE,
+    InjectionModel,
+    applies,
+)
+from switchboard.orchestrator.guardrails.injection import InjectionDetector
+
+VERSION = 1
+L2 = 0.1
+FOLDS = 5
+THRESHOLD = 0.5  # the tenant default (GuardrailPolicy.injection_threshold)
+
+F64 = NDArray[np.float64]
+
+
+def fit(features: F64, labels: F64, l2: float) -> F64:
+    """L2-regularised logistic regression with both classes weighted equally, by Newton's
+    method (hand-written: a few lines of numpy, where scikit-learn would be a new
+    dependency for one fit). The last column is the intercept (not regularised)."""
+    n, d = features.shape
+    weights = np.zeros(d)
+    positive = labels.mean()
+    sample = np.where(labels == 1, 0.5 / positive, 0.5 / (1 - positive)) / n
+    reg = np.full(d, l2 / n)
+    reg[-1] = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(features @ weights)))
+        gradient = features.T @ (sample * (p - labels)) + reg * weights
+        hessian = (features * (sample * p * (1 - p))[:, None]).T @ features + np.diag(reg)
+        step = np.linalg.solve(hessian, gradient)
+        weights -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return weights
+
+
+def design(vectors: F64, rules: F64) -> F64:
+    return np.hstack([vectors, RULES_SCALE * rules[:, None], np.ones((len(rules), 1))])
+
+
+def training_rows(data: Path) -> list[dict[str, Any]]:
+    """The dev rows of every injection set (see evaluation.injection_rows)."""
+    from switchboard.orchestrator.evaluation import injection_rows
+
+    return [r for r in injection_rows(data) if r["split"] == "dev"]
+
+
+def embed_as_the_turn_does(embedder: LocalEmbedder, texts: Sequence[str]) -> F64:
+    """The vectors of the texts as the orchestrator embeds them: after redaction."""
+    redactor = Redactor()
+    redacted = [redactor.redact(t, ALL_KINDS).text for t in texts]
+    return np.asarray(embedder.embed_sync(redacted), dtype=np.float64)
+
+
+def train(data: Path, out: Path, max_benign_blocked: float) -> InjectionModel:
+    rows = training_rows(data)
+    texts = [r["text"] for r in rows]
+    labels = np.array([r["label"] == "attack" for r in rows], dtype=np.float64)
+    detector = InjectionDetector()
+    rules = np.array([detector.score_rules(t).score for t in texts], dtype=np.float64)
+    readable = np.array([applies(t) for t in texts])
+    print(f"training on {len(rows)} dev rows ({int(labels.sum())} attacks); embedding them ...")
+    vectors = embed_as_the_turn_does(LocalEmbedder(), texts)
+    features = design(vectors, rules)
+
+    # Cross-validated probabilities on dev, to place the decision point.
+    folds = np.random.default_rng(0).integers(0, FOLDS, len(rows))
+    held = np.zeros(len(rows))
+    for k in range(FOLDS):
+        w = fit(features[folds != k], labels[folds != k], L2)
+        held[folds == k] = 1.0 / (1.0 + np.exp(-(features[folds == k] @ w)))
+    benign = labels == 0
+    cut = THRESHOLD
+    for candidate in np.arange(0.5, 0.995, 0.005):
+        final = np.where(readable, np.maximum(rules, held >= candidate), rules >= THRESHOLD)
+        blocked = (final[benign] >= THRESHOLD).mean()
+        cut = float(candidate)
+        if blocked <= max_benign_blocked:
+            break
+    final = np.where(readable, np.maximum(rules, held >= cut), rules >= THRESHOLD)
+    print(
+        f"dev cross-validation at probability {cut:.3f}: attacks caught "
+        f"{(final[~benign] >= THRESHOLD).mean():.1%}, benign blocked "
+        f"{(final[benign] >= THRESHOLD).mean():.1%}"
+    )
+
+    w = fit(features, labels, L2)
+    # Shift the intercept so that probability `cut` becomes 0.5, the tenant default.
+    bias = float(w[-1] - np.log(cut / (1 - cut)))
+    digest = hashlib.sha256("\n".join(f"{r['id']}\t{r['label']}" for r in rows).encode())
+    model = InjectionModel(
+        version=VERSION,
+        embedding_model=BUNDLED_MODEL,
+        weights=w[:-2].astype(np.float32),
+        rules_weight=float(w[-2]),
+        bias=bias,
+        trained_on=f"tests/data dev split: {len(rows)} rows, sha256 {digest.hexdigest()[:16]}",
+    )
+    out.write_text(
+        model.to_json(
+            {"l2": L2, "decision_probability": round(cut, 3), "attacks": int(labels.sum())}
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+    return model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m switchboard.orchestrator.guardrails.train")
+    parser.add_argument("--data", type=Path, default=Path("tests/data"))
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument(
+        "--max-benign-blocked",
+        type=float,
+        default=0.015,
+        help="share of dev's benign rows the default threshold may block (cross-validated)",
+    )
+    args = parser.parse_args(argv)
+    train(args.data, args.out, args.max_benign_blocked)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
