@@ -24,8 +24,16 @@ class ProcessStats:
 
 
 def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """User plus system CPU seconds of `process` and of its live children (a server that
+    forks its workers is one path)."""
+    total = 0.0
+    for member in (process, *process.children(recursive=True)):
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _rss_mb(process: psutil.Process) -> float:
@@ -36,7 +44,13 @@ class Sampler:
     """Samples each process's memory every `interval_s` while a load runs."""
 
     def __init__(self, pids: dict[str, int], interval_s: float = 0.5) -> None:
-        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._processes: dict[str, psutil.Process]
+        self._processes = {}
+        for name, pid in pids.items():
+            try:
+                self._processes[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                raise RuntimeError(f"{name} (pid {pid}) is not running") from None
         self._interval_s = interval_s
         self.stats: dict[str, ProcessStats] = {}
         self._task: asyncio.Task[None] | None = None
