@@ -84,7 +84,7 @@ async def run_rounds(
     rounds: int,
     monitored: dict[str, int],
     phase_timeout_s: float,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> dict[str, dict[str, list[PhaseRun]]]:
     """Every phase through every path, `rounds` times; the load phase samples the CPU of
     every `monitored` process (all of them for every path: the servers' figures during the
