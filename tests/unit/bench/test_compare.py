@@ -278,3 +278,35 @@ def test_a_peer_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     peer.process = process
     peer.stop()
     assert process.returncode == -signal.SIGKILL
+
+
+async def test_cpu_counts_children_only_where_asked() -> None:
+    import asyncio
+    import os
+    import sys
+
+    from switchboard.bench.procstats import Sampler
+
+    burn = (
+        "import time\n"
+        "while time.process_time() < 0.4: pass\n"
+        "print('burnt', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    both = Sampler({"me": os.getpid()}, with_children=frozenset({"me"}))
+    alone = Sampler({"me": os.getpid()})
+    both.start()
+    alone.start()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", burn, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and (await child.stdout.readline()).strip() == b"burnt"
+        await both.stop()
+        await alone.stop()
+    finally:
+        child.kill()
+        await child.wait()
+    # The parent (this test) only waited on a pipe; the child's 0.4 s is counted where asked.
+    assert both.stats["me"].cpu_s >= 0.35
+    assert alone.stats["me"].cpu_s < both.stats["me"].cpu_s - 0.25

@@ -253,7 +253,9 @@ async def side_by_side(
         Phase("paced", 1, args.paced_requests, paced=True),
     ]
     phases = [p for p in phases if p.requests > 0]
-    runs = await run_rounds(specs, phases, args.rounds, monitored, args.phase_timeout_s)
+    runs = await run_rounds(
+        specs, phases, args.rounds, monitored, args.phase_timeout_s, frozenset({LITELLM})
+    )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(paced_token_delay_ms=PACED_TOKEN_DELAY_MS, paced_tokens=PACED_TOKENS)
     if peer is not None:

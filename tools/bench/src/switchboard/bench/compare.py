@@ -84,6 +84,7 @@ async def run_rounds(
     rounds: int,
     monitored: dict[str, int],
     phase_timeout_s: float,
+    with_children: frozenset[str] = frozenset(),
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> dict[str, dict[str, list[PhaseRun]]]:
     """Every phase through every path, `rounds` times; the load phase samples the CPU of
@@ -98,7 +99,11 @@ async def run_rounds(
         log(f"round {r + 1}/{rounds}: {', '.join(order)}")
         for phase in phases:
             for position, name in enumerate(order):
-                sampler = Sampler(monitored) if phase.name == "load" else None
+                sampler = (
+                    Sampler(monitored, with_children=with_children)
+                    if phase.name == "load"
+                    else None
+                )
                 if sampler is not None:
                     sampler.start()
                 try:
