@@ -167,6 +167,8 @@ def test_failed_requests_do_not_count_as_throughput_or_ttft() -> None:
     report = compare(paths, {GRPC: runs}, {"concurrency": 50, "rounds": 1})
 
     figures = report["paths"][GRPC]
+    assert figures["overhead_ms"][50] is None  # no probe phase, no direct: no overhead
+    assert "| one at a time: TTFT overhead p50 (ms) | — |" in markdown(report)
     assert figures["load"]["requests_per_s"] == pytest.approx(0.6)
     assert figures["load"]["outcomes"] == {"error:APIError": 4, "ok": 6}
     assert figures["cpu_ms_per_request"]["services"] == pytest.approx(200.0)

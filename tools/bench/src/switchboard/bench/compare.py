@@ -214,6 +214,11 @@ def path_figures(
     return figures
 
 
+def _difference(value: float | None, reference: float | None) -> float | None:
+    """value - reference, or None when either is missing (a run without that phase)."""
+    return None if value is None or reference is None else value - reference
+
+
 def ratio(value: float | None, reference: float | None) -> float | None:
     """value / reference, or None when either is missing or the reference is zero."""
     if value is None or reference is None or math.isnan(value) or math.isnan(reference):
@@ -264,8 +269,7 @@ def compare(
     direct = figures.get(DIRECT, {})
     for f in figures.values():
         f["overhead_ms"] = {
-            q: (_get(f, "probe", "ttft_ms", q) or 0.0)
-            - (_get(direct, "probe", "ttft_ms", q) or 0.0)
+            q: _difference(_get(f, "probe", "ttft_ms", q), _get(direct, "probe", "ttft_ms", q))
             for q in (50, 95, 99)
         }
         if "paced" in f and "paced" in direct:
