@@ -103,7 +103,11 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         )
     services = platform.pids()
     sampler = Sampler(
-        {**services, **platform.infrastructure_pids(), report.LOAD_DRIVER: os.getpid()}
+        {
+            **services,
+            **platform.infrastructure_pids(args.stack_run_dir),
+            report.LOAD_DRIVER: os.getpid(),
+        }
     )
     sampler.start()
     soak = args.soak_seconds or None
