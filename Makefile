@@ -143,7 +143,7 @@ run: venv ## Set everything up and chat in the terminal (one message per line wh
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: venv ## Platform overhead vs calling the simulator directly (BENCH_ARGS="--concurrency 100")
+bench: venv ## Direct, LiteLLM and Switchboard side by side (BENCH_ARGS="--peers none": quick)
 	deploy/local/with-stack.sh $(PY) -m switchboard.bench $(BENCH_ARGS)
 
 .PHONY: bench-soak

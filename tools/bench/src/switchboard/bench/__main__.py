@@ -1,40 +1,88 @@
-"""`python -m switchboard.bench`: see `--help`. Needs the local stack (`make stack-up`)."""
+"""`python -m switchboard.bench`: direct, LiteLLM and Switchboard (gRPC and HTTP) side by side
+in one run (docs/benchmarks.md). Needs the local stack (Kafka, FerretDB, Redis)."""
 
 import argparse
 import asyncio
 import os
+import signal
+import sys
 import uuid
 from pathlib import Path
 
 from switchboard.bench import report
+from switchboard.bench.compare import (
+    DIRECT,
+    GRPC,
+    HTTP,
+    LITELLM,
+    LOAD_DRIVER,
+    PACED_TOKEN_DELAY_MS,
+    PACED_TOKENS,
+    SIMULATOR,
+    PathSpec,
+    Phase,
+    compare,
+    markdown,
+    run_rounds,
+    write,
+)
 from switchboard.bench.guardrails import guardrails_cost
-from switchboard.bench.load import MESSAGES, direct_load, http_load, platform_load
+from switchboard.bench.load import (
+    MESSAGES,
+    LoadResult,
+    direct_load,
+    http_load,
+    openai_load,
+    platform_load,
+)
+from switchboard.bench.peers import LITELLM_VERSION, MODEL, PACED_MODEL, LiteLLM
 from switchboard.bench.platform import ROOT, Platform, Ports
 from switchboard.bench.procstats import Sampler
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m switchboard.bench", description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=100, help="concurrent conversations")
-    parser.add_argument("--requests", type=int, default=2_000, help="requests per load")
+    parser.add_argument(
+        "--peers",
+        choices=("litellm", "none"),
+        default="litellm",
+        help="peers measured beside direct and Switchboard (none: a quick run)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds; the order alternates")
+    parser.add_argument("--concurrency", type=int, default=50, help="streams in the load phase")
+    parser.add_argument("--requests", type=int, default=600, help="load requests per round")
     parser.add_argument("--tokens", type=int, default=100, help="reply length in tokens")
-    parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
+    parser.add_argument("--warmup", type=int, default=100, help="requests per path first")
+    parser.add_argument(
+        "--probe-requests", type=int, default=100, help="one-at-a-time requests per round"
+    )
+    parser.add_argument(
+        "--paced-requests",
+        type=int,
+        default=15,
+        help=f"one-at-a-time requests per round with tokens {PACED_TOKEN_DELAY_MS} ms apart",
+    )
     parser.add_argument(
         "--soak-seconds",
         type=float,
         default=0.0,
-        help="run the platform load for this long instead (soak mode)",
-    )
-    parser.add_argument(
-        "--probe-requests",
-        type=int,
-        default=100,
-        help="then one request at a time through each path: the overhead without queueing",
+        help="instead: the platform load alone for this long (soak mode, memory)",
     )
     parser.add_argument("--workers-per-tier", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per request")
+    parser.add_argument(
+        "--phase-timeout-s", type=float, default=900.0, help="per phase of one path"
+    )
+    parser.add_argument("--ready-timeout-s", type=float, default=120.0, help="per process start")
+    parser.add_argument("--install-timeout-s", type=float, default=900.0, help="LiteLLM's install")
+    parser.add_argument(
+        "--stack-run-dir",
+        type=Path,
+        default=Path(os.environ.get("SWITCHBOARD_BENCH_STACK_RUN_DIR", ROOT / ".local" / "run")),
+        help="where the local stack's pid files are (its servers' CPU is sampled)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, object]:
@@ -63,7 +111,11 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         )
     services = platform.pids()
     sampler = Sampler(
-        {**services, **platform.infrastructure_pids(), report.LOAD_DRIVER: os.getpid()}
+        {
+            **services,
+            **platform.infrastructure_pids(args.stack_run_dir),
+            report.LOAD_DRIVER: os.getpid(),
+        }
     )
     sampler.start()
     soak = args.soak_seconds or None
@@ -117,8 +169,127 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
     return result
 
 
+def _sim(tokens: int, paced: bool) -> dict[str, str]:
+    controls = {"sim.tokens": str(tokens)}
+    if paced:
+        controls["sim.delay_ms"] = str(PACED_TOKEN_DELAY_MS)
+    return controls
+
+
+def path_specs(
+    args: argparse.Namespace, platform: Platform, peer: LiteLLM | None, servers: tuple[str, ...]
+) -> list[PathSpec]:
+    """The paths of this run, in the first round's order."""
+    key, t = platform.api_key, args.timeout_s
+
+    def tokens(phase: Phase) -> int:
+        return PACED_TOKENS if phase.paced else args.tokens
+
+    async def direct(phase: Phase) -> LoadResult:
+        return await openai_load(
+            DIRECT,
+            f"{platform.simulator_url}/v1",
+            "bench",
+            "gpt-4o-mini",
+            phase.concurrency,
+            phase.requests,
+            t,
+            metadata=_sim(tokens(phase), phase.paced),
+        )
+
+    async def grpc_path(phase: Phase) -> LoadResult:
+        controls = _sim(tokens(phase), phase.paced)
+        return await platform_load(
+            platform.gateway_target,
+            key,
+            phase.concurrency,
+            phase.requests,
+            tokens(phase),
+            t,
+            sim=controls,
+        )
+
+    async def http_path(phase: Phase) -> LoadResult:
+        return await openai_load(
+            HTTP,
+            f"{platform.http_url}/v1",
+            key,
+            "cheap",
+            phase.concurrency,
+            phase.requests,
+            t,
+            metadata=_sim(tokens(phase), phase.paced),
+            system_prompt=False,
+            conversations=True,
+        )
+
+    services = tuple(n for n in platform.pids() if n != SIMULATOR)
+    specs = [PathSpec(DIRECT, direct)]
+    if peer is not None:
+        litellm = peer
+
+        async def litellm_path(phase: Phase) -> LoadResult:
+            # Its simulator controls come from its config (it does not forward metadata).
+            return await openai_load(
+                LITELLM,
+                f"{litellm.url}/v1",
+                litellm.master_key,
+                PACED_MODEL if phase.paced else MODEL,
+                phase.concurrency,
+                phase.requests,
+                t,
+            )
+
+        specs.append(PathSpec(LITELLM, litellm_path, services=(LITELLM,)))
+    specs += [
+        PathSpec(GRPC, grpc_path, services=services, servers=servers),
+        PathSpec(HTTP, http_path, services=services, servers=servers),
+    ]
+    return specs
+
+
+async def side_by_side(
+    args: argparse.Namespace, platform: Platform, peer: LiteLLM | None
+) -> dict[str, object]:
+    """Warm every path up, then run the rounds and compare."""
+    servers_pids = platform.infrastructure_pids(args.stack_run_dir)
+    specs = path_specs(args, platform, peer, tuple(servers_pids))
+    if args.warmup:
+        warm = Phase("warmup", min(10, args.concurrency), args.warmup, paced=False)
+        for spec in specs:
+            await asyncio.wait_for(spec.run(warm), args.phase_timeout_s)
+    monitored = {**platform.pids(), **servers_pids, LOAD_DRIVER: os.getpid()}
+    if peer is not None:
+        monitored[LITELLM] = peer.pid()
+    phases = [
+        Phase("probe", 1, args.probe_requests, paced=False),
+        Phase("load", args.concurrency, args.requests, paced=False),
+        Phase("paced", 1, args.paced_requests, paced=True),
+    ]
+    phases = [p for p in phases if p.requests > 0]
+    runs = await run_rounds(
+        specs, phases, args.rounds, monitored, args.phase_timeout_s, frozenset({LITELLM})
+    )
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config.update(paced_token_delay_ms=PACED_TOKEN_DELAY_MS, paced_tokens=PACED_TOKENS)
+    if peer is not None:
+        config["litellm_version"] = LITELLM_VERSION
+    return compare(specs, runs, config)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every started process is stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     args = parse_args()
+    _stop_on_sigterm()
+    log_dir = ROOT / ".local" / "logs" / "bench"
     platform = Platform(
         run_id=uuid.uuid4().hex[:8],
         ports=Ports(),
@@ -132,17 +303,58 @@ def main() -> None:
             "SWITCHBOARD_SIM_REPLY_TOKENS": str(args.tokens),
             "SWITCHBOARD_SIM_JOURNAL_SIZE": "100",
         },
-        log_dir=ROOT / ".local" / "logs" / "bench",
+        log_dir=log_dir,
         workers_per_tier=args.workers_per_tier,
+        ready_timeout_s=args.ready_timeout_s,
     )
-    platform.start()
+    if args.soak_seconds:
+        platform.start()
+        try:
+            soak = asyncio.run(measure(args, platform))
+        finally:
+            platform.stop()
+        print(report.table(soak))
+        json_path, png_path = report.write(soak, args.out)
+        print(f"\nwrote {json_path} and {png_path}")
+        return
+    peer = None
+    if args.peers == "litellm":
+        peer = LiteLLM(
+            root=ROOT,
+            port=platform.ports.litellm,
+            simulator_base_url=f"{platform.simulator_url}/v1",
+            log_dir=log_dir,
+            uv=ROOT / ".local" / "bootstrap" / "bin" / "uv",
+            python=Path(sys.executable),
+            install_timeout_s=args.install_timeout_s,
+            ready_timeout_s=args.ready_timeout_s,
+        )
+        if peer.install():
+            print(f"installed LiteLLM {LITELLM_VERSION} into {peer.venv}")
     try:
-        result = asyncio.run(measure(args, platform))
+        platform.start()
+        if peer is not None:
+            peer.start()
+        result = asyncio.run(side_by_side(args, platform, peer))
     finally:
+        if peer is not None:
+            peer.stop()
         platform.stop()
-    print(report.table(result))
-    json_path, png_path = report.write(result, args.out)
-    print(f"\nwrote {json_path} and {png_path}")
+    # In-process, after the load: the guardrails' share of a turn, reported beside the paths.
+    cost = guardrails_cost(MESSAGES)
+    result["guardrails"] = cost
+    print(markdown(result))
+    print(
+        "\nguardrails per turn (thread CPU): p50 {:.0f} µs, p99 {:.0f} µs; the message's "
+        "embedding (shared with retrieval): p50 {:.1f} ms, p99 {:.1f} ms".format(
+            cost["per_turn_us"][50],
+            cost["per_turn_us"][99],
+            cost["embedding_us"][50] / 1000,
+            cost["embedding_us"][99] / 1000,
+        )
+    )
+    paths = write(result, args.out)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":

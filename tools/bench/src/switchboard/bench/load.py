@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
@@ -20,6 +21,7 @@ MESSAGES = (
     "Is the refund paid to my card or as store credit?",
     "Great, that is all for today.",
 )
+SYSTEM_PROMPT = "You are a helpful support assistant."
 
 
 @dataclass
@@ -82,9 +84,12 @@ async def platform_load(
     tokens: int,
     timeout_s: float,
     deadline_s: float | None = None,
+    sim: dict[str, str] | None = None,
 ) -> LoadResult:
-    """Chat calls through the gateway, one conversation per concurrent client."""
+    """Chat calls through the gateway, one conversation per concurrent client; `sim` adds
+    simulator controls (`sim.delay_ms`, ...) to every request's metadata."""
     metadata = (("authorization", f"Bearer {api_key}"),)
+    controls = {"sim.tokens": str(tokens), **(sim or {})}
     conversations: dict[int, str] = {}
     async with grpc.aio.insecure_channel(target) as channel:
         stub = ChatServiceStub(channel)
@@ -94,7 +99,7 @@ async def platform_load(
                 conversation_id=conversations.get(index, ""),
                 message=MESSAGES[turn % len(MESSAGES)],
                 user_id=f"bench-{index}",
-                options=ChatOptions(tier="cheap", metadata={"sim.tokens": str(tokens)}),
+                options=ChatOptions(tier="cheap", metadata=controls),
             )
             sample = Sample(started=time.perf_counter())
             try:
@@ -116,6 +121,72 @@ async def platform_load(
         return await _drive("platform", concurrency, requests, deadline_s, send)
 
 
+async def openai_load(
+    name: str,
+    base_url: str,
+    api_key: str,
+    model: str,
+    concurrency: int,
+    requests: int,
+    timeout_s: float,
+    *,
+    metadata: dict[str, str] | None = None,
+    system_prompt: bool = True,
+    conversations: bool = False,
+    deadline_s: float | None = None,
+) -> LoadResult:
+    """Streamed chat completions with the official OpenAI SDK: the one client of every
+    OpenAI-compatible path (the simulator directly, LiteLLM, Switchboard's HTTP edge), so
+    that their figures differ only by what is behind the URL.
+
+    `metadata` goes in every request's body (simulator controls; LiteLLM takes its from its
+    config). `conversations` keeps one server-side Switchboard conversation per concurrent
+    client (the id from the `started` extension chunk); without it each request carries its
+    own system prompt (when `system_prompt`) and one user message, as a stateless proxy sees.
+    """
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
+    )
+    ids: dict[int, str] = {}
+
+    async def send(index: int, turn: int) -> Sample:
+        sample = Sample(started=time.perf_counter())
+        body_metadata = dict(metadata or {})
+        if conversations and index in ids:
+            body_metadata["conversation_id"] = ids[index]
+        messages: list[ChatCompletionMessageParam] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": SYSTEM_PROMPT})
+        messages.append({"role": "user", "content": MESSAGES[turn % len(MESSAGES)]})
+        try:
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=messages,
+                user=f"bench-{name}-{index}",
+                stream=True,
+                stream_options={"include_usage": True},
+                metadata=body_metadata or openai.omit,
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
+                    sample.first_token = time.perf_counter()
+                if conversations:
+                    extension = (chunk.model_extra or {}).get("switchboard") or {}
+                    if extension.get("type") == "started":
+                        ids[index] = extension["conversation_id"]
+                if chunk.usage is not None:
+                    sample.output_tokens = chunk.usage.completion_tokens
+        except openai.APIError as exc:
+            sample.outcome = f"error:{type(exc).__name__}"
+        sample.finished = time.perf_counter()
+        return sample
+
+    try:
+        return await _drive(name, concurrency, requests, deadline_s, send)
+    finally:
+        await client.close()
+
+
 async def http_load(
     base_url: str,
     api_key: str,
@@ -125,44 +196,20 @@ async def http_load(
     timeout_s: float,
     deadline_s: float | None = None,
 ) -> LoadResult:
-    """The platform load through the gateway's HTTP door: streamed chat completions with the
-    official OpenAI SDK, one server-side conversation per concurrent client."""
-    client = openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
+    """The platform load through the gateway's HTTP door (server-side conversations)."""
+    return await openai_load(
+        "http",
+        base_url,
+        api_key,
+        "cheap",
+        concurrency,
+        requests,
+        timeout_s,
+        metadata={"sim.tokens": str(tokens)},
+        system_prompt=False,
+        conversations=True,
+        deadline_s=deadline_s,
     )
-    conversations: dict[int, str] = {}
-
-    async def send(index: int, turn: int) -> Sample:
-        sample = Sample(started=time.perf_counter())
-        metadata = {"sim.tokens": str(tokens)}
-        if index in conversations:
-            metadata["conversation_id"] = conversations[index]
-        try:
-            stream = await client.chat.completions.create(
-                model="cheap",
-                messages=[{"role": "user", "content": MESSAGES[turn % len(MESSAGES)]}],
-                user=f"bench-http-{index}",
-                stream=True,
-                stream_options={"include_usage": True},
-                metadata=metadata,
-            )
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
-                    sample.first_token = time.perf_counter()
-                extension = (chunk.model_extra or {}).get("switchboard") or {}
-                if extension.get("type") == "started":
-                    conversations[index] = extension["conversation_id"]
-                if chunk.usage is not None:
-                    sample.output_tokens = chunk.usage.completion_tokens
-        except openai.APIError as exc:
-            sample.outcome = f"error:{type(exc).__name__}"
-        sample.finished = time.perf_counter()
-        return sample
-
-    try:
-        return await _drive("http", concurrency, requests, deadline_s, send)
-    finally:
-        await client.close()
 
 
 async def direct_load(
@@ -174,34 +221,14 @@ async def direct_load(
     deadline_s: float | None = None,
 ) -> LoadResult:
     """The same requests sent straight to the simulator with the official OpenAI SDK."""
-    client = openai.AsyncOpenAI(
-        base_url=base_url, api_key="bench", max_retries=0, timeout=timeout_s
+    return await openai_load(
+        "direct",
+        base_url,
+        "bench",
+        "gpt-4o-mini",
+        concurrency,
+        requests,
+        timeout_s,
+        metadata={"sim.tokens": str(tokens)},
+        deadline_s=deadline_s,
     )
-
-    async def send(index: int, turn: int) -> Sample:
-        sample = Sample(started=time.perf_counter())
-        try:
-            stream = await client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=[
-                    {"role": "system", "content": "You are a helpful support assistant."},
-                    {"role": "user", "content": MESSAGES[turn % len(MESSAGES)]},
-                ],
-                stream=True,
-                stream_options={"include_usage": True},
-                metadata={"sim.tokens": str(tokens)},
-            )
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
-                    sample.first_token = time.perf_counter()
-                if chunk.usage is not None:
-                    sample.output_tokens = chunk.usage.completion_tokens
-        except openai.APIError as exc:
-            sample.outcome = f"error:{type(exc).__name__}"
-        sample.finished = time.perf_counter()
-        return sample
-
-    try:
-        return await _drive("direct", concurrency, requests, deadline_s, send)
-    finally:
-        await client.close()

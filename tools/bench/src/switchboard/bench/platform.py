@@ -37,6 +37,7 @@ class Ports:
     orchestrator_health: int = 28182
     memory_health: int = 28183
     worker_health: int = 28190
+    litellm: int = 28410
 
 
 @dataclass
@@ -78,13 +79,15 @@ class Platform:
         """Process ids by service name."""
         return {name: process.pid for name, process in self.processes.items()}
 
-    def infrastructure_pids(self) -> dict[str, int]:
+    def infrastructure_pids(self, run_dir: Path | None = None) -> dict[str, int]:
         """The local stack's servers this platform shares (from `deploy/local/stack.sh`'s pid
-        files), by name; those that are not running locally are left out."""
+        files in `run_dir`, this checkout's by default), by name; those that are not running
+        locally are left out."""
+        run_dir = run_dir or ROOT / ".local" / "run"
         found = {}
         for name in INFRASTRUCTURE:
             try:
-                pid = int((ROOT / ".local" / "run" / f"{name}.pid").read_text().strip())
+                pid = int((run_dir / f"{name}.pid").read_text().strip())
                 os.kill(pid, 0)
             except (OSError, ValueError):
                 continue
@@ -195,7 +198,10 @@ class Platform:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        asyncio.run(self._delete_topics())
+        try:
+            asyncio.run(self._delete_topics())
+        except Exception as exc:  # the processes are stopped; leftover topics only cost disk
+            print(f"could not delete the run's topics ({self.topic_prefix}*): {exc}")
         # The database stays: FerretDB 1.24 (SQLite) can crash after dropping a database
         # whose WAL its pool still maps; `deploy/local/stack.sh down --purge` clears it.
 

@@ -23,9 +23,19 @@ class ProcessStats:
         return self.cpu_end_s - self.cpu_start_s
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def _cpu(process: psutil.Process, children: bool = False) -> float:
+    """User plus system CPU seconds of `process`, and with `children` of its live children
+    too (a server that forks its workers is one path; the load driver, parent of every
+    process it started, is not)."""
+    total = 0.0
+    members = [process, *process.children(recursive=True)] if children else [process]
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _rss_mb(process: psutil.Process) -> float:
@@ -35,8 +45,21 @@ def _rss_mb(process: psutil.Process) -> float:
 class Sampler:
     """Samples each process's memory every `interval_s` while a load runs."""
 
-    def __init__(self, pids: dict[str, int], interval_s: float = 0.5) -> None:
-        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+    def __init__(
+        self,
+        pids: dict[str, int],
+        interval_s: float = 0.5,
+        with_children: frozenset[str] = frozenset(),
+    ) -> None:
+        """`with_children`: the names whose CPU includes their child processes'."""
+        self._processes: dict[str, psutil.Process]
+        self._with_children = with_children
+        self._processes = {}
+        for name, pid in pids.items():
+            try:
+                self._processes[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                raise RuntimeError(f"{name} (pid {pid}) is not running") from None
         self._interval_s = interval_s
         self.stats: dict[str, ProcessStats] = {}
         self._task: asyncio.Task[None] | None = None
@@ -47,7 +70,7 @@ class Sampler:
         for name, process in self._processes.items():
             rss = _rss_mb(process)
             self.stats[name] = ProcessStats(
-                cpu_start_s=_cpu(process),
+                cpu_start_s=_cpu(process, name in self._with_children),
                 rss_start_mb=rss,
                 rss_peak_mb=rss,
                 rss_series=[(0.0, rss)],
@@ -77,7 +100,7 @@ class Sampler:
         for name, process in self._processes.items():
             stats = self.stats[name]
             try:
-                stats.cpu_end_s = _cpu(process)
+                stats.cpu_end_s = _cpu(process, name in self._with_children)
                 stats.rss_end_mb = _rss_mb(process)
             except psutil.NoSuchProcess:
                 stats.cpu_end_s = stats.cpu_start_s
