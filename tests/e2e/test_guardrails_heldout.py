@@ -18,6 +18,7 @@ from switchboard.embeddings.local import LocalEmbedder
 from switchboard.gateway.redaction import RequestRedactor
 from switchboard.orchestrator.guardrails import InjectionDetector, blocked_topic
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
+from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
@@ -42,7 +43,11 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
     platform: Platform, record_property: Callable[[str, object], None], split: str, path: str
 ) -> None:
     tenant = _demo_tenant()
-    redactor, detector = RequestRedactor(), InjectionDetector(InjectionClassifier())
+    # The detector the platform's orchestrator runs: the rules, and the classifier only when
+    # SWITCHBOARD_ORCHESTRATOR_INJECTION_CLASSIFIER turns it on (the services share this env).
+    with_classifier = OrchestratorSettings().injection_classifier
+    redactor = RequestRedactor()
+    detector = InjectionDetector(InjectionClassifier()) if with_classifier else InjectionDetector()
     orchestrator_redactor = Redactor(tenant.guardrails.phone_regions)
     embedder = LocalEmbedder()
     rows = [
@@ -69,7 +74,9 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
             blocked = events[-1].done.finish_reason == "blocked" and not topic
             seen = redactor.chat_request(request, tenant).message
             stored = orchestrator_redactor.redact(seen, ALL_KINDS).text
-            vector = embedder.embed_sync([stored])[0] if applies(stored) else None
+            vector = (
+                embedder.embed_sync([stored])[0] if with_classifier and applies(stored) else None
+            )
             score = detector.score(seen, vector).score
             expected = score >= tenant.guardrails.injection_threshold
             expected_topic = not expected and bool(

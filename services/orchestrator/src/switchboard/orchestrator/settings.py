@@ -139,8 +139,10 @@ class OrchestratorSettings(BaseSettings):
     )
 
     injection_classifier: bool = Field(
-        default=True,
-        description="Score the message with the injection classifier beside the rules: its "
+        default=False,
+        description="Also score the message with the injection classifier beside the rules "
+        "(off by default: it blocked plain requests such as 'Can you help me with my bill?'; "
+        "docs/guardrails.md). Its "
         "sentence embedding (SWITCHBOARD_EMBEDDINGS_*; the bundled model, the one the "
         "classifier was trained on) is computed once per turn and shared with knowledge "
         "retrieval.",
