@@ -99,6 +99,8 @@ def content_text(content: Any) -> str:
     """A message's text, whether a string (OpenAI) or a list of content blocks (Anthropic)."""
     if isinstance(content, str):
         return content
+    if not content:  # an assistant turn of tool calls only
+        return ""
     return "".join(block.get("text", "") for block in content if isinstance(block, dict))
 
 
