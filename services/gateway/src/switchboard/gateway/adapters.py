@@ -20,12 +20,12 @@ from redis.exceptions import LockError, RedisError
 from switchboard.common.kafka import publish
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
-from switchboard.gateway.core import (
+from switchboard.gateway.directory import DirectoryUnavailableError
+from switchboard.gateway.ports import (
     BackendUnavailableError,
     HeldLock,
     PublishOutcomeUnknownError,
 )
-from switchboard.gateway.directory import DirectoryUnavailableError
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
 log = logging.getLogger(__name__)

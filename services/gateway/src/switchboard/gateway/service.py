@@ -15,21 +15,19 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods
-from switchboard.gateway.core import (
-    CHATS,
+from switchboard.gateway.core import ChatCore, Refused
+from switchboard.gateway.directory import ConversationDirectory
+from switchboard.gateway.idempotency import RequestStore
+from switchboard.gateway.metrics import CHATS, record_tokens
+from switchboard.gateway.ports import (
     BackendUnavailableError,
-    ChatCore,
     ConversationLocks,
     HeldLock,
     PublishOutcomeUnknownError,
-    Refused,
     TurnPublisher,
-    record_tokens,
 )
-from switchboard.gateway.directory import ConversationDirectory
 from switchboard.gateway.quotas import Quotas, Refusal, retry_after_ms
 from switchboard.gateway.replies import ReplyRouter
-from switchboard.gateway.requests import RequestStore
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
 from switchboard.v1.chat_pb2 import (
