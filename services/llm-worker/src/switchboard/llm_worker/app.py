@@ -6,7 +6,6 @@ import logging
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import trace
-from prometheus_client import Gauge
 
 from switchboard.common.consumer import (
     Capacity,
@@ -33,6 +32,7 @@ from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.topics import Topics
 from switchboard.llm_worker.generation import GenerationPolicy
 from switchboard.llm_worker.ledger import RedisGenerationLedger
+from switchboard.llm_worker.metrics import IN_FLIGHT
 from switchboard.llm_worker.providers import AnthropicProvider, OpenAIProvider, Provider
 from switchboard.llm_worker.settings import WorkerSettings
 from switchboard.llm_worker.worker import InFlight, NotOwnedError, TaskRunner
@@ -41,8 +41,6 @@ from switchboard.v1.events_pb2 import CancelGeneration, LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.llm_worker")
-
-IN_FLIGHT = Gauge("switchboard_worker_generations_in_flight", "Generations running", ["tier"])
 
 
 def policy_of(settings: WorkerSettings) -> GenerationPolicy:
