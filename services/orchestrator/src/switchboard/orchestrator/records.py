@@ -48,6 +48,36 @@ def completed(
     )
 
 
+def without_model(
+    turn: TurnRequest,
+    user_message: str,
+    reply: str,
+    reason: str,
+    finish_reason: str,
+    flags: list[str],
+    model: str = "",
+    tier: str = "",
+    *,
+    ticket_id: str = "",
+) -> CompletedTurn:
+    """The record of a turn answered without a generation (a refusal, a handoff notice, a
+    cached answer): no usage, no cost, no tool exchanges."""
+    return completed(
+        turn,
+        user_message=user_message,
+        reply=reply,
+        model=model,
+        tier=tier,
+        reason=reason,
+        usage=Usage(),
+        cost_usd=0.0,
+        finish_reason=finish_reason,
+        flags=flags,
+        exchanges=[],
+        ticket_id=ticket_id,
+    )
+
+
 def exchange(outcome: ToolOutcome, redactor: Redactor) -> dict[str, str]:
     """A stored record of a tool call: arguments and result redacted of everything."""
     return {

@@ -500,19 +500,8 @@ class TurnEngine:
         """Reply without a model: a refusal or a handoff notice, then `done`."""
         trace.get_current_span().set_attribute("switchboard.route.reason", reason)
         await self._complete(
-            records.completed(
-                turn,
-                user_message=stored_message,
-                reply=text,
-                model="",
-                tier="",
-                reason=reason,
-                usage=Usage(),
-                cost_usd=0.0,
-                finish_reason=finish_reason,
-                flags=flags,
-                exchanges=[],
-                ticket_id=ticket_id,
+            records.without_model(
+                turn, stored_message, text, reason, finish_reason, flags, ticket_id=ticket_id
             )
         )
         for event in replies.direct_answer(
@@ -557,19 +546,7 @@ class TurnEngine:
         text, model, tier = str(cached["text"]), str(cached["model"]), str(cached["tier"])
         reason = f"{route.reason}; answered from the response cache"
         await self._complete(
-            records.completed(
-                turn,
-                user_message=stored_message,
-                reply=text,
-                model=model,
-                tier=tier,
-                reason=reason,
-                usage=Usage(),
-                cost_usd=0.0,
-                finish_reason="stop",
-                flags=flags,
-                exchanges=[],
-            )
+            records.without_model(turn, stored_message, text, reason, "stop", flags, model, tier)
         )
         for event in replies.cached_answer(turn, text, model=model, tier=tier):
             await self._outbox.reply(turn, event)
