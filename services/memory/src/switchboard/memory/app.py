@@ -204,7 +204,10 @@ async def serve(settings: MemorySettings) -> None:
             with attempt:
                 await store.ensure_indexes()
         cache = ContextCache(
-            settings.cache_max_conversations, settings.cache_max_messages, settings.cache_ttl_s
+            settings.cache_max_conversations,
+            settings.cache_max_messages,
+            settings.cache_ttl_s,
+            max_bytes=settings.cache_max_bytes,
         )
 
         broker = create_broker(settings.kafka, "memory", tracer_provider)
