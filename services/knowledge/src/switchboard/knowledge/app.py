@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from pymongo.errors import PyMongoError
 
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
+from switchboard.common.kafka import BrokerPublisher, create_broker
 from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
@@ -58,8 +58,10 @@ async def serve(settings: KnowledgeSettings) -> None:
         topic = Topics(settings.kafka.topic_prefix).knowledge_chunks
         broker = create_broker(settings.kafka, "knowledge", tracer_provider)
 
+        publisher = BrokerPublisher(broker)
+
         async def publish_change(change: KnowledgeChunkChange) -> None:
-            await publish(broker, topic, change, key=f"{change.tenant_id}/{change.document_id}")
+            await publisher.publish(topic, change, key=f"{change.tenant_id}/{change.document_id}")
 
         tenants = TenantStore(store.client, settings.database)
         knowledge = KnowledgeBase(

@@ -17,16 +17,18 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import StreamPublisher, create_broker, publish
-from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import (
+from switchboard.common.kafka import (
+    BrokerPublisher,
     Notify,
+    StreamPublisher,
     consumer_span,
+    create_broker,
     dead_letter_sink,
-    decode_or_dead_letter_record,
+    decode_or_dead_letter,
     record_headers,
 )
+from switchboard.common.lag import LagReporter
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.telemetry import setup_telemetry
@@ -66,14 +68,14 @@ class KafkaPublisher:
     reply), results keyed by conversation id."""
 
     def __init__(self, broker: KafkaBroker, replies: StreamPublisher) -> None:
-        self._broker = broker
+        self._results = BrokerPublisher(broker)
         self._replies = replies
 
     async def reply(self, topic: str, event: ChatEvent, tenant_id: str) -> None:
         await self._replies.publish(topic, event, key=event.request_id, tenant_id=tenant_id)
 
     async def result(self, topic: str, result: LlmResult) -> None:
-        await publish(self._broker, topic, result, key=result.conversation_id)
+        await self._results.publish(topic, result, key=result.conversation_id)
 
 
 class TaskHandler:
@@ -91,7 +93,7 @@ class TaskHandler:
     async def __call__(self, record: Record, lease: Lease) -> None:
         # The task's trace continues here; spans and records published below join it.
         with consumer_span(tracer, record, self.group_id) as span:
-            task = await decode_or_dead_letter_record(
+            task = await decode_or_dead_letter(
                 self._broker,
                 record,
                 LlmTask,

@@ -21,21 +21,18 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
+    BrokerPublisher,
+    consumer_span,
     create_broker,
+    dead_letter_sink,
     decode_or_dead_letter,
     durable_subscriber,
-    publish,
 )
 from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import (
     cancel_and_wait,
     freeze_startup_objects,
     wait_for_stop_signal,
-)
-from switchboard.common.records import (
-    consumer_span,
-    dead_letter_sink,
-    decode_or_dead_letter_record,
 )
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
@@ -92,7 +89,7 @@ class TurnRecordHandler:
 
     async def __call__(self, record: Record, lease: Lease) -> None:
         with consumer_span(tracer, record, self.group_id):
-            turn = await decode_or_dead_letter_record(
+            turn = await decode_or_dead_letter(
                 self._broker,
                 record,
                 CompletedTurn,
@@ -150,8 +147,10 @@ def build(
     group = settings.consumer_group
     summaries_group = f"{group}-summaries"
 
+    publisher = BrokerPublisher(broker)
+
     async def publish_task(topic: str, task: LlmTask) -> None:
-        await publish(broker, topic, task, key=task.conversation_id)
+        await publisher.publish(topic, task, key=task.conversation_id)
 
     summarizer = Summarizer(
         store,
@@ -164,7 +163,12 @@ def build(
     @durable_subscriber(broker, topics.memory_summaries, summaries_group)
     async def on_summary(message: KafkaMessage) -> None:
         result = await decode_or_dead_letter(
-            broker, message, LlmResult, consumer_group=summaries_group
+            broker,
+            message,
+            LlmResult,
+            group_id=summaries_group,
+            attempts=settings.write_attempts,
+            backoff_max_s=settings.write_backoff_max_s,
         )
         if result is None:
             return

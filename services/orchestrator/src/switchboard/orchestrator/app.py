@@ -25,15 +25,16 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
-from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import (
+from switchboard.common.kafka import (
+    BrokerPublisher,
     consumer_span,
+    create_broker,
     dead_letter_sink,
-    decode_or_dead_letter_record,
+    decode_or_dead_letter,
     record_headers,
 )
+from switchboard.common.lag import LagReporter
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -67,21 +68,21 @@ class KafkaOutbox:
     """The engine's messages, published with the broker's acknowledgement."""
 
     def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
-        self._broker = broker
+        self._publisher = BrokerPublisher(broker)
         self._topics = topics
 
     async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
-        await publish(
-            self._broker, turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
+        await self._publisher.publish(
+            turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
         )
 
     async def task(self, task: LlmTask) -> None:
-        await publish(
-            self._broker, self._topics.llm_tasks(task.tier), task, key=task.conversation_id
+        await self._publisher.publish(
+            self._topics.llm_tasks(task.tier), task, key=task.conversation_id
         )
 
     async def completed(self, turn: CompletedTurn) -> None:
-        await publish(self._broker, self._topics.chat_turns, turn, key=turn.conversation_id)
+        await self._publisher.publish(self._topics.chat_turns, turn, key=turn.conversation_id)
 
 
 class Resources:
@@ -130,7 +131,7 @@ class RecordHandler:
             message_type: type[TurnRequest | LlmResult] = (
                 TurnRequest if record.topic == self._requests_topic else LlmResult
             )
-            message = await decode_or_dead_letter_record(
+            message = await decode_or_dead_letter(
                 self._broker,
                 record,
                 message_type,
