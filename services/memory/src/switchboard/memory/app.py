@@ -9,7 +9,6 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import trace
-from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.common.consumer import (
@@ -40,6 +39,7 @@ from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.memory.cache import ContextCache
 from switchboard.memory.facts import facts_of
+from switchboard.memory.metrics import TURNS
 from switchboard.memory.records import messages_of
 from switchboard.memory.retention import RetentionSweeper
 from switchboard.memory.service import MemoryService
@@ -52,7 +52,6 @@ from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.memory")
 
-TURNS = Counter("switchboard_memory_turns", "Turns from chat.turns by outcome", ["outcome"])
 
 TRANSIENT = (PyMongoError, KafkaError, TimeoutError)
 
