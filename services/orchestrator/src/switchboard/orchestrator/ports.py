@@ -2,15 +2,21 @@
 tools come in through these, so the engine is tested with fakes (adapters.py has the real
 ones)."""
 
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from switchboard.common.consumer import UnprocessableError
 from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator.tools import ToolContext, ToolRegistry
 from switchboard.orchestrator.turn_state import TurnState
 from switchboard.v1.chat_pb2 import ChatEvent
 from switchboard.v1.events_pb2 import CompletedTurn, LlmTask, TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext
+
+log = logging.getLogger(__name__)
 
 
 class Outbox(Protocol):
@@ -72,3 +78,23 @@ class StateStore(Protocol):
 
 
 RegistryFactory = Callable[[TenantConfig], ToolRegistry]
+
+
+async def tenant_config(tenants: TenantSource, tenant_id: str) -> TenantConfig:
+    """The tenant's configuration: the defaults when it has none yet, `UnprocessableError`
+    when it is invalid (retrying cannot help until it is fixed)."""
+    try:
+        tenant = await tenants.get(tenant_id)
+    except ValidationError as exc:
+        raise UnprocessableError(
+            f"the configuration of tenant {tenant_id} is invalid: "
+            + "; ".join(
+                f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+        ) from exc
+    if tenant is None:
+        # The gateway authenticated the key, so the tenant exists; it may just not be
+        # configured here yet. Default policies are safe ones.
+        log.warning("tenant %s has no configuration; using the defaults", tenant_id)
+        return TenantConfig(tenant_id=tenant_id, name=tenant_id)
+    return tenant

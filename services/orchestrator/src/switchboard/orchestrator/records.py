@@ -5,8 +5,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.orchestrator.tools import FAILED, SUCCEEDED, ToolOutcome
+from switchboard.orchestrator.turn_state import TurnState
 from switchboard.v1.chat_pb2 import Usage
-from switchboard.v1.events_pb2 import CompletedTurn, ToolExchange, TurnRequest
+from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, ToolExchange, TurnRequest
 
 
 def completed(
@@ -45,6 +46,24 @@ def completed(
         tool_exchanges=[exchange_message(e) for e in exchanges],
         guardrail_flags=flags,
         handoff_ticket_id=ticket_id,
+    )
+
+
+def generated(state: TurnState, result: LlmResult, reply: str, usage: Usage) -> CompletedTurn:
+    """The record of a turn answered by its generations (`reply` redacted already)."""
+    return completed(
+        state.turn,
+        user_message=state.stored_message,
+        reply=reply,
+        model=result.model,
+        tier=result.tier,
+        reason=state.route.reason,
+        usage=usage,
+        cost_usd=state.cost_usd,
+        finish_reason=result.finish_reason,
+        flags=state.flags,
+        exchanges=state.exchanges,
+        ticket_id=state.ticket_id,
     )
 
 

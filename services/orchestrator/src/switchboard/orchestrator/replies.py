@@ -58,6 +58,13 @@ def done(state: TurnState, result: LlmResult, usage: Usage, reply: str) -> ChatE
     )
 
 
+def generation_error(turn: TurnRequest, result: LlmResult) -> ChatEvent:
+    """The error of a generation that failed, after the events it sent."""
+    return ChatEvent(
+        request_id=turn.request_id, sequence=result.last_sequence + 1, error=result.error
+    )
+
+
 def error(turn: TurnRequest, code: str, message: str, *, sequence: int = 1) -> ChatEvent:
     """An error that ends the turn for its client."""
     return ChatEvent(

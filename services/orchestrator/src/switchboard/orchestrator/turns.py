@@ -20,9 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from pydantic import ValidationError
 
-from switchboard.common.consumer import UnprocessableError
 from switchboard.common.redaction import (
     ALL_KINDS,
     SECRET_KINDS,
@@ -54,6 +52,7 @@ from switchboard.orchestrator.ports import (
     StateStore,
     TenantSource,
     Tickets,
+    tenant_config,
 )
 from switchboard.orchestrator.router import (
     CHEAP,
@@ -336,14 +335,7 @@ class TurnEngine:
         state.output_tokens += result.usage.output_tokens
         state.cost_usd += result.cost_usd
         if result.HasField("error"):
-            await self._outbox.reply(
-                turn,
-                ChatEvent(
-                    request_id=turn.request_id,
-                    sequence=result.last_sequence + 1,
-                    error=result.error,
-                ),
-            )
+            await self._outbox.reply(turn, replies.generation_error(turn, result))
             await self._states.forget(turn.tenant_id, turn.request_id)
             return
 
@@ -457,22 +449,7 @@ class TurnEngine:
         if reply.findings:
             state.flags.extend(f"output-redacted:{k}" for k in sorted(reply.kinds))
         usage = Usage(input_tokens=state.input_tokens, output_tokens=state.output_tokens)
-        await self._complete(
-            records.completed(
-                turn,
-                user_message=state.stored_message,
-                reply=reply.text,
-                model=result.model,
-                tier=result.tier,
-                reason=state.route.reason,
-                usage=usage,
-                cost_usd=state.cost_usd,
-                finish_reason=result.finish_reason,
-                flags=state.flags,
-                exchanges=state.exchanges,
-                ticket_id=state.ticket_id,
-            )
-        )
+        await self._complete(records.generated(state, result, reply.text, usage))
         await self._outbox.reply(turn, replies.done(state, result, usage, reply.text))
         if response_cache.cacheable(state, result, reply.text, bool(reply.findings)):
             await self._cache.put(
@@ -575,22 +552,7 @@ class TurnEngine:
         await self._states.forget(turn.tenant_id, turn.request_id)
 
     async def _tenant(self, tenant_id: str) -> TenantConfig:
-        try:
-            tenant = await self._tenants.get(tenant_id)
-        except ValidationError as exc:
-            # Retrying cannot help until the configuration is fixed.
-            raise UnprocessableError(
-                f"the configuration of tenant {tenant_id} is invalid: "
-                + "; ".join(
-                    f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-            ) from exc
-        if tenant is None:
-            # The gateway authenticated the key, so the tenant exists; it may just not be
-            # configured here yet. Default policies are safe ones.
-            log.warning("tenant %s has no configuration; using the defaults", tenant_id)
-            return TenantConfig(tenant_id=tenant_id, name=tenant_id)
-        return tenant
+        return await tenant_config(self._tenants, tenant_id)
 
     def _redactor(self, regions: Sequence[str]) -> Redactor:
         key = tuple(regions)
