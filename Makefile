@@ -189,8 +189,16 @@ chaos: venv ## Repeated faults under slow streams on a private Kafka/FerretDB/Re
 # ---- evaluations --------------------------------------------------------------------
 
 .PHONY: eval-router
-eval-router: venv ## Router on tests/data: share sent to cheap, recall of complex, cost vs all-frontier
-	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data
+eval-router: venv ## Router on tests/data: cost/quality curve (dev vs held-out), operating points, latency, PNG
+	$(PY) -m switchboard.orchestrator.evaluation router --data tests/data --plot .local/router-curve.png
+
+.PHONY: train-router
+train-router: venv ## Train the learned router on tests/data (EXTRA=traffic.jsonl OUT=dir/tenant.json: a tenant's)
+	$(PY) -m switchboard.orchestrator.router_training --data tests/data $(foreach f,$(EXTRA),--extra $(f)) $(if $(OUT),--out $(OUT))
+
+.PHONY: router-signals
+router-signals: venv ## Export routing labels from a tenant's traffic: TENANT=demo OUT=signals.jsonl
+	$(PY) -m switchboard.orchestrator.router_signals --tenant "$(TENANT)" --out "$(OUT)"
 
 .PHONY: eval-knowledge
 eval-knowledge: venv ## Retrieval on tests/data/knowledge_*: recall@1/@3, MRR, off-topic false citations
@@ -247,7 +255,7 @@ docker-lint: .local/hadolint/bin/hadolint ## Lint the services' Dockerfile with 
 # One Dockerfile for every service (build argument SERVICE); the ports are documentation only.
 IMAGE_TAG ?= 0.1.0
 IMAGE_REGISTRY ?= switchboard
-SERVICE_PORTS_gateway := 50051 8080
+SERVICE_PORTS_gateway := 50051 8000 8080
 SERVICE_PORTS_memory := 50052 8080
 SERVICE_PORTS_knowledge := 50053 8080
 

@@ -121,6 +121,7 @@ class Stack:
                 "switchboard.orchestrator",
                 {
                     "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{self.memory_port}",
+                    "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED": "false",  # none runs here
                     "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": "chaos-orchestrator",
                     "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": mongo,
                     "SWITCHBOARD_ORCHESTRATOR_DATABASE": DATABASE,
@@ -130,6 +131,7 @@ class Stack:
                 "switchboard.gateway",
                 {
                     "SWITCHBOARD_GATEWAY_GRPC_PORT": str(self.gateway_port),
+                    "SWITCHBOARD_GATEWAY_HTTP_PORT": "0",  # a free one: not tested here
                     "SWITCHBOARD_GATEWAY_INSTANCE_ID": "chaos",
                     "SWITCHBOARD_GATEWAY_MEMORY_TARGET": f"127.0.0.1:{self.memory_port}",
                     "SWITCHBOARD_MONGO_URL": mongo,

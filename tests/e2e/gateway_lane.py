@@ -170,6 +170,7 @@ def start_lane(platform: Platform) -> Iterator[Lane]:
             {
                 **env,
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{MEMORY_PORT}",
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED": "false",  # none runs here
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"{run}-orchestrator",
                 "SWITCHBOARD_HEALTH_PORT": str(port),
             },

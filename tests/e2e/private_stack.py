@@ -322,6 +322,9 @@ def private_platform(
             "switchboard.orchestrator",
             {
                 "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": plat.memory_target,
+                # No knowledge service runs here: without this the orchestrator would reach
+                # the default address, the one of a `make up` stack on this machine.
+                "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED": "false",
                 "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"e2e-{run_id}-{name}-orchestrator",
                 "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
                 "SWITCHBOARD_ORCHESTRATOR_DATABASE": platform.database,

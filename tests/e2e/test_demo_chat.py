@@ -3,7 +3,10 @@ answered from the order service's result, the banner's three suggestions doing w
 and replies that end on a whole sentence unless the token limit cut them."""
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -27,6 +30,14 @@ pytestmark = pytest.mark.e2e
 __all__ = ["chat"]  # the fixture, re-used
 STORE_WAIT_S = 20.0
 SENTENCE_END = (".", "!", "?")
+
+
+def ends_a_sentence(text: str) -> bool:
+    """Whether `text` ends on a whole sentence (a quotation may close after its stop)."""
+    return text.rstrip().rstrip('"\u201d)').endswith(SENTENCE_END)
+
+
+DEMO_KNOWLEDGE = Path(__file__).resolve().parents[2] / "deploy/local/knowledge/demo"
 
 
 def tool_statuses(events: list[ChatEvent]) -> list[tuple[str, str]]:
@@ -64,7 +75,7 @@ async def test_an_order_question_runs_the_tool_and_the_reply_tells_its_result(
     reply = text_of(events)
     # The demo order service's A12345: shipped with DHL, expected on 2026-11-24.
     assert "Your order A12345 has shipped with DHL and should arrive on 24 November." in reply
-    assert reply.endswith(SENTENCE_END) and "{" not in reply
+    assert ends_a_sentence(reply) and "{" not in reply
     done = events[-1].done
     assert (done.tier, done.finish_reason) == ("cheap", "stop")
 
@@ -89,20 +100,20 @@ async def test_a_message_that_asks_for_no_tool_runs_none(
     events = await collect(chat, ChatRequest(message="How do I reset my password?"), platform)
     assert tool_statuses(events) == []
     assert events[-1].WhichOneof("event") == "done"
-    assert text_of(events).endswith(SENTENCE_END)
+    assert ends_a_sentence(text_of(events))
 
 
-async def test_the_banner_suggestions_show_a_tool_call_the_frontier_tier_and_a_handoff(
+async def test_the_banner_suggestions_show_a_tool_call_frontier_a_handoff_and_a_cited_answer(
     chat: ChatServiceStub, platform: Platform
 ) -> None:
-    tool, frontier, handoff = SUGGESTIONS
+    tool, frontier, handoff, grounded = SUGGESTIONS
 
     first = await collect(chat, ChatRequest(message=tool.message), platform)
     assert ("order_status", "succeeded") in tool_statuses(first)
 
     second = await collect(chat, ChatRequest(message=frontier.message), platform)
     assert second[-1].done.tier == "frontier"
-    assert text_of(second).endswith(SENTENCE_END)
+    assert ends_a_sentence(text_of(second))
 
     third = await collect(chat, ChatRequest(message=handoff.message), platform)
     kinds = [e.WhichOneof("event") for e in third]
@@ -110,12 +121,30 @@ async def test_the_banner_suggestions_show_a_tool_call_the_frontier_tier_and_a_h
     [event] = [e for e in third if e.WhichOneof("event") == "handoff"]
     assert event.handoff.ticket_id.startswith("T-")
 
+    # The demo knowledge base, loaded as `make up` loads it (again: unchanged is fine).
+    loaded = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(sys.executable, "-m", "switchboard.knowledge", "ingest", str(DEMO_KNOWLEDGE)),
+            *("--quiet", "--tenant-key", platform.api_key, "--target", platform.gateway_target),
+        ],
+        env={**platform.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    fourth = await collect(chat, ChatRequest(message=grounded.message), platform)
+    assert [c.document_id for c in fourth[-1].done.citations] == ["returns-policy.md"]
+    assert "30 days" in text_of(fourth)
+
 
 async def test_a_reply_cut_by_the_token_limit_says_so(
     chat: ChatServiceStub, platform: Platform
 ) -> None:
     whole = await collect(chat, ChatRequest(message="Can you help me with my bill?"), platform)
-    assert whole[-1].done.finish_reason == "stop" and text_of(whole).endswith(SENTENCE_END)
+    assert whole[-1].done.finish_reason == "stop" and ends_a_sentence(text_of(whole))
 
     cut = await collect(
         chat,

@@ -23,9 +23,11 @@ def _normalize(name: str) -> str:
 
 def _declared(package: Path) -> set[str]:
     project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    # Extras count: a module imported only by an optional tool (a plot) is declared there.
+    extras = [d for group in project.get("optional-dependencies", {}).values() for d in group]
     names = {
         _normalize(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0])
-        for d in project.get("dependencies", [])
+        for d in [*project.get("dependencies", []), *extras]
     }
     return names | {_normalize(project["name"])}
 

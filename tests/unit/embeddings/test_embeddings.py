@@ -31,6 +31,22 @@ def test_local_model_reproduces_the_reference_similarity(local: LocalEmbedder) -
     assert float(v[0] @ v[1]) == pytest.approx(0.7553, abs=0.002)
 
 
+def test_fewer_layers_and_tokens_give_cheaper_different_vectors(local: LocalEmbedder) -> None:
+    encoder = local.encoder
+    texts = ["Why was I charged twice on my last bill?", "Where is my order?"]
+    full = encoder.encode(texts)
+    assert np.allclose(encoder.encode(texts, layers=len(encoder.layers)), full, atol=1e-6)
+    first = encoder.encode(texts, layers=1)
+    assert first.shape == full.shape
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(first, full, atol=1e-2)
+    # Truncated to the first word pieces ([CLS] ... [SEP] kept): the same as the prefix text.
+    ids = encoder.token_ids(texts[:1])[0]
+    short = encoder.encode(texts[:1], layers=1, max_tokens=5)
+    prefix = encoder.tokenizer.decode(ids[1:4])
+    assert np.allclose(short, encoder.encode([prefix], layers=1), atol=1e-5)
+
+
 def test_local_vectors_are_unit_length_and_rank_paraphrases_first(local: LocalEmbedder) -> None:
     v = local.embed_sync(
         [

@@ -2,8 +2,10 @@
 citations in `done`, injected passages held back."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
+from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator.knowledge import KnowledgeClientSettings, Passage
 from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER
 from switchboard.v1.events_pb2 import TurnRequest
@@ -97,7 +99,7 @@ async def test_passages_reach_the_prompt_and_done_cites_them() -> None:
     assert [(c.document_id, c.title, c.source_url, c.snippet) for c in done.citations] == [
         ("returns.md", "Returns", "https://x/returns", "Within 30 days.")
     ]
-    assert world.cache.values == {}  # grounded answers are not cached
+    assert world.cache.values == {}  # this tenant caches no answers
 
 
 async def test_no_passages_means_no_grounding_and_no_citations() -> None:
@@ -118,3 +120,22 @@ async def test_a_passage_that_tries_to_steer_the_model_is_left_out() -> None:
     await world.engine.on_result(result_for(task, "Within 30 days."))
     assert [c.document_id for c in world.outbox.events[-1].done.citations] == ["returns.md"]
     assert "knowledge-injection-dropped:1" in world.outbox.turns[-1].guardrail_flags
+
+
+async def test_a_grounded_faq_answer_is_cached_with_its_citations_until_its_document_changes() -> (
+    None
+):
+    retriever = FakeRetriever([RETURNS])
+    world = world_with(retriever, tenant=TenantConfig(tenant_id="demo", response_cache_ttl_s=60))
+    await world.engine.on_request(request("How long do I have to return an item?"))
+    await world.engine.on_result(result_for(world.outbox.tasks[0], "Within 30 days [K1]."))
+
+    await world.engine.on_request(request("how long do I have to return an item", request_id="r2"))
+    assert len(world.outbox.tasks) == 1, "answered from the cache"
+    done = world.outbox.events[-1].done
+    assert [c.document_id for c in done.citations] == ["returns.md"]
+
+    # The policy was edited: the passage differs, so the cached answer is not served.
+    retriever.passages = [replace(RETURNS, text="You can return items within 14 days.")]
+    await world.engine.on_request(request("How long do I have to return an item?", request_id="r3"))
+    assert len(world.outbox.tasks) == 2

@@ -134,3 +134,10 @@ def test_frontier_not_allowed_keeps_the_reason() -> None:
 def test_low_confidence(answer: str, score: float, expected: str | None) -> None:
     why = low_confidence(answer, score)
     assert (why is None) if expected is None else (why is not None and expected in why)
+
+
+def test_the_short_answer_check_scales_with_the_threshold() -> None:
+    # The learned router decides at a low probability threshold: "some complexity" scales.
+    assert low_confidence("Yes.", 0.05, threshold=0.1) is not None
+    assert low_confidence("Yes.", 0.01, threshold=0.1) is None
+    assert low_confidence("Yes.", 0.15) is not None  # the rules' smallest signal

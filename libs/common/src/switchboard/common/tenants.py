@@ -42,6 +42,14 @@ class ModelPolicy(BaseModel):
     allowed_tiers: list[str] = Field(default_factory=lambda: ["cheap", "frontier"])
     # Re-run a low-confidence cheap answer on the frontier tier.
     cascade: bool = False
+    # The learned router's operating point (docs/routing.md): the cheapest threshold that
+    # keeps this share of complex messages on frontier, or else the one that routes at most
+    # this share cheap. Unset: the service default. Recall wins when both are set.
+    router_target_recall: float | None = Field(default=None, ge=0.5, le=1.0)
+    router_target_cheap_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The tenant's own learned router, retrained on its traffic: `<name>.json` in the
+    # orchestrator's router_models_dir. Unset: the service's router.
+    router_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class GuardrailPolicy(BaseModel):

@@ -136,18 +136,32 @@ class BertEncoder:
         """Word-piece ids with [CLS] and [SEP], truncated to `max_tokens`."""
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Vectors:
-        """Unit-length sentence vectors, one row per text."""
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        layers: int | None = None,
+        max_tokens: int | None = None,
+    ) -> Vectors:
+        """Unit-length sentence vectors, one row per text. `layers` runs only the first few
+        transformer layers (0: the token embeddings alone) and `max_tokens` reads only a
+        text's first word pieces: cheaper vectors for callers with a tight time budget (the
+        router); the defaults give the model's own sentence embedding."""
         ids = self.token_ids(texts)
+        if max_tokens is not None and max_tokens >= 2:
+            # Keep [CLS] and the closing [SEP].
+            ids = [
+                row if len(row) <= max_tokens else [*row[: max_tokens - 1], row[-1]] for row in ids
+            ]
         out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         # Similar lengths together, so a batch pads little.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._forward([ids[i] for i in rows])
+            out[rows] = self._forward([ids[i] for i in rows], layers)
         return normalise(out)
 
-    def _forward(self, batch: list[list[int]]) -> F32:
+    def _forward(self, batch: list[list[int]], layers: int | None = None) -> F32:
         n, length = len(batch), max(len(ids) for ids in batch)
         ids = np.zeros((n, length), dtype=np.int64)
         mask = np.zeros((n, length), dtype=np.float32)
@@ -160,7 +174,7 @@ class BertEncoder:
         # Padding gets no attention: a large negative score before the softmax.
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         scale = np.float32(1.0 / math.sqrt(head))
-        for layer in self.layers:
+        for layer in self.layers[:layers]:
             qkv = x @ layer.qkv_w + layer.qkv_b  # (n, length, 3 * hidden)
             qkv = qkv.reshape(n, length, 3, self.heads, head).transpose(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, length, head)

@@ -40,6 +40,7 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
+from switchboard.orchestrator import metrics
 from switchboard.orchestrator.adapters import (
     MemoryClient,
     MongoTicketStore,
@@ -51,7 +52,8 @@ from switchboard.orchestrator.knowledge import (
     KnowledgeRetriever,
     search_knowledge_tool,
 )
-from switchboard.orchestrator.router import ComplexityClassifier, RouterConfig
+from switchboard.orchestrator.learned_router import TenantRouters, bundled_encoder, load_router
+from switchboard.orchestrator.router import Classifier, ComplexityClassifier, RouterConfig
 from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.orchestrator.tools import HttpToolClient, ToolRegistry, build_registry
 from switchboard.orchestrator.turns import EngineSettings, TurnEngine
@@ -200,6 +202,21 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     def registry_for(tenant: TenantConfig) -> ToolRegistry:
         return registry_of(tuple(tenant.builtin_tools), json.dumps(tenant.tools, sort_keys=True))
 
+    rules = ComplexityClassifier(RouterConfig(threshold=settings.router_threshold))
+    classifier: Classifier = rules
+    if settings.router_classifier == "learned":
+        classifier = (
+            load_router(
+                settings.router_model_path,
+                bundled_encoder,
+                rules,
+                target_recall=settings.router_target_recall,
+            )
+            or rules
+        )
+    else:
+        metrics.ROUTER_MODEL_LOADED.set(0)
+
     engine = TurnEngine(
         EngineSettings(
             result_topic=topics.llm_results,
@@ -216,7 +233,10 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         tickets=tickets,
         cache=RedisResponseCache(redis),
         registry_for=registry_for,
-        classifier=ComplexityClassifier(RouterConfig(threshold=settings.router_threshold)),
+        classifier=classifier,
+        classifier_for=TenantRouters(
+            classifier, settings.router_models_dir, settings.router_tenant_models_max
+        ).for_tenant,
         knowledge=knowledge if knowledge.settings.enabled else None,
     )
     resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))

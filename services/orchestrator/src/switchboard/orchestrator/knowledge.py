@@ -9,6 +9,7 @@ ids the model can cite; a passage the injection detector scores as an attack is 
 """
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -173,6 +174,17 @@ def offer_tool(task: LlmTask, tool: Tool | None) -> None:
     """Offer `search_knowledge` in the task, once."""
     if tool is not None and all(spec.name != tool.name for spec in task.tools):
         task.tools.append(tool.spec())
+
+
+def fingerprint(passages: Sequence[Passage]) -> str:
+    """Identifies the passages an answer is grounded in ("" for none): a response cached for
+    one set of passages is not served once a document changed."""
+    if not passages:
+        return ""
+    digest = hashlib.sha256()
+    for p in passages:
+        digest.update(f"{p.document_id}\0{p.heading}\0{p.text}\0".encode())
+    return digest.hexdigest()[:32]
 
 
 def citation_records(passages: Sequence[Passage]) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the orchestrator: outcomes, cost, routing, guardrails, cache."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from switchboard.v1.events_pb2 import CompletedTurn, LlmResult
 
@@ -24,6 +24,20 @@ GUARDRAIL_ACTIONS = Counter(
     "switchboard_guardrail_actions", "Guardrail actions by kind (redacted:email, ...)", ["action"]
 )
 CACHE = Counter("switchboard_response_cache", "Response cache look-ups", ["result"])
+ROUTING_SECONDS = Histogram(
+    "switchboard_routing_seconds",
+    "Time to classify a message for routing (embedding included), by classifier",
+    ["classifier"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05),
+)
+ROUTER_MODEL_LOADED = Gauge(
+    "switchboard_router_model_loaded", "1 when the learned router is in use, 0 on the rules"
+)
+ROUTER_MODEL_FALLBACKS = Counter(
+    "switchboard_router_model_fallbacks",
+    "Times the learned router could not be loaded and the rules were used",
+    ["why"],
+)
 
 
 def record_result(result: LlmResult) -> None:

@@ -2,10 +2,12 @@
 handoff notices, cached answers), `done` with its citations, and errors. Each function
 returns numbered events; the engine decides when to send them."""
 
+from collections.abc import Sequence
+
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.orchestrator import knowledge as kb
 from switchboard.orchestrator.turn_state import TurnState
-from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done, Error, Handoff, Usage
+from switchboard.v1.chat_pb2 import ChatEvent, Citation, Delta, Done, Error, Handoff, Usage
 from switchboard.v1.events_pb2 import LlmResult, TurnRequest
 
 
@@ -27,13 +29,23 @@ def direct_answer(
     return _numbered(turn, events)
 
 
-def cached_answer(turn: TurnRequest, text: str, *, model: str, tier: str) -> list[ChatEvent]:
-    """An answer from the response cache, then `done`."""
+def cached_answer(
+    turn: TurnRequest, text: str, *, model: str, tier: str, citations: Sequence[Citation] = ()
+) -> list[ChatEvent]:
+    """An answer from the response cache, then `done` (with the citations it was cached with)."""
     return _numbered(
         turn,
         [
             ChatEvent(delta=Delta(text=text)),
-            ChatEvent(done=Done(model=model, tier=tier, finish_reason="stop", usage=Usage())),
+            ChatEvent(
+                done=Done(
+                    model=model,
+                    tier=tier,
+                    finish_reason="stop",
+                    usage=Usage(),
+                    citations=citations,
+                )
+            ),
         ],
     )
 

@@ -21,11 +21,13 @@ def cache_key(
     personal: bool,
     *,
     namespace: str,
+    grounding: str = "",
 ) -> str:
     """The response-cache key of an FAQ-style first turn, or "" when it must not be cached.
 
     Only first turns (no history), routed to cheap by the classifier, without personal
     data, digits or client options: such questions have one answer for everybody.
+    `grounding` identifies the knowledge passages the answer is grounded in.
     """
     if (
         tenant.response_cache_ttl_s <= 0
@@ -42,7 +44,7 @@ def cache_key(
         return ""
     normalized = unicodedata.normalize("NFKC", turn.message).casefold()
     normalized = " ".join(re.sub(r"[^\w\s]", " ", normalized).split())
-    digest = hashlib.sha256(normalized.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{normalized}\0{grounding}".encode()).hexdigest()[:32]
     return f"sb:{namespace}{turn.tenant_id}:cache:{digest}"
 
 
@@ -59,6 +61,6 @@ def cacheable(state: TurnState, result: LlmResult, reply: str, redacted: bool) -
     )
 
 
-def entry(reply: str, result: LlmResult) -> dict[str, Any]:
-    """The cached value of an answer."""
-    return {"text": reply, "model": result.model, "tier": result.tier}
+def entry(reply: str, result: LlmResult, citations: list[dict[str, str]]) -> dict[str, Any]:
+    """The cached value of an answer, with the passages it was grounded in."""
+    return {"text": reply, "model": result.model, "tier": result.tier, "citations": citations}

@@ -3,17 +3,20 @@
 Policy, in order:
 1. a tier the client asked for explicitly wins (when the tenant allows it);
 2. a tenant whose model policy pins a tier gets that tier;
-3. otherwise the complexity classifier decides: each signal found in the message (or in the
-   conversation) adds its weight, and a score at or above the threshold goes to frontier.
+3. otherwise the complexity classifier decides, and a score at or above the threshold (the
+   tenant's operating point, or the service default) goes to frontier.
 
-The classifier is a handful of precompiled regular expressions over the message: a few
-microseconds per message, deterministic, and its reason lists the signals it saw. Rules are
-used rather than a learned model because routing must be explainable and cost nothing.
+Two classifiers: the learned one (learned_router.py, a logistic regression over a sentence
+embedding and the signals below; the default) and the rules here, which are its features and
+its fallback when its artifact is missing or broken. The rules are a handful of precompiled
+regular expressions: each signal found in the message (or in the conversation) adds its
+weight; a few microseconds per message, deterministic, and the reason lists the signals.
 """
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 CHEAP = "cheap"
 FRONTIER = "frontier"
@@ -188,11 +191,39 @@ class RouterConfig:
     history_turns_for_trouble: int = 2
 
 
+class Classifier(Protocol):
+    """What the routing policy needs from a complexity classifier."""
+
+    @property
+    def kind(self) -> str:
+        """'rules' or 'learned', for logs and metrics."""
+        ...
+
+    def classify(self, message: str, history: Sequence[str] = ()) -> Complexity:
+        """The verdict on `message`, given the conversation's earlier user messages."""
+        ...
+
+    def threshold_for(
+        self, target_recall: float | None = None, target_cheap_share: float | None = None
+    ) -> float:
+        """The threshold of a tenant's operating point (the default when none is given)."""
+        ...
+
+
 class ComplexityClassifier:
     """Scores a message's complexity from explainable signals."""
 
+    kind = "rules"
+
     def __init__(self, config: RouterConfig | None = None) -> None:
         self.config = config or RouterConfig()
+
+    def threshold_for(
+        self, target_recall: float | None = None, target_cheap_share: float | None = None
+    ) -> float:
+        """The configured threshold: the rules have no calibration curve, so a tenant's
+        target recall or cheap share applies only to the learned router."""
+        return self.config.threshold
 
     def classify(self, message: str, history: Sequence[str] = ()) -> Complexity:
         """Score `message`; `history` holds the conversation's earlier user messages."""
@@ -244,9 +275,12 @@ def choose_route(
     allowed_tiers: Sequence[str],
     message: str,
     history: Sequence[str],
-    classifier: ComplexityClassifier,
+    classifier: Classifier,
+    target_recall: float | None = None,
+    target_cheap_share: float | None = None,
 ) -> Route:
-    """Apply the routing policy (see the module docstring)."""
+    """Apply the routing policy (see the module docstring); the targets pick the tenant's
+    operating point on the learned router's calibration curve."""
     allowed = list(allowed_tiers) or [CHEAP]
     if requested_tier and requested_tier != "auto":
         if requested_tier in allowed:
@@ -260,7 +294,7 @@ def choose_route(
         tier = tenant_default_tier if tenant_default_tier in allowed else allowed[0]
         return Route(tier, f"tenant policy pins tier {tier!r}")
     verdict = classifier.classify(message, history)
-    threshold = classifier.config.threshold
+    threshold = classifier.threshold_for(target_recall, target_cheap_share)
     wanted = FRONTIER if verdict.score >= threshold else CHEAP
     tier = wanted if wanted in allowed else allowed[0]
     reason = verdict.explain(threshold)
@@ -275,6 +309,8 @@ def choose_route(
     )
 
 
+SHORT_ANSWER_SCORE_SHARE = 0.3
+
 _HEDGES = _rx(
     r"\bi(?:'m| am) not (?:sure|certain)\b",
     r"\bi (?:don't|do not) know\b",
@@ -286,15 +322,20 @@ _HEDGES = _rx(
 )
 
 
-def low_confidence(answer: str, complexity_score: float, min_words: int = 8) -> str | None:
-    """Why a cheap answer looks unreliable enough to re-run on frontier, or None."""
+def low_confidence(
+    answer: str, complexity_score: float, min_words: int = 8, threshold: float = 0.5
+) -> str | None:
+    """Why a cheap answer looks unreliable enough to re-run on frontier, or None.
+    `threshold` is the one the route was decided with."""
     words = len(answer.split())
     if not answer.strip():
         return "empty answer"
     match = _HEDGES.search(answer)
     if match:
         return f"hedging or refusal ({match.group(0)!r})"
-    # A question that scored some complexity deserves more than a few words.
-    if complexity_score > 0 and words < min_words:
+    # A question that scored some complexity deserves more than a few words. "Some" is a
+    # share of the threshold: for the rules (0.5) any signal (the smallest weighs 0.15); for
+    # the learned router a probability well above what it gives to "thanks!".
+    if complexity_score >= SHORT_ANSWER_SCORE_SHARE * threshold and words < min_words:
         return f"far too short ({words} words)"
     return None

@@ -1,6 +1,7 @@
 """Orchestrator settings (`SWITCHBOARD_ORCHESTRATOR_*`)."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic.functional_validators import BeforeValidator
@@ -70,9 +71,33 @@ class OrchestratorSettings(BaseSettings):
         default=30.0, ge=0, description="How long a tenant's configuration is cached, in s."
     )
     router_threshold: float = Field(
-        default=0.5,
-        gt=0,
-        description="Routing: complexity score from which a turn goes to the frontier tier.",
+        default=0.5, gt=0, description="Rule score from which the rules route to frontier."
+    )
+    router_classifier: Literal["learned", "rules"] = Field(
+        default="learned",
+        description="'learned': the trained router (docs/routing.md), falling back to the rules "
+        "when its artifact is missing or broken; 'rules': the rule-based classifier only.",
+    )
+    router_model_path: Path | None = Field(
+        default=None,
+        description="The learned router's artifact (router.json); unset: the one shipped with "
+        "the orchestrator (make train-router writes it).",
+    )
+    router_models_dir: Path | None = Field(
+        default=None,
+        description="Directory of tenants' own router artifacts (<name>.json, named by a "
+        "tenant's model_policy.router_model); unset: every tenant uses the service's router.",
+    )
+    router_tenant_models_max: int = Field(
+        default=32, ge=1, le=10_000, description="Tenant router models kept loaded (LRU)."
+    )
+    router_target_recall: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=1.0,
+        description="Default operating point of the learned router: the cheapest threshold "
+        "keeping this recall of complex messages (on the calibration curve); unset: the "
+        "artifact's own threshold. A tenant's model_policy.router_target_* overrides it.",
     )
     # Tool calls: rounds per turn, time limits, result sizes, HTTP hosts tools may call.
     max_tool_rounds: int = Field(default=5, ge=1, le=20, description="Tool-call rounds per turn.")

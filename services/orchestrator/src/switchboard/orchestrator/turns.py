@@ -14,6 +14,7 @@ handoff, done, refusals) after that and starts the next task after them.
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ from switchboard.orchestrator.ports import (
 from switchboard.orchestrator.router import (
     CHEAP,
     FRONTIER,
+    Classifier,
     ComplexityClassifier,
     Route,
     choose_route,
@@ -118,7 +120,8 @@ class TurnEngine:
         tickets: Tickets,
         cache: ResponseCache,
         registry_for: RegistryFactory,
-        classifier: ComplexityClassifier | None = None,
+        classifier: Classifier | None = None,
+        classifier_for: Callable[[str | None], Classifier] | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         knowledge: kb.KnowledgeRetriever | None = None,
@@ -132,7 +135,9 @@ class TurnEngine:
         self._tickets = tickets
         self._cache = cache
         self._registry_for = registry_for
-        self._classifier = classifier or ComplexityClassifier()
+        self._classifier: Classifier = classifier or ComplexityClassifier()
+        # A tenant's own router (model_policy.router_model), else the service's.
+        self._classifier_for = classifier_for or (lambda _name: self._classifier)
         self._injection = injection or InjectionDetector()
         self._clock = clock
         self._knowledge = knowledge
@@ -245,31 +250,37 @@ class TurnEngine:
                 await self._hand_off(turn, tenant, stored.text, trigger.reason, flags)
                 return
 
+        routing_started = time.perf_counter()
+        classifier = self._classifier_for(tenant.model_policy.router_model)
         route = choose_route(
             requested_tier=turn.options.tier,
             tenant_default_tier=tenant.model_policy.default_tier,
             allowed_tiers=tenant.model_policy.allowed_tiers,
             message=to_provider,
             history=history,
-            classifier=self._classifier,
+            classifier=classifier,
+            target_recall=tenant.model_policy.router_target_recall,
+            target_cheap_share=tenant.model_policy.router_target_cheap_share,
         )
+        if route.classified:
+            metrics.ROUTING_SECONDS.labels(classifier.kind).observe(
+                time.perf_counter() - routing_started
+            )
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)
         metrics.ROUTES.labels(route.tier, "classified" if route.classified else "policy").inc()
 
-        # A grounded answer carries citations, which the response cache does not keep.
-        cache_key = (
-            ""
-            if passages
-            else response_cache.cache_key(
-                turn,
-                tenant,
-                context,
-                route,
-                bool(stored.findings),
-                namespace=self._settings.cache_namespace,
-            )
+        # A grounded answer is cached with its passages' fingerprint in the key (an edited
+        # document makes a new key) and its citations in the entry.
+        cache_key = response_cache.cache_key(
+            turn,
+            tenant,
+            context,
+            route,
+            bool(stored.findings),
+            namespace=self._settings.cache_namespace,
+            grounding=kb.fingerprint(passages),
         )
         if cache_key:
             cached = await self._cache.get(cache_key)
@@ -353,7 +364,15 @@ class TurnEngine:
             and not state.exchanges
             and FRONTIER in tenant.model_policy.allowed_tiers
         ):
-            why = low_confidence(result.text, state.route.score, self._settings.cascade_min_words)
+            policy = tenant.model_policy
+            why = low_confidence(
+                result.text,
+                state.route.score,
+                self._settings.cascade_min_words,
+                self._classifier_for(policy.router_model).threshold_for(
+                    policy.router_target_recall, policy.router_target_cheap_share
+                ),
+            )
             if why is not None:
                 await self._cascade(state, result, why)
                 return
@@ -454,7 +473,7 @@ class TurnEngine:
         if response_cache.cacheable(state, result, reply.text, bool(reply.findings)):
             await self._cache.put(
                 state.cache_key,
-                response_cache.entry(reply.text, result),
+                response_cache.entry(reply.text, result, state.citations),
                 tenant.response_cache_ttl_s,
             )
         await self._states.forget(turn.tenant_id, turn.request_id)
@@ -521,11 +540,12 @@ class TurnEngine:
     ) -> None:
         flags.append("cache-hit")
         text, model, tier = str(cached["text"]), str(cached["model"]), str(cached["tier"])
+        citations = kb.citations_for(cached.get("citations", []), text)
         reason = f"{route.reason}; answered from the response cache"
         await self._complete(
             records.without_model(turn, stored_message, text, reason, "stop", flags, model, tier)
         )
-        for event in replies.cached_answer(turn, text, model=model, tier=tier):
+        for event in replies.cached_answer(turn, text, model=model, tier=tier, citations=citations):
             await self._outbox.reply(turn, event)
 
     async def _complete(self, record: CompletedTurn) -> None:

@@ -1,4 +1,4 @@
-"""The opening of an interactive chat: what runs where, three messages to try, the commands."""
+"""The opening of an interactive chat: what runs where, four messages to try, the commands."""
 
 import os
 import socket
@@ -20,7 +20,8 @@ class Suggestion:
 # Each one is checked against the local demo tenant (deploy/local/tenants.yaml) by
 # tests/e2e/test_demo_chat.py: the simulator calls order_status for the first, the router's
 # classifier scores the second at or above its threshold (comparison and reasoning), and the
-# orchestrator's escalation rule hands the third to a person before any model runs.
+# orchestrator's escalation rule hands the third to a person before any model runs, and the
+# fourth is answered from the demo knowledge base (deploy/local/knowledge/demo) with its source.
 SUGGESTIONS = (
     Suggestion("Where is my order A12345?", "a tool call: order_status asks the order service"),
     Suggestion(
@@ -29,20 +30,22 @@ SUGGESTIONS = (
         "a complex question, routed to the frontier tier",
     ),
     Suggestion("I'd like to talk to a person, please.", "a handoff to a human, with a ticket"),
+    Suggestion(
+        "How long do I have to return an item?",
+        "an answer grounded in the company's documents, citing its source",
+    ),
 )
 
 COMMANDS = (
     ("/help", "this list"),
     ("/new", "start a new conversation"),
     ("/tier auto|cheap|frontier", "pin the tier of the next messages (auto: the router decides)"),
-    ("1, 2, 3", "send that suggested message"),
+    ("1, 2, 3, 4", "send that suggested message"),
     ("/quit", "leave (Ctrl-D too)"),
 )
 
-# HOOK (HTTP edge): the gateway's OpenAI-compatible API and web demo page, on the port of
-# `ChatCliSettings.http_url` (15080 locally). They are listed only when that port answers, so
-# the banner is right before and after the HTTP edge exists; adjust the paths here if the
-# edge serves them elsewhere.
+# The gateway's OpenAI-compatible API and web demo page, on the port of
+# `ChatCliSettings.http_url` (15080 locally), listed only when that port answers.
 HTTP_API_PATH = "/v1"
 DEMO_PAGE_PATH = "/"
 
@@ -74,8 +77,8 @@ def banner(settings: ChatCliSettings, answers: Callable[[str], bool] | None = No
         else "models: the bundled simulator (set OPENAI_API_KEY / ANTHROPIC_API_KEY for real ones)"
     )
     lines = [
-        "Switchboard is running here: gateway, orchestrator, llm-workers (cheap, frontier) and "
-        "memory on Kafka, FerretDB and Redis;",
+        "Switchboard is running here: gateway, orchestrator, llm-workers (cheap, frontier), "
+        "memory and knowledge on Kafka, FerretDB and Redis;",
         f"{models}.",
         f"  gRPC       {settings.target}  (switchboard.v1.ChatService, tenant: demo)",
     ]
@@ -89,7 +92,7 @@ def banner(settings: ChatCliSettings, answers: Callable[[str], bool] | None = No
     for number, suggestion in enumerate(SUGGESTIONS, start=1):
         lines.append(f"  {number}. {suggestion.message}")
         lines.append(f"     {suggestion.shows}")
-    lines.append("Type 1, 2 or 3 to send one; /help lists the commands; /quit or Ctrl-D leaves.")
+    lines.append("Type 1 to 4 to send one; /help lists the commands; /quit or Ctrl-D leaves.")
     return "\n".join(lines) + "\n"
 
 
