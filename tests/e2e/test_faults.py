@@ -275,7 +275,7 @@ async def private_account(
 
 # This test found that aiokafka's idempotent producer stops for good (OutOfOrderSequenceNumber)
 # once a batch expires while a partition has no leader (aio-libs/aiokafka#1017); the producers
-# are therefore not idempotent (libs/common/src/switchboard/common/kafka.py).
+# are therefore not idempotent (libs/common/src/switchboard/common/kafka/broker.py).
 # SWITCHBOARD_E2E_KAFKA_DOWN_S=10 keeps the broker down past the producers' request timeout.
 async def test_a_kafka_broker_restart_during_traffic_loses_nothing(
     kafka_stack: KafkaStack, record_property: RecordProperty

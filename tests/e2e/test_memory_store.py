@@ -147,7 +147,7 @@ async def test_the_window_of_newest_messages_matches_the_messages_and_heals(
     assert len(scan) == 60
     doc = await store.conversation("acme", conversation)
     assert doc is not None and (doc["message_count"], doc["recent_count"]) == (60, 60)
-    assert isinstance(doc["recent"], bytes)  # packed: see store.py
+    assert isinstance(doc["recent"], bytes)  # packed: see store/window.py
     window = unpack_window(doc["recent"])
     assert [m["position"] for m in window] == scan[-40:]
 

@@ -1,4 +1,6 @@
-"""Pieces of the concurrent consumer that need no Kafka: capacity and partition ownership."""
+"""The concurrent consumer without Kafka: capacity, partition ownership, key order, retries
+and dead letters, and (against a fake aiokafka consumer) dispatch when full, re-fetch and
+cancel-on-reassign."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -213,3 +215,178 @@ async def test_a_failed_record_keeps_its_place_before_the_next_of_its_key() -> N
     assert order == ["0 failed", "0 done", "1 done"]
     assert dead == []
     assert consumer._offsets[TP0].to_commit() == 2
+
+
+# ---- the consumer against a fake Kafka consumer: dispatch, re-fetch, reassignment ----
+
+
+class FakeKafka:
+    """Stands in for aiokafka's consumer: partitions of records, a fetch position per
+    partition (moved by `seek`), pausing, and the commits asked for."""
+
+    def __init__(self, records: dict[TopicPartition, list[FakeRecord]]) -> None:
+        self.records = records
+        self.position = {tp: 0 for tp in records}
+        self.paused: set[TopicPartition] = set()
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.records)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.position[tp] = offset
+
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[FakeRecord]]:
+        await asyncio.sleep(0.001)
+        batch: dict[TopicPartition, list[FakeRecord]] = {}
+        room = max_records if max_records is not None else 1_000
+        for tp, records in self.records.items():
+            if tp in self.paused or room <= 0:
+                continue
+            taken = records[self.position[tp] :][:room]
+            if taken:
+                batch[tp] = taken
+                self.position[tp] += len(taken)
+                room -= len(taken)
+        return batch
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(2_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the condition never held")
+
+
+def fetching(
+    handler: Callable[[Record, Lease], Awaitable[None]],
+    kafka: FakeKafka,
+    capacity: int,
+    *,
+    dead_letter: Callable[[Record, str], Awaitable[None]] | None = None,
+    max_attempts: int = 3,
+) -> ConcurrentConsumer:
+    consumer = ConcurrentConsumer(
+        topics=["t"],
+        group_id="g",
+        client_id="c",
+        kafka=KafkaSettings(),
+        handler=handler,
+        capacity=Capacity(capacity),
+        poll_timeout_ms=1,
+        retry_backoff_s=0.0,
+        retry=RetryPolicy(max_attempts=max_attempts, backoff_initial_s=0.0, backoff_max_s=0.0),
+        dead_letter=dead_letter,
+    )
+    consumer._consumer = kafka  # type: ignore[assignment]
+    consumer.partitions_assigned(set(kafka.records))
+    return consumer
+
+
+async def test_a_full_consumer_hands_back_what_it_cannot_run_and_pauses() -> None:
+    """Dispatch when full: records beyond the capacity are fetched again later, not lost."""
+    started: list[int] = []
+    gate = asyncio.Event()
+
+    async def handler(record: Record, lease: Lease) -> None:
+        started.append(record.offset)
+        await gate.wait()
+
+    kafka = FakeKafka({TP0: [FakeRecord(n, b"k%d" % n) for n in range(3)]})
+    consumer = fetching(handler, kafka, capacity=2)
+    # Three records arrive at once (as they can while paused) for two free slots.
+    consumer._dispatch(TP0, kafka.records[TP0])
+    assert started == [] and consumer.running == 2
+    assert kafka.seeks == [(TP0, 2)], "the third goes back to be fetched again"
+    loop = asyncio.create_task(consumer._fetch_loop())
+    try:
+        await until(lambda: TP0 in kafka.paused)
+        assert consumer.running == 2, "no third record runs while the slots are taken"
+        gate.set()
+        await until(lambda: sorted(started) == [0, 1, 2] and consumer.running == 0)
+        assert not kafka.paused, "fetching resumed once slots were free"
+        assert consumer._offsets[TP0].to_commit() == 3
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_record_whose_dead_letter_failed_is_fetched_again() -> None:
+    """Re-fetch: a record that could not be set aside is not skipped; the commit waits."""
+    runs: list[int] = []
+    letters: list[int] = []
+
+    async def handler(record: Record, lease: Lease) -> None:
+        runs.append(record.offset)
+        if record.offset == 0:
+            raise ValueError("never works")
+
+    async def dead_letter(record: Record, error: str) -> None:
+        letters.append(record.offset)
+        if len(letters) == 1:
+            raise ConnectionError("Kafka away: the letter was not written")
+
+    kafka = FakeKafka({TP0: [FakeRecord(0, b"a"), FakeRecord(1, b"b")]})
+    consumer = fetching(handler, kafka, capacity=4, dead_letter=dead_letter, max_attempts=1)
+    loop = asyncio.create_task(consumer._fetch_loop())
+    try:
+        await until(lambda: len(letters) == 2 and consumer.running == 0)
+        assert (TP0, 0) in kafka.seeks, "fetched again from the record that failed"
+        assert runs.count(0) == 2 and runs.count(1) == 1, "offset 1 is recognised, not rerun"
+        await consumer.commit()
+        assert kafka.commits[-1] == {TP0: 2}
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_records_of_a_partition_that_moved_are_cancelled_uncommitted() -> None:
+    """Cancel on reassign: a partition that came back keeps running, one that went to
+    another member has its running records cancelled and nothing of it committed."""
+    started: list[int] = []
+    cancelled: list[int] = []
+    finished: list[int] = []
+    gate = asyncio.Event()
+
+    async def handler(record: Record, lease: Lease) -> None:
+        started.append(record.partition)
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            cancelled.append(record.partition)
+            raise
+        finished.append(record.partition)
+
+    one = FakeRecord(0, b"a")
+    one.partition = 1
+    kafka = FakeKafka({TP0: [FakeRecord(0, b"a")], TP1: [one]})
+    consumer = fetching(handler, kafka, capacity=4)
+    consumer._dispatch(TP0, kafka.records[TP0])
+    consumer._dispatch(TP1, kafka.records[TP1])
+    await until(lambda: sorted(started) == [0, 1])
+
+    await consumer.partitions_revoked({TP0, TP1})
+    # Nothing finished yet: each partition is committed no further than its running record.
+    assert kafka.commits == [{TP0: 0, TP1: 0}]
+    consumer.partitions_assigned({TP1})  # TP0 went to another member
+    await until(lambda: cancelled == [0])
+    gate.set()
+    await until(lambda: consumer.running == 0)
+    assert finished == [1]
+    assert consumer.assignment == {TP1} and TP0 not in consumer._offsets
+    await consumer.commit()
+    assert kafka.commits[1:] == [{TP1: 1}], "TP0 is left to its new owner"

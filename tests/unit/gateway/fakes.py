@@ -10,15 +10,15 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.directory import DirectoryUnavailableError
-from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
-from switchboard.gateway.replies import ReplyRouter, ReplyTimeoutError, is_terminal
-from switchboard.gateway.requests import (
+from switchboard.gateway.idempotency import (
     OwnerGoneError,
     RequestRecord,
     RequestState,
     RequestStoreUnavailableError,
     RequestVanishedError,
 )
+from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
+from switchboard.gateway.replies import ReplyRouter, ReplyTimeoutError, is_terminal
 from switchboard.gateway.service import (
     BackendUnavailableError,
     HeldLock,

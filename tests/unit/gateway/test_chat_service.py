@@ -12,9 +12,9 @@ from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.app import drain
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.directory import MemoryBackedDirectory
+from switchboard.gateway.idempotency import RequestRecord, RequestState, fingerprint
 from switchboard.gateway.quotas import Refusal
 from switchboard.gateway.replies import ReplyRouter
-from switchboard.gateway.requests import RequestRecord, RequestState, fingerprint
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from switchboard.llm_worker.deltas import Coalescer
 from switchboard.llm_worker.generation import (
     ATTEMPT_STRIDE,
-    Coalescer,
     GenerationPolicy,
     generate,
     models_for,

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from switchboard.memory.cache import ContextCache
+from switchboard.memory.cache import ContextCache, Entry, entry_bytes
 from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
 from switchboard.v1.memory_pb2 import Fact
@@ -110,3 +110,20 @@ def test_a_fresh_read_keeps_received_turns_newer_than_the_store() -> None:
         "question 1",
     ]
     assert cache.newer_than(("other", "c1"), 0) == []
+
+
+def test_conversations_are_bounded_by_bytes_least_recently_used_first() -> None:
+    one = entry_bytes(Entry(SummaryState(), [], list(turn(1))))
+    cache = ContextCache(10, 10, 60, max_bytes=2 * one)
+    cache.add(("t", "a"), turn(1), [])
+    cache.add(("t", "b"), turn(1), [])
+    assert cache.get(("t", "a")) is not None  # a is now the most recently used
+    cache.add(("t", "c"), turn(1), [])
+    assert len(cache) == 2
+    assert cache.get(("t", "b")) is None and cache.get(("t", "a")) is not None
+
+
+def test_a_conversation_larger_than_the_whole_cache_is_not_kept() -> None:
+    cache = ContextCache(10, 10, 60, max_bytes=100)
+    cache.add(KEY, turn(1), [])
+    assert cache.get(KEY) is None and len(cache) == 0

@@ -11,17 +11,11 @@ from collections.abc import Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from prometheus_client import Gauge
 
+from switchboard.common.metrics import CONSUMER_LAG
 from switchboard.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-CONSUMER_LAG = Gauge(
-    "switchboard_kafka_consumer_lag",
-    "Records not yet committed by a consumer group, summed over the topic's partitions",
-    ["group", "topic"],
-)
 
 
 def lag_by_topic(

@@ -1,6 +1,7 @@
 """Process lifecycle shared by the services."""
 
 import asyncio
+import contextlib
 import gc
 import signal
 
@@ -25,3 +26,10 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def cancel_and_wait(task: "asyncio.Task[None]") -> None:
+    """Cancel a background task and wait until it ended (a teardown step)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -17,15 +17,15 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from switchboard.common.kafka import publish
+from switchboard.common.kafka import BrokerPublisher
 from switchboard.common.settings import KafkaSettings
 from switchboard.common.topics import Topics
-from switchboard.gateway.core import (
+from switchboard.gateway.directory import DirectoryUnavailableError
+from switchboard.gateway.ports import (
     BackendUnavailableError,
     HeldLock,
     PublishOutcomeUnknownError,
 )
-from switchboard.gateway.directory import DirectoryUnavailableError
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class KafkaTurnPublisher:
     """Publishes turns keyed by conversation and cancellations keyed by request."""
 
     def __init__(self, broker: KafkaBroker, topics: Topics, timeout_s: float) -> None:
-        self._broker = broker
+        self._publisher = BrokerPublisher(broker)
         self._topics = topics
         self._timeout_s = timeout_s
         # Sends whose caller stopped waiting: kept referenced until they settle.
@@ -54,7 +54,7 @@ class KafkaTurnPublisher:
             remaining = (turn.deadline.ToNanoseconds() - time.time_ns()) / 1e9
             timeout_s = max(0.0, min(timeout_s, remaining))
         sending = asyncio.ensure_future(
-            publish(self._broker, self._topics.chat_requests, turn, key=turn.conversation_id)
+            self._publisher.publish(self._topics.chat_requests, turn, key=turn.conversation_id)
         )
         self._sending.add(sending)
         sending.add_done_callback(self._settled)
@@ -79,7 +79,7 @@ class KafkaTurnPublisher:
     async def _publish(self, topic: str, message: TurnRequest | CancelGeneration, key: str) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
-                await publish(self._broker, topic, message, key=key)
+                await self._publisher.publish(topic, message, key=key)
         except (TimeoutError, KafkaError) as exc:
             raise BackendUnavailableError(f"Kafka did not accept the message: {exc!r}") from exc
 

@@ -9,7 +9,6 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Gauge
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,21 +32,20 @@ from switchboard.gateway.browser import BrowserSessions
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.http_edge import HttpEdge
+from switchboard.gateway.idempotency import RedisRequestStore
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.knowledge import SERVICE_NAME as KNOWLEDGE_SERVICE
 from switchboard.gateway.knowledge import KnowledgeForwarder, add_knowledge_service
+from switchboard.gateway.metrics import OPEN_STREAMS
 from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.reply_consumer import ReplyConsumer
-from switchboard.gateway.requests import RedisRequestStore
 from switchboard.gateway.service import ChatService
 from switchboard.gateway.settings import GatewaySettings
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-OPEN_STREAMS = Gauge("switchboard_gateway_open_streams", "Client reply streams open")
 
 
 def server_options(settings: GatewaySettings) -> list[tuple[str, Any]]:

@@ -13,13 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-log = logging.getLogger(__name__)
+from switchboard.gateway.metrics import SWEPT
 
-SWEPT = Counter("switchboard_gateway_reply_topics_deleted", "Abandoned reply topics deleted")
+log = logging.getLogger(__name__)
 
 
 def heartbeat_key(reply_topic: str) -> str:

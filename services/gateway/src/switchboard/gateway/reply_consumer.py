@@ -12,16 +12,14 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
 
 from switchboard.common.envelope import TENANT_HEADER, PoisonMessageError, decode
 from switchboard.common.settings import KafkaSettings
+from switchboard.gateway.metrics import REPLIES
 from switchboard.gateway.replies import Delivery
 from switchboard.v1.chat_pb2 import ChatEvent
 
 log = logging.getLogger(__name__)
-
-REPLIES = Counter("switchboard_gateway_reply_events", "Reply events by delivery", ["delivery"])
 
 
 class ReplyConsumer:

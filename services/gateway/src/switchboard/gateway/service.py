@@ -11,25 +11,24 @@ import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
 
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods
-from switchboard.gateway.core import (
-    CHATS,
+from switchboard.gateway.core import ChatCore, Refused
+from switchboard.gateway.directory import ConversationDirectory
+from switchboard.gateway.idempotency import RequestStore
+from switchboard.gateway.metrics import CHATS, record_tokens
+from switchboard.gateway.ports import (
     BackendUnavailableError,
-    ChatCore,
     ConversationLocks,
     HeldLock,
     PublishOutcomeUnknownError,
-    Refused,
     TurnPublisher,
-    record_tokens,
 )
-from switchboard.gateway.directory import ConversationDirectory
 from switchboard.gateway.quotas import Quotas, Refusal, retry_after_ms
 from switchboard.gateway.replies import ReplyRouter
-from switchboard.gateway.requests import RequestStore
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
 from switchboard.v1.chat_pb2 import (
@@ -62,7 +61,6 @@ IDEMPOTENCY_HEADER = "sb-idempotency"  # "new", "attached" or "replayed"
 # Trailers of RESOURCE_EXHAUSTED: the delay in milliseconds, and the same as a
 # google.rpc.RetryInfo in the standard rich-status trailer.
 RETRY_AFTER_TRAILER = "retry-after-ms"
-STATUS_DETAILS_TRAILER = "grpc-status-details-bin"
 
 ChatContext: TypeAlias = grpc.aio.ServicerContext[ChatRequest, ChatEvent]
 
@@ -84,7 +82,7 @@ async def _abort_refused(context: grpc.aio.ServicerContext[Any, Any], exc: Refus
 
 
 def resource_exhausted_trailers(refusal: Refusal) -> tuple[tuple[str, str | bytes], ...]:
-    """`retry-after-ms` and a google.rpc.Status carrying a RetryInfo."""
+    """`retry-after-ms` and a google.rpc.Status carrying a RetryInfo (grpcio-status)."""
     delay_ms = retry_after_ms(refusal)
     retry_info = AnyProto()
     retry_info.Pack(
@@ -92,15 +90,14 @@ def resource_exhausted_trailers(refusal: Refusal) -> tuple[tuple[str, str | byte
             retry_delay=Duration(seconds=delay_ms // 1000, nanos=(delay_ms % 1000) * 1_000_000)
         )
     )
-    status = status_pb2.Status(
-        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-        message=refusal.message,
-        details=[retry_info],
+    status = rpc_status.to_status(
+        status_pb2.Status(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            message=refusal.message,
+            details=[retry_info],
+        )
     )
-    return (
-        (RETRY_AFTER_TRAILER, str(delay_ms)),
-        (STATUS_DETAILS_TRAILER, status.SerializeToString()),
-    )
+    return ((RETRY_AFTER_TRAILER, str(delay_ms)), *status.trailing_metadata)
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):

@@ -2,6 +2,7 @@
 consumer, the gRPC server."""
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -10,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from pymongo.errors import PyMongoError
 
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
+from switchboard.common.kafka import BrokerPublisher, create_broker
 from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
@@ -31,67 +32,77 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: KnowledgeSettings) -> None:
-    """Run the knowledge service until SIGTERM or SIGINT."""
-    tracer_provider = setup_telemetry("knowledge", settings.telemetry)
-    health_server = HealthServer(settings.health.host, settings.health.port)
-    await health_server.start()
-    store = KnowledgeStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms)
-    async for attempt in retrying(
-        settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
-    ):
-        with attempt:
-            await store.ensure_indexes()
-    embedder = create_embedder(settings.embeddings)
-    if isinstance(embedder, OpenAIEmbedder):
-        await embedder.probe()
-    topic = Topics(settings.kafka.topic_prefix).knowledge_chunks
-    broker = create_broker(settings.kafka, "knowledge", tracer_provider)
+    """Run the knowledge service until SIGTERM or SIGINT.
 
-    async def publish_change(change: KnowledgeChunkChange) -> None:
-        await publish(broker, topic, change, key=f"{change.tenant_id}/{change.document_id}")
+    Teardown mirrors start-up: each resource registers its release on an exit stack the
+    moment it exists, so shutdown (or a failed start) releases exactly what was started, in
+    reverse order.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        tracer_provider = setup_telemetry("knowledge", settings.telemetry)
+        stack.callback(tracer_provider.shutdown)
+        health_server = HealthServer(settings.health.host, settings.health.port)
+        await health_server.start()
+        stack.push_async_callback(health_server.stop)
+        store = KnowledgeStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms)
+        stack.push_async_callback(store.close)
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
+        ):
+            with attempt:
+                await store.ensure_indexes()
+        embedder = create_embedder(settings.embeddings)
+        stack.push_async_callback(embedder.close)
+        if isinstance(embedder, OpenAIEmbedder):
+            await embedder.probe()
+        topic = Topics(settings.kafka.topic_prefix).knowledge_chunks
+        broker = create_broker(settings.kafka, "knowledge", tracer_provider)
 
-    tenants = TenantStore(store.client, settings.database)
-    knowledge = KnowledgeBase(
-        settings,
-        store=store,
-        index=KnowledgeIndex(embedder.dimensions, settings.retrieval),
-        embedder=embedder,
-        publish=publish_change,
-        tenants=tenants.get,
-    )
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await broker.start()
-    changes = ChunkChanges(settings.kafka, topic, knowledge, settings.sync_poll_timeout_ms)
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await changes.start_at_end()
-    loaded = await knowledge.load()
-    changes.run()
-    log.info("knowledge indexes loaded: %d chunks", loaded)
+        publisher = BrokerPublisher(broker)
 
-    server = grpc.aio.server(interceptors=grpc_server_interceptors())
-    knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeService(knowledge), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_name = knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
-    reflection.enable_server_reflection(
-        [service_name, reflection.SERVICE_NAME, health.SERVICE_NAME], server
-    )
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
-    server.add_insecure_port(address)
-    await server.start()
-    for name in ("", service_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    freeze_startup_objects()
-    health_server.ready = True
-    log.info("knowledge serving gRPC on %s", address)
+        async def publish_change(change: KnowledgeChunkChange) -> None:
+            await publisher.publish(topic, change, key=f"{change.tenant_id}/{change.document_id}")
 
-    await wait_for_stop_signal()
+        tenants = TenantStore(store.client, settings.database)
+        knowledge = KnowledgeBase(
+            settings,
+            store=store,
+            index=KnowledgeIndex(embedder.dimensions, settings.retrieval),
+            embedder=embedder,
+            publish=publish_change,
+            tenants=tenants.get,
+        )
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await broker.start()
+        stack.push_async_callback(broker.stop)
+        changes = ChunkChanges(settings.kafka, topic, knowledge, settings.sync_poll_timeout_ms)
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await changes.start_at_end()
+        stack.push_async_callback(changes.stop)
+        loaded = await knowledge.load()
+        changes.run()
+        log.info("knowledge indexes loaded: %d chunks", loaded)
 
-    health_server.ready = False
-    await server.stop(settings.shutdown_grace_s)
-    await changes.stop()
-    await broker.stop()
-    await embedder.close()
-    await store.close()
-    await health_server.stop()
-    tracer_provider.shutdown()
+        server = grpc.aio.server(interceptors=grpc_server_interceptors())
+        knowledge_pb2_grpc.add_KnowledgeServiceServicer_to_server(
+            KnowledgeService(knowledge), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        service_name = knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name
+        reflection.enable_server_reflection(
+            [service_name, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+        )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        server.add_insecure_port(address)
+        await server.start()
+        stack.push_async_callback(server.stop, settings.shutdown_grace_s)
+        for name in ("", service_name):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        freeze_startup_objects()
+        health_server.ready = True
+        log.info("knowledge serving gRPC on %s", address)
+
+        await wait_for_stop_signal()
+
+        health_server.ready = False

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
 
 from switchboard.common.redaction import ALL_KINDS, SECRET_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig
@@ -25,6 +24,13 @@ from switchboard.knowledge.ingest import (
     extract,
     normalise_content_type,
 )
+from switchboard.knowledge.metrics import (
+    CHANGES,
+    CHUNKS,
+    INGESTED,
+    QUERY_VECTORS,
+    SEARCH_SECONDS,
+)
 from switchboard.knowledge.settings import KnowledgeSettings
 from switchboard.knowledge.store import DELETED, LIVE, DocumentRecord, KnowledgeStore, StoredChunk
 from switchboard.v1.knowledge_pb2 import KnowledgeChunk, KnowledgeChunkChange, KnowledgeDocument
@@ -34,24 +40,6 @@ log = logging.getLogger(__name__)
 DOCUMENT_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_CHARS = 256
-
-INGESTED = Counter(
-    "switchboard_knowledge_documents", "Document upserts and deletions by outcome", ["outcome"]
-)
-CHUNKS = Gauge("switchboard_knowledge_chunks", "Chunks in this replica's indexes")
-QUERY_VECTORS = Counter(
-    "switchboard_knowledge_query_vectors",
-    "Search query vectors by origin: given by the caller (the orchestrator) or embedded here",
-    ["origin"],
-)
-SEARCH_SECONDS = Histogram(
-    "switchboard_knowledge_search_seconds",
-    "Time of a search (query embedding and index lookups)",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-)
-CHANGES = Counter(
-    "switchboard_knowledge_changes", "Chunk changes seen by this replica by outcome", ["outcome"]
-)
 
 
 class DocumentNotFoundError(LookupError):

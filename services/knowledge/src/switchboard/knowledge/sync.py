@@ -15,7 +15,8 @@ from aiokafka.errors import KafkaError
 
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.settings import KafkaSettings
-from switchboard.knowledge.documents import CHANGES, KnowledgeBase
+from switchboard.knowledge.documents import KnowledgeBase
+from switchboard.knowledge.metrics import CHANGES
 from switchboard.v1.knowledge_pb2 import KnowledgeChunkChange
 
 log = logging.getLogger(__name__)

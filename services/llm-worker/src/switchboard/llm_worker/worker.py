@@ -3,11 +3,11 @@
 import asyncio
 import logging
 import weakref
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from aiokafka.errors import KafkaError
+from cachetools import LRUCache
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying
 
@@ -55,7 +55,8 @@ class InFlight:
         self._tasks: dict[RequestKey, set[asyncio.Task[LlmResult]]] = {}
         self._by_client: set[asyncio.Task[LlmResult]] = set()
         self._remember = remember
-        self._cancelled: OrderedDict[RequestKey, None] = OrderedDict()
+        # The most recently cancelled requests (cachetools: least recently cancelled go first).
+        self._cancelled: LRUCache[RequestKey, None] = LRUCache(max(remember, 1))
 
     def __len__(self) -> int:
         return sum(len(tasks) for tasks in self._tasks.values())
@@ -79,9 +80,6 @@ class InFlight:
         key = (tenant_id, request_id)
         if self._remember:
             self._cancelled[key] = None
-            self._cancelled.move_to_end(key)
-            while len(self._cancelled) > self._remember:
-                self._cancelled.popitem(last=False)
         tasks = self._tasks.get(key, set())
         for task in tasks:
             self._by_client.add(task)

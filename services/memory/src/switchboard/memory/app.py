@@ -9,7 +9,6 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import trace
-from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.common.consumer import (
@@ -21,17 +20,18 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import (
+    BrokerPublisher,
+    consumer_span,
     create_broker,
+    dead_letter_sink,
     decode_or_dead_letter,
     durable_subscriber,
-    publish,
 )
 from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import (
-    consumer_span,
-    dead_letter_sink,
-    decode_or_dead_letter_record,
+from switchboard.common.lifecycle import (
+    cancel_and_wait,
+    freeze_startup_objects,
+    wait_for_stop_signal,
 )
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
@@ -39,6 +39,7 @@ from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.memory.cache import ContextCache
 from switchboard.memory.facts import facts_of
+from switchboard.memory.metrics import TURNS
 from switchboard.memory.records import messages_of
 from switchboard.memory.retention import RetentionSweeper
 from switchboard.memory.service import MemoryService
@@ -51,7 +52,6 @@ from switchboard.v1.events_pb2 import CompletedTurn, LlmResult, LlmTask
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.memory")
 
-TURNS = Counter("switchboard_memory_turns", "Turns from chat.turns by outcome", ["outcome"])
 
 TRANSIENT = (PyMongoError, KafkaError, TimeoutError)
 
@@ -88,7 +88,7 @@ class TurnRecordHandler:
 
     async def __call__(self, record: Record, lease: Lease) -> None:
         with consumer_span(tracer, record, self.group_id):
-            turn = await decode_or_dead_letter_record(
+            turn = await decode_or_dead_letter(
                 self._broker,
                 record,
                 CompletedTurn,
@@ -146,8 +146,10 @@ def build(
     group = settings.consumer_group
     summaries_group = f"{group}-summaries"
 
+    publisher = BrokerPublisher(broker)
+
     async def publish_task(topic: str, task: LlmTask) -> None:
-        await publish(broker, topic, task, key=task.conversation_id)
+        await publisher.publish(topic, task, key=task.conversation_id)
 
     summarizer = Summarizer(
         store,
@@ -160,7 +162,12 @@ def build(
     @durable_subscriber(broker, topics.memory_summaries, summaries_group)
     async def on_summary(message: KafkaMessage) -> None:
         result = await decode_or_dead_letter(
-            broker, message, LlmResult, consumer_group=summaries_group
+            broker,
+            message,
+            LlmResult,
+            group_id=summaries_group,
+            attempts=settings.write_attempts,
+            backoff_max_s=settings.write_backoff_max_s,
         )
         if result is None:
             return
@@ -174,101 +181,111 @@ def build(
 
 
 async def serve(settings: MemorySettings) -> None:
-    """Run the memory service until SIGTERM or SIGINT."""
-    tracer_provider = setup_telemetry("memory", settings.telemetry)
-    health_server = HealthServer(settings.health.host, settings.health.port)
-    await health_server.start()
-    store = ConversationStore(
-        settings.mongo_url,
-        settings.database,
-        settings.mongo_timeout_ms,
-        recent_limit=settings.recent_messages,
-        facts_limit=settings.known_facts_limit,
-    )
-    async for attempt in retrying(
-        settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
-    ):
-        with attempt:
-            await store.ensure_indexes()
-    cache = ContextCache(
-        settings.cache_max_conversations, settings.cache_max_messages, settings.cache_ttl_s
-    )
+    """Run the memory service until SIGTERM or SIGINT.
 
-    broker = create_broker(settings.kafka, "memory", tracer_provider)
-    summarizer = build(settings, broker, store, cache)
+    Teardown mirrors start-up: each resource registers its release on an exit stack the
+    moment it exists, so shutdown (or a failed start) releases exactly what was started, in
+    reverse order.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        tracer_provider = setup_telemetry("memory", settings.telemetry)
+        stack.callback(tracer_provider.shutdown)
+        health_server = HealthServer(settings.health.host, settings.health.port)
+        await health_server.start()
+        stack.push_async_callback(health_server.stop)
+        store = ConversationStore(
+            settings.mongo_url,
+            settings.database,
+            settings.mongo_timeout_ms,
+            recent_limit=settings.recent_messages,
+            facts_limit=settings.known_facts_limit,
+        )
+        stack.push_async_callback(store.close)
+        async for attempt in retrying(
+            settings.write_attempts, settings.write_backoff_max_s, (PyMongoError,)
+        ):
+            with attempt:
+                await store.ensure_indexes()
+        cache = ContextCache(
+            settings.cache_max_conversations,
+            settings.cache_max_messages,
+            settings.cache_ttl_s,
+            max_bytes=settings.cache_max_bytes,
+        )
 
-    server = grpc.aio.server(interceptors=grpc_server_interceptors())
-    memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryService(store, cache, settings), server
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
-    server.add_insecure_port(address)
-    await server.start()
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await broker.start()
-    # Many turns stored at once, one at a time per conversation (and the store serialises
-    # every write to a conversation document, which FerretDB needs); offsets committed only
-    # over turns MongoDB acknowledged.
-    turns_consumer = ConcurrentConsumer(
-        topics=[Topics(settings.kafka.topic_prefix).chat_turns],
-        group_id=settings.consumer_group,
-        client_id="memory",
-        kafka=settings.kafka,
-        handler=TurnRecordHandler(settings, broker, store, cache, summarizer),
-        capacity=Capacity(settings.max_concurrent_writes),
-        retry_backoff_s=settings.write_backoff_max_s,
-        ordered_by_key=True,
-        # No client waits on a stored turn; a turn set aside can be replayed from its DLQ.
-        dead_letter=dead_letter_sink(
-            broker,
+        broker = create_broker(settings.kafka, "memory", tracer_provider)
+        summarizer = build(settings, broker, store, cache)
+
+        server = grpc.aio.server(interceptors=grpc_server_interceptors())
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(
+            MemoryService(store, cache, settings), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        server.add_insecure_port(address)
+        await server.start()
+        # Stops at once if start-up fails below; after the drain, stopping again is a no-op.
+        stack.push_async_callback(server.stop, 0)
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await broker.start()
+        stack.push_async_callback(broker.stop)
+        # Many turns stored at once, one at a time per conversation (and the store serialises
+        # every write to a conversation document, which FerretDB needs); offsets committed
+        # only over turns MongoDB acknowledged.
+        turns_consumer = ConcurrentConsumer(
+            topics=[Topics(settings.kafka.topic_prefix).chat_turns],
             group_id=settings.consumer_group,
-            attempts=settings.write_attempts,
-            backoff_max_s=settings.write_backoff_max_s,
-        ),
-    )
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await turns_consumer.start()
+            client_id="memory",
+            kafka=settings.kafka,
+            handler=TurnRecordHandler(settings, broker, store, cache, summarizer),
+            capacity=Capacity(settings.max_concurrent_writes),
+            retry_backoff_s=settings.write_backoff_max_s,
+            ordered_by_key=True,
+            # No client waits on a stored turn; a turn set aside can be replayed from its DLQ.
+            dead_letter=dead_letter_sink(
+                broker,
+                group_id=settings.consumer_group,
+                attempts=settings.write_attempts,
+                backoff_max_s=settings.write_backoff_max_s,
+            ),
+        )
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await turns_consumer.start()
+        stack.push_async_callback(turns_consumer.stop, settings.shutdown_grace_s)
 
-    tenants = TenantStore(store.client, settings.database)
-    sweeper = RetentionSweeper(
-        store,
-        tenants.get,
-        default_retention_days=settings.default_retention_days,
-        batch_size=settings.sweep_batch_size,
-        tombstone_keep_s=settings.tombstone_keep_s,
-        on_deleted=lambda tenant, conversation: cache.forget((tenant, conversation)),
-    )
-    sweeping = asyncio.create_task(sweeper.run(settings.sweep_interval_s))
+        tenants = TenantStore(store.client, settings.database)
+        sweeper = RetentionSweeper(
+            store,
+            tenants.get,
+            default_retention_days=settings.default_retention_days,
+            batch_size=settings.sweep_batch_size,
+            tombstone_keep_s=settings.tombstone_keep_s,
+            on_deleted=lambda tenant, conversation: cache.forget((tenant, conversation)),
+        )
+        sweeping = asyncio.create_task(sweeper.run(settings.sweep_interval_s))
+        stack.push_async_callback(cancel_and_wait, sweeping)
 
-    service_name = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
-    for name in ("", service_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    topics = Topics(settings.kafka.topic_prefix)
-    lag = LagReporter(
-        settings.kafka,
-        {
-            settings.consumer_group: [topics.chat_turns],
-            f"{settings.consumer_group}-summaries": [topics.memory_summaries],
-        },
-        settings.kafka.lag_report_interval_s,
-    )
-    lag.start()
-    freeze_startup_objects()
-    health_server.ready = True
-    log.info("memory serving gRPC on %s", address)
+        service_name = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+        for name in ("", service_name):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        topics = Topics(settings.kafka.topic_prefix)
+        lag = LagReporter(
+            settings.kafka,
+            {
+                settings.consumer_group: [topics.chat_turns],
+                f"{settings.consumer_group}-summaries": [topics.memory_summaries],
+            },
+            settings.kafka.lag_report_interval_s,
+        )
+        lag.start()
+        stack.push_async_callback(lag.stop)
+        freeze_startup_objects()
+        health_server.ready = True
+        log.info("memory serving gRPC on %s", address)
 
-    await wait_for_stop_signal()
+        await wait_for_stop_signal()
 
-    health_server.ready = False
-    await lag.stop()
-    sweeping.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeping
-    await server.stop(settings.shutdown_grace_s)
-    await turns_consumer.stop(settings.shutdown_grace_s)
-    await broker.stop()
-    await store.close()
-    await health_server.stop()
-    tracer_provider.shutdown()
+        # Drain the gRPC calls first; the exit stack then releases the rest in reverse order.
+        health_server.ready = False
+        await server.stop(settings.shutdown_grace_s)

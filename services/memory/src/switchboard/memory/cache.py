@@ -2,31 +2,44 @@
 
 It holds, per conversation, what this process last read for a context (summary, facts,
 the newest messages) plus every turn it received from `chat.turns` since, including the
-turn whose write is still being retried. Bounded three ways: a number of conversations
-(least recently used go first), a number of messages and of facts per conversation
-(newest kept) and an idle time-to-live. It is per process: a conversation this replica
-never read nor received is not in it, and then the context degrades to the current
-message alone.
+turn whose write is still being retried. Bounded four ways: the bytes of text it holds and a
+number of conversations (least recently used go first), a number of messages and of facts
+per conversation (newest kept), and a time-to-live since a conversation was last written
+(cachetools' `TTLCache` keeps the order, the sizes and the expiry). It is per process: a
+conversation this replica never read nor received is not in it, and then the context
+degrades to the current message alone.
 """
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from cachetools import TTLCache
 
 from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.v1.memory_pb2 import Fact
 
 Key = tuple[str, str]
 
+# What a cached message or fact costs beyond its text (object headers, ids, times): an
+# estimate, so that many short messages are not counted as nearly free.
+ENTRY_OVERHEAD_BYTES = 200
+
 
 @dataclass
-class _Entry:
+class Entry:
     summary: SummaryState
     facts: list[Fact]
     # Oldest first, unique by (request id, role).
     messages: list[StoredMessage]
-    touched: float = field(default=0.0)
+
+
+def entry_bytes(entry: Entry) -> int:
+    """The size an entry is counted at: its texts in UTF-8 plus a fixed overhead each."""
+    texts = len(entry.summary.text.encode())
+    texts += sum(len(m.text.encode()) + len(m.request_id) for m in entry.messages)
+    texts += sum(len(f.kind) + len(f.value.encode()) for f in entry.facts)
+    return ENTRY_OVERHEAD_BYTES * (1 + len(entry.messages) + len(entry.facts)) + texts
 
 
 class ContextCache:
@@ -38,12 +51,14 @@ class ContextCache:
         max_messages: int,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._max_conversations = max_conversations
         self._max_messages = max_messages
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._entries: OrderedDict[Key, _Entry] = OrderedDict()
+        self._entries: TTLCache[Key, Entry] = TTLCache(
+            max(max_bytes, 1), ttl_s, timer=clock, getsizeof=entry_bytes
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -56,20 +71,20 @@ class ContextCache:
         )
         messages = sorted(snapshot.newest_first, key=lambda m: m.position)
         messages.extend(self.newer_than(key, newest_stored)[::-1])
-        self._put(key, _Entry(snapshot.summary, list(snapshot.facts), messages))
+        self._put(key, Entry(snapshot.summary, list(snapshot.facts), messages))
 
     def newer_than(self, key: Key, position: int) -> list[StoredMessage]:
         """Received messages after `position`, newest first: turns still being written."""
         entry = self._entries.get(key)
-        if entry is None or self._expired(entry):
+        if entry is None:
             return []
         return [m for m in reversed(entry.messages) if m.position > position]
 
     def add(self, key: Key, messages: Sequence[StoredMessage], facts: Iterable[Fact]) -> None:
         """Add the messages and facts of a turn just received (a repeat changes nothing)."""
         entry = self._entries.get(key)
-        if entry is None or self._expired(entry):
-            entry = _Entry(SummaryState(), [], [])
+        if entry is None:
+            entry = Entry(SummaryState(), [], [])
         seen = {(m.request_id, m.role) for m in entry.messages}
         fresh = [m for m in messages if (m.request_id, m.role) not in seen]
         entry.messages = sorted([*entry.messages, *fresh], key=lambda m: m.position)
@@ -79,13 +94,9 @@ class ContextCache:
 
     def get(self, key: Key) -> ContextSnapshot | None:
         """What is known of a conversation, or None."""
-        entry = self._entries.get(key)
+        entry = self._entries.get(key)  # expired entries are gone; a hit is most recent now
         if entry is None:
             return None
-        if self._expired(entry):
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
         newer = [m for m in entry.messages if m.position > entry.summary.until_position]
         return ContextSnapshot(
             summary=entry.summary,
@@ -97,16 +108,18 @@ class ContextCache:
         """Drop a conversation (deleted, or its turns were refused)."""
         self._entries.pop(key, None)
 
-    def _expired(self, entry: _Entry) -> bool:
-        return self._clock() - entry.touched > self._ttl_s
-
-    def _put(self, key: Key, entry: _Entry) -> None:
+    def _put(self, key: Key, entry: Entry) -> None:
         if self._max_conversations == 0:
             return
         entry.messages = entry.messages[-self._max_messages :]
         entry.facts = entry.facts[-self._max_messages :]
-        entry.touched = self._clock()
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
+        # A new copy, so that the size the cache counted always matches what it holds.
+        entry = Entry(entry.summary, list(entry.facts), list(entry.messages))
+        self._entries.pop(key, None)  # re-inserted: its time-to-live starts again
+        try:
+            # Evicts the least recently used conversations until the bytes fit.
+            self._entries[key] = entry
+        except ValueError:  # one conversation larger than the whole cache: not kept
+            return
         while len(self._entries) > self._max_conversations:
-            self._entries.popitem(last=False)
+            self._entries.popitem()  # the least recently used

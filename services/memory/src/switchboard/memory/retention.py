@@ -13,15 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.memory.metrics import EXPIRED
 from switchboard.memory.store import ConversationStore
 
 log = logging.getLogger(__name__)
 
-EXPIRED = Counter("switchboard_memory_expired_conversations", "Conversations removed by retention")
 
 TenantLookup = Callable[[str], Awaitable[TenantConfig | None]]
 

@@ -15,11 +15,11 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import pymongo
-from prometheus_client import Counter
 from pymongo.errors import PyMongoError
 
 from switchboard.memory.cache import ContextCache
 from switchboard.memory.context import fit_context
+from switchboard.memory.metrics import CONTEXTS
 from switchboard.memory.paging import InvalidPageTokenError, PageToken
 from switchboard.memory.records import ContextSnapshot
 from switchboard.memory.settings import MemorySettings
@@ -49,7 +49,6 @@ from switchboard.v1.memory_pb2 import (
 
 log = logging.getLogger(__name__)
 
-CONTEXTS = Counter("switchboard_memory_contexts", "GetContext answers by source", ["source"])
 
 MAX_ID_CHARS = 128
 # The share of the caller's remaining deadline a context read may use.

@@ -111,6 +111,14 @@ class MemorySettings(BaseSettings):
     cache_max_messages: int = Field(
         default=40, ge=1, description="Messages kept per cached conversation."
     )
+    cache_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Bytes of text the context cache holds at most (UTF-8, plus a fixed overhead per "
+            "message and fact); least recently used conversations go first."
+        ),
+    )
     cache_ttl_s: float = Field(
         default=1_800.0, gt=0, description="A cached context older than this is not served, in s."
     )

@@ -3,8 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter
-
+from switchboard.memory.metrics import SUMMARIES
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.store import ConversationStore, SavedTurn
 from switchboard.memory.summaries import plan_summary, summary_task
@@ -13,7 +12,6 @@ from switchboard.v1.events_pb2 import LlmResult, LlmTask
 
 log = logging.getLogger(__name__)
 
-SUMMARIES = Counter("switchboard_memory_summaries", "Summary tasks by outcome", ["outcome"])
 
 PublishTask = Callable[[str, LlmTask], Awaitable[None]]
 

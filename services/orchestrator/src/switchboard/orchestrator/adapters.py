@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.orchestrator.tools import ToolContext
-from switchboard.orchestrator.turns import TurnState
+from switchboard.orchestrator.turn_state import TurnState
 from switchboard.v1.events_pb2 import TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext, GetContextRequest
 from switchboard.v1.memory_pb2_grpc import MemoryServiceStub

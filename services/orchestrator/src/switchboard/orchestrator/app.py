@@ -1,6 +1,7 @@
 """Wires the orchestrator: two Kafka handlers around the `TurnEngine`."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -24,15 +25,16 @@ from switchboard.common.consumer import (
 )
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.health import HealthServer
-from switchboard.common.kafka import create_broker, publish
-from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
-from switchboard.common.records import (
+from switchboard.common.kafka import (
+    BrokerPublisher,
     consumer_span,
+    create_broker,
     dead_letter_sink,
-    decode_or_dead_letter_record,
+    decode_or_dead_letter,
     record_headers,
 )
+from switchboard.common.lag import LagReporter
+from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -71,21 +73,21 @@ class KafkaOutbox:
     """The engine's messages, published with the broker's acknowledgement."""
 
     def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
-        self._broker = broker
+        self._publisher = BrokerPublisher(broker)
         self._topics = topics
 
     async def reply(self, turn: TurnRequest, event: ChatEvent) -> None:
-        await publish(
-            self._broker, turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
+        await self._publisher.publish(
+            turn.reply_topic, event, key=event.request_id, tenant_id=turn.tenant_id
         )
 
     async def task(self, task: LlmTask) -> None:
-        await publish(
-            self._broker, self._topics.llm_tasks(task.tier), task, key=task.conversation_id
+        await self._publisher.publish(
+            self._topics.llm_tasks(task.tier), task, key=task.conversation_id
         )
 
     async def completed(self, turn: CompletedTurn) -> None:
-        await publish(self._broker, self._topics.chat_turns, turn, key=turn.conversation_id)
+        await self._publisher.publish(self._topics.chat_turns, turn, key=turn.conversation_id)
 
 
 class Resources:
@@ -137,7 +139,7 @@ class RecordHandler:
             message_type: type[TurnRequest | LlmResult] = (
                 TurnRequest if record.topic == self._requests_topic else LlmResult
             )
-            message = await decode_or_dead_letter_record(
+            message = await decode_or_dead_letter(
                 self._broker,
                 record,
                 message_type,
@@ -275,54 +277,60 @@ def injection_detector(
 
 
 async def serve(settings: OrchestratorSettings) -> None:
-    """Run the orchestrator until SIGTERM or SIGINT."""
-    tracer_provider = setup_telemetry("orchestrator", settings.telemetry)
-    health_server = HealthServer(settings.health.host, settings.health.port)
-    await health_server.start()
-    broker = create_broker(settings.kafka, "orchestrator", tracer_provider)
-    redis = create_redis(settings.redis)
-    resources = build(settings, broker, redis)
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await broker.start()
-    topics = Topics(settings.kafka.topic_prefix)
-    # Many turns at once, one at a time per conversation, offsets committed only over
-    # finished records.
-    consumer = ConcurrentConsumer(
-        topics=[topics.chat_requests, topics.llm_results],
-        group_id=settings.consumer_group,
-        client_id="orchestrator",
-        kafka=settings.kafka,
-        handler=resources.handler,
-        capacity=Capacity(settings.max_concurrency),
-        retry_backoff_s=settings.step_backoff_max_s,
-        ordered_by_key=True,
-        dead_letter=dead_letter_sink(
-            broker,
+    """Run the orchestrator until SIGTERM or SIGINT.
+
+    Teardown mirrors start-up: each resource registers its release on an exit stack the
+    moment it exists, so shutdown (or a failed start) releases exactly what was started, in
+    reverse order.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        tracer_provider = setup_telemetry("orchestrator", settings.telemetry)
+        stack.callback(tracer_provider.shutdown)
+        health_server = HealthServer(settings.health.host, settings.health.port)
+        await health_server.start()
+        stack.push_async_callback(health_server.stop)
+        broker = create_broker(settings.kafka, "orchestrator", tracer_provider)
+        redis = create_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        resources = build(settings, broker, redis)
+        stack.push_async_callback(resources.close)
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await broker.start()
+        stack.push_async_callback(broker.stop)
+        topics = Topics(settings.kafka.topic_prefix)
+        # Many turns at once, one at a time per conversation, offsets committed only over
+        # finished records.
+        consumer = ConcurrentConsumer(
+            topics=[topics.chat_requests, topics.llm_results],
             group_id=settings.consumer_group,
-            attempts=settings.step_attempts,
-            backoff_max_s=settings.step_backoff_max_s,
-            notify=resources.handler.abandon,
-        ),
-    )
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await consumer.start()
-    lag = LagReporter(
-        settings.kafka,
-        {settings.consumer_group: [topics.chat_requests, topics.llm_results]},
-        settings.kafka.lag_report_interval_s,
-    )
-    lag.start()
-    freeze_startup_objects()
-    health_server.ready = True
-    log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)
+            client_id="orchestrator",
+            kafka=settings.kafka,
+            handler=resources.handler,
+            capacity=Capacity(settings.max_concurrency),
+            retry_backoff_s=settings.step_backoff_max_s,
+            ordered_by_key=True,
+            dead_letter=dead_letter_sink(
+                broker,
+                group_id=settings.consumer_group,
+                attempts=settings.step_attempts,
+                backoff_max_s=settings.step_backoff_max_s,
+                notify=resources.handler.abandon,
+            ),
+        )
+        async with asyncio.timeout(settings.kafka.connect_timeout_s):
+            await consumer.start()
+        stack.push_async_callback(consumer.stop, settings.shutdown_grace_s)
+        lag = LagReporter(
+            settings.kafka,
+            {settings.consumer_group: [topics.chat_requests, topics.llm_results]},
+            settings.kafka.lag_report_interval_s,
+        )
+        lag.start()
+        stack.push_async_callback(lag.stop)
+        freeze_startup_objects()
+        health_server.ready = True
+        log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)
 
-    await wait_for_stop_signal()
+        await wait_for_stop_signal()
 
-    health_server.ready = False
-    await lag.stop()
-    await consumer.stop(settings.shutdown_grace_s)
-    await broker.stop()
-    await resources.close()
-    await redis.aclose()
-    await health_server.stop()
-    tracer_provider.shutdown()
+        health_server.ready = False

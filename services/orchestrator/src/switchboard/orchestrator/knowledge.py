@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
-from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails import InjectionDetector
+from switchboard.orchestrator.metrics import RETRIEVALS
 from switchboard.orchestrator.tools import Tool, ToolContext, ToolFailedError, ToolResult
 from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER, Citation
 from switchboard.v1.events_pb2 import ChatMessage, LlmTask, TurnRequest
@@ -38,10 +38,6 @@ SEARCH_KNOWLEDGE = "search_knowledge"
 TENANT_METADATA = "sb-tenant-id"
 GROUNDING_MARKER = "Knowledge base passages"
 _REFERENCE = re.compile(r"\[(K\d+)\]")
-
-RETRIEVALS = Counter(
-    "switchboard_orchestrator_retrievals", "Knowledge retrievals by outcome", ["outcome"]
-)
 
 
 class KnowledgeClientSettings(BaseSettings):

@@ -17,6 +17,9 @@ TOKENS = Counter(
     ["tenant", "tier", "direction"],
 )
 ROUTES = Counter("switchboard_routing_decisions", "Routing decisions by tier", ["tier", "how"])
+RETRIEVALS = Counter(
+    "switchboard_orchestrator_retrievals", "Knowledge retrievals by outcome", ["outcome"]
+)
 GUARDRAIL_ACTIONS = Counter(
     "switchboard_guardrail_actions", "Guardrail actions by kind (redacted:email, ...)", ["action"]
 )

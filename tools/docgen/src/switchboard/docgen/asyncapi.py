@@ -1,7 +1,7 @@
 """docs/asyncapi.yaml: the Kafka topics, declared on a FastStream broker and exported by
 FastStream's AsyncAPI generator.
 
-The services publish with `switchboard.common.kafka.publish` and consume mostly with
+The services publish with a `switchboard.common.kafka.Publisher` and consume mostly with
 `ConcurrentConsumer`, which FastStream does not see, so the topics are declared here, once,
 with who produces and consumes each; the payload schemas come from the protobuf descriptors
 (and the comments of proto/switchboard/v1/*.proto), so they follow the contracts.

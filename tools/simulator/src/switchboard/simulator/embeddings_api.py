@@ -18,7 +18,8 @@ import struct
 from aiohttp import web
 
 from .journal import Journal
-from .openai_api import NO_KEY_MESSAGE, UNPARSABLE_MESSAGE, error_response
+from .openai_api import NO_KEY_MESSAGE, error_response
+from .openai_requests import UNPARSABLE_MESSAGE
 from .replies import count_tokens
 from .state import STATE_KEY
 from .wire import UNPARSABLE, InvalidRequest, decode_json, is_int, json_response, json_type_name

@@ -1,160 +1,32 @@
-"""A Kafka consumer that runs many records at once and commits only finished prefixes.
-
-Shared by the llm-worker, the orchestrator and memory. Written on aiokafka directly
-because FastStream's subscribers cannot do this: with
-`max_workers` they either acknowledge before processing (ACK_FIRST) or run one record at a
-time per partition (one consumer per worker), so a slow generation would hold up its whole
-partition or a crash would skip unfinished tasks.
-
-- Bounded: at most `Capacity.limit` records run at once in the process; at the limit the
-  consumer pauses its partitions and keeps polling, so it stays in its group.
-- At-least-once, nothing skipped: a partition's offset is committed only up to its first
-  record that has not finished (`offsets.PartitionOffsets`), so a crash redelivers every
-  unfinished record.
-- Rebalances: when partitions are revoked, their finished prefix is committed and running
-  records go on; aiokafka's protocol revokes every partition on every rebalance, and most
-  come straight back. Records of partitions that come back are recognised when fetched again
-  and not run twice; records of partitions that went to another member are cancelled
-  uncommitted (the new owner runs them again).
-- Every failure ends: a record whose handler raised is tried again in place, after a pause
-  that doubles per attempt (with jitter, so that records failing together do not retry in
-  lockstep), up to `RetryPolicy.max_attempts`; then it goes to its dead-letter sink with the
-  error (the service's sink also tells the turn's client) and the partition moves on.
-  Retrying in place, rather than fetching the record again, keeps per-key order through
-  retries: the next record of its key waits for the retry.
-- Optional per-key order (`ordered_by_key`): records with the same key (a conversation id)
-  run one after another in offset order, records of different keys at once, so that
-  concurrency never reorders one conversation (shared/ARCHITECTURE.md, invariant 3).
-- Ownership: a handler asks its `Lease` before making its outcome visible (the worker
-  publishes a result only for a partition it still owns once a rebalance settled), so that a
-  record moved to another member mid-run is finished by one member only.
-"""
+"""The concurrent consumer itself: fetch within capacity, dispatch (in key order when asked),
+retry in place, dead-letter, follow rebalances, commit finished prefixes. See the package
+docstring for the rules."""
 
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from functools import partial
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
-from prometheus_client import Counter
 
+from switchboard.common.consumer.handling import (
+    DeadLetterSink,
+    Handler,
+    Lease,
+    PartitionLostError,
+    Record,
+    Sleep,
+    UnprocessableError,
+)
+from switchboard.common.consumer.limits import Capacity, RetryPolicy
+from switchboard.common.metrics import DEAD_LETTERS, RECORD_RETRIES
 from switchboard.common.offsets import PartitionOffsets
 from switchboard.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTERS = Counter(
-    "switchboard_dead_letters",
-    "Consumed records given up on after their bounded attempts, by source topic",
-    ["topic", "group"],
-)
-RECORD_RETRIES = Counter(
-    "switchboard_record_retries", "Failed attempts at a consumed record", ["topic", "group"]
-)
-
-
-class Record(Protocol):
-    """What the worker reads of a consumed record (aiokafka's `ConsumerRecord`)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-class PartitionLostError(Exception):
-    """The record's partition went to another member: its work must not be made visible."""
-
-
-class UnprocessableError(Exception):
-    """The record can never be processed (bad data or configuration): retrying is pointless,
-    so it goes to its dead-letter sink at once, with this message."""
-
-
-class Lease:
-    """A running record's hold on its partition."""
-
-    def __init__(self, owner: "ConcurrentConsumer", tp: TopicPartition) -> None:
-        self._owner = owner
-        self._tp = tp
-
-    async def held(self) -> bool:
-        """Whether this consumer still owns the partition, once any rebalance settled
-        (bounded wait; False when it does not settle in time)."""
-        return await self._owner.owns(self._tp)
-
-
-Handler = Callable[[Record, Lease], Awaitable[None]]
-# Parks a record given up on, with the error (its `.dlq` topic) and tells whoever waits on
-# it; raising leaves the record to be fetched again (Kafka itself is away).
-DeadLetterSink = Callable[[Record, str], Awaitable[None]]
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how far apart, a failing record is tried before it is dead-lettered."""
-
-    max_attempts: int = 8
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-
-    @classmethod
-    def of(cls, kafka: KafkaSettings) -> "RetryPolicy":
-        """The policy the settings describe."""
-        return cls(
-            kafka.consumer_max_attempts,
-            kafka.consumer_backoff_initial_s,
-            kafka.consumer_backoff_max_s,
-        )
-
-    def pause(self, failed_attempts: int) -> float:
-        """The pause after `failed_attempts` failures: exponential, capped, and jittered
-        over its upper half (so it never collapses to nothing)."""
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failed_attempts - 1))
-        pause: float = ceiling / 2 + random.uniform(0, ceiling / 2)
-        return pause
-
-
-class Capacity:
-    """How many records may run at once, shared by the consumers of a process."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._freed = asyncio.Event()
-
-    @property
-    def free(self) -> int:
-        """Slots not in use."""
-        return self.limit - self.used
-
-    def take(self) -> None:
-        """Use one slot."""
-        assert self.used < self.limit, "no free slot"
-        self.used += 1
-
-    def give(self) -> None:
-        """Free one slot."""
-        self.used -= 1
-        self._freed.set()
-
-    async def wait_free(self, timeout_s: float) -> None:
-        """Return when a slot is free, or after `timeout_s`."""
-        if self.free > 0:
-            return
-        self._freed.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._freed.wait()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from switchboard.gateway.replies import ReplyTimeoutError
-from switchboard.gateway.requests import (
+from switchboard.gateway.idempotency import (
     OwnerGoneError,
     RedisRequestStore,
     RequestRecord,
@@ -16,6 +15,7 @@ from switchboard.gateway.requests import (
     RequestVanishedError,
     fingerprint,
 )
+from switchboard.gateway.replies import ReplyTimeoutError
 from switchboard.v1.chat_pb2 import ChatEvent, ChatOptions, ChatRequest, Delta, Done, Started
 
 

@@ -8,6 +8,9 @@ far, then live ones); after the reply finished it replays it. A reply stays repl
 `idempotency_ttl_s`. Request ids are global (the workers cancel and the orchestrator tracks
 turns by request id), so another tenant's id, or the same id with a different request, is
 refused without revealing anything about the first.
+
+`RedisRequestStore` keeps the claims and recorded replies; `Retries` is what a repeated
+request id gets (attach, replay or a refusal); `relay.ReplyRelay` records as it relays.
 """
 
 import asyncio
@@ -19,18 +22,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, cast
 
-from prometheus_client import Counter
+import grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.metrics import CHATS, RECORDING
+from switchboard.gateway.ports import OnAdmitted
+from switchboard.gateway.refusals import Refused, error_event, owner_gone
 from switchboard.gateway.replies import ReplyTimeoutError, is_terminal
 from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest, Error
 
 log = logging.getLogger(__name__)
-
-RECORDING = Counter(
-    "switchboard_gateway_recorded_events", "Reply events recorded for idempotency", ["outcome"]
-)
 
 
 class RequestState(enum.StrEnum):
@@ -414,3 +417,77 @@ def _decode(raw: bytes | str | None) -> RequestRecord | None:
         owner=data["owner"],
         state=RequestState(data["state"]),
     )
+
+
+class Retries:
+    """A call with a request id already claimed: attach to the running request, or replay its
+    finished reply; refuse a reused id (another tenant's, or with a different request)."""
+
+    def __init__(
+        self,
+        store: RequestStore,
+        owner_alive: Callable[[str], Awaitable[bool]],
+        reply_idle_timeout_s: float,
+    ) -> None:
+        self._store = store
+        self._owner_alive = owner_alive
+        self._reply_idle_timeout_s = reply_idle_timeout_s
+
+    async def follow(
+        self,
+        request_id: str,
+        record: RequestRecord,
+        tenant: TenantConfig,
+        request_print: str,
+        on_admitted: OnAdmitted,
+    ) -> AsyncIterator[ChatEvent]:
+        """A retry: attach to the running request, or replay its finished reply."""
+        if record.tenant_id != tenant.tenant_id or record.fingerprint != request_print:
+            CHATS.labels("reused_request_id").inc()
+            raise Refused(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"request_id {request_id} was already used for a different request; "
+                "use a new request_id (a UUID) for each new message",
+            )
+        if record.state is RequestState.RUNNING and not await self._owner_alive(record.owner):
+            CHATS.labels("owner_gone").inc()
+            raise Refused(grpc.StatusCode.ABORTED, owner_gone(request_id))
+        key = request_key(tenant.tenant_id, request_id)
+        mode = "replayed" if record.state is RequestState.DONE else "attached"
+        CHATS.labels(mode).inc()
+        if mode == "attached":
+            # Counted, so that an owner whose caller left keeps the reply going for us.
+            try:
+                await self._store.follower_joined(key)
+            except RequestStoreUnavailableError as exc:
+                CHATS.labels("unavailable").inc()
+                raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        await on_admitted(mode)
+        last_sequence = 0
+        try:
+            async for event in self._store.follow(
+                key, self._reply_idle_timeout_s, self._owner_alive
+            ):
+                last_sequence = event.sequence
+                yield event
+        except ReplyTimeoutError:
+            yield error_event(
+                request_id,
+                last_sequence + 1,
+                "DEADLINE_EXCEEDED",
+                f"no reply within {self._reply_idle_timeout_s:g}s",
+            )
+        except OwnerGoneError:
+            yield error_event(request_id, last_sequence + 1, "ABORTED", owner_gone(request_id))
+        except RequestVanishedError:
+            yield error_event(
+                request_id,
+                last_sequence + 1,
+                "ABORTED",
+                f"request {request_id} was not accepted; send it again",
+            )
+        except RequestStoreUnavailableError as exc:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        finally:
+            if mode == "attached":
+                await self._store.follower_left(key)

@@ -1,52 +1,46 @@
-"""Handling one raw Kafka record of a `ConcurrentConsumer`: its trace, its payload, its
-dead letter. Shared by every service that consumes with the concurrent consumer."""
+"""Dead letters: a record that can never be processed is parked, with the reason, on
+`<its topic>.dlq` (a `DeadLetter`), so that its consumer carries on; operators replay it
+(docs/operations.md)."""
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
 from google.protobuf.message import Message
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
+from switchboard.common import topics
 from switchboard.common.consumer import DeadLetterSink, Record
 from switchboard.common.envelope import PoisonMessageError, decode
-from switchboard.common.kafka import publish_dead_letter
+from switchboard.common.kafka.publishing import BrokerPublisher
+from switchboard.common.kafka.tracing import record_headers
 from switchboard.common.retry import retrying
+from switchboard.v1.events_pb2 import DeadLetter
 
 M = TypeVar("M", bound=Message)
 log = logging.getLogger(__name__)
 
-
-def record_headers(record: Record) -> dict[str, str]:
-    """A record's headers as text."""
-    return {key: value.decode("utf-8", "replace") for key, value in record.headers or ()}
+# Tells whoever waits on a record given up on (the turn's client).
+Notify = Callable[[Record, str], Awaitable[None]]
 
 
-@contextmanager
-def consumer_span(tracer: trace.Tracer, record: Record, group_id: str) -> Iterator[trace.Span]:
-    """A CONSUMER span that continues the trace carried in the record's headers."""
-    with tracer.start_as_current_span(
-        f"{record.topic} process",
-        context=propagate.extract(record_headers(record)),
-        kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": record.topic,
-            "messaging.destination.partition.id": str(record.partition),
-            "messaging.kafka.offset": record.offset,
-            "messaging.consumer.group.name": group_id,
-        },
-    ) as span:
-        yield span
+def _raw(record: Record | KafkaMessage) -> Record:
+    """The consumed record itself (a FastStream message wraps aiokafka's)."""
+    if isinstance(record, KafkaMessage):
+        assert not isinstance(record.raw_message, tuple), (
+            "batch records are not dead-lettered whole"
+        )
+        raw: Record = record.raw_message
+        return raw
+    return record
 
 
-async def dead_letter_record(
+async def dead_letter(
     broker: KafkaBroker,
-    record: Record,
+    record: Record | KafkaMessage,
     error: str,
     *,
     group_id: str,
@@ -55,14 +49,30 @@ async def dead_letter_record(
 ) -> None:
     """Park a record that can never be processed, with the reason, on `<topic>.dlq`
     (bounded retries: the record is committed only once its letter is out)."""
+    raw = _raw(record)
+    letter = DeadLetter(
+        source_topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key or b"",
+        value=raw.value or b"",
+        error=error,
+        consumer_group=group_id,
+    )
+    log.warning("dead-lettering %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, error)
+    publisher = BrokerPublisher(broker)
     async for step in retrying(attempts, backoff_max_s, (KafkaError, TimeoutError)):
         with step:
-            await publish_dead_letter(broker, record, error, consumer_group=group_id)
+            await publisher.publish(
+                topics.dead_letter(raw.topic),
+                letter,
+                key=(raw.key or b"").decode("utf-8", "replace"),
+            )
 
 
-async def decode_or_dead_letter_record(
+async def decode_or_dead_letter(
     broker: KafkaBroker,
-    record: Record,
+    record: Record | KafkaMessage,
     message_type: type[M],
     *,
     group_id: str,
@@ -72,26 +82,19 @@ async def decode_or_dead_letter_record(
 ) -> M | None:
     """The record's payload; None when it cannot be decoded (or `problem_of` names what is
     wrong with it), in which case it is dead-lettered and the current span marked poison."""
+    raw = _raw(record)
     try:
-        message = decode(record.value or b"", record_headers(record), message_type)
+        message = decode(raw.value or b"", record_headers(raw), message_type)
         problem = problem_of(message) if problem_of is not None else None
     except PoisonMessageError as exc:
         problem = str(exc)
     if problem is None:
         return message
     trace.get_current_span().set_attribute("error.type", "poison")
-    await dead_letter_record(
-        broker,
-        record,
-        problem,
-        group_id=group_id,
-        attempts=attempts,
-        backoff_max_s=backoff_max_s,
+    await dead_letter(
+        broker, raw, problem, group_id=group_id, attempts=attempts, backoff_max_s=backoff_max_s
     )
     return None
-
-
-Notify = Callable[[Record, str], Awaitable[None]]
 
 
 def dead_letter_sink(
@@ -106,7 +109,7 @@ def dead_letter_sink(
     then `notify` (best effort: tell the turn's client), for a record given up on."""
 
     async def sink(record: Record, error: str) -> None:
-        await dead_letter_record(
+        await dead_letter(
             broker,
             record,
             error,
