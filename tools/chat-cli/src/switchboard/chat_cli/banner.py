@@ -19,14 +19,14 @@ class Suggestion:
 
 # Each one is checked against the local demo tenant (deploy/local/tenants.yaml) by
 # tests/e2e/test_demo_chat.py: the simulator calls order_status for the first, the router's
-# classifier scores the second at or above its threshold (comparison and reasoning), and the
+# classifier scores the second at or above its threshold, and the
 # orchestrator's escalation rule hands the third to a person before any model runs, and the
 # fourth is answered from the demo knowledge base (deploy/local/knowledge/demo) with its source.
 SUGGESTIONS = (
     Suggestion("Where is my order A12345?", "a tool call: order_status asks the order service"),
     Suggestion(
-        "Compare your monthly and annual plans for me: which one is cheaper if I cancel "
-        "after 8 months, and why?",
+        "My laptop shows a blue screen after the latest driver update, then restarts. Can "
+        "you work out what is going on and walk me through fixing it?",
         "a complex question, routed to the frontier tier",
     ),
     Suggestion("I'd like to talk to a person, please.", "a handoff to a human, with a ticket"),
