@@ -7,28 +7,16 @@ tenant redacts personal data for the provider, else they travel to the provider 
 redacted before storage by the orchestrator.
 """
 
-from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor
+from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor, redactor_for
 from switchboard.common.tenants import TenantConfig
 from switchboard.v1.chat_pb2 import ChatRequest, SubmitFeedbackRequest
 
-# A handful of region sets in practice; bounded all the same.
-_MAX_REDACTORS = 256
-
 
 class RequestRedactor:
-    """Redacts the user-supplied text of requests, one redactor per set of phone regions."""
-
-    def __init__(self) -> None:
-        self._redactors: dict[tuple[str, ...], Redactor] = {}
+    """Redacts the user-supplied text of requests with the tenant's phone regions."""
 
     def _for(self, tenant: TenantConfig) -> Redactor:
-        regions = tuple(tenant.guardrails.phone_regions)
-        redactor = self._redactors.get(regions)
-        if redactor is None:
-            if len(self._redactors) >= _MAX_REDACTORS:
-                self._redactors.clear()
-            redactor = self._redactors[regions] = Redactor(regions)
-        return redactor
+        return redactor_for(tuple(tenant.guardrails.phone_regions))
 
     def chat_request(self, request: ChatRequest, tenant: TenantConfig) -> ChatRequest:
         """A copy of `request` whose message, user id and metadata values are redacted."""

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from switchboard.common.redaction import ALL_KINDS, SECRET_KINDS, Redactor
+from switchboard.common.redaction import (
+    ALL_KINDS,
+    DEFAULT_PHONE_REGIONS,
+    SECRET_KINDS,
+    redactor_for,
+)
 from switchboard.common.tenants import TenantConfig
 from switchboard.embeddings import Embedder, QueryEmbeddings, Vectors
 from switchboard.embeddings.base import normalise
@@ -136,7 +141,6 @@ class KnowledgeBase:
         )
         self._publish = publish
         self._tenants = tenants
-        self._redactors: dict[tuple[str, ...], Redactor] = {}
         self._ingesting = asyncio.Semaphore(settings.max_concurrent_ingests)
         self._chunking = f"{settings.chunk_words}/{settings.chunk_overlap_words}"
 
@@ -256,9 +260,7 @@ class KnowledgeBase:
         policy = tenant.guardrails if tenant is not None else None
         regions = tuple(policy.phone_regions) if policy is not None else ()
         kinds = ALL_KINDS if policy is None or policy.redact_pii else SECRET_KINDS
-        redactor = self._redactors.get(regions)
-        if redactor is None:
-            redactor = self._redactors[regions] = Redactor(regions) if regions else Redactor()
+        redactor = redactor_for(regions or DEFAULT_PHONE_REGIONS)
         found: set[str] = set()
         for section in sections:
             paragraphs = []

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from switchboard.common.redaction import Redactor, StreamingRedactor
+from switchboard.common.redaction import StreamingRedactor, redactor_for
 from switchboard.common.sequencing import ATTEMPT_STRIDE
 from switchboard.llm_worker.deltas import Coalescer, DeltaRelay, ReplyChannel, ReplySink
 from switchboard.llm_worker.metrics import PROVIDER_CALLS, RESETS, TIME_TO_FIRST_TOKEN
@@ -353,17 +353,9 @@ async def generate(
     ).run()
 
 
-_REDACTORS: dict[tuple[str, ...], Redactor] = {}
-
-
 def _output_redactor(task: LlmTask) -> StreamingRedactor:
     """A streaming redactor for the task's tenant: its phone regions, else the defaults."""
     regions = tuple(task.phone_regions)
     if not regions:
         return StreamingRedactor()
-    redactor = _REDACTORS.get(regions)
-    if redactor is None:
-        if len(_REDACTORS) >= 256:  # bounded: a few region sets in practice
-            _REDACTORS.clear()
-        redactor = _REDACTORS[regions] = Redactor(regions)
-    return StreamingRedactor(redactor)
+    return StreamingRedactor(redactor_for(regions))

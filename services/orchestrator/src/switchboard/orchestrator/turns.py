@@ -28,6 +28,7 @@ from switchboard.common.redaction import (
     Kind,
     Redactor,
     placeholder_kinds,
+    redactor_for,
 )
 from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator import knowledge as kb
@@ -141,7 +142,6 @@ class TurnEngine:
         self._injection = injection or InjectionDetector()
         self._clock = clock
         self._knowledge = knowledge
-        self._redactors: dict[tuple[str, ...], Redactor] = {}
 
     # ---- a new turn ----
 
@@ -576,11 +576,7 @@ class TurnEngine:
         return await tenant_config(self._tenants, tenant_id)
 
     def _redactor(self, regions: Sequence[str]) -> Redactor:
-        key = tuple(regions)
-        redactor = self._redactors.get(key)
-        if redactor is None:
-            redactor = self._redactors[key] = Redactor(key)
-        return redactor
+        return redactor_for(tuple(regions))
 
     def system_prompt(self, turn: TurnRequest, tenant: TenantConfig) -> str:
         """The tenant's template filled with what is known about this user and turn."""

@@ -13,7 +13,7 @@ numbers are *personal data*: redacted before storage always, and before the prov
 the tenant's policy says so. See docs/guardrails.md.
 """
 
-from switchboard.common.redaction._detect import DEFAULT_PHONE_REGIONS, Redactor
+from switchboard.common.redaction._detect import DEFAULT_PHONE_REGIONS, Redactor, redactor_for
 from switchboard.common.redaction._kinds import (
     ALL_KINDS,
     AT_REST_KINDS,
@@ -40,4 +40,5 @@ __all__ = [
     "StreamingRedactor",
     "normalize",
     "placeholder_kinds",
+    "redactor_for",
 ]

@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import functools
 import itertools
 import math
 import re
@@ -358,3 +359,10 @@ def apply(text: str, findings: Sequence[Finding], offset: int) -> str:
         position = end
     parts.append(text[position:])
     return "".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def redactor_for(phone_regions: tuple[str, ...]) -> Redactor:
+    """The shared `Redactor` of a set of phone regions: built once per set (its patterns and
+    number matchers), and safe to share, as it keeps no state between calls."""
+    return Redactor(phone_regions)
