@@ -2,9 +2,10 @@
 
 `TurnEngine` holds the decisions; everything it touches (Kafka, Redis, MongoDB, memory,
 HTTP tools) comes in through the small protocols of `ports`, so it is tested with fakes.
-Its helpers, by job: `turn_state` (what is remembered between a task and its result),
-`tasks` (building generation tasks), `response_cache`, `records` (completed-turn records)
-and `replies` (the events the engine sends itself).
+Its helpers, by job: `direct_answers` (refusals, handoffs, cached answers, errors),
+`turn_state` (what is remembered between a task and its result), `tasks` (building
+generation tasks), `response_cache`, `records` (completed-turn records) and `replies` (the
+events the engine sends itself).
 
 Sequence numbers: the gateway sends `started` unnumbered; every later event of a request
 is numbered from 1. A worker numbers its events after its task's `sequence_base` and
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from opentelemetry import trace
 
@@ -40,6 +40,7 @@ from switchboard.orchestrator import (
     tasks,
     tool_rounds,
 )
+from switchboard.orchestrator.direct_answers import BLOCKED, DirectAnswers
 from switchboard.orchestrator.guardrails import (
     InjectionDetector,
     blocked_topic,
@@ -65,29 +66,23 @@ from switchboard.orchestrator.router import (
     choose_route,
     low_confidence,
 )
-from switchboard.orchestrator.tools import ToolContext
 from switchboard.orchestrator.turn_state import TurnState
 from switchboard.v1.chat_pb2 import (
     ROLE_ASSISTANT,
     ROLE_TOOL,
     ROLE_USER,
     ChatEvent,
-    Handoff,
     Reset,
     Usage,
 )
 from switchboard.v1.events_pb2 import (
     ChatMessage,
-    CompletedTurn,
     LlmResult,
     TurnRequest,
 )
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("switchboard.orchestrator")
-
-BLOCKED = "blocked"
-HANDOFF = "handoff"
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ class TurnEngine:
         self._memory = memory
         self._tenants = tenants
         self._ledger = ledger
-        self._tickets = tickets
+        self._answers = DirectAnswers(outbox, tickets)
         self._cache = cache
         self._registry_for = registry_for
         self._classifier: Classifier = classifier or ComplexityClassifier()
@@ -167,10 +162,10 @@ class TurnEngine:
         policy = tenant.guardrails
         text = turn.message
         if not text.strip():
-            await self._fail(turn, "INVALID_ARGUMENT", "the message is empty")
+            await self._answers.fail(turn, "INVALID_ARGUMENT", "the message is empty")
             return
         if len(text) > self._settings.max_input_chars:
-            await self._fail(
+            await self._answers.fail(
                 turn,
                 "INVALID_ARGUMENT",
                 f"the message is longer than {self._settings.max_input_chars} characters",
@@ -202,9 +197,8 @@ class TurnEngine:
                 if policy.prompt_injection == "block":
                     flags.append(f"injection-blocked:{verdict.score:.2f}")
                     log.info("turn %s blocked: injection %s", turn.request_id, signals)
-                    await self._answer_directly(
+                    await self._answers.answer(
                         turn,
-                        tenant,
                         stored.text,
                         policy.refusal_message,
                         finish_reason=BLOCKED,
@@ -217,9 +211,8 @@ class TurnEngine:
         topic = blocked_topic(text, policy.blocked_topics)
         if topic is not None:
             flags.append(f"topic-blocked:{topic}")
-            await self._answer_directly(
+            await self._answers.answer(
                 turn,
-                tenant,
                 stored.text,
                 policy.topic_refusal_message,
                 finish_reason=BLOCKED,
@@ -248,7 +241,8 @@ class TurnEngine:
                 failure_turns=policy.failure_turns,
             )
             if trigger is not None:
-                await self._hand_off(turn, tenant, stored.text, trigger.reason, flags)
+                reason = self._redactor(policy.phone_regions).redact(trigger.reason, ALL_KINDS)
+                await self._answers.hand_off(turn, tenant, stored.text, reason.text, flags)
                 return
 
         routing_started = time.perf_counter()
@@ -288,7 +282,7 @@ class TurnEngine:
             metrics.CACHE.labels("miss" if cached is None else "hit").inc()
             if cached is not None:
                 span.set_attribute("switchboard.cache.hit", True)
-                await self._answer_from_cache(turn, stored.text, route, cached, flags)
+                await self._answers.from_cache(turn, stored.text, route, cached, flags)
                 return
 
         registry = self._registry_for(tenant)
@@ -469,7 +463,7 @@ class TurnEngine:
         if reply.findings:
             state.flags.extend(f"output-redacted:{k}" for k in sorted(reply.kinds))
         usage = Usage(input_tokens=state.input_tokens, output_tokens=state.output_tokens)
-        await self._complete(records.generated(state, result, reply.text, usage))
+        await self._answers.complete(records.generated(state, result, reply.text, usage))
         await self._outbox.reply(turn, replies.done(state, result, usage, reply.text))
         if response_cache.cacheable(state, result, reply.text, bool(reply.findings)):
             await self._cache.put(
@@ -478,84 +472,6 @@ class TurnEngine:
                 tenant.response_cache_ttl_s,
             )
         await self._states.forget(turn.tenant_id, turn.request_id)
-
-    # ---- answers the engine gives itself ----
-
-    async def _answer_directly(
-        self,
-        turn: TurnRequest,
-        tenant: TenantConfig,
-        stored_message: str,
-        text: str,
-        *,
-        finish_reason: str,
-        reason: str,
-        flags: list[str],
-        ticket_id: str = "",
-        handoff: Handoff | None = None,
-    ) -> None:
-        """Reply without a model: a refusal or a handoff notice, then `done`."""
-        trace.get_current_span().set_attribute("switchboard.route.reason", reason)
-        await self._complete(
-            records.without_model(
-                turn, stored_message, text, reason, finish_reason, flags, ticket_id=ticket_id
-            )
-        )
-        for event in replies.direct_answer(
-            turn, text, finish_reason=finish_reason, handoff=handoff
-        ):
-            await self._outbox.reply(turn, event)
-
-    async def _hand_off(
-        self,
-        turn: TurnRequest,
-        tenant: TenantConfig,
-        stored_message: str,
-        reason: str,
-        flags: list[str],
-    ) -> None:
-        context = ToolContext(turn.tenant_id, turn.conversation_id, turn.request_id, turn.user_id)
-        reason = self._redactor(tenant.guardrails.phone_regions).redact(reason, ALL_KINDS).text
-        ticket_id = await self._tickets.open_ticket(context, reason, "normal")
-        flags.append("handoff")
-        text = tenant.guardrails.handoff_message.replace("{ticket_id}", ticket_id)
-        await self._answer_directly(
-            turn,
-            tenant,
-            stored_message,
-            text,
-            finish_reason=HANDOFF,
-            reason=f"handed to a human: {reason}",
-            flags=flags,
-            ticket_id=ticket_id,
-            handoff=Handoff(reason=reason, ticket_id=ticket_id),
-        )
-
-    async def _answer_from_cache(
-        self,
-        turn: TurnRequest,
-        stored_message: str,
-        route: Route,
-        cached: dict[str, Any],
-        flags: list[str],
-    ) -> None:
-        flags.append("cache-hit")
-        text, model, tier = str(cached["text"]), str(cached["model"]), str(cached["tier"])
-        citations = kb.citations_for(cached.get("citations", []), text)
-        reason = f"{route.reason}; answered from the response cache"
-        await self._complete(
-            records.without_model(turn, stored_message, text, reason, "stop", flags, model, tier)
-        )
-        for event in replies.cached_answer(turn, text, model=model, tier=tier, citations=citations):
-            await self._outbox.reply(turn, event)
-
-    async def _complete(self, record: CompletedTurn) -> None:
-        metrics.record_completed(record)
-        await self._outbox.completed(record)
-
-    async def _fail(self, turn: TurnRequest, code: str, message: str) -> None:
-        metrics.TURN_ERRORS.labels(code).inc()
-        await self._outbox.reply(turn, replies.error(turn, code, message))
 
     # ---- helpers ----
 
@@ -568,8 +484,7 @@ class TurnEngine:
             turn = state.turn
         if turn is None or not turn.reply_topic:
             return
-        metrics.TURN_ERRORS.labels("INTERNAL").inc()
-        await self._outbox.reply(turn, replies.set_aside(turn, error))
+        await self._answers.set_aside(turn, error)
         await self._states.forget(turn.tenant_id, turn.request_id)
 
     async def _tenant(self, tenant_id: str) -> TenantConfig:
