@@ -3,8 +3,6 @@ answered from the order service's result, the banner's three suggestions doing w
 and replies that end on a whole sentence unless the token limit cut them."""
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,23 +23,12 @@ from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import Platform
 from .test_chat_flow import auth, chat, collect, text_of
+from .test_knowledge import run_cli
 
 pytestmark = pytest.mark.e2e
 __all__ = ["chat"]  # the fixture, re-used
 STORE_WAIT_S = 20.0
 SENTENCE_END = (".", "!", "?")
-
-
-def knowledge_cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m switchboard.knowledge ARGS` against the test platform's gateway."""
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard.knowledge", *args],
-        env={**platform.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def ends_a_sentence(text: str) -> bool:
@@ -136,7 +123,7 @@ async def test_the_banner_suggestions_show_a_tool_call_frontier_a_handoff_and_a_
     # The demo knowledge base, loaded as `make up` loads it, and removed again after: other
     # tests of this tenant (tests/e2e/test_knowledge.py) start from an empty knowledge base.
     key = ("--tenant-key", platform.api_key, "--target", platform.gateway_target)
-    loaded = await asyncio.to_thread(knowledge_cli, platform, "ingest", str(DEMO_KNOWLEDGE), *key)
+    loaded = await asyncio.to_thread(run_cli, platform, "ingest", str(DEMO_KNOWLEDGE), *key)
     try:
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         fourth = await collect(chat, ChatRequest(message=grounded.message), platform)
@@ -144,7 +131,7 @@ async def test_the_banner_suggestions_show_a_tool_call_frontier_a_handoff_and_a_
         assert "30 days" in text_of(fourth)
     finally:
         for document in sorted(DEMO_KNOWLEDGE.iterdir()):
-            await asyncio.to_thread(knowledge_cli, platform, "delete", document.name, *key)
+            await asyncio.to_thread(run_cli, platform, "delete", document.name, *key)
 
 
 async def test_a_reply_cut_by_the_token_limit_says_so(
