@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the local stack's pid files are (its servers' CPU is sampled)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        default=int(os.environ.get("SWITCHBOARD_BENCH_PORT_OFFSET", "0")),
+        help="added to every port the harness listens on (two runs side by side)",
+    )
     return parser.parse_args(argv)
 
 
@@ -292,7 +298,7 @@ def main() -> None:
     log_dir = ROOT / ".local" / "logs" / "bench"
     platform = Platform(
         run_id=uuid.uuid4().hex[:8],
-        ports=Ports(),
+        ports=Ports().shifted(args.port_offset),
         kafka=os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         mongo_url=os.environ.get("SWITCHBOARD_MONGO_URL", "mongodb://127.0.0.1:27017/"),
         api_key="bench-key",

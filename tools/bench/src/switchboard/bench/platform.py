@@ -39,6 +39,10 @@ class Ports:
     worker_health: int = 28190
     litellm: int = 28410
 
+    def shifted(self, offset: int) -> "Ports":
+        """The same layout moved by `offset`, so that two runs can share the machine."""
+        return Ports(**{name: port + offset for name, port in vars(self).items()})
+
 
 @dataclass
 class Platform:
