@@ -15,9 +15,9 @@ import yaml
 
 from switchboard.demo_orders.app import find_order
 from switchboard.orchestrator.tools import current_time_tool, escalate_to_human_tool
-from switchboard.simulator.intents import stem, stems, time_zone_in
+from switchboard.simulator.intents import is_greeting, stem, stems, time_zone_in
 from switchboard.simulator.replies import count_tokens
-from switchboard.simulator.tools import OfferedTool, ToolOutput, answer, plan_calls
+from switchboard.simulator.tools import GREETING_REPLY, OfferedTool, ToolOutput, answer, plan_calls
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -256,3 +256,38 @@ def test_only_max_tokens_cuts_a_sentence_and_then_the_reply_says_so() -> None:
     ).reply
     assert cut is not None and cut.truncated and cut.completion_tokens == 7
     assert whole.startswith(cut.text)
+
+
+@pytest.mark.parametrize("message", ["hello", "Hi there!", "good morning", "Hey team.", "Hello?"])
+def test_a_greeting_alone_gets_a_short_greeting_back_not_filler(message: str) -> None:
+    result = answer(
+        "m",
+        message,
+        tools=DEMO_TOOLS,
+        choice="auto",
+        forced=None,
+        outputs=[],
+        reply_tokens=120,
+        max_tokens=None,
+    )
+    assert result.reply is not None and not result.calls
+    assert result.reply.text == GREETING_REPLY
+    assert result.reply.completion_tokens == count_tokens(GREETING_REPLY)
+
+
+@pytest.mark.parametrize(
+    "message", ["hello, my order A12345 is late", "hi, I need help with my bill", "hello world"]
+)
+def test_a_greeting_with_a_request_is_answered_as_the_request(message: str) -> None:
+    assert not is_greeting(message)
+    result = answer(
+        "m",
+        message,
+        tools=DEMO_TOOLS,
+        choice="auto",
+        forced=None,
+        outputs=[],
+        reply_tokens=120,
+        max_tokens=None,
+    )
+    assert result.reply is None or result.reply.text != GREETING_REPLY

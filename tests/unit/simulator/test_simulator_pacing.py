@@ -25,7 +25,7 @@ async def test_tokens_arrive_on_the_configured_schedule(start_simulator: StartSi
         started = time.monotonic()
         arrivals: list[float] = []
         stream = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            model="m", messages=[{"role": "user", "content": "any news on my case?"}], stream=True
         )
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -33,7 +33,7 @@ async def test_tokens_arrive_on_the_configured_schedule(start_simulator: StartSi
 
         started = time.monotonic()
         await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}]
+            model="m", messages=[{"role": "user", "content": "any news on my case?"}]
         )
         non_streamed = time.monotonic() - started
 
@@ -53,7 +53,7 @@ async def test_a_client_that_goes_away_ends_its_stream(start_simulator: StartSim
                 f"{sim.openai_base_url}/chat/completions",
                 json={
                     "model": "m",
-                    "messages": [{"role": "user", "content": "hi"}],
+                    "messages": [{"role": "user", "content": "any news on my case?"}],
                     "stream": True,
                 },
                 headers={"Authorization": "Bearer k"},

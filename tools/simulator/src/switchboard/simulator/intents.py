@@ -73,6 +73,18 @@ def stem(word: str) -> str:
     return word
 
 
+_GREETING = re.compile(
+    r"(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening)|bonjour|hola|hallo)"
+    r"(?: there| all| team| everyone)?",
+    re.IGNORECASE,
+)
+
+
+def is_greeting(text: str) -> bool:
+    """True when `text` is only a greeting ("hello", "Hi there!"): small talk, no request."""
+    return _GREETING.fullmatch(text.strip().rstrip("!.,?~ ").strip()) is not None
+
+
 def words(text: str) -> list[str]:
     """The words of `text` (letters and digits; camelCase and snake_case split)."""
     return _WORD.findall(_CAMEL.sub(" ", text).replace("_", " ").replace("-", " "))

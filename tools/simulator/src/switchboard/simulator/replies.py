@@ -150,6 +150,7 @@ def generate_reply(
     max_tokens: int | None = None,
     opening: str | None = None,
     closing: tuple[str, ...] | None = None,
+    fill: bool = True,
 ) -> Reply:
     """The deterministic reply of `model` to the user message `prompt`.
 
@@ -158,10 +159,13 @@ def generate_reply(
     and the prompt (from `closing` when given, else contact-center filler). It ends on a
     whole sentence within `reply_tokens` tokens, as close to it as sentences allow; only an
     `opening` longer than that goes over it, whole. `max_tokens` cuts it when smaller
-    (`truncated`: the only reply that may end mid-sentence).
+    (`truncated`: the only reply that may end mid-sentence). With `fill` false the reply is
+    the `opening` alone (small talk does not get filler).
     """
     seed = hashlib.sha256(f"{model}\x00{prompt}".encode("utf-8", "surrogatepass")).digest()
-    draft = _draft(seed, excerpt(prompt), reply_tokens, opening, closing)
+    draft = _draft(
+        seed, excerpt(prompt), reply_tokens, opening, closing, not fill and bool(opening)
+    )
     total = len(draft.token_bytes)
     if max_tokens is None or max_tokens >= total:
         pieces = draft.pieces
@@ -194,10 +198,14 @@ def _draft(
     reply_tokens: int,
     opening: str | None,
     closing: tuple[str, ...] | None,
+    opening_only: bool,
 ) -> _Draft:
     # Cached on the digest and the short excerpt, not the prompt, so that the cache stays
     # small however long the prompts are (an opening is short too).
-    text = _compose(seed, quoted, reply_tokens, opening, closing or _SENTENCES)
+    if opening_only and opening:
+        text = opening
+    else:
+        text = _compose(seed, quoted, reply_tokens, opening, closing or _SENTENCES)
     enc = _encoding()
     token_bytes = tuple(enc.decode_single_token_bytes(t) for t in encode(text))
     return _Draft(token_bytes, _decode_pieces(token_bytes))

@@ -229,6 +229,10 @@ def followup_opening(outputs: Sequence[ToolOutput]) -> str:
     return " ".join(summaries.summarize(o.name, o.content) for o in outputs)
 
 
+GREETING_REPLY = "Hello, and thanks for getting in touch! How can I help you today?"
+"""The whole answer to a message that is only a greeting, as a chat model would give it."""
+
+
 def asking_opening(missing: Sequence[str]) -> str:
     """The answer of a model that needs more before it can call a tool."""
     things = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
@@ -280,6 +284,17 @@ def answer(
     plan = plan_calls(user_text, tools, choice, forced)
     if plan.calls:
         return Answer(None, plan.calls)
+    if not plan.missing and intents.is_greeting(user_text):
+        return Answer(
+            generate_reply(
+                model,
+                user_text,
+                reply_tokens=reply_tokens,
+                max_tokens=max_tokens,
+                opening=GREETING_REPLY,
+                fill=False,
+            )
+        )
     opening = asking_opening(plan.missing) if plan.missing else None
     return Answer(
         generate_reply(
