@@ -15,19 +15,16 @@ from .anthropic_requests import MessagesRequest, parse_messages_request
 from .controls import Controls, read_controls, retry_after_headers
 from .grounded import grounded_opening
 from .journal import Journal
-from .replies import generate_reply
-from .state import STATE_KEY
+from .state import read_request
 from .tools import Answer, answer
 from .wire import (
     SSE_HEADERS,
-    UNPARSABLE,
     InvalidRequest,
     Pacing,
     SseEvents,
     StreamProgress,
     abort_connection,
     bearer_token,
-    decode_json,
     dumps,
     json_response,
     random_id,
@@ -84,15 +81,7 @@ def _has_key(request: web.Request) -> bool:
 
 async def messages(request: web.Request) -> web.StreamResponse:
     """`POST /v1/messages`."""
-    state = request.app[STATE_KEY]
-    body = decode_json(await request.read())
-    entry = state.journal.record(
-        method=request.method,
-        path=request.path,
-        api=API,
-        headers=request.headers,
-        body=None if body is UNPARSABLE else body,
-    )
+    state, body, entry = await read_request(request, API)
     if not _has_key(request):
         Journal.finish(entry, "error 401")
         return error_response(401, NO_KEY_MESSAGE, type_="authentication_error")
@@ -118,18 +107,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         outputs=req.tool_outputs,
         reply_tokens=controls.reply_tokens,
         max_tokens=req.max_tokens,
+        grounded=grounded_opening(body, req.user_text),
     )
-    opening = None if req.tool_outputs else grounded_opening(body, req.user_text)
-    if opening is not None and not result.calls:
-        result = Answer(
-            generate_reply(
-                req.model,
-                req.user_text,
-                reply_tokens=controls.reply_tokens,
-                max_tokens=req.max_tokens,
-                opening=opening,
-            )
-        )
     if result.calls:
         stop_reason = "tool_use"
     else:

@@ -21,8 +21,8 @@ from .journal import Journal
 from .openai_api import NO_KEY_MESSAGE, error_response
 from .openai_requests import UNPARSABLE_MESSAGE
 from .replies import count_tokens
-from .state import STATE_KEY
-from .wire import UNPARSABLE, InvalidRequest, decode_json, is_int, json_response, json_type_name
+from .state import read_request
+from .wire import UNPARSABLE, InvalidRequest, is_int, json_response, json_type_name
 
 API = "openai"
 DEFAULT_DIMENSIONS = 256
@@ -79,15 +79,7 @@ def _inputs(body: dict[str, object]) -> list[str]:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """`POST /v1/embeddings`."""
-    state = request.app[STATE_KEY]
-    body = decode_json(await request.read())
-    entry = state.journal.record(
-        method=request.method,
-        path=request.path,
-        api=API,
-        headers=request.headers,
-        body=None if body is UNPARSABLE else body,
-    )
+    _, body, entry = await read_request(request, API)
     if not request.headers.get("Authorization", "").lower().startswith("bearer "):
         Journal.finish(entry, "error 401")
         return error_response(401, NO_KEY_MESSAGE)

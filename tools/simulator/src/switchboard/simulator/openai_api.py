@@ -18,19 +18,16 @@ from .controls import Controls, read_controls, retry_after_headers
 from .grounded import grounded_opening
 from .journal import Journal
 from .openai_requests import ChatRequest, parse_chat_request
-from .replies import generate_reply
-from .state import STATE_KEY
+from .state import read_request
 from .tools import Answer, answer
 from .wire import (
     SSE_HEADERS,
-    UNPARSABLE,
     InvalidRequest,
     Pacing,
     SseEvents,
     StreamProgress,
     abort_connection,
     bearer_token,
-    decode_json,
     dumps,
     json_response,
     random_id,
@@ -108,15 +105,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """`POST /v1/chat/completions`."""
-    state = request.app[STATE_KEY]
-    body = decode_json(await request.read())
-    entry = state.journal.record(
-        method=request.method,
-        path=request.path,
-        api=API,
-        headers=request.headers,
-        body=None if body is UNPARSABLE else body,
-    )
+    state, body, entry = await read_request(request, API)
     if not bearer_token(request.headers.get("Authorization")):
         Journal.finish(entry, "error 401")
         return error_response(401, NO_KEY_MESSAGE)
@@ -142,18 +131,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         outputs=chat.tool_outputs,
         reply_tokens=controls.reply_tokens,
         max_tokens=chat.max_tokens,
+        grounded=grounded_opening(body, chat.user_text),
     )
-    opening = None if chat.tool_outputs else grounded_opening(body, chat.user_text)
-    if opening is not None and not result.calls:
-        result = Answer(
-            generate_reply(
-                chat.model,
-                chat.user_text,
-                reply_tokens=controls.reply_tokens,
-                max_tokens=chat.max_tokens,
-                opening=opening,
-            )
-        )
     if result.calls:
         finish_reason = "tool_calls"
     else:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .controls import AttemptCounter
-from .journal import Journal
+from .journal import Journal, JournalEntry
 from .settings import Settings
-from .wire import Pacing
+from .wire import UNPARSABLE, Pacing, decode_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +33,20 @@ class SimulatorState:
 
 
 STATE_KEY = web.AppKey("switchboard_simulator_state", SimulatorState)
+
+
+async def read_request(
+    request: web.Request, api: str
+) -> tuple[SimulatorState, object, JournalEntry]:
+    """The application's state, the request's JSON body (`UNPARSABLE` when it is not JSON)
+    and its journal entry, recorded on arrival."""
+    state = request.app[STATE_KEY]
+    body = decode_json(await request.read())
+    entry = state.journal.record(
+        method=request.method,
+        path=request.path,
+        api=api,
+        headers=request.headers,
+        body=None if body is UNPARSABLE else body,
+    )
+    return state, body, entry

@@ -268,8 +268,12 @@ def answer(
     outputs: Sequence[ToolOutput],
     reply_tokens: int,
     max_tokens: int | None,
+    grounded: str | None = None,
 ) -> Answer:
-    """The answer to a request: text about tool results, tool calls, or a plain reply."""
+    """The answer to a request: text about tool results, tool calls, or a plain reply.
+
+    `grounded` is the opening of an answer from the passages in the prompt (knowledge), used
+    when the model neither has tool results to report nor calls a tool."""
     if outputs:
         return Answer(
             generate_reply(
@@ -284,6 +288,12 @@ def answer(
     plan = plan_calls(user_text, tools, choice, forced)
     if plan.calls:
         return Answer(None, plan.calls)
+    if grounded is not None:
+        return Answer(
+            generate_reply(
+                model, user_text, reply_tokens=reply_tokens, max_tokens=max_tokens, opening=grounded
+            )
+        )
     if not plan.missing and intents.is_greeting(user_text):
         return Answer(
             generate_reply(
