@@ -453,6 +453,9 @@ def main() -> None:
         workers_per_tier=args.workers_per_tier,
         ready_timeout_s=args.ready_timeout_s,
         trace_dir=args.out / "traces" if args.soak_seconds and args.soak_trace else None,
+        # A worker serves 64 generations at once by default: 500 paced conversations of
+        # 4.5-s replies would queue in it. Sized as a deployment for that load would be.
+        worker_max_concurrency=max(64, args.paced_conversations, args.memory_streams),
     )
     if args.soak_seconds:
         platform.start()

@@ -58,6 +58,8 @@ class Platform:
     log_dir: Path
     workers_per_tier: int = 1
     ready_timeout_s: float = 60.0
+    worker_max_concurrency: int = 64
+    """Generations at once per worker: the paced phase holds hundreds of slow replies open."""
     trace_dir: Path | None = None
     """When set, the services run under tracemalloc (bench.tracehook; snapshots go here)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -153,6 +155,9 @@ class Platform:
                                 f"bench-{self.run_id}-llm-worker"
                             ),
                             "SWITCHBOARD_HEALTH_PORT": str(port),
+                            "SWITCHBOARD_LLM_WORKER_MAX_CONCURRENCY": str(
+                                self.worker_max_concurrency
+                            ),
                         },
                         f"http://127.0.0.1:{port}/readyz",
                     )
