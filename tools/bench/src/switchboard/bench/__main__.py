@@ -458,8 +458,8 @@ def main() -> None:
         worker_max_concurrency=max(64, args.paced_conversations, args.memory_streams),
     )
     if args.soak_seconds:
-        platform.start()
         try:
+            platform.start()  # inside: a process that never got ready is stopped too
             result = asyncio.run(measure(args, platform))
         finally:
             platform.stop()
