@@ -185,7 +185,8 @@ def cpu_figures(
     servers_raw = {s: cpu(s) for s in spec.servers}
     servers = {s: max(0.0, v - background.get(s, 0.0) * wall) for s, v in servers_raw.items()}
     services = {s: cpu(s) for s in spec.services}
-    ms = 1000 / max(1, completed)
+    # No completed request: no figure (a CPU total over one request would mislead).
+    ms = 1000 / completed if completed else math.nan
     return {
         "services": sum(services.values()) * ms,
         "servers": sum(servers.values()) * ms,
