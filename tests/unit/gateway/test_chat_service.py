@@ -181,6 +181,20 @@ async def test_invalid_requests_are_refused_before_anything_is_charged(gateway: 
     assert gateway.requests.records == {}
 
 
+async def test_a_replica_at_its_open_stream_limit_refuses_new_turns(gateway: Gateway) -> None:
+    gateway.router.max_open_streams = 1
+    gateway.router.open("globex", "held-open")  # another tenant's reply still streaming
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await chat(gateway, ChatRequest(message="hello", user_id="u", request_id="r-1"))
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "MAX_OPEN_STREAMS" in (failure.value.details() or "")
+    assert gateway.publisher.turns == [] and gateway.requests.records == {}
+    # Once that stream ends, the same request goes through.
+    gateway.router.close("globex", "held-open")
+    events = await chat(gateway, ChatRequest(message="hello", user_id="u", request_id="r-1"))
+    assert kinds(events)[-1] == "done"
+
+
 async def test_over_a_limit_is_resource_exhausted_with_the_retry_delay(gateway: Gateway) -> None:
     gateway.quotas.refusal = Refusal("user u is over the rate limit of 2 requests per minute", 29.5)
     with pytest.raises(grpc.aio.AioRpcError) as failure:

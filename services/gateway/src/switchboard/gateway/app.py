@@ -200,7 +200,7 @@ async def serve(settings: GatewaySettings) -> None:
         )
         stack.push_async_callback(_cancel, heartbeat_task)
 
-        router = ReplyRouter(settings.stream_buffer_events)
+        router = ReplyRouter(settings.stream_buffer_events, settings.max_open_streams)
         broker = create_broker(settings.kafka, f"gateway-{settings.instance_id}", tracer_provider)
 
         # No consumer group: this instance alone reads its topic, from the start, no commits.

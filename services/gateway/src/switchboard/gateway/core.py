@@ -189,6 +189,14 @@ class ChatCore:
             if refusal is not None:
                 CHATS.labels("exhausted").inc()
                 raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message, refusal)
+            if self._router.full:
+                # Both doors: gRPC's max_concurrent_rpcs does not bound the HTTP edge's streams.
+                CHATS.labels("exhausted").inc()
+                raise Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this gateway replica has {self._router.open_streams} open streams, its "
+                    "limit (SWITCHBOARD_GATEWAY_MAX_OPEN_STREAMS); retry shortly",
+                )
 
             record = RequestRecord(
                 tenant.tenant_id, request_print, self._reply_topic, RequestState.RUNNING

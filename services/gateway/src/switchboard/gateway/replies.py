@@ -88,8 +88,9 @@ class ReplyRouter:
     """Open streams of this gateway instance, by tenant and request id (request ids are
     chosen by clients: two tenants may use the same one)."""
 
-    def __init__(self, max_buffered_per_stream: int) -> None:
+    def __init__(self, max_buffered_per_stream: int, max_open_streams: int = 10_000) -> None:
         self._max_buffered = max_buffered_per_stream
+        self.max_open_streams = max_open_streams
         self._streams: dict[tuple[str, str], ReplyStream] = {}
         self._empty = asyncio.Event()
         self._empty.set()
@@ -122,3 +123,8 @@ class ReplyRouter:
     def open_streams(self) -> int:
         """How many client streams are open."""
         return len(self._streams)
+
+    @property
+    def full(self) -> bool:
+        """No new stream is admitted: each costs memory until its reply ends."""
+        return len(self._streams) >= self.max_open_streams

@@ -98,6 +98,15 @@ class GatewaySettings(BaseSettings):
         gt=0,
         description="Events buffered per open stream; a client slower than this is cut off.",
     )
+    max_open_streams: int = Field(
+        default=10_000,
+        gt=0,
+        description=(
+            "Replies streamed at once per replica, gRPC and HTTP together; more are refused "
+            "with RESOURCE_EXHAUSTED (HTTP 429). Bounds the memory of open streams "
+            "(docs/benchmarks.md: bytes per open stream)."
+        ),
+    )
     reply_idle_timeout_s: float = Field(
         default=120.0,
         gt=0,

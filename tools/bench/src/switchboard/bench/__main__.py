@@ -3,13 +3,15 @@ in one run (docs/benchmarks.md). Needs the local stack (Kafka, FerretDB, Redis).
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
-from switchboard.bench import report
+from switchboard.bench import report, soak
 from switchboard.bench.compare import (
     DIRECT,
     GRPC,
@@ -26,18 +28,27 @@ from switchboard.bench.compare import (
     run_rounds,
     write,
 )
+from switchboard.bench.conversations import CONVERSATION_TOKEN_DELAY_MS, CONVERSATION_TOKENS
 from switchboard.bench.guardrails import guardrails_cost
 from switchboard.bench.load import (
     MESSAGES,
     LoadResult,
+    Pacing,
     direct_load,
     http_load,
     openai_load,
     platform_load,
 )
-from switchboard.bench.peers import LITELLM_VERSION, MODEL, PACED_MODEL, LiteLLM
+from switchboard.bench.peers import (
+    CONVERSATION_MODEL,
+    LITELLM_VERSION,
+    MODEL,
+    PACED_MODEL,
+    LiteLLM,
+)
 from switchboard.bench.platform import ROOT, Platform, Ports
 from switchboard.bench.procstats import Sampler
+from switchboard.bench.streams import measure_stream_memory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,16 +68,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--probe-requests", type=int, default=100, help="one-at-a-time requests per round"
     )
     parser.add_argument(
+        "--first-text-requests",
         "--paced-requests",
+        dest="paced_requests",
         type=int,
         default=15,
-        help=f"one-at-a-time requests per round with tokens {PACED_TOKEN_DELAY_MS} ms apart",
+        help=f"first visible text: one-at-a-time requests per round, tokens "
+        f"{PACED_TOKEN_DELAY_MS} ms apart",
+    )
+    paced = parser.add_argument_group(
+        "paced phase", "many conversations below saturation (0 conversations skips it)"
+    )
+    paced.add_argument("--paced-conversations", type=int, default=500, help="concurrent")
+    paced.add_argument(
+        "--paced-turns", type=int, default=3, help="turns per conversation and round (at most)"
+    )
+    paced.add_argument(
+        "--paced-think-s", type=float, default=2.0, help="after a reply ends, before the next"
+    )
+    paced.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=120.0,
+        help="no turn starts later than this into the phase (a turn in flight finishes)",
+    )
+    paced.add_argument(
+        "--paced-ramp-s",
+        type=float,
+        default=None,
+        help="the conversations' first messages spread over this (default: one reply "
+        "plus the think time)",
+    )
+    paced.add_argument("--paced-tokens", type=int, default=CONVERSATION_TOKENS, help="reply length")
+    paced.add_argument(
+        "--paced-token-delay-ms",
+        type=float,
+        default=CONVERSATION_TOKEN_DELAY_MS,
+        help="the simulator's gap between tokens",
+    )
+    memory = parser.add_argument_group("memory per open stream (0 streams skips it)")
+    memory.add_argument(
+        "--memory-streams", type=int, default=400, help="slow streams held open at the end"
+    )
+    memory.add_argument(
+        "--memory-hold-s", type=float, default=120.0, help="how long each stream would last"
     )
     parser.add_argument(
         "--soak-seconds",
         type=float,
         default=0.0,
         help="instead: the platform load alone for this long (soak mode, memory)",
+    )
+    parser.add_argument(
+        "--soak-warmup-s",
+        type=float,
+        default=120.0,
+        help="soak: memory growth is judged after this much of the load",
+    )
+    parser.add_argument(
+        "--soak-trace",
+        action="store_true",
+        help="soak: run the services under tracemalloc and report what grew after the warm-up",
     )
     parser.add_argument("--workers-per-tier", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per request")
@@ -91,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, object]:
+async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, Any]:
     key = platform.api_key
     probe = None
     if args.probe_requests:
@@ -124,8 +186,14 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         }
     )
     sampler.start()
-    soak = args.soak_seconds or None
-    requests = 10**9 if soak else args.requests
+    soaking = args.soak_seconds or None
+    requests = 10**9 if soaking else args.requests
+    traced = {n: pid for n, pid in services.items() if n != SIMULATOR}
+    snapshot = None
+    if soaking and platform.trace_dir is not None:
+        # The first snapshot at the warm-up's end; the second after the load.
+        loop = asyncio.get_running_loop()
+        snapshot = loop.call_later(args.soak_warmup_s, soak.signal_snapshots, traced)
     through = await platform_load(
         platform.gateway_target,
         key,
@@ -133,18 +201,23 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         requests,
         args.tokens,
         args.timeout_s,
-        deadline_s=soak,
+        deadline_s=soaking,
     )
     await sampler.stop()
+    if snapshot is not None and platform.trace_dir is not None:
+        snapshot.cancel()
+        soak.signal_snapshots(traced)
+        await asyncio.sleep(10)  # a snapshot of a large heap takes a few seconds
     direct = await direct_load(
         f"{platform.simulator_url}/v1",
         args.concurrency,
-        len(through.samples),
+        # A soak's whole count again would double its length for the same baseline.
+        min(len(through.samples), args.requests) if soaking else len(through.samples),
         args.tokens,
         args.timeout_s,
     )
     http = None
-    if not soak:
+    if not soaking:
         # The same load through the HTTP door, sampled the same way.
         http_sampler = Sampler({**services, report.LOAD_DRIVER: os.getpid()})
         http_sampler.start()
@@ -172,14 +245,43 @@ async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, obj
         http,
     )
     result["guardrails"] = guardrails_cost(MESSAGES)
+    if soaking:
+        result["memory"] = soak.memory_figures(result, args.soak_warmup_s)
+        if platform.trace_dir is not None:
+            result["traced_growth"] = soak.traced_growth(platform.trace_dir, list(traced))
     return result
 
 
-def _sim(tokens: int, paced: bool) -> dict[str, str]:
-    controls = {"sim.tokens": str(tokens)}
-    if paced:
-        controls["sim.delay_ms"] = str(PACED_TOKEN_DELAY_MS)
-    return controls
+def _sim(phase: Phase, tokens: int) -> dict[str, str]:
+    """The simulator's controls for a phase's requests (metadata; LiteLLM's come from its
+    config, by model name)."""
+    if phase.pacing is not None:
+        return {
+            "sim.tokens": str(phase.pacing.tokens),
+            "sim.delay_ms": f"{phase.pacing.token_delay_ms:g}",
+        }
+    if phase.paced:
+        return {"sim.tokens": str(PACED_TOKENS), "sim.delay_ms": str(PACED_TOKEN_DELAY_MS)}
+    return {"sim.tokens": str(tokens)}
+
+
+def pacing(args: argparse.Namespace) -> Pacing | None:
+    """The paced phase's schedule from the command line, or None to skip it."""
+    if args.paced_conversations <= 0 or args.paced_turns <= 0:
+        return None
+    shape = Pacing(
+        conversations=args.paced_conversations,
+        turns=args.paced_turns,
+        think_s=args.paced_think_s,
+        ramp_s=0.0,
+        duration_s=args.paced_seconds,
+        tokens=args.paced_tokens,
+        token_delay_ms=args.paced_token_delay_ms,
+    )
+    ramp = args.paced_ramp_s
+    if ramp is None:
+        ramp = shape.nominal_reply_s + shape.think_s
+    return dataclasses.replace(shape, ramp_s=ramp)
 
 
 def path_specs(
@@ -189,6 +291,8 @@ def path_specs(
     key, t = platform.api_key, args.timeout_s
 
     def tokens(phase: Phase) -> int:
+        if phase.pacing is not None:
+            return phase.pacing.tokens
         return PACED_TOKENS if phase.paced else args.tokens
 
     async def direct(phase: Phase) -> LoadResult:
@@ -200,11 +304,11 @@ def path_specs(
             phase.concurrency,
             phase.requests,
             t,
-            metadata=_sim(tokens(phase), phase.paced),
+            metadata=_sim(phase, args.tokens),
+            pacing=phase.pacing,
         )
 
     async def grpc_path(phase: Phase) -> LoadResult:
-        controls = _sim(tokens(phase), phase.paced)
         return await platform_load(
             platform.gateway_target,
             key,
@@ -212,7 +316,8 @@ def path_specs(
             phase.requests,
             tokens(phase),
             t,
-            sim=controls,
+            sim=_sim(phase, args.tokens),
+            pacing=phase.pacing,
         )
 
     async def http_path(phase: Phase) -> LoadResult:
@@ -224,9 +329,10 @@ def path_specs(
             phase.concurrency,
             phase.requests,
             t,
-            metadata=_sim(tokens(phase), phase.paced),
+            metadata=_sim(phase, args.tokens),
             system_prompt=False,
             conversations=True,
+            pacing=phase.pacing,
         )
 
     services = tuple(n for n in platform.pids() if n != SIMULATOR)
@@ -236,14 +342,19 @@ def path_specs(
 
         async def litellm_path(phase: Phase) -> LoadResult:
             # Its simulator controls come from its config (it does not forward metadata).
+            if phase.pacing is not None:
+                model = CONVERSATION_MODEL
+            else:
+                model = PACED_MODEL if phase.paced else MODEL
             return await openai_load(
                 LITELLM,
                 f"{litellm.url}/v1",
                 litellm.master_key,
-                PACED_MODEL if phase.paced else MODEL,
+                model,
                 phase.concurrency,
                 phase.requests,
                 t,
+                pacing=phase.pacing,
             )
 
         specs.append(PathSpec(LITELLM, litellm_path, services=(LITELLM,)))
@@ -267,20 +378,49 @@ async def side_by_side(
     monitored = {**platform.pids(), **servers_pids, LOAD_DRIVER: os.getpid()}
     if peer is not None:
         monitored[LITELLM] = peer.pid()
+    shape = pacing(args)
     phases = [
         Phase("probe", 1, args.probe_requests, paced=False),
         Phase("load", args.concurrency, args.requests, paced=False),
         Phase("paced", 1, args.paced_requests, paced=True),
     ]
+    if shape is not None:
+        phases.insert(
+            2,
+            Phase(
+                "conversations",
+                shape.conversations,
+                shape.conversations * shape.turns,
+                paced=False,
+                pacing=shape,
+            ),
+        )
     phases = [p for p in phases if p.requests > 0]
     runs = await run_rounds(
         specs, phases, args.rounds, monitored, args.phase_timeout_s, frozenset({LITELLM})
     )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config.update(paced_token_delay_ms=PACED_TOKEN_DELAY_MS, paced_tokens=PACED_TOKENS)
+    config.update(first_text_token_delay_ms=PACED_TOKEN_DELAY_MS, first_text_tokens=PACED_TOKENS)
+    if shape is not None:
+        config["paced_ramp_s"] = shape.ramp_s
     if peer is not None:
         config["litellm_version"] = LITELLM_VERSION
-    return compare(specs, runs, config)
+    result = compare(specs, runs, config)
+    if args.memory_streams > 0:
+        print(f"memory: holding {args.memory_streams} streams open", flush=True)
+        held = {n: pid for n, pid in platform.pids().items() if n != SIMULATOR}
+        result["stream_memory"] = await asyncio.wait_for(
+            measure_stream_memory(
+                platform.gateway_target,
+                platform.api_key,
+                held,
+                args.memory_streams,
+                args.memory_hold_s,
+                open_timeout_s=args.memory_hold_s / 2,
+            ),
+            args.phase_timeout_s,
+        )
+    return result
 
 
 def _stop_on_sigterm() -> None:
@@ -312,15 +452,24 @@ def main() -> None:
         log_dir=log_dir,
         workers_per_tier=args.workers_per_tier,
         ready_timeout_s=args.ready_timeout_s,
+        trace_dir=args.out / "traces" if args.soak_seconds and args.soak_trace else None,
+        # A worker serves 64 generations at once by default: 500 paced conversations of
+        # 4.5-s replies would queue in it. Sized as a deployment for that load would be.
+        worker_max_concurrency=max(64, args.paced_conversations, args.memory_streams),
     )
     if args.soak_seconds:
-        platform.start()
         try:
-            soak = asyncio.run(measure(args, platform))
+            platform.start()  # inside: a process that never got ready is stopped too
+            result = asyncio.run(measure(args, platform))
         finally:
             platform.stop()
-        print(report.table(soak))
-        json_path, png_path = report.write(soak, args.out)
+        print(report.table(result))
+        print("\n" + "\n".join(soak.lines(result["memory"], args.soak_warmup_s)))
+        for name, traced in result.get("traced_growth", {}).items():
+            print(f"\n{name}: grew most after the warm-up (tracemalloc):")
+            for site in traced["top_growth"][:5]:
+                print(f"  {site['kib']:+9.0f} KiB {site['count']:+7d}  {site['where'][-1]}")
+        json_path, png_path = report.write(result, args.out)
         print(f"\nwrote {json_path} and {png_path}")
         return
     peer = None

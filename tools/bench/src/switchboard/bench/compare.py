@@ -6,8 +6,12 @@ Phases, per round and path:
 - `probe`: one request at a time, zero model latency: the TTFT the path adds;
 - `load`: `concurrency` streams, zero model latency: requests/s, and CPU per request of every
   process of the path (sampled over this phase only);
-- `paced`: one request at a time, the simulator sending tokens `PACED_TOKEN_DELAY_MS` apart:
-  when the first visible text arrives.
+- `conversations` (the paced phase, reported as `conversations`): many conversations below
+  saturation, tokens `CONVERSATION_TOKEN_DELAY_MS` apart, a think time between turns
+  (conversations.py): TTFT and its overhead, inter-token gaps, CPU per turn;
+- `paced` (first visible text; the name is kept for the figures' readers): one request at a
+  time, the simulator sending tokens `PACED_TOKEN_DELAY_MS` apart: when the first visible
+  text arrives.
 """
 
 import asyncio
@@ -18,13 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from switchboard.bench.load import LoadResult, Sample
+from switchboard.bench import conversations
+from switchboard.bench.load import LoadResult, Pacing, Sample
 from switchboard.bench.procstats import Sampler
 from switchboard.bench.report import percentile
+from switchboard.bench.streams import stream_memory_lines
 
 PACED_TOKEN_DELAY_MS = 50
 PACED_TOKENS = 20
-PHASES = ("probe", "load", "paced")
+PHASES = ("probe", "load", "conversations", "paced")
+# The phases whose processes' CPU is sampled.
+SAMPLED = frozenset({"load", "conversations"})
 DIRECT, LITELLM, GRPC, HTTP = "direct", "litellm", "switchboard-grpc", "switchboard-http"
 LABELS = {
     DIRECT: "direct",
@@ -45,6 +53,9 @@ class Phase:
     concurrency: int
     requests: int
     paced: bool
+    """First visible text: tokens PACED_TOKEN_DELAY_MS apart."""
+    pacing: Pacing | None = None
+    """The paced conversations (tokens CONVERSATION_TOKEN_DELAY_MS apart), if this is them."""
 
 
 Runner = Callable[[Phase], Awaitable[LoadResult]]
@@ -69,6 +80,7 @@ class PhaseRun:
     position: int
     result: LoadResult
     cpu_s: dict[str, float] = field(default_factory=dict)
+    pacing: Pacing | None = None
 
 
 def round_order(names: Sequence[str], round_index: int) -> list[str]:
@@ -87,8 +99,8 @@ async def run_rounds(
     with_children: frozenset[str] = frozenset(),
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> dict[str, dict[str, list[PhaseRun]]]:
-    """Every phase through every path, `rounds` times; the load phase samples the CPU of
-    every `monitored` process (all of them for every path: the servers' figures during the
+    """Every phase through every path, `rounds` times; the load and paced phases sample the
+    CPU of every `monitored` process (all of them for every path: the servers' figures during the
     other paths are their background). A phase that overruns `phase_timeout_s` fails the run."""
     runs: dict[str, dict[str, list[PhaseRun]]] = {
         p.name: {ph.name: [] for ph in phases} for p in paths
@@ -101,7 +113,7 @@ async def run_rounds(
             for position, name in enumerate(order):
                 sampler = (
                     Sampler(monitored, with_children=with_children)
-                    if phase.name == "load"
+                    if phase.name in SAMPLED
                     else None
                 )
                 if sampler is not None:
@@ -112,10 +124,10 @@ async def run_rounds(
                     if sampler is not None:
                         await sampler.stop()
                 cpu = {k: s.cpu_s for k, s in sampler.stats.items()} if sampler else {}
-                runs[name][phase.name].append(PhaseRun(r, position, result, cpu))
+                runs[name][phase.name].append(PhaseRun(r, position, result, cpu, phase.pacing))
                 ok = sum(1 for s in result.samples if s.outcome == "ok")
                 done = f"{ok}/{len(result.samples)} ok in {result.wall_s:.1f}s"
-                log(f"  {phase.name:6} {name:17} {done}")
+                log(f"  {phase.name:13} {name:17} {done}")
     return runs
 
 
@@ -140,9 +152,9 @@ def _outcomes(runs: list[PhaseRun]) -> dict[str, int]:
 
 
 def background_rates(
-    runs: dict[str, dict[str, list[PhaseRun]]], paths: Sequence[PathSpec]
+    runs: dict[str, dict[str, list[PhaseRun]]], paths: Sequence[PathSpec], phase: str = "load"
 ) -> dict[str, float]:
-    """CPU seconds per second of each shared server while no path using it ran its load:
+    """CPU seconds per second of each shared server while no path using it ran `phase`:
     what other users of the shared stack cost, to be taken off a path's server figures."""
     used = {server for p in paths for server in p.servers}
     rates: dict[str, float] = {}
@@ -151,7 +163,7 @@ def background_rates(
         for p in paths:
             if server in p.servers:
                 continue
-            for run in runs[p.name].get("load", []):
+            for run in runs[p.name].get(phase, []):
                 if server in run.cpu_s:
                     cpu += run.cpu_s[server]
                     wall += run.result.wall_s
@@ -160,8 +172,37 @@ def background_rates(
     return rates
 
 
+def cpu_figures(
+    spec: PathSpec, phase_runs: list[PhaseRun], background: dict[str, float], completed: int
+) -> dict[str, Any]:
+    """CPU ms per completed request (turn) of every process of the path over `phase_runs`:
+    services, servers less their background, the simulator and the load driver apart."""
+    wall = sum(r.result.wall_s for r in phase_runs)
+
+    def cpu(name: str) -> float:
+        return sum(r.cpu_s.get(name, 0.0) for r in phase_runs)
+
+    servers_raw = {s: cpu(s) for s in spec.servers}
+    servers = {s: max(0.0, v - background.get(s, 0.0) * wall) for s, v in servers_raw.items()}
+    services = {s: cpu(s) for s in spec.services}
+    # No completed request: no figure (a CPU total over one request would mislead).
+    ms = 1000 / completed if completed else math.nan
+    return {
+        "services": sum(services.values()) * ms,
+        "servers": sum(servers.values()) * ms,
+        "servers_raw": sum(servers_raw.values()) * ms,
+        "path": (sum(services.values()) + sum(servers.values())) * ms,
+        "simulator": cpu(SIMULATOR) * ms,
+        "load_driver": cpu(LOAD_DRIVER) * ms,
+        "processes": {k: v * ms for k, v in {**services, **servers}.items()},
+    }
+
+
 def path_figures(
-    spec: PathSpec, runs: dict[str, list[PhaseRun]], background: dict[str, float]
+    spec: PathSpec,
+    runs: dict[str, list[PhaseRun]],
+    background: dict[str, float],
+    paced_background: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """One path's absolute figures, pooled over the rounds."""
     figures: dict[str, Any] = {"label": LABELS.get(spec.name, spec.name)}
@@ -175,14 +216,6 @@ def path_figures(
         load = runs["load"]
         ok = sum(len(_ok(r.result.samples)) for r in load)
         wall = sum(r.result.wall_s for r in load)
-        completed = max(1, ok)
-
-        def cpu(name: str) -> float:
-            return sum(r.cpu_s.get(name, 0.0) for r in load)
-
-        servers_raw = {s: cpu(s) for s in spec.servers}
-        servers = {s: max(0.0, v - background.get(s, 0.0) * wall) for s, v in servers_raw.items()}
-        services = {s: cpu(s) for s in spec.services}
         figures["load"] = {
             "requests": sum(len(r.result.samples) for r in load),
             "outcomes": _outcomes(load),
@@ -194,16 +227,15 @@ def path_figures(
                 for r in load
             ],
         }
-        ms = 1000 / completed
-        figures["cpu_ms_per_request"] = {
-            "services": sum(services.values()) * ms,
-            "servers": sum(servers.values()) * ms,
-            "servers_raw": sum(servers_raw.values()) * ms,
-            "path": (sum(services.values()) + sum(servers.values())) * ms,
-            "simulator": cpu(SIMULATOR) * ms,
-            "load_driver": cpu(LOAD_DRIVER) * ms,
-            "processes": {k: v * ms for k, v in {**services, **servers}.items()},
-        }
+        figures["cpu_ms_per_request"] = cpu_figures(spec, load, background, ok)
+    if runs.get("conversations"):
+        paced = runs["conversations"]
+        pacing = next((r.pacing for r in paced if r.pacing is not None), None)
+        section = conversations.phase_figures([r.result for r in paced], pacing)
+        section["cpu_ms_per_turn"] = cpu_figures(
+            spec, paced, paced_background or {}, section["turns_ok"]
+        )
+        figures["conversations"] = section
     if runs.get("paced"):
         figures["paced"] = {
             "token_delay_ms": PACED_TOKEN_DELAY_MS,
@@ -241,6 +273,10 @@ def _at(*keys: Any) -> Callable[[dict[str, Any]], float | None]:
     return lambda figures: _get(figures, *keys)
 
 
+_PACED_OVERHEAD = ("conversations", "ttft_overhead_ms")
+_PACED_GAP_EXCESS = ("conversations", "gap_p99_excess_ms")
+_PACED_CPU = ("conversations", "cpu_ms_per_turn")
+
 # The headline figures: (key, label, how to read it from a path's figures).
 HEADLINE: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] = (
     ("ttft_p50_ms", "one at a time: TTFT p50 (ms)", _at("probe", "ttft_ms", 50)),
@@ -252,8 +288,29 @@ HEADLINE: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] 
     ("cpu_servers_ms", "  of it servers (ms)", _at("cpu_ms_per_request", "servers")),
     ("rps", "requests/s at concurrency {c}", _at("load", "requests_per_s")),
     ("loaded_ttft_p50_ms", "TTFT p50 at concurrency {c} (ms)", _at("load", "ttft_ms", 50)),
-    ("first_text_p50_ms", "first visible text p50, paced (ms)", _at("paced", "first_text_ms", 50)),
-    ("first_text_p99_ms", "first visible text p99, paced (ms)", _at("paced", "first_text_ms", 99)),
+    ("paced_turns", "paced, {n} conversations: turns completed", _at("conversations", "turns_ok")),
+    ("paced_errors", "  turns failed", _at("conversations", "errors")),
+    ("paced_turns_per_s", "  turns/s", _at("conversations", "turns_per_s")),
+    ("paced_ttft_p50_ms", "  TTFT p50 (ms)", _at("conversations", "ttft_ms", 50)),
+    ("paced_ttft_p99_ms", "  TTFT p99 (ms)", _at("conversations", "ttft_ms", 99)),
+    ("paced_overhead_p50_ms", "  TTFT overhead p50 (ms)", _at(*_PACED_OVERHEAD, 50)),
+    ("paced_overhead_p99_ms", "  TTFT overhead p99 (ms)", _at(*_PACED_OVERHEAD, 99)),
+    ("paced_gap_p99_ms", "  inter-token gap p99 (ms)", _at("conversations", "gap_ms", 99)),
+    ("paced_gap_excess_ms", "  gap p99 over direct's (ms)", _at(*_PACED_GAP_EXCESS)),
+    ("paced_reply_p50_s", "  reply duration p50 (s)", _at("conversations", "reply_s", 50)),
+    ("paced_cpu_ms", "  CPU per turn, path (ms)", _at(*_PACED_CPU, "path")),
+    ("paced_cpu_services_ms", "    of it services (ms)", _at(*_PACED_CPU, "services")),
+    ("paced_cpu_servers_ms", "    of it servers (ms)", _at(*_PACED_CPU, "servers")),
+    (
+        "first_text_p50_ms",
+        "first visible text p50, tokens 50 ms apart (ms)",
+        _at("paced", "first_text_ms", 50),
+    ),
+    (
+        "first_text_p99_ms",
+        "first visible text p99, tokens 50 ms apart (ms)",
+        _at("paced", "first_text_ms", 99),
+    ),
 )
 
 
@@ -265,7 +322,8 @@ def compare(
     """The run's document: per path its figures, its overhead over direct (one at a time),
     and every headline figure's ratio to direct and to LiteLLM (same run)."""
     background = background_rates(runs, paths)
-    figures = {p.name: path_figures(p, runs[p.name], background) for p in paths}
+    paced_background = background_rates(runs, paths, "conversations")
+    figures = {p.name: path_figures(p, runs[p.name], background, paced_background) for p in paths}
     direct = figures.get(DIRECT, {})
     for f in figures.values():
         f["overhead_ms"] = {
@@ -277,11 +335,15 @@ def compare(
                 q: f["paced"]["first_text_ms"][q] - direct["paced"]["first_text_ms"][q]
                 for q in (50, 99)
             }
+        if "conversations" in f and "conversations" in direct:
+            conversations.against_direct(f["conversations"], direct["conversations"])
     headline: dict[str, dict[str, Any]] = {}
     for key, label, read in HEADLINE:
         values = {name: read(f) for name, f in figures.items()}
         headline[key] = {
-            "label": label.format(c=config.get("concurrency", "?")),
+            "label": label.format(
+                c=config.get("concurrency", "?"), n=config.get("paced_conversations", "?")
+            ),
             "values": values,
             "to_direct": {n: ratio(v, values.get(DIRECT)) for n, v in values.items()},
             "to_litellm": {n: ratio(v, values.get(LITELLM)) for n, v in values.items()},
@@ -294,8 +356,14 @@ def compare(
         "config": config,
         "order": order,
         "background_cpu_s_per_s": background,
+        "paced_background_cpu_s_per_s": paced_background,
         "paths": figures,
         "headline": headline,
+        "notes": [
+            note
+            for note in (conversations.saturation_note(direct.get("conversations", {})),)
+            if note
+        ],
     }
 
 
@@ -315,24 +383,33 @@ def markdown(report: dict[str, Any]) -> str:
         "| figure | " + " | ".join(labels) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for row in report["headline"].values():
+    # A phase the run skipped leaves its rows empty: they are left out.
+    rows = [
+        row
+        for row in report["headline"].values()
+        if any(v is not None for v in row["values"].values())
+    ]
+    for row in rows:
         lines.append(
             f"| {row['label']} | " + " | ".join(_cell(row["values"][n]) for n in names) + " |"
         )
     lines += [
         "",
         "Ratios in the same run, to direct / to LiteLLM (below 1 is better for every figure"
-        " but requests/s):",
+        " but requests/s, turns and turns/s):",
         "",
         "| figure | " + " | ".join(labels) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for row in report["headline"].values():
+    for row in rows:
         cells = [
             f"{_ratio_cell(row['to_direct'][n])} / {_ratio_cell(row['to_litellm'][n])}"
             for n in names
         ]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    lines += [f"\nNote: {note}." for note in report.get("notes", [])]
+    if report.get("stream_memory"):
+        lines += ["", *stream_memory_lines(report["stream_memory"])]
     return "\n".join(lines)
 
 
@@ -361,14 +438,35 @@ def _plot(report: dict[str, Any], png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ("overhead_p50_ms", "overhead_p99_ms", "cpu_ms", "rps", "first_text_p50_ms")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4))
+    keys = [
+        k
+        for k in (
+            "overhead_p50_ms",
+            "overhead_p99_ms",
+            "cpu_ms",
+            "rps",
+            "paced_overhead_p99_ms",
+            "paced_gap_p99_ms",
+            "paced_cpu_ms",
+            "first_text_p50_ms",
+        )
+        if any(v is not None for v in report["headline"][k]["values"].values())
+    ]
+    columns = 4
+    rows = max(1, -(-len(keys) // columns))
+    fig, grid = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(keys) :]:
+        ax.axis("off")
     names = list(report["paths"])
-    for ax, key in zip(axes, keys, strict=True):
+    for ax, key in zip(axes, keys, strict=False):
         row = report["headline"][key]
         values = [row["values"][n] or 0.0 for n in names]
         ax.bar([report["paths"][n]["label"] for n in names], values, color="C0")
-        ax.set_title(row["label"], fontsize="small")
+        title = row["label"].strip()
+        if key.startswith("paced_") and key != "paced_turns":
+            title = f"paced: {title}"
+        ax.set_title(title, fontsize="small")
         ax.tick_params(axis="x", labelrotation=30, labelsize="small")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -33,6 +34,8 @@ class Sample:
     finished: float | None = None
     output_tokens: int = 0
     outcome: str = "ok"
+    # Seconds between consecutive content deltas; recorded only by the paced phase.
+    gaps_s: list[float] | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -54,6 +57,85 @@ class LoadResult:
 
 
 Request = Callable[[int, int], Awaitable[Sample]]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The paced phase's conversations: each sends its next message `think_s` after its last
+    reply ended, for at most `turns` turns and until `duration_s` after the phase began (a
+    turn in flight then still finishes). Conversation i starts `ramp_s * i / conversations`
+    into the phase, so that the arrivals are spread from the start (no thundering herd)."""
+
+    conversations: int
+    turns: int
+    think_s: float
+    ramp_s: float
+    duration_s: float
+    tokens: int = 150
+    """Reply length, in tokens (a simulator control)."""
+    token_delay_ms: float = 30.0
+    """The simulator's gap between tokens (a simulator control)."""
+
+    @property
+    def nominal_reply_s(self) -> float:
+        """How long a reply takes at the simulator's pace alone (the first token at once)."""
+        return (self.tokens - 1) * self.token_delay_ms / 1000
+
+    def start_offset(self, index: int) -> float:
+        """When conversation `index` sends its first message, in s from the phase's start."""
+        return self.ramp_s * index / max(1, self.conversations)
+
+    def offered_turns_per_s(self) -> float:
+        """The rate the schedule asks for once every conversation runs, with replies at the
+        simulator's pace: what the paths should reach when nothing is saturated."""
+        return self.conversations / (self.nominal_reply_s + self.think_s)
+
+
+async def drive_paced(
+    name: str,
+    pacing: Pacing,
+    send: Request,
+    clock: Clock = time.perf_counter,
+    sleep: Sleep = asyncio.sleep,
+) -> LoadResult:
+    """Run `pacing`'s conversations through `send` (index, turn) and collect the samples."""
+    result = LoadResult(name, started=clock())
+    stop_at = result.started + pacing.duration_s
+
+    async def conversation(index: int) -> None:
+        await sleep(pacing.start_offset(index))
+        for turn in range(pacing.turns):
+            if clock() >= stop_at:
+                return
+            result.samples.append(await send(index, turn))
+            if turn + 1 < pacing.turns:
+                if clock() + pacing.think_s >= stop_at:
+                    return  # the next turn would start too late: do not wait for it
+                await sleep(pacing.think_s)
+
+    await asyncio.gather(*(conversation(i) for i in range(pacing.conversations)))
+    result.finished = clock()
+    return result
+
+
+class GapRecorder:
+    """Records the gaps between a sample's content deltas."""
+
+    def __init__(self, sample: Sample, clock: Clock = time.perf_counter) -> None:
+        self._sample = sample
+        self._clock = clock
+        self._last: float | None = None
+        sample.gaps_s = []
+
+    def delta(self) -> float:
+        """A content delta arrived now; returns the time."""
+        now = self._clock()
+        if self._last is not None and self._sample.gaps_s is not None:
+            self._sample.gaps_s.append(now - self._last)
+        self._last = now
+        return now
 
 
 async def _drive(
@@ -85,9 +167,11 @@ async def platform_load(
     timeout_s: float,
     deadline_s: float | None = None,
     sim: dict[str, str] | None = None,
+    pacing: Pacing | None = None,
 ) -> LoadResult:
     """Chat calls through the gateway, one conversation per concurrent client; `sim` adds
-    simulator controls (`sim.delay_ms`, ...) to every request's metadata."""
+    simulator controls (`sim.delay_ms`, ...) to every request's metadata. With `pacing`,
+    the paced phase's conversations instead (and the gaps between deltas are recorded)."""
     metadata = (("authorization", f"Bearer {api_key}"),)
     controls = {"sim.tokens": str(tokens), **(sim or {})}
     conversations: dict[int, str] = {}
@@ -102,11 +186,16 @@ async def platform_load(
                 options=ChatOptions(tier="cheap", metadata=controls),
             )
             sample = Sample(started=time.perf_counter())
+            gaps = GapRecorder(sample) if pacing is not None else None
             try:
                 async for event in stub.Chat(request, metadata=metadata, timeout=timeout_s):
                     kind = event.WhichOneof("event")
                     if kind == "started":
                         conversations[index] = event.started.conversation_id
+                    elif kind == "delta" and gaps is not None and event.delta.text:
+                        now = gaps.delta()
+                        if sample.first_token is None:
+                            sample.first_token = now
                     elif kind == "delta" and sample.first_token is None:
                         sample.first_token = time.perf_counter()
                     elif kind == "done":
@@ -118,6 +207,8 @@ async def platform_load(
             sample.finished = time.perf_counter()
             return sample
 
+        if pacing is not None:
+            return await drive_paced("platform", pacing, send)
         return await _drive("platform", concurrency, requests, deadline_s, send)
 
 
@@ -134,6 +225,7 @@ async def openai_load(
     system_prompt: bool = True,
     conversations: bool = False,
     deadline_s: float | None = None,
+    pacing: Pacing | None = None,
 ) -> LoadResult:
     """Streamed chat completions with the official OpenAI SDK: the one client of every
     OpenAI-compatible path (the simulator directly, LiteLLM, Switchboard's HTTP edge), so
@@ -143,14 +235,25 @@ async def openai_load(
     config). `conversations` keeps one server-side Switchboard conversation per concurrent
     client (the id from the `started` extension chunk); without it each request carries its
     own system prompt (when `system_prompt`) and one user message, as a stateless proxy sees.
+    `pacing`: the paced phase's conversations (the gaps between deltas are recorded).
     """
+    # The SDK keeps 100 idle connections by default: every paced conversation keeps its own,
+    # as the gRPC path does with its one channel, rather than reconnecting between turns.
+    pool = max(100, pacing.conversations if pacing else concurrency)
     client = openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=timeout_s,
+        http_client=openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=max(1000, pool), max_keepalive_connections=pool)
+        ),
     )
     ids: dict[int, str] = {}
 
     async def send(index: int, turn: int) -> Sample:
         sample = Sample(started=time.perf_counter())
+        gaps = GapRecorder(sample) if pacing is not None else None
         body_metadata = dict(metadata or {})
         if conversations and index in ids:
             body_metadata["conversation_id"] = ids[index]
@@ -168,8 +271,13 @@ async def openai_load(
                 metadata=body_metadata or openai.omit,
             )
             async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content and sample.first_token is None:
-                    sample.first_token = time.perf_counter()
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if gaps is not None:
+                        now = gaps.delta()
+                        if sample.first_token is None:
+                            sample.first_token = now
+                    elif sample.first_token is None:
+                        sample.first_token = time.perf_counter()
                 if conversations:
                     extension = (chunk.model_extra or {}).get("switchboard") or {}
                     if extension.get("type") == "started":
@@ -182,6 +290,8 @@ async def openai_load(
         return sample
 
     try:
+        if pacing is not None:
+            return await drive_paced(name, pacing, send)
         return await _drive(name, concurrency, requests, deadline_s, send)
     finally:
         await client.close()

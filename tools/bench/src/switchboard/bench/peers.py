@@ -19,9 +19,11 @@ PEERS_DIR = Path(__file__).resolve().parents[3] / "peers"
 LITELLM_VERSION = "1.110.2"
 REQUIREMENTS = PEERS_DIR / "litellm-requirements.txt"
 CONFIG = PEERS_DIR / "litellm-config.yaml"
-# The config's model names: zero-latency replies, and tokens PACED_TOKEN_DELAY_MS apart.
+# The config's model names: zero-latency replies; the first-visible-text phase's tokens
+# PACED_TOKEN_DELAY_MS apart; the paced conversations' (CONVERSATION_TOKEN_DELAY_MS apart).
 MODEL = "bench"
 PACED_MODEL = "bench-paced"
+CONVERSATION_MODEL = "bench-conversation"
 
 # No network calls, no telemetry, no database, no Redis (LITELLM.md).
 OFFLINE_ENV = {

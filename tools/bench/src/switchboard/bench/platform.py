@@ -18,6 +18,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
+from switchboard.bench.tracehook import TRACE_DIR_ENV, TRACE_NAME_ENV
 from switchboard.common.tenants import RateLimits, TenantConfig, TenantStore, hash_api_key
 from switchboard.common.topics import read_topic_specs
 
@@ -57,6 +58,10 @@ class Platform:
     log_dir: Path
     workers_per_tier: int = 1
     ready_timeout_s: float = 60.0
+    worker_max_concurrency: int = 64
+    """Generations at once per worker: the paced phase holds hundreds of slow replies open."""
+    trace_dir: Path | None = None
+    """When set, the services run under tracemalloc (bench.tracehook; snapshots go here)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -150,6 +155,9 @@ class Platform:
                                 f"bench-{self.run_id}-llm-worker"
                             ),
                             "SWITCHBOARD_HEALTH_PORT": str(port),
+                            "SWITCHBOARD_LLM_WORKER_MAX_CONCURRENCY": str(
+                                self.worker_max_concurrency
+                            ),
                         },
                         f"http://127.0.0.1:{port}/readyz",
                     )
@@ -181,8 +189,12 @@ class Platform:
         ]
         for name, module, env, _ in specs:
             log = (self.log_dir / f"{name}.log").open("wb")
+            command = [sys.executable, "-m", module]
+            if self.trace_dir is not None and name != "simulator":
+                command[2:2] = ["switchboard.bench.tracehook"]
+                env = {**env, TRACE_DIR_ENV: str(self.trace_dir), TRACE_NAME_ENV: name}
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module],
+                command,
                 env={**base, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
