@@ -275,6 +275,9 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     ]
     rows += _load(data / "injection_public.jsonl")
     rows += _load(data / "injection_more.jsonl")
+    # Dev only: everyday contact-center messages and assistant requests (CLINC150), and
+    # attacks of the framings the first two sets had few of (issue 19, third pass).
+    rows += _load(data / "injection_dev3.jsonl")
     return rows
 
 
