@@ -434,7 +434,7 @@ def evaluate_guardrails(data: Path) -> int:
     for label, fn, note in (
         ("guardrails per turn", turn, "(the embedding apart)"),
         ("injection scoring", lambda t: detector.score(t, vector), "(rules + classifier)"),
-        ("classifier alone", lambda t: classifier.probability(vector, 0.0), ""),
+        ("classifier alone", lambda t: classifier.probability(vector, 0.0, t), "(+ words)"),
         ("one redaction", redactor.redact, ""),
     ):
         a50, a99 = _percentiles(_timed(fn, texts, 5))

@@ -11,6 +11,7 @@ MiniLM was trained on English: for text in other scripts its vectors say little,
 classifier abstains there (`applies`) and the rules decide alone.
 """
 
+import itertools
 import json
 import math
 import re
@@ -110,7 +111,7 @@ def applies(text: str) -> bool:
 def word_buckets(text: str) -> list[int]:
     """The hashed buckets of the text's words and word pairs (lower case, NFKC), distinct."""
     words = _WORD.findall(normalize(text).lower())
-    grams = [*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))]
+    grams = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
     return sorted({zlib.crc32(g.encode()) % WORD_BUCKETS for g in grams})
 
 
@@ -131,9 +132,7 @@ class InjectionClassifier:
         """The embedding model whose vectors the weights expect."""
         return self.model.embedding_model
 
-    def probability(
-        self, vector: NDArray[np.float32], rules_score: float, text: str = ""
-    ) -> float:
+    def probability(self, vector: NDArray[np.float32], rules_score: float, text: str = "") -> float:
         """P(injection) of the message `text`, whose sentence vector is `vector`."""
         if vector.shape != self.model.weights.shape:
             raise ValueError(

@@ -6,8 +6,8 @@ Only rows whose split is "dev" are read: the held-out splits are never seen here
 regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set,
 again by cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
 `--max-benign-blocked` of dev's benign rows and at most `--max-everyday-blocked` of its
-everyday customer requests (the rows of tests/data/injection_dev3.jsonl that are benign). The result is `injection_model.json` beside
-the classifier, committed with the code.
+everyday customer requests (the benign rows of tests/data/injection_dev3.jsonl). The
+result is `injection_model.json` beside the classifier, committed with the code.
 """
 
 import argparse
