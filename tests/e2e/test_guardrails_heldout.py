@@ -43,8 +43,8 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
     platform: Platform, record_property: Callable[[str, object], None], split: str, path: str
 ) -> None:
     tenant = _demo_tenant()
-    # The detector the platform's orchestrator runs: the rules, and the classifier only when
-    # SWITCHBOARD_ORCHESTRATOR_INJECTION_CLASSIFIER turns it on (the services share this env).
+    # The detector the platform's orchestrator runs: the rules, and the classifier unless
+    # SWITCHBOARD_ORCHESTRATOR_INJECTION_CLASSIFIER turns it off (the services share this env).
     with_classifier = OrchestratorSettings().injection_classifier
     redactor = RequestRedactor()
     detector = InjectionDetector(InjectionClassifier()) if with_classifier else InjectionDetector()

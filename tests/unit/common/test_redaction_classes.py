@@ -91,6 +91,67 @@ def test_normalize_folds_width_and_drops_invisible_characters() -> None:
     assert normalize(fullwidth + "".join(chr(0xFEE0 + ord(c)) for c in "123")) == "password 123"
 
 
+def _in_digits(text: str, zero: int) -> str:
+    """`text` with its ASCII digits written in the script whose zero is `zero`."""
+    return "".join(chr(zero + int(c)) if c.isdigit() else c for c in text)
+
+
+# Full-width, mathematical bold, Arabic-Indic, Devanagari, Thai and Bengali digits.
+ZEROS = [0xFF10, 0x1D7CE, 0x0660, 0x0966, 0x0E50, 0x09E6]
+
+
+@pytest.mark.parametrize("zero", ZEROS)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "card {} please",
+        "カード番号は{}です",
+        "카드번호는{}입니다",
+        "บัตรเลขที่{}ครับ",
+        "卡号{}谢谢",
+    ],
+)
+def test_cards_in_any_decimal_digits_and_in_unspaced_scripts_are_redacted(
+    template: str, zero: int
+) -> None:
+    card = _in_digits("4111 1111 1111 1111", zero)
+    text = template.format(card)
+    (finding,) = REDACTOR.find(text)
+    assert text[finding.start : finding.end] == card
+    assert REDACTOR.redact(text).text == template.format("[CARD]")
+
+
+@pytest.mark.parametrize("zero", ZEROS)
+def test_other_detectors_read_unicode_digits_too(zero: int) -> None:
+    text = _in_digits("SSN 123-45-6789 and IBAN DE89 3704 0044 0532 0130 00", zero)
+    assert REDACTOR.redact(text).text == "SSN [NATIONAL_ID] and IBAN [IBAN]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "注文番号は12345です",
+        "注文番号は１２３４５です",
+        "order ٤٥٢١-٨٨٩٠-١١٢٣ from ٠٣/٢٤",
+        "फ्लाइट LH ४५६ कल",
+    ],
+)
+def test_ordinary_numbers_in_other_digits_and_scripts_stay(text: str) -> None:
+    assert REDACTOR.find(text) == [], text
+
+
+def test_normalize_writes_every_decimal_digit_in_ascii() -> None:
+    assert normalize("\u0664\u0661 \u096a\u0967 \uff14\uff11 \U0001d7d2\U0001d7cf") == (
+        "41 41 41 41"
+    )
+
+
+def test_a_word_break_before_digits_in_unspaced_scripts_does_not_widen_findings() -> None:
+    text = "メールはtaro@example.comです"
+    (finding,) = REDACTOR.find(text)
+    assert text[finding.start : finding.end] == "taro@example.com"
+
+
 def test_at_rest_kinds_leave_contact_details_to_the_tenant_policy() -> None:
     text = "card 4111 1111 1111 1111, mail jane@example.com, BSN 111222333"
     assert REDACTOR.redact(text, AT_REST_KINDS).text == (

@@ -275,6 +275,9 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     ]
     rows += _load(data / "injection_public.jsonl")
     rows += _load(data / "injection_more.jsonl")
+    # Dev only: everyday contact-center messages and assistant requests (CLINC150), and
+    # attacks of the framings the first two sets had few of (issue 19, third pass).
+    rows += _load(data / "injection_dev3.jsonl")
     return rows
 
 
@@ -431,7 +434,7 @@ def evaluate_guardrails(data: Path) -> int:
     for label, fn, note in (
         ("guardrails per turn", turn, "(the embedding apart)"),
         ("injection scoring", lambda t: detector.score(t, vector), "(rules + classifier)"),
-        ("classifier alone", lambda t: classifier.probability(vector, 0.0), ""),
+        ("classifier alone", lambda t: classifier.probability(vector, 0.0, t), "(+ words)"),
         ("one redaction", redactor.redact, ""),
     ):
         a50, a99 = _percentiles(_timed(fn, texts, 5))

@@ -139,10 +139,10 @@ class OrchestratorSettings(BaseSettings):
     )
 
     injection_classifier: bool = Field(
-        default=False,
+        default=True,
         description="Also score the message with the injection classifier beside the rules "
-        "(off by default: it blocked plain requests such as 'Can you help me with my bill?'; "
-        "docs/guardrails.md). Its "
+        "(calibrated on dev to block no more than 0.2% of everyday customer requests; "
+        "docs/decisions/0012-injection-classifier-on-by-default.md). Its "
         "sentence embedding (SWITCHBOARD_EMBEDDINGS_*; the bundled model, the one the "
         "classifier was trained on) is computed once per turn and shared with knowledge "
         "retrieval.",

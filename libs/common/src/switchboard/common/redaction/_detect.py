@@ -110,8 +110,10 @@ def _before(text: str, start: int) -> str:
 class Redactor:
     """Finds PII and secrets in text and replaces them with `[KIND]` placeholders.
 
-    Text is normalised first (NFKC, invisible characters dropped), so full-width digits and
-    cards split by zero-width characters are found; positions refer to the original text.
+    Text is normalised first (NFKC, every decimal digit as ASCII, invisible characters
+    dropped, a word break where digits meet a script written without spaces), so cards in
+    full-width or other Unicode digits, inside Japanese or Thai text, or split by zero-width
+    characters are found; positions refer to the original text.
     """
 
     def __init__(self, phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
@@ -123,7 +125,7 @@ class Redactor:
 
     def find(self, text: str, kinds: Iterable[Kind] = ALL_KINDS) -> list[Finding]:
         """Non-overlapping findings of the given kinds, in text order (original positions)."""
-        normal = normalise(text)
+        normal = normalise(text, break_unspaced=True)
         found = self._find(normal.text, frozenset(kinds))
         if normal.origin is None:
             return found

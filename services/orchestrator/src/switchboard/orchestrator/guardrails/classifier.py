@@ -1,25 +1,29 @@
 """A small learned check beside the rules: logistic regression over the message's sentence
-embedding (all-MiniLM-L6-v2, the vector the turn computes once for knowledge retrieval too)
-and the rules' score.
+embedding (all-MiniLM-L6-v2, the vector the turn computes once for knowledge retrieval too),
+its words and word pairs (hashed), its length and the rules' score.
 
-The weights (384 + 2 numbers) are trained by `make train-guardrails` on the dev split of
+The weights (384 + 2,048 + 4 numbers) are trained by `make train-guardrails` on the dev split of
 tests/data only and committed as `injection_model.json` (its `version`, the embedding
-model and a hash of the training rows are in the file). Scoring is one dot product: the
-cost is the embedding, which the turn shares with retrieval.
+model and a hash of the training rows are in the file). Scoring is two dot products and
+a pass over the words: the cost is the embedding, which the turn shares with retrieval.
 
 MiniLM was trained on English: for text in other scripts its vectors say little, so the
 classifier abstains there (`applies`) and the rules decide alone.
 """
 
+import itertools
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from switchboard.orchestrator.guardrails._text import normalize
 
 MODEL_PATH = Path(__file__).with_name("injection_model.json")
 # The rules' score enters the model scaled, so that its weight is comparable to the
@@ -28,6 +32,14 @@ RULES_SCALE = 4.0
 # Share of letters that must be Latin for the English model's vectors to be trusted.
 MIN_LATIN_SHARE = 0.6
 
+# Words and word pairs are hashed into this many buckets (the hashing trick: no vocabulary
+# to keep, and words never seen in training fall into buckets of small weight).
+WORD_BUCKETS = 2048
+# Messages of at most this many words get the "short" feature: everyday requests are short,
+# so the model learns how much evidence a short message needs.
+SHORT_WORDS = 6
+
+_WORD = re.compile(r"[^\W\d_]+")
 _LETTER = re.compile(r"[^\W\d_]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 
@@ -42,6 +54,9 @@ class InjectionModel:
     rules_weight: float
     bias: float
     trained_on: str
+    # One per hashed word bucket, and for (log(1 + words), short); absent in version 1.
+    word_weights: NDArray[np.float32] | None = None
+    shape_weights: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> "InjectionModel":
@@ -53,6 +68,15 @@ class InjectionModel:
             rules_weight=float(data["rules_weight"]),
             bias=float(data["bias"]),
             trained_on=str(data["trained_on"]),
+            word_weights=(
+                np.asarray(data["word_weights"], dtype=np.float32)
+                if "word_weights" in data
+                else None
+            ),
+            shape_weights=(
+                float(data.get("shape_weights", [0.0, 0.0])[0]),
+                float(data.get("shape_weights", [0.0, 0.0])[1]),
+            ),
         )
 
     def to_json(self, extra: dict[str, Any] | None = None) -> str:
@@ -64,7 +88,13 @@ class InjectionModel:
                 **(extra or {}),
                 "rules_weight": round(self.rules_weight, 6),
                 "bias": round(self.bias, 6),
+                "shape_weights": [round(w, 6) for w in self.shape_weights],
                 "weights": [round(float(w), 6) for w in self.weights],
+                **(
+                    {"word_weights": [round(float(w), 5) for w in self.word_weights]}
+                    if self.word_weights is not None
+                    else {}
+                ),
             },
             indent=1,
         )
@@ -78,6 +108,19 @@ def applies(text: str) -> bool:
     return len(_LATIN.findall(text)) / len(letters) >= MIN_LATIN_SHARE
 
 
+def word_buckets(text: str) -> list[int]:
+    """The hashed buckets of the text's words and word pairs (lower case, NFKC), distinct."""
+    words = _WORD.findall(normalize(text).lower())
+    grams = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
+    return sorted({zlib.crc32(g.encode()) % WORD_BUCKETS for g in grams})
+
+
+def shape(text: str) -> tuple[float, float]:
+    """(log(1 + words), 1 when the message is short)."""
+    words = len(text.split())
+    return math.log1p(words), float(words <= SHORT_WORDS)
+
+
 class InjectionClassifier:
     """P(injection) from a sentence vector and the rules' score."""
 
@@ -89,7 +132,8 @@ class InjectionClassifier:
         """The embedding model whose vectors the weights expect."""
         return self.model.embedding_model
 
-    def probability(self, vector: NDArray[np.float32], rules_score: float) -> float:
+    def probability(self, vector: NDArray[np.float32], rules_score: float, text: str = "") -> float:
+        """P(injection) of the message `text`, whose sentence vector is `vector`."""
         if vector.shape != self.model.weights.shape:
             raise ValueError(
                 f"expected a {self.model.weights.shape[0]}-dimensional vector, got {vector.shape}"
@@ -99,4 +143,12 @@ class InjectionClassifier:
             + self.model.rules_weight * RULES_SCALE * rules_score
             + self.model.bias
         )
+        if self.model.word_weights is not None and text:
+            buckets = word_buckets(text)
+            if buckets:
+                # The bucket vector is binary and unit-length: its dot product is a mean.
+                z += float(self.model.word_weights[buckets].sum()) / math.sqrt(len(buckets))
+        if text:
+            length, short = shape(text)
+            z += self.model.shape_weights[0] * length + self.model.shape_weights[1] * short
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))

@@ -122,7 +122,7 @@ class InjectionDetector:
         verdict = self.score_rules(text)
         if self.classifier is None or embedding is None or not applies(text):
             return verdict
-        p = round(self.classifier.probability(embedding, verdict.score), 4)
+        p = round(self.classifier.probability(embedding, verdict.score, text), 4)
         if p <= verdict.score:
             return verdict
         return InjectionVerdict(p, (*verdict.signals, f"classifier {p:.2f}"))

@@ -5,8 +5,9 @@
 Only rows whose split is "dev" are read: the held-out splits are never seen here. The
 regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set,
 again by cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
-`--max-benign-blocked` of dev's benign rows. The result is `injection_model.json` beside
-the classifier, committed with the code.
+`--max-benign-blocked` of dev's benign rows and at most `--max-everyday-blocked` of its
+everyday customer requests (the benign rows of tests/data/injection_dev3.jsonl). The
+result is `injection_model.json` beside the classifier, committed with the code.
 """
 
 import argparse
@@ -24,13 +25,16 @@ from switchboard.embeddings.local import BUNDLED_MODEL, LocalEmbedder
 from switchboard.orchestrator.guardrails.classifier import (
     MODEL_PATH,
     RULES_SCALE,
+    WORD_BUCKETS,
     InjectionModel,
     applies,
+    shape,
+    word_buckets,
 )
 from switchboard.orchestrator.guardrails.injection import InjectionDetector
 
-VERSION = 1
-L2 = 0.1
+VERSION = 2
+L2 = 0.3
 FOLDS = 5
 THRESHOLD = 0.5  # the tenant default (GuardrailPolicy.injection_threshold)
 
@@ -58,8 +62,28 @@ def fit(features: F64, labels: F64, l2: float) -> F64:
     return weights
 
 
-def design(vectors: F64, rules: F64) -> F64:
-    return np.hstack([vectors, RULES_SCALE * rules[:, None], np.ones((len(rules), 1))])
+def words(texts: Sequence[str]) -> F64:
+    """The unit-length binary vectors of the texts' hashed words and word pairs."""
+    out = np.zeros((len(texts), WORD_BUCKETS))
+    for i, text in enumerate(texts):
+        buckets = word_buckets(text)
+        if buckets:
+            out[i, buckets] = 1.0 / np.sqrt(len(buckets))
+    return out
+
+
+def design(vectors: F64, texts: Sequence[str], rules: F64) -> F64:
+    """Columns: embedding, hashed words, rules, (log length, short), intercept."""
+    shapes = np.array([shape(t) for t in texts], dtype=np.float64).reshape(len(texts), 2)
+    return np.hstack(
+        [vectors, words(texts), RULES_SCALE * rules[:, None], shapes, np.ones((len(rules), 1))]
+    )
+
+
+def everyday(row: dict[str, Any]) -> bool:
+    """A benign everyday customer request (short questions, billing, "what did I just tell
+    you?", assistant requests): the messages that must never be blocked."""
+    return row["label"] == "benign" and str(row["id"]).startswith(("cc3-b-", "clinc-"))
 
 
 def training_rows(data: Path) -> list[dict[str, Any]]:
@@ -76,7 +100,9 @@ def embed_as_the_turn_does(embedder: LocalEmbedder, texts: Sequence[str]) -> F64
     return np.asarray(embedder.embed_sync(redacted), dtype=np.float64)
 
 
-def train(data: Path, out: Path, max_benign_blocked: float) -> InjectionModel:
+def train(
+    data: Path, out: Path, max_benign_blocked: float, max_everyday_blocked: float
+) -> InjectionModel:
     rows = training_rows(data)
     texts = [r["text"] for r in rows]
     labels = np.array([r["label"] == "attack" for r in rows], dtype=np.float64)
@@ -85,7 +111,8 @@ def train(data: Path, out: Path, max_benign_blocked: float) -> InjectionModel:
     readable = np.array([applies(t) for t in texts])
     print(f"training on {len(rows)} dev rows ({int(labels.sum())} attacks); embedding them ...")
     vectors = embed_as_the_turn_does(LocalEmbedder(), texts)
-    features = design(vectors, rules)
+    features = design(vectors, texts, rules)
+    daily = np.array([everyday(r) for r in rows])
 
     # Cross-validated probabilities on dev, to place the decision point.
     folds = np.random.default_rng(0).integers(0, FOLDS, len(rows))
@@ -98,31 +125,42 @@ def train(data: Path, out: Path, max_benign_blocked: float) -> InjectionModel:
     for candidate in np.arange(0.5, 0.995, 0.005):
         final = np.where(readable, np.maximum(rules, held >= candidate), rules >= THRESHOLD)
         blocked = (final[benign] >= THRESHOLD).mean()
+        daily_blocked = (final[daily] >= THRESHOLD).mean() if daily.any() else 0.0
         cut = float(candidate)
-        if blocked <= max_benign_blocked:
+        if blocked <= max_benign_blocked and daily_blocked <= max_everyday_blocked:
             break
     final = np.where(readable, np.maximum(rules, held >= cut), rules >= THRESHOLD)
     print(
         f"dev cross-validation at probability {cut:.3f}: attacks caught "
         f"{(final[~benign] >= THRESHOLD).mean():.1%}, benign blocked "
-        f"{(final[benign] >= THRESHOLD).mean():.1%}"
+        f"{(final[benign] >= THRESHOLD).mean():.2%}, everyday requests blocked "
+        f"{int((final[daily] >= THRESHOLD).sum())}/{int(daily.sum())}"
     )
 
     w = fit(features, labels, L2)
+    dims = vectors.shape[1]
     # Shift the intercept so that probability `cut` becomes 0.5, the tenant default.
     bias = float(w[-1] - np.log(cut / (1 - cut)))
     digest = hashlib.sha256("\n".join(f"{r['id']}\t{r['label']}" for r in rows).encode())
     model = InjectionModel(
         version=VERSION,
         embedding_model=BUNDLED_MODEL,
-        weights=w[:-2].astype(np.float32),
-        rules_weight=float(w[-2]),
+        weights=w[:dims].astype(np.float32),
+        rules_weight=float(w[-4]),
         bias=bias,
+        word_weights=w[dims : dims + WORD_BUCKETS].astype(np.float32),
+        shape_weights=(float(w[-3]), float(w[-2])),
         trained_on=f"tests/data dev split: {len(rows)} rows, sha256 {digest.hexdigest()[:16]}",
     )
     out.write_text(
         model.to_json(
-            {"l2": L2, "decision_probability": round(cut, 3), "attacks": int(labels.sum())}
+            {
+                "l2": L2,
+                "decision_probability": round(cut, 3),
+                "attacks": int(labels.sum()),
+                "max_benign_blocked": max_benign_blocked,
+                "max_everyday_blocked": max_everyday_blocked,
+            }
         )
         + "\n"
     )
@@ -140,8 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.015,
         help="share of dev's benign rows the default threshold may block (cross-validated)",
     )
+    parser.add_argument(
+        "--max-everyday-blocked",
+        type=float,
+        default=0.002,
+        help="share of dev's everyday customer requests it may block (cross-validated)",
+    )
     args = parser.parse_args(argv)
-    train(args.data, args.out, args.max_benign_blocked)
+    train(args.data, args.out, args.max_benign_blocked, args.max_everyday_blocked)
     return 0
 
 
