@@ -133,6 +133,28 @@ class TelemetrySettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
+    # Head sampling, decided once at the turn's first hop and followed by every later hop
+    # (parent-based), so a turn's trace is whole or absent.
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of new traces recorded (0..1); a hop with a sampled or unsampled parent"
+            " follows its parent's decision."
+        ),
+    )
+    batch_schedule_delay_ms: int = Field(
+        default=5_000, ge=1, description="Longest wait before a batch of spans is exported."
+    )
+    batch_max_queue_size: int = Field(
+        default=2_048,
+        ge=1,
+        description="Spans buffered for export per exporter; beyond it new spans are dropped.",
+    )
+    batch_max_export_size: int = Field(
+        default=512, ge=1, description="Most spans sent in one export call."
+    )
 
 
 class HealthSettings(BaseSettings):

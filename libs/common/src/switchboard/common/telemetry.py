@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from switchboard.common.settings import TelemetrySettings
 
@@ -27,17 +28,32 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings) -> TracerPro
     )
     # aiokafka logs every connection hiccup at ERROR; ours say what matters.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+
+    def batched(exporter: SpanExporter) -> BatchSpanProcessor:
+        return BatchSpanProcessor(
+            exporter,
+            max_queue_size=settings.batch_max_queue_size,
+            schedule_delay_millis=settings.batch_schedule_delay_ms,
+            # the SDK refuses a batch larger than its queue
+            max_export_batch_size=min(
+                settings.batch_max_export_size, settings.batch_max_queue_size
+            ),
+        )
+
     if settings.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+            batched(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
         )
     elif settings.exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        provider.add_span_processor(batched(ConsoleSpanExporter()))
     if settings.zipkin_endpoint:
-        provider.add_span_processor(BatchSpanProcessor(_zipkin_exporter(settings.zipkin_endpoint)))
+        provider.add_span_processor(batched(_zipkin_exporter(settings.zipkin_endpoint)))
     trace.set_tracer_provider(provider)
     return provider
 
