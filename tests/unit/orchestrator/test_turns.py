@@ -360,6 +360,7 @@ async def test_complex_messages_go_frontier_and_the_decision_is_on_the_trace() -
     attributes = dict(span.attributes or {})
     assert attributes["switchboard.route.tier"] == "frontier"
     assert "code or log excerpt" in str(attributes["switchboard.route.reason"])
+    assert isinstance(attributes["switchboard.route.ms"], float)  # the decision's time
     await world.engine.on_result(result_for(world.outbox.tasks[0]))
     assert "code or log excerpt" in world.outbox.turns[0].routing_reason
     assert world.outbox.events[-1].done.tier == "frontier"
