@@ -65,9 +65,12 @@ async def test_turn_state_round_trips_with_a_ttl(redis: Redis) -> None:
     ttl = await redis.ttl(f"sb:demo:turn:{request_id}")
     assert 0 < ttl <= 30
     assert not await store.finished("demo", request_id)
+    assert await store.lookup("demo", request_id) == (state, False)
+    assert await store.lookup("other", request_id) == (None, False), "scoped by tenant"
     await store.forget("demo", request_id)
     assert await store.load("demo", request_id) is None
     assert await store.finished("demo", request_id) and not await store.finished("o", request_id)
+    assert await store.lookup("demo", request_id) == (None, True)
 
 
 async def test_the_response_cache_expires_and_ignores_garbage(redis: Redis) -> None:

@@ -1,6 +1,7 @@
 """The embedding implementations: the bundled local model, the OpenAI-compatible client
 against the simulator's /v1/embeddings, and the query cache."""
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -153,3 +154,42 @@ async def test_query_cache_can_be_disabled() -> None:
     await cache.embed("a")
     await cache.embed("a")
     assert len(inner.calls) == 2
+
+
+class GatedEmbedder(CountingEmbedder):
+    """Embeds only once released, so that callers overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        await self.release.wait()
+        return await super().embed(texts)
+
+
+async def test_concurrent_requests_for_one_text_share_one_computation() -> None:
+    inner = GatedEmbedder()
+    cache = QueryEmbeddings(inner, max_entries=0, ttl_s=60)  # no cache: sharing alone
+    first = asyncio.ensure_future(cache.embed("Where is my order?"))
+    second = asyncio.ensure_future(cache.embed("where is my order?"))
+    await asyncio.sleep(0)
+    inner.release.set()
+    one, two = await asyncio.gather(first, second)
+    assert inner.calls == [["where is my order?"]]
+    assert one is two and (cache.hits, cache.misses) == (1, 1)
+    await cache.embed("where is my order?")  # finished: computed again without a cache
+    assert len(inner.calls) == 2
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_shared_computation() -> None:
+    inner = GatedEmbedder()
+    cache = QueryEmbeddings(inner, max_entries=4, ttl_s=60)
+    leaving = asyncio.ensure_future(cache.embed("refund"))
+    staying = asyncio.ensure_future(cache.embed("refund"))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    inner.release.set()
+    vector = await staying
+    assert leaving.cancelled() and vector.shape == (2,)
+    assert await cache.embed("refund") is vector  # cached by the shared computation

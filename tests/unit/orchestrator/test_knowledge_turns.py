@@ -7,11 +7,12 @@ from typing import Any
 
 from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator.knowledge import KnowledgeClientSettings, Passage
+from switchboard.orchestrator.turn_state import TurnState
 from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER
 from switchboard.v1.events_pb2 import TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext
 
-from .test_turns import World, request, result_for
+from .test_turns import States, World, request, result_for
 
 RETURNS = Passage(
     "K1",
@@ -84,6 +85,29 @@ async def test_retrieval_runs_concurrently_with_the_context_read() -> None:
     await world.engine.on_request(request("Can I return my shoes? Mail me at jo@example.com"))
     assert meet.both.is_set()
     # The redacted message is what is searched for.
+    assert retriever.queries == [("demo", "Can I return my shoes? Mail me at [EMAIL]")]
+
+
+class MeetingStates(States):
+    """A state lookup that answers only once the retrieval is under way too."""
+
+    def __init__(self, meet: Meeting) -> None:
+        super().__init__()
+        self.meet = meet
+
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        await self.meet.arrive("lookup")
+        return await super().lookup(tenant_id, request_id)
+
+
+async def test_retrieval_starts_beside_the_state_lookup() -> None:
+    """Retrieval (for the redacted message) is on its way before the state is known."""
+    meet = Meeting()
+    retriever = FakeRetriever([RETURNS], meet)
+    world = world_with(retriever)
+    world.engine._states = world.states = MeetingStates(meet)
+    await world.engine.on_request(request("Can I return my shoes? Mail me at jo@example.com"))
+    assert meet.both.is_set() and len(world.outbox.tasks) == 1
     assert retriever.queries == [("demo", "Can I return my shoes? Mail me at [EMAIL]")]
 
 

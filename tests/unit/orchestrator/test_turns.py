@@ -98,6 +98,9 @@ class States:
     async def finished(self, tenant_id: str, request_id: str) -> bool:
         return f"{tenant_id}/{request_id}" in self.ended
 
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        return await self.load(tenant_id, request_id), await self.finished(tenant_id, request_id)
+
 
 class Memory:
     def __init__(self) -> None:
@@ -357,6 +360,7 @@ async def test_complex_messages_go_frontier_and_the_decision_is_on_the_trace() -
     attributes = dict(span.attributes or {})
     assert attributes["switchboard.route.tier"] == "frontier"
     assert "code or log excerpt" in str(attributes["switchboard.route.reason"])
+    assert isinstance(attributes["switchboard.route.ms"], float)  # the decision's time
     await world.engine.on_result(result_for(world.outbox.tasks[0]))
     assert "code or log excerpt" in world.outbox.turns[0].routing_reason
     assert world.outbox.events[-1].done.tier == "frontier"
@@ -577,6 +581,85 @@ async def test_redeliveries_are_harmless() -> None:
     await world.engine.on_result(result_for(first))
     await world.engine.on_result(result_for(first))  # after the end: ignored
     assert world.outbox.kinds() == ["done"] and len(world.outbox.turns) == 1
+
+
+class HeldMemory(Memory):
+    """A context read that waits until it is released, noting when it started and whether
+    it was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = False
+        self.cancelled = False
+
+    async def context_for(self, turn: TurnRequest) -> ConversationContext:
+        self.started = True
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return self.context
+
+
+class SlowStates(States):
+    """A state lookup that lets the loop run first, noting what had started by then."""
+
+    def __init__(self, memory: HeldMemory) -> None:
+        super().__init__()
+        self.memory = memory
+        self.context_read_started_before_lookup_ended: bool | None = None
+
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        await asyncio.sleep(0)
+        self.context_read_started_before_lookup_ended = self.memory.started
+        self.memory.release.set()
+        return await super().lookup(tenant_id, request_id)
+
+
+async def test_the_context_read_runs_beside_the_state_lookup() -> None:
+    world = World()
+    memory = HeldMemory()
+    states = SlowStates(memory)
+    world.engine._memory, world.engine._states = memory, states
+    await world.engine.on_request(request("Where is my parcel?"))
+    assert states.context_read_started_before_lookup_ended is True
+    assert len(world.outbox.tasks) == 1 and not memory.cancelled
+
+
+class YieldingStates(States):
+    """A state lookup that lets the loop run first (as a round trip to Redis does)."""
+
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        await asyncio.sleep(0)
+        return await super().lookup(tenant_id, request_id)
+
+
+async def test_a_redelivered_request_cancels_its_unneeded_context_read() -> None:
+    world = World()
+    world.engine._states = world.states = YieldingStates()
+    await world.engine.on_request(request("Where is my parcel?"))
+    memory = HeldMemory()
+    world.engine._memory = memory
+    await world.engine.on_request(request("Where is my parcel?"))  # state exists: no read
+    await asyncio.sleep(0)  # the cancellation reaches the read
+    assert memory.started and memory.cancelled
+    assert len(world.outbox.tasks) == 2 and world.outbox.tasks[0] == world.outbox.tasks[1]
+
+
+async def test_a_refused_turn_cancels_its_context_read() -> None:
+    tenant = TenantConfig(
+        tenant_id="demo", name="Demo", guardrails=GuardrailPolicy(blocked_topics=["politics"])
+    )
+    world = World(tenant)
+    world.engine._states = world.states = YieldingStates()
+    memory = HeldMemory()
+    world.engine._memory = memory
+    await world.engine.on_request(request("What do you think about politics?"))
+    await asyncio.sleep(0)  # the cancellation reaches the read
+    assert world.outbox.events[-1].done.finish_reason == "blocked"
+    assert memory.started and memory.cancelled and world.outbox.tasks == []
 
 
 async def test_an_unknown_tenant_gets_safe_defaults() -> None:

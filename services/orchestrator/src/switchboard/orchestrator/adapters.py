@@ -117,11 +117,24 @@ class RedisTurnStore:
         fields = cast(
             dict[bytes, bytes], await self._redis.hgetall(self._key(tenant_id, request_id))
         )
+        return self._state_of(tenant_id, fields)
+
+    @staticmethod
+    def _state_of(tenant_id: str, fields: dict[bytes, bytes]) -> TurnState | None:
         if not fields:
             return None
         state = TurnState.from_parts(fields[b"turn"], fields[b"task"], fields[b"meta"].decode())
         # The key holds the tenant; the stored turn must agree before it is reused.
         return state if state.turn.tenant_id == tenant_id else None
+
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        """The turn's state and whether it ended, in one round trip (a new turn asks both)."""
+        key = self._key(tenant_id, request_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.exists(f"{key}:ended")
+            fields, ended = await pipe.execute()
+        return self._state_of(tenant_id, cast(dict[bytes, bytes], fields)), bool(ended)
 
     async def forget(self, tenant_id: str, request_id: str) -> None:
         """Drop a finished turn, remembering for the TTL that it ended."""

@@ -1,9 +1,10 @@
 """Grounding a turn in the tenant's knowledge base.
 
 `KnowledgeRetriever` asks the knowledge service for the passages that answer the (redacted)
-user message; `context_and_passages` runs that concurrently with the memory read, so it adds
-no serial latency. The passages go into the prompt as a system message marked as data, with
-ids the model can cite; a passage the injection detector scores as an attack is left out.
+user message; `start_retrieval` runs that in the background, beside the memory read (which the
+engine starts first), so it adds no serial latency. The passages go into the prompt as a system
+message marked as data, with ids the model can cite; a passage the injection detector scores as
+an attack is left out.
 `citations_for` turns the passages an answer drew on into the `Done` event's citations, and
 `search_knowledge_tool` lets the model search again for follow-up questions.
 """
@@ -30,7 +31,6 @@ from switchboard.v1.chat_pb2 import ROLE_SYSTEM, ROLE_USER, Citation
 from switchboard.v1.events_pb2 import ChatMessage, LlmTask, TurnRequest
 from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest
 from switchboard.v1.knowledge_pb2_grpc import KnowledgeServiceStub
-from switchboard.v1.memory_pb2 import ConversationContext
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +129,14 @@ class KnowledgeRetriever:
         await self._channel.close()
 
 
-async def context_and_passages(
-    memory: Any,
-    retriever: KnowledgeRetriever | None,
-    turn: TurnRequest,
-    query: str,
-) -> tuple[ConversationContext, list[Passage]]:
-    """The memory context and the passages for `query`, read at the same time."""
+def start_retrieval(
+    retriever: KnowledgeRetriever | None, turn: TurnRequest, query: str
+) -> "asyncio.Task[list[Passage]] | None":
+    """The passages for `query`, retrieved in the background (None when retrieval is off),
+    so that the caller awaits them beside the memory read."""
     if retriever is None or not retriever.settings.enabled:
-        return await memory.context_for(turn), []
-    context, passages = await asyncio.gather(
-        memory.context_for(turn), retriever.retrieve(turn.tenant_id, query)
-    )
-    return context, passages
+        return None
+    return asyncio.ensure_future(retriever.retrieve(turn.tenant_id, query))
 
 
 def screen(

@@ -68,6 +68,11 @@ class StateStore(Protocol):
 
     async def load(self, tenant_id: str, request_id: str) -> TurnState | None: ...
 
+    async def lookup(self, tenant_id: str, request_id: str) -> tuple[TurnState | None, bool]:
+        """`load` and `finished` at once (one round trip): the turn's state, and whether it
+        ended already."""
+        ...
+
     async def forget(self, tenant_id: str, request_id: str) -> None:
         """Drop a finished turn's state, remembering (for the state's TTL) that it ended."""
         ...
