@@ -6,10 +6,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
+from aiohttp import web
 from pymongo.errors import ServerSelectionTimeoutError
 
 from switchboard.common.tenants import TenantConfig
-from switchboard.gateway.directory import DirectoryUnavailableError
+from switchboard.gateway.auth import TenantAuthenticator
+from switchboard.gateway.browser import BrowserSessions
+from switchboard.gateway.core import ChatCore
+from switchboard.gateway.directory import DirectoryUnavailableError, MemoryBackedDirectory
+from switchboard.gateway.http_edge import HttpEdge
+from switchboard.gateway.http_stream import StreamOptions
 from switchboard.gateway.idempotency import (
     OwnerGoneError,
     RequestRecord,
@@ -24,6 +30,7 @@ from switchboard.gateway.service import (
     HeldLock,
     PublishOutcomeUnknownError,
 )
+from switchboard.gateway.validation import ChatLimits
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 from switchboard.v1.memory_pb2 import MemoryGetConversationRequest
@@ -243,3 +250,64 @@ class ScriptedPublisher:
 
     async def publish_cancel(self, cancel: CancelGeneration) -> None:
         self.cancels.append(cancel)
+
+
+class ScriptPublisher(ScriptedPublisher):
+    """Answers each turn with `script` (numbered from 1), or holds it for `deliver`."""
+
+    def __init__(self, router: ReplyRouter, script: list[ChatEvent] | None = None) -> None:
+        super().__init__(router)
+        self.script = list(script or ())
+
+    def reply(self, rid: str, tenant_id: str = "acme") -> None:
+        self.deliver(rid, self.script, tenant_id)
+
+    def deliver(
+        self, rid: str, events: list[ChatEvent], tenant_id: str = "acme", start: int = 1
+    ) -> None:
+        for sequence, event in enumerate(events, start=start):
+            copy = ChatEvent()
+            copy.CopyFrom(event)
+            copy.request_id, copy.sequence = rid, sequence
+            self.router.deliver(tenant_id, copy)
+
+
+class NoPublishableKeys:
+    async def by_publishable_key(self, key: str) -> TenantConfig | None:
+        return None
+
+
+async def _alive(_: str) -> bool:
+    return True
+
+
+def http_edge_app(
+    router: ReplyRouter,
+    publisher: ScriptedPublisher,
+    quotas: FakeQuotas,
+    stream_options: StreamOptions | None = None,
+) -> web.Application:
+    """The HTTP door over the real ChatCore, with these fakes behind it (tenant acme, key k)."""
+    core = ChatCore(
+        authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
+        limits=ChatLimits(100, 10, 4, 1000),
+        quotas=quotas,
+        requests=MemoryRequestStore(),
+        owner_alive=_alive,
+        publisher=publisher,
+        locks=FakeLocks(),
+        conversation_directory=MemoryBackedDirectory(
+            FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
+        ),
+        router=router,
+        reply_topic="chat.replies.test",
+        reply_idle_timeout_s=2.0,
+    )
+    return HttpEdge(
+        core=core,
+        conversations=None,
+        publishable_keys=NoPublishableKeys(),
+        sessions=BrowserSessions(None, 60),  # type: ignore[arg-type]  # no browser calls here
+        max_body_bytes=4096,
+        stream_options=stream_options,
+    ).app()

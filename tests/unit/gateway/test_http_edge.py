@@ -8,60 +8,33 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from switchboard.common.tenants import TenantConfig
-from switchboard.gateway.auth import TenantAuthenticator
-from switchboard.gateway.browser import BrowserSessions
-from switchboard.gateway.core import ChatCore
-from switchboard.gateway.directory import MemoryBackedDirectory
-from switchboard.gateway.http_edge import HttpEdge
 from switchboard.gateway.quotas import Refusal
 from switchboard.gateway.replies import ReplyRouter
-from switchboard.gateway.validation import ChatLimits
-from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done, Reset, ToolStatus, Usage
+from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done, Provisional, Reset, ToolStatus, Usage
 
-from .fakes import (
-    FakeConversationMarkers,
-    FakeConversationReader,
-    FakeDirectory,
-    FakeLocks,
-    FakeQuotas,
-    MemoryRequestStore,
-    ScriptedPublisher,
-)
+from .fakes import FakeQuotas, ScriptedPublisher, ScriptPublisher, http_edge_app
 
 AUTH = {"Authorization": "Bearer k"}
 HELLO = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 
 
-class ResettingPublisher(ScriptedPublisher):
-    """A reply whose generation restarts after its first words (as on a cascade)."""
-
-    def reply(self, rid: str, tenant_id: str = "acme") -> None:
-        for sequence, event in enumerate(
-            (
-                ChatEvent(delta=Delta(text="Wrong ")),
-                ChatEvent(delta=Delta(text="answer")),
-                ChatEvent(tool=ToolStatus(name="order_status", status="running")),
-                ChatEvent(reset=Reset(reason="escalating to a stronger model")),
-                ChatEvent(delta=Delta(text="Right answer")),
-                ChatEvent(
-                    done=Done(
-                        model="m",
-                        tier="frontier",
-                        finish_reason="stop",
-                        usage=Usage(input_tokens=5, output_tokens=2),
-                    )
-                ),
-            ),
-            start=1,
-        ):
-            event.request_id, event.sequence = rid, sequence
-            self.router.deliver(tenant_id, event)
-
-
-class NoPublishableKeys:
-    async def by_publishable_key(self, key: str) -> TenantConfig | None:
-        return None
+# A provisional cheap answer, re-run on frontier (the cascade) which calls a tool.
+RESET_SCRIPT = [
+    ChatEvent(provisional=Provisional(tier="cheap")),
+    ChatEvent(delta=Delta(text="Wrong ")),
+    ChatEvent(delta=Delta(text="answer")),
+    ChatEvent(reset=Reset(reason="escalating to a stronger model", cause="cascade")),
+    ChatEvent(tool=ToolStatus(name="order_status", status="running")),
+    ChatEvent(delta=Delta(text="Right answer")),
+    ChatEvent(
+        done=Done(
+            model="m",
+            tier="frontier",
+            finish_reason="stop",
+            usage=Usage(input_tokens=5, output_tokens=2),
+        )
+    ),
+]
 
 
 @dataclass
@@ -74,36 +47,10 @@ class Edge:
 @pytest.fixture
 async def edge() -> AsyncIterator[Edge]:
     router = ReplyRouter(16)
-    publisher = ResettingPublisher(router)
+    publisher = ScriptPublisher(router, RESET_SCRIPT)
     quotas = FakeQuotas()
-    core = ChatCore(
-        authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
-        limits=ChatLimits(100, 10, 4, 1000),
-        quotas=quotas,
-        requests=MemoryRequestStore(),
-        owner_alive=_alive,
-        publisher=publisher,
-        locks=FakeLocks(),
-        conversation_directory=MemoryBackedDirectory(
-            FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
-        ),
-        router=router,
-        reply_topic="chat.replies.test",
-        reply_idle_timeout_s=2.0,
-    )
-    app = HttpEdge(
-        core=core,
-        conversations=None,
-        publishable_keys=NoPublishableKeys(),
-        sessions=BrowserSessions(None, 60),  # type: ignore[arg-type]  # no browser calls here
-        max_body_bytes=4096,
-    ).app()
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(http_edge_app(router, publisher, quotas))) as client:
         yield Edge(client, publisher, quotas)
-
-
-async def _alive(_: str) -> bool:
-    return True
 
 
 async def test_a_whole_answer_after_a_reset_holds_only_the_final_text(edge: Edge) -> None:
@@ -115,10 +62,14 @@ async def test_a_whole_answer_after_a_reset_holds_only_the_final_text(edge: Edge
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 
 
-async def test_a_stream_announces_the_reset_and_ends_with_the_final_text(edge: Edge) -> None:
+async def test_a_stream_announces_the_reset_to_a_client_that_handles_it(edge: Edge) -> None:
     response = await edge.client.post(
         "/v1/chat/completions",
-        json={**HELLO, "stream": True, "stream_options": {"include_usage": True}},
+        json={
+            **HELLO,
+            "stream": True,
+            "stream_options": {"include_usage": True, "switchboard_resets": "client"},
+        },
         headers=AUTH,
     )
     raw = await response.text()
@@ -126,8 +77,8 @@ async def test_a_stream_announces_the_reset_and_ends_with_the_final_text(edge: E
     assert blocks[-1] == "data: [DONE]"
     chunks = [json.loads(b.removeprefix("data: ")) for b in blocks[:-1]]
     types = [c.get("switchboard", {}).get("type") for c in chunks]
-    assert types == ["started", None, None, "tool", "reset", None, "done", None]
-    assert chunks[4]["choices"][0]["delta"] == {}
+    assert types == ["started", None, None, "reset", "tool", None, "done", None]
+    assert chunks[3]["choices"][0]["delta"] == {}
     assert chunks[6]["switchboard"]["content"] == "Right answer"
     assert chunks[6]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
@@ -135,7 +86,9 @@ async def test_a_stream_announces_the_reset_and_ends_with_the_final_text(edge: E
 
 async def test_responses_done_events_hold_the_final_text(edge: Edge) -> None:
     response = await edge.client.post(
-        "/v1/responses", json={"model": "auto", "input": "hello", "stream": True}, headers=AUTH
+        "/v1/responses",
+        json={"model": "auto", "input": "hello", "stream": True},
+        headers={**AUTH, "sb-resets": "client"},
     )
     events = [
         json.loads(line.removeprefix("data: "))

@@ -450,8 +450,13 @@ async def test_cascade_reruns_a_hedging_cheap_answer_on_frontier() -> None:
     await world.engine.on_request(request("Can I change my plan?"))
     cheap = world.outbox.tasks[0]
     assert cheap.tier == "cheap"
+    # The answer may be replaced: the client hears so before its first text (numbered 2).
+    (provisional,) = world.outbox.events
+    assert (provisional.provisional.tier, provisional.sequence) == ("cheap", 1)
+    assert cheap.sequence_base == 1
     await world.engine.on_result(result_for(cheap, "I'm not sure, sorry.", last_sequence=3))
-    assert world.outbox.kinds() == ["reset"] and world.outbox.events[0].sequence == 4
+    assert world.outbox.kinds() == ["provisional", "reset"]
+    assert world.outbox.events[1].sequence == 4 and world.outbox.events[1].reset.cause == "cascade"
     frontier = world.outbox.tasks[1]
     assert frontier.tier == "frontier" and frontier.sequence_base == 4
     assert list(frontier.messages) == list(cheap.messages)
@@ -473,7 +478,19 @@ async def test_no_cascade_without_the_tenant_flag_or_for_confident_answers() -> 
     world = World(TenantConfig(tenant_id="demo", model_policy=ModelPolicy(cascade=True)))
     await world.engine.on_request(request("Can I change my plan?"))
     await world.engine.on_result(result_for(world.outbox.tasks[0]))
-    assert world.outbox.kinds() == ["done"]
+    assert world.outbox.kinds() == ["provisional", "done"]
+
+
+async def test_only_an_answer_the_cascade_may_replace_is_provisional() -> None:
+    for tier, policy in (
+        ("frontier", ModelPolicy(cascade=True)),  # asked for: no classification, no cascade
+        ("", ModelPolicy(cascade=True, allowed_tiers=["cheap"])),  # nothing to cascade to
+        ("", ModelPolicy(cascade=False)),
+    ):
+        world = World(TenantConfig(tenant_id="demo", model_policy=policy))
+        await world.engine.on_request(request("Can I change my plan?", tier=tier))
+        assert world.outbox.kinds() == [], (tier, policy)
+        assert world.outbox.tasks[0].sequence_base == 0
 
 
 async def test_a_failed_generation_ends_with_its_error_and_stores_nothing() -> None:

@@ -161,6 +161,7 @@ class ChatEvent(_message.Message):
     HANDOFF_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     sequence: _builtins.int
     @_builtins.property
@@ -177,6 +178,8 @@ class ChatEvent(_message.Message):
     def done(self) -> Global___Done: ...
     @_builtins.property
     def error(self) -> Global___Error: ...
+    @_builtins.property
+    def provisional(self) -> Global___Provisional: ...
     def __init__(
         self,
         *,
@@ -189,12 +192,13 @@ class ChatEvent(_message.Message):
         handoff: Global___Handoff | None = ...,
         done: Global___Done | None = ...,
         error: Global___Error | None = ...,
+        provisional: Global___Provisional | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "error", b"error", "event", b"event", "handoff", b"handoff", "reset", b"reset", "started", b"started", "tool", b"tool"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "error", b"error", "event", b"event", "handoff", b"handoff", "provisional", b"provisional", "reset", b"reset", "started", b"started", "tool", b"tool"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "error", b"error", "event", b"event", "handoff", b"handoff", "request_id", b"request_id", "reset", b"reset", "sequence", b"sequence", "started", b"started", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "error", b"error", "event", b"event", "handoff", b"handoff", "provisional", b"provisional", "request_id", b"request_id", "reset", b"reset", "sequence", b"sequence", "started", b"started", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "delta", "tool", "reset", "handoff", "done", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "delta", "tool", "reset", "handoff", "done", "error", "provisional"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -266,24 +270,61 @@ Global___ToolStatus: _TypeAlias = ToolStatus  # noqa: Y015
 
 @_typing.final
 class Reset(_message.Message):
-    """Reset tells the client to drop the partial reply: the generation restarts."""
+    """Reset tells the client to drop the partial reply: the generation restarts. A reset drops
+    the text of the generation under way only: text sent before the last `tool` event stays.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    cause: _builtins.str
+    """"cascade" when a stronger model answers instead (it ends a `provisional` answer); empty
+    when the same generation restarts after a worker or provider failure (its new text
+    usually repeats what was already sent, and may differ).
+    """
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
+        cause: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reset: _TypeAlias = Reset  # noqa: Y015
+
+@_typing.final
+class Provisional(_message.Message):
+    """Provisional says that the answer that follows may yet be replaced as a whole: the
+    orchestrator judges a cheap answer when it ends and may re-run it on a stronger model
+    (the cascade; a `reset` with cause "cascade" announces it). It lasts until the next `tool`,
+    `done` or `error` event or a `reset` with cause "cascade"; a worker's failure reset does
+    not end it. Clients that cannot unsay text hold the text back meanwhile (the HTTP edge
+    does); others may ignore this event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    tier: _builtins.str
+    """The tier whose answer is provisional ("cheap")."""
+    def __init__(
+        self,
+        *,
+        tier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provisional: _TypeAlias = Provisional  # noqa: Y015
 
 @_typing.final
 class Handoff(_message.Message):

@@ -32,6 +32,7 @@ from switchboard.gateway.browser import BrowserSessions
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
 from switchboard.gateway.directory import MemoryBackedDirectory
 from switchboard.gateway.http_edge import HttpEdge
+from switchboard.gateway.http_stream import StreamOptions
 from switchboard.gateway.idempotency import RedisRequestStore
 from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_heartbeats
 from switchboard.gateway.knowledge import SERVICE_NAME as KNOWLEDGE_SERVICE
@@ -103,6 +104,11 @@ async def start_http(
         max_body_bytes=settings.http_max_body_bytes,
         demo_widget_key=settings.http_demo_widget_key,
         knowledge=knowledge,
+        stream_options=StreamOptions(
+            keepalive_s=settings.http_sse_keepalive_s,
+            hold_max_s=settings.http_hold_max_s,
+            hold_max_chars=settings.http_hold_max_chars,
+        ),
     )
     # handler_cancellation: a client that goes away mid-reply cancels its handler, and so
     # the generation, as a gRPC client does.

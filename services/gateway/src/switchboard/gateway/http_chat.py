@@ -22,6 +22,13 @@ from switchboard.gateway.http_common import (
     refused,
     sse,
 )
+from switchboard.gateway.http_stream import (
+    EventStream,
+    StreamOptions,
+    TextGate,
+    client_handles_resets,
+    diverged_error,
+)
 from switchboard.gateway.openai_shapes import (
     MODELS,
     ApiError,
@@ -40,9 +47,21 @@ log = logging.getLogger(__name__)
 class Turns:
     """Runs one turn through the core, as the gRPC door does."""
 
-    def __init__(self, core: ChatCore, auth: HttpAuth) -> None:
+    def __init__(
+        self, core: ChatCore, auth: HttpAuth, stream_options: StreamOptions | None = None
+    ) -> None:
         self._core = core
         self._auth = auth
+        self.stream_options = stream_options or StreamOptions()
+
+    def gate(self, reply: Reply, headers: dict[str, str], handles_resets: bool) -> TextGate:
+        """The text gate of a streamed reply: a replayed one is held whole (it is all there)."""
+        return TextGate(
+            reply,
+            self.stream_options,
+            client_handles_resets=handles_resets,
+            hold_whole=headers.get(IDEMPOTENCY_HEADER) == "replayed",
+        )
 
     async def start(
         self, request: web.Request, caller: Caller, turn: Turn, message_param: str
@@ -123,6 +142,7 @@ class ChatCompletionRoutes:
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         caller = await self._auth.caller(request, browser_ok=True)
         turn = parse_chat_completion(await read_json(request))
+        handles_resets = client_handles_resets(request, turn.resets)
         events, first, headers = await self._turns.start(request, caller, turn, "messages")
         reply = Reply()
         started = reply.apply(first)
@@ -132,6 +152,7 @@ class ChatCompletionRoutes:
                     events, reply, headers, lambda: completion(reply, turn.model)
                 )
             response = await open_event_stream(request, headers)
+            gate = self._turns.gate(reply, headers, handles_resets)
             created = int(time.time())
 
             def piece(**kwargs: Any) -> bytes:
@@ -145,32 +166,50 @@ class ChatCompletionRoutes:
                     )
                 )
 
-            await response.write(
-                piece(delta={"role": "assistant", "content": ""}, extension=started)
+            def text(content: str) -> bytes:
+                return piece(delta={"content": content}) if content else b""
+
+            def on(event: ChatEvent) -> bytes:
+                """The bytes one reply event sends."""
+                extension = reply.apply(event)
+                out = text(gate.after(event))
+                kind = event.WhichOneof("event")
+                if kind == "error":
+                    return sse(event_error(*reply.error or ("", "")).body())
+                if kind == "done":
+                    if gate.diverged:
+                        return diverged_error(reply)
+                    out += piece(finish=finish_reason(reply.finish_reason), extension=extension)
+                    if turn.include_usage:
+                        usage = chunk(reply, created, reply.model or turn.model)
+                        usage["choices"] = []
+                        usage["usage"] = reply.usage_chat()
+                        out += sse(usage)
+                    return out + b"data: [DONE]\n\n"
+                if extension is not None and (kind != "reset" or handles_resets):
+                    out += piece(extension=extension)
+                return out
+
+            stream = EventStream(
+                response,
+                self._turns.stream_options.keepalive_s,
+                deadline=lambda: gate.hold_deadline,
+                at_deadline=lambda: text(gate.give_out()),
+            )
+            await stream.send(
+                lambda: piece(delta={"role": "assistant", "content": ""}, extension=started)
             )
             try:
                 async for event in events:
-                    extension = reply.apply(event)
-                    kind = event.WhichOneof("event")
-                    if kind == "delta":
-                        await response.write(piece(delta={"content": event.delta.text}))
-                    elif kind == "error":
-                        await response.write(sse(event_error(*reply.error or ("", "")).body()))
-                        return response
-                    elif kind == "done":
-                        await response.write(
-                            piece(finish=finish_reason(reply.finish_reason), extension=extension)
-                        )
-                        if turn.include_usage:
-                            usage = chunk(reply, created, reply.model or turn.model)
-                            usage["choices"] = []
-                            usage["usage"] = reply.usage_chat()
-                            await response.write(sse(usage))
-                        await response.write(b"data: [DONE]\n\n")
-                    elif extension is not None:
-                        await response.write(piece(extension=extension))
+                    deadline = gate.hold_deadline
+                    await stream.send(lambda: on(event))  # noqa: B023 (called at once)
+                    if gate.hold_deadline != deadline:
+                        stream.poke()
             except Refused as exc:
-                await response.write(sse(refused(exc).body()))
+                error = sse(refused(exc).body())
+                await stream.send(lambda: error)
+            finally:
+                await stream.close()
             return response
 
     async def _models(self, request: web.Request) -> web.Response:

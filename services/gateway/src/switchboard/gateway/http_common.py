@@ -16,7 +16,14 @@ CONVERSATION_HEADER = "sb-conversation-id"
 REQUEST_HEADER = "sb-request-id"
 IDEMPOTENCY_HEADER = "sb-idempotency"
 CORS_ALLOW_HEADERS = ", ".join(
-    ("authorization", "content-type", "idempotency-key", CONVERSATION_HEADER, SESSION_HEADER)
+    (
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        CONVERSATION_HEADER,
+        SESSION_HEADER,
+        "sb-resets",  # http_stream.RESETS_HEADER (the widget handles `reset` itself)
+    )
 )
 CORS_EXPOSE_HEADERS = ", ".join(
     (CONVERSATION_HEADER, REQUEST_HEADER, IDEMPOTENCY_HEADER, "retry-after", "retry-after-ms")

@@ -34,6 +34,7 @@ from switchboard.gateway.http_conversations import ConversationRoutes
 from switchboard.gateway.http_feedback import FeedbackRoutes
 from switchboard.gateway.http_knowledge import KnowledgeRoutes
 from switchboard.gateway.http_responses import ResponseRoutes
+from switchboard.gateway.http_stream import StreamOptions
 from switchboard.gateway.http_widget import WidgetRoutes
 from switchboard.gateway.knowledge import KnowledgeForwarder
 from switchboard.gateway.openai_shapes import ApiError
@@ -62,10 +63,11 @@ class HttpEdge:
         max_body_bytes: int,
         demo_widget_key: str = "",
         knowledge: KnowledgeForwarder | None = None,
+        stream_options: StreamOptions | None = None,
     ) -> None:
         self._max_body_bytes = max_body_bytes
         auth = HttpAuth(core, publishable_keys, sessions)
-        turns = Turns(core, auth)
+        turns = Turns(core, auth, stream_options)
         self._parts: list[RouteGroup] = [
             ChatCompletionRoutes(auth, turns),
             ResponseRoutes(auth, turns),

@@ -164,6 +164,9 @@ class Turn:
     stream: bool = False
     include_usage: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    # Who makes a reset right: "client" (it handles the `reset` extension), "edge", or ""
+    # (not said in the body: the `sb-resets` header, else "edge"; http_stream.py).
+    resets: str = ""
 
 
 def _common(body: dict[str, Any], max_tokens_names: tuple[str, ...]) -> Turn:
@@ -236,6 +239,13 @@ def parse_chat_completion(body: dict[str, Any]) -> Turn:
         if not isinstance(options, dict):
             raise invalid("stream_options", "stream_options must be an object")
         turn.include_usage = bool(options.get("include_usage", False))
+        resets = options.get("switchboard_resets", "")
+        if resets not in ("", "client", "edge"):
+            raise invalid(
+                "stream_options.switchboard_resets",
+                "stream_options.switchboard_resets must be 'client' or 'edge'",
+            )
+        turn.resets = resets
     return turn
 
 
@@ -296,6 +306,9 @@ class Reply:
     error: tuple[str, str] | None = None
     # The knowledge-base documents the answer drew on (`Done.citations`).
     citations: list[dict[str, str]] = field(default_factory=list)
+    # Where the generation under way began in `text`: a reset drops only its text, the text
+    # before a tool round stays (the orchestrator's final text keeps it too).
+    generation_start: int = 0
 
     def apply(self, event: ChatEvent) -> dict[str, Any] | None:
         """Take one event in; the Switchboard extension it is for clients, if any."""
@@ -312,11 +325,12 @@ class Reply:
             self.text += event.delta.text
             return None
         if kind == "tool":
+            self.generation_start = len(self.text)
             tool = {"name": event.tool.name, "status": event.tool.status}
             self.tools.append(tool)
             return {"type": "tool", **tool}
         if kind == "reset":
-            self.text = ""
+            self.text = self.text[: self.generation_start]
             self.resets += 1
             return {"type": "reset", "reason": event.reset.reason}
         if kind == "handoff":
@@ -345,6 +359,7 @@ class Reply:
                 "finish_reason": self.finish_reason,
                 "cost_usd": self.cost_usd,
                 "citations": self.citations,
+                "resets": self.resets,
             }
             if self.resets:
                 # The whole final text, for a client that could not unsay the earlier one.

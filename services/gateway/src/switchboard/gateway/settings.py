@@ -160,6 +160,28 @@ class GatewaySettings(BaseSettings):
         description="A widget browser session (and what it owns) lives this long after its "
         "last use.",
     )
+    http_sse_keepalive_s: float = Field(
+        default=15.0,
+        ge=1,
+        le=300,
+        description="A streamed reply silent this long (a tool running, text held back) gets "
+        "an SSE comment line `: keepalive`, so that proxies do not cut it.",
+    )
+    http_hold_max_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Longest a provisional answer (a cheap one the cascade may replace) is held "
+        "back from a client that does not handle `reset`, from its first text; then it streams "
+        "on, and a later cascade fails the stream with `reply_diverged`.",
+    )
+    http_hold_max_chars: int = Field(
+        default=32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Most text of a provisional answer held back for such a client; beyond it "
+        "the answer streams on as after `http_hold_max_s`.",
+    )
     http_demo_widget_key: str = Field(
         default="pk-demo-widget",
         description="The publishable key the demo page at / embeds (the local demo tenant's, "

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.orchestrator import knowledge as kb
 from switchboard.orchestrator.turn_state import TurnState
-from switchboard.v1.chat_pb2 import ChatEvent, Citation, Delta, Done, Error, Handoff, Usage
+from switchboard.v1.chat_pb2 import (
+    ChatEvent,
+    Citation,
+    Delta,
+    Done,
+    Error,
+    Handoff,
+    Provisional,
+    Usage,
+)
 from switchboard.v1.events_pb2 import LlmResult, TurnRequest
 
 
@@ -75,6 +84,12 @@ def generation_error(turn: TurnRequest, result: LlmResult) -> ChatEvent:
     return ChatEvent(
         request_id=turn.request_id, sequence=result.last_sequence + 1, error=result.error
     )
+
+
+def provisional(turn: TurnRequest, tier: str) -> ChatEvent:
+    """`provisional`, the first event of a turn whose answer the cascade may yet replace:
+    numbered 1, so its first task numbers its events from 2."""
+    return ChatEvent(request_id=turn.request_id, sequence=1, provisional=Provisional(tier=tier))
 
 
 def error(turn: TurnRequest, code: str, message: str, *, sequence: int = 1) -> ChatEvent:

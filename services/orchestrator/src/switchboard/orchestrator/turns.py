@@ -342,6 +342,10 @@ class TurnEngine:
             result_topic=self._settings.result_topic,
         )
         kb.ground(task, passages)
+        # A client that cannot unsay text holds back an answer the cascade may replace.
+        provisional = _may_cascade(tenant, route)
+        if provisional:
+            task.sequence_base = 1
         state = TurnState(
             turn=turn,
             task=task,
@@ -354,6 +358,9 @@ class TurnEngine:
         # Created only if absent: two starts of one turn (a redelivery while the first ran, or
         # two owners across a rebalance) publish the same task, never two competing ones.
         state = await self._states.create(state)
+        if provisional:
+            # Sent before the task, so it reaches the client before the answer's first text.
+            await self._outbox.reply(turn, replies.provisional(turn, route.tier))
         await self._outbox.task(state.task)
 
     # ---- a result ----
@@ -394,13 +401,10 @@ class TurnEngine:
             return
 
         if (
-            tenant.model_policy.cascade
-            and state.route.classified
-            and state.route.tier == CHEAP
+            _may_cascade(tenant, state.route)
             and result.tier == CHEAP
             and not state.cascaded
             and not state.exchanges
-            and FRONTIER in tenant.model_policy.allowed_tiers
         ):
             policy = tenant.model_policy
             why = low_confidence(
@@ -475,7 +479,7 @@ class TurnEngine:
             ChatEvent(
                 request_id=turn.request_id,
                 sequence=sequence,
-                reset=Reset(reason="escalating to a stronger model"),
+                reset=Reset(reason="escalating to a stronger model", cause="cascade"),
             ),
         )
         state.cascaded = True
@@ -568,6 +572,17 @@ def _settle(read: "asyncio.Future[Any]") -> None:
         read.cancel()
     elif not read.cancelled():
         read.exception()
+
+
+def _may_cascade(tenant: TenantConfig, route: Route) -> bool:
+    """Whether the cascade may re-run this route's answer on frontier (before the answer)."""
+    policy = tenant.model_policy
+    return (
+        policy.cascade
+        and route.classified
+        and route.tier == CHEAP
+        and FRONTIER in policy.allowed_tiers
+    )
 
 
 __all__ = ["EngineSettings", "Kind", "TurnEngine", "TurnState"]

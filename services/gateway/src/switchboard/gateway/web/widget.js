@@ -250,7 +250,9 @@
       const payload = { model: MODEL, stream: true, messages: [{ role: "user", content: text }] };
       if (state.conversation_id) payload.metadata = { conversation_id: state.conversation_id };
       const response = await api("/v1/chat/completions", {
-        method: "POST", body: JSON.stringify(payload), headers: { "Idempotency-Key": crypto.randomUUID() },
+        method: "POST", body: JSON.stringify(payload),
+        // The widget handles `reset` itself: it gets every delta at once (docs/http-api.md).
+        headers: { "Idempotency-Key": crypto.randomUUID(), "sb-resets": "client" },
       });
       if (!response.ok) {
         const error = await errorOf(response);
