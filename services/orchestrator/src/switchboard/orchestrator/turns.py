@@ -2,7 +2,8 @@
 
 `TurnEngine` holds the decisions; everything it touches (Kafka, Redis, MongoDB, memory,
 HTTP tools) comes in through the small protocols of `ports`, so it is tested with fakes.
-Its helpers, by job: `direct_answers` (refusals, handoffs, cached answers, errors),
+Its helpers, by job: `screening` (the input guardrails), `cascade` (a cheap answer redone
+on frontier), `direct_answers` (refusals, handoffs, cached answers, errors),
 `turn_state` (what is remembered between a task and its result), `tasks` (building
 generation tasks), `response_cache`, `records` (completed-turn records) and `replies` (the
 events the engine sends itself).
@@ -14,7 +15,6 @@ handoff, done, refusals) after that and starts the next task after them.
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,27 +27,26 @@ from opentelemetry import trace
 from switchboard.common.consumer import UnprocessableError
 from switchboard.common.redaction import (
     ALL_KINDS,
-    SECRET_KINDS,
     Kind,
-    Redaction,
     Redactor,
     placeholder_kinds,
     redactor_for,
 )
-from switchboard.common.tenants import GuardrailPolicy, TenantConfig
-from switchboard.orchestrator import knowledge as kb
+from switchboard.common.tenants import TenantConfig
 from switchboard.orchestrator import (
+    cascade,
     metrics,
     records,
     replies,
     response_cache,
+    screening,
     tasks,
     tool_rounds,
 )
+from switchboard.orchestrator import knowledge as kb
 from switchboard.orchestrator.direct_answers import BLOCKED, DirectAnswers
 from switchboard.orchestrator.guardrails import (
     InjectionDetector,
-    blocked_topic,
     escalation_trigger,
 )
 from switchboard.orchestrator.ports import (
@@ -62,11 +61,8 @@ from switchboard.orchestrator.ports import (
     tenant_config,
 )
 from switchboard.orchestrator.router import (
-    CHEAP,
-    FRONTIER,
     Classifier,
     ComplexityClassifier,
-    Route,
     choose_route,
     low_confidence,
 )
@@ -75,8 +71,6 @@ from switchboard.v1.chat_pb2 import (
     ROLE_ASSISTANT,
     ROLE_TOOL,
     ROLE_USER,
-    ChatEvent,
-    Reset,
     Usage,
 )
 from switchboard.v1.events_pb2 import (
@@ -160,7 +154,7 @@ class TurnEngine:
                 tenant = None  # raised again below, once the turn is known to be new
             redacted = None
             if tenant is not None and self._input_problem(turn.message) is None:
-                redacted = self._redact(turn.message, tenant.guardrails)
+                redacted = screening.redact_message(turn.message, tenant.guardrails)
                 retrieval = kb.start_retrieval(self._knowledge, turn, redacted.stored.text)
             existing, ended = await lookup
             if existing is not None:
@@ -176,7 +170,7 @@ class TurnEngine:
                 # Its configuration was invalid a moment ago: UnprocessableError unless fixed.
                 tenant = await self._tenant(turn.tenant_id)
                 if self._input_problem(turn.message) is None:
-                    redacted = self._redact(turn.message, tenant.guardrails)
+                    redacted = screening.redact_message(turn.message, tenant.guardrails)
                     retrieval = kb.start_retrieval(self._knowledge, turn, redacted.stored.text)
             with tracer.start_as_current_span("orchestrator.turn") as span:
                 span.set_attribute("switchboard.request_id", turn.request_id)
@@ -188,24 +182,14 @@ class TurnEngine:
                     _settle(read)
 
     def _input_problem(self, text: str) -> str | None:
-        if not text.strip():
-            return "the message is empty"
-        if len(text) > self._settings.max_input_chars:
-            return f"the message is longer than {self._settings.max_input_chars} characters"
-        return None
-
-    def _redact(self, text: str, policy: GuardrailPolicy) -> "_Redacted":
-        redactor = self._redactor(policy.phone_regions)
-        stored = redactor.redact(text, ALL_KINDS)
-        to_provider = stored.text if policy.redact_pii else redactor.redact(text, SECRET_KINDS).text
-        return _Redacted(stored, to_provider)
+        return screening.input_problem(text, self._settings.max_input_chars)
 
     async def _start(
         self,
         turn: TurnRequest,
         span: trace.Span,
         tenant: TenantConfig,
-        redacted: "_Redacted | None",
+        redacted: screening.Redacted | None,
         reads: "_Reads",
     ) -> None:
         policy = tenant.guardrails
@@ -222,43 +206,16 @@ class TurnEngine:
         flags = [f"redacted:{kind}" for kind in sorted(kinds)]
         span.set_attribute("switchboard.guardrails.redactions", len(stored.findings))
 
-        if policy.prompt_injection != "off":
-            # Every channel that reaches the model: the message, and the metadata and user
-            # id that the system prompt quotes.
-            verdict = await self._injection.assess(
-                {
-                    "message": text,
-                    "user_id": turn.user_id,
-                    **{f"metadata.{k}": v for k, v in turn.options.metadata.items()},
-                },
-                embed_text=stored.text,
-            )
-            span.set_attribute("switchboard.guardrails.injection_score", verdict.score)
-            if verdict.score >= policy.injection_threshold:
-                signals = ", ".join(verdict.signals)
-                if policy.prompt_injection == "block":
-                    flags.append(f"injection-blocked:{verdict.score:.2f}")
-                    log.info("turn %s blocked: injection %s", turn.request_id, signals)
-                    await self._answers.answer(
-                        turn,
-                        stored.text,
-                        policy.refusal_message,
-                        finish_reason=BLOCKED,
-                        reason=f"blocked: prompt injection score {verdict.score:.2f} ({signals})",
-                        flags=flags,
-                    )
-                    return
-                flags.append(f"injection-flagged:{verdict.score:.2f}")
-
-        topic = blocked_topic(text, policy.blocked_topics)
-        if topic is not None:
-            flags.append(f"topic-blocked:{topic}")
+        refusal = await screening.screen_request(
+            turn, redacted, policy, self._injection, flags, span
+        )
+        if refusal is not None:
             await self._answers.answer(
                 turn,
                 stored.text,
-                policy.topic_refusal_message,
+                refusal.message,
                 finish_reason=BLOCKED,
-                reason=f"blocked: topic {topic!r} is blocked for the tenant",
+                reason=refusal.reason,
                 flags=flags,
             )
             return
@@ -343,7 +300,7 @@ class TurnEngine:
         )
         kb.ground(task, passages)
         # A client that cannot unsay text holds back an answer the cascade may replace.
-        provisional = _may_cascade(tenant, route)
+        provisional = cascade.may_cascade(tenant, route)
         if provisional:
             task.sequence_base = 1
         state = TurnState(
@@ -400,12 +357,7 @@ class TurnEngine:
             await self._tool_round(state, result, tenant)
             return
 
-        if (
-            _may_cascade(tenant, state.route)
-            and result.tier == CHEAP
-            and not state.cascaded
-            and not state.exchanges
-        ):
+        if cascade.may_cascade(tenant, state.route) and cascade.first_cheap_answer(state, result):
             policy = tenant.model_policy
             why = low_confidence(
                 result.text,
@@ -425,7 +377,7 @@ class TurnEngine:
         registry = self._registry_for(tenant)
         outcomes, sequence = await tool_rounds.call_tools(self._outbox, turn, result, registry)
         redactor = self._redactor(tenant.guardrails.phone_regions)
-        provider_kinds = ALL_KINDS if tenant.guardrails.redact_pii else SECRET_KINDS
+        provider_kinds = screening.provider_kinds(tenant.guardrails)
         messages = list(state.task.messages)
         messages.append(
             ChatMessage(role=ROLE_ASSISTANT, text=result.text, tool_calls=result.tool_calls)
@@ -434,22 +386,13 @@ class TurnEngine:
             sequence = await tool_rounds.announce(self._outbox, turn, outcome, sequence, redactor)
             if outcome.handoff is not None:
                 state.ticket_id = outcome.handoff.ticket_id
-            result_text = redactor.redact(outcome.result, provider_kinds).text
-            policy = tenant.guardrails
-            if policy.prompt_injection != "off":
-                # Indirect injection: a tool result (an order note, a web page, an e-mail)
-                # that gives the model instructions is withheld from it.
-                verdict = self._injection.score(result_text)
-                if verdict.score >= policy.injection_threshold:
-                    state.flags.append(f"tool-injection:{verdict.score:.2f}")
-                    log.info(
-                        "tool result of %s withheld: injection %s",
-                        outcome.call.name,
-                        ", ".join(verdict.signals),
-                    )
-                    result_text = json.dumps(
-                        {"error": "the tool result was withheld: it contained instructions"}
-                    )
+            result_text = screening.withhold_instructions(
+                redactor.redact(outcome.result, provider_kinds).text,
+                outcome.call.name,
+                tenant.guardrails,
+                self._injection,
+                state.flags,
+            )
             messages.append(
                 ChatMessage(role=ROLE_TOOL, tool_call_id=outcome.call.id, text=result_text)
             )
@@ -472,34 +415,8 @@ class TurnEngine:
         await self._outbox.task(next_task)
 
     async def _cascade(self, state: TurnState, result: LlmResult, why: str) -> None:
-        turn = state.turn
-        sequence = result.last_sequence + 1
-        await self._outbox.reply(
-            turn,
-            ChatEvent(
-                request_id=turn.request_id,
-                sequence=sequence,
-                reset=Reset(reason="escalating to a stronger model", cause="cascade"),
-            ),
-        )
-        state.cascaded = True
-        state.texts = []
-        state.route = Route(
-            FRONTIER,
-            f"{state.route.reason}; cascaded to frontier: cheap answer showed {why}",
-            state.route.score,
-            state.route.classified,
-            state.route.signals,
-        )
-        state.flags.append("cascaded")
-        next_task = tasks.next_task(
-            state.task,
-            messages=list(state.task.messages),
-            tier=FRONTIER,
-            sequence_base=sequence,
-            tools=state.task.tools,
-        )
-        state.previous_task_id, state.task = state.task.task_id, next_task
+        reset, next_task = cascade.escalate(state, result, why)
+        await self._outbox.reply(state.turn, reset)
         await self._states.save(state)
         await self._outbox.task(next_task)
 
@@ -551,14 +468,6 @@ class TurnEngine:
 
 
 @dataclass(frozen=True)
-class _Redacted:
-    """A user message as stored (redacted of everything) and as sent to the provider."""
-
-    stored: Redaction
-    to_provider: str
-
-
-@dataclass(frozen=True)
 class _Reads:
     """The reads a new turn started at once: its context and its passages (None: off)."""
 
@@ -572,17 +481,6 @@ def _settle(read: "asyncio.Future[Any]") -> None:
         read.cancel()
     elif not read.cancelled():
         read.exception()
-
-
-def _may_cascade(tenant: TenantConfig, route: Route) -> bool:
-    """Whether the cascade may re-run this route's answer on frontier (before the answer)."""
-    policy = tenant.model_policy
-    return (
-        policy.cascade
-        and route.classified
-        and route.tier == CHEAP
-        and FRONTIER in policy.allowed_tiers
-    )
 
 
 __all__ = ["EngineSettings", "Kind", "TurnEngine", "TurnState"]
