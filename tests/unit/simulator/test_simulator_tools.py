@@ -9,11 +9,14 @@ import pytest
 from anthropic.types import ToolParam
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
+from switchboard.simulator import intents
+from switchboard.simulator import tools as simulator_tools
 from switchboard.simulator.replies import count_tokens
 from switchboard.simulator.tools import (
     OfferedTool,
     ToolOutput,
     arguments_for,
+    capabilities_reply,
     choose_calls,
     followup_opening,
     mentions,
@@ -322,3 +325,38 @@ async def test_anthropic_tool_choice(anthropic_client: anthropic.AsyncAnthropic)
             messages=[{"role": "user", "content": "hello"}],
             extra_body={"tools": [{"name": "x"}]},
         )
+
+
+def test_what_can_you_do_is_answered_from_the_offered_tools() -> None:
+    tools = [
+        OfferedTool("order_status", {}, "Look up the status and carrier of an order."),
+        OfferedTool("current_time", {}, "The current date and time, in an IANA time zone."),
+        OfferedTool("escalate_to_human", {}, "Hand the chat to a human agent when asked."),
+    ]
+    reply = capabilities_reply(tools)
+    assert reply == (
+        "I'm the virtual assistant here. I can look up the status and carrier of an order; "
+        "give you the current date and time; and hand the chat to a human agent. "
+        "What would you like to do?"
+    )
+    answer = simulator_tools.answer(
+        "sim-small",
+        "Hi! What can you help me with?",
+        tools=tools,
+        choice="auto",
+        forced=None,
+        outputs=[],
+        reply_tokens=80,
+        max_tokens=None,
+    )
+    assert answer.calls == ()
+    assert answer.reply is not None and answer.reply.text == reply
+
+
+def test_a_request_is_not_taken_for_what_can_you_do() -> None:
+    assert intents.asks_what_the_assistant_can_do("What can you do?")
+    assert intents.asks_what_the_assistant_can_do("Hello! I am Bob, how can you help?")
+    assert not intents.asks_what_the_assistant_can_do("What can you tell me about returns?")
+    assert not intents.asks_what_the_assistant_can_do("Where is my order A12345?")
+    long = "what can you do " + "about my broken router that keeps dropping " * 3
+    assert not intents.asks_what_the_assistant_can_do(long)

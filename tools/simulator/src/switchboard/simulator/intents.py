@@ -85,6 +85,21 @@ def is_greeting(text: str) -> bool:
     return _GREETING.fullmatch(text.strip().rstrip("!.,?~ ").strip()) is not None
 
 
+_CAPABILITIES = re.compile(
+    r"\b(?:what (?:else )?can (?:you|u) (?:do|help(?: me)?(?: with)?)"
+    r"|how can (?:you|u) help|what do you do|who are you|what are you"
+    r"|what can i ask(?: you)?|what (?:kind of )?(?:things|questions) can (?:you|i))\b",
+    re.IGNORECASE,
+)
+_CAPABILITIES_MAX_WORDS = 16
+
+
+def asks_what_the_assistant_can_do(text: str) -> bool:
+    """True for a short "what can you do?" ("Hi! What can you help me with?"), the first
+    thing many people type into a new chat."""
+    return len(text.split()) <= _CAPABILITIES_MAX_WORDS and _CAPABILITIES.search(text) is not None
+
+
 def words(text: str) -> list[str]:
     """The words of `text` (letters and digits; camelCase and snake_case split)."""
     return _WORD.findall(_CAMEL.sub(" ", text).replace("_", " ").replace("-", " "))

@@ -233,6 +233,32 @@ GREETING_REPLY = "Hello, and thanks for getting in touch! How can I help you tod
 """The whole answer to a message that is only a greeting, as a chat model would give it."""
 
 
+_PHRASE_ENDS = (" when ", " (", ". ", ", for ", ", in ")
+_PHRASE_MAX_WORDS = 14
+
+
+def _capability(tool: OfferedTool) -> str:
+    """What a tool lets the assistant do, in a few words taken from its description."""
+    text = " ".join(tool.description.split()) or tool.name.replace("_", " ")
+    for end in _PHRASE_ENDS:
+        text = text.split(end, 1)[0]
+    text = " ".join(text.rstrip(".").split()[:_PHRASE_MAX_WORDS])
+    text = text[:1].lower() + text[1:]
+    if text.startswith(("the ", "a ", "an ")):
+        text = "give you " + text  # a noun phrase ("The current date ...")
+    return text
+
+
+def capabilities_reply(tools: Sequence[OfferedTool]) -> str:
+    """The answer to "what can you do?", from the tools the request offers, as a chat model
+    would describe them."""
+    if not tools:
+        return "I can answer your questions and help you with your account. What do you need?"
+    things = [_capability(tool) for tool in tools]
+    listed = things[0] if len(things) == 1 else "; ".join(things[:-1]) + "; and " + things[-1]
+    return f"I'm the virtual assistant here. I can {listed}. What would you like to do?"
+
+
 def asking_opening(missing: Sequence[str]) -> str:
     """The answer of a model that needs more before it can call a tool."""
     things = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
@@ -288,6 +314,17 @@ def answer(
     plan = plan_calls(user_text, tools, choice, forced)
     if plan.calls:
         return Answer(None, plan.calls)
+    if not plan.missing and intents.asks_what_the_assistant_can_do(user_text):
+        return Answer(
+            generate_reply(
+                model,
+                user_text,
+                reply_tokens=reply_tokens,
+                max_tokens=max_tokens,
+                opening=capabilities_reply(tools),
+                fill=False,
+            )
+        )
     if grounded is not None:
         return Answer(
             generate_reply(
