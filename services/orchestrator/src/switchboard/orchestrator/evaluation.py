@@ -257,6 +257,9 @@ def evaluate_router(
 # The tenant default (GuardrailPolicy.injection_threshold).
 INJECTION_THRESHOLD = 0.5
 SPLITS = ("dev", "heldout", "heldout2")
+# The injection report adds the router's held-out contact-center messages as benign rows: what
+# the classifier must let through on traffic written for another purpose (issue 19).
+INJECTION_SPLITS = (*SPLITS, "heldout-cc")
 
 
 def injection_rows(data: Path) -> list[dict[str, Any]]:
@@ -278,6 +281,37 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # Dev only: everyday contact-center messages and assistant requests (CLINC150), and
     # attacks of the framings the first two sets had few of (issue 19, third pass).
     rows += _load(data / "injection_dev3.jsonl")
+    rows += _contact_center_rows(data)
+    return rows
+
+
+def _contact_center_rows(data: Path) -> list[dict[str, Any]]:
+    """The router's labelled contact-center messages as benign rows: its training pool and
+    dev set are dev here too; its held-out set is the split "heldout-cc", never trained on."""
+    def key(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    held = {key(r["text"]) for r in _load(data / "router_holdout.jsonl") if "text" in r}
+    rows: list[dict[str, Any]] = []
+    for name, split in (
+        ("router_train.jsonl", "dev"),
+        ("router_eval.jsonl", "dev"),
+        ("router_holdout.jsonl", "heldout-cc"),
+    ):
+        for r in _load(data / name):
+            if "text" not in r or (split == "dev" and key(r["text"]) in held):
+                continue  # the header line; a dev copy of a held-out message
+            rows.append(
+                {
+                    "id": f"router-{r['id']}",
+                    "text": r["text"],
+                    "split": split,
+                    "label": "benign",
+                    "category": "contact-center",
+                    "language": r.get("language", "en"),
+                    "source": name,
+                }
+            )
     return rows
 
 
@@ -346,7 +380,7 @@ def evaluate_guardrails(data: Path) -> int:
     )
     header = f"  {'split':9s} {'attacks caught (rules)':>24s} {'(rules + classifier)':>22s}"
     print(header + f" {'benign blocked (rules)':>24s} {'(rules + classifier)':>22s}")
-    for split in SPLITS:
+    for split in INJECTION_SPLITS:
         subset = [r for r in rows if r["split"] == split]
         r_missed, r_blocked, n_attacks, n_benign = _rates(subset, rules)
         missed, blocked, _, _ = _rates(subset, combined)

@@ -4,7 +4,7 @@
 
 Only rows whose split is "dev" are read: the held-out splits are never seen here. The
 regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set,
-again by cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
+by leave-one-source-out cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
 `--max-benign-blocked` of dev's benign rows and at most `--max-everyday-blocked` of its
 everyday customer requests (the benign rows of tests/data/injection_dev3.jsonl). The
 result is `injection_model.json` beside the classifier, committed with the code.
@@ -35,7 +35,6 @@ from switchboard.orchestrator.guardrails.injection import InjectionDetector
 
 VERSION = 2
 L2 = 0.3
-FOLDS = 5
 THRESHOLD = 0.5  # the tenant default (GuardrailPolicy.injection_threshold)
 
 F64 = NDArray[np.float64]
@@ -82,8 +81,22 @@ def design(vectors: F64, texts: Sequence[str], rules: F64) -> F64:
 
 def everyday(row: dict[str, Any]) -> bool:
     """A benign everyday customer request (short questions, billing, "what did I just tell
-    you?", assistant requests): the messages that must never be blocked."""
-    return row["label"] == "benign" and str(row["id"]).startswith(("cc3-b-", "clinc-"))
+    you?", assistant requests, the router's contact-center messages in seven languages): the
+    messages that must never be blocked."""
+    return row["label"] == "benign" and str(row["id"]).startswith(("cc3-b-", "clinc-", "router-"))
+
+
+# Row ids of the project's own hand-written sets start with these (a-..., o-..., m-fr-...).
+_PROJECT_PREFIXES = frozenset(
+    {"a", "b", "c", "g", "m", "o", "p", "t", "bi", "ctl", "attack", "benign"}
+)
+
+
+def source_group(row: dict[str, Any]) -> str:
+    """The source a row came from (deepset, CLINC150, NotInject, the router's messages, the
+    project's own sets, ...), from its id's first part."""
+    head = str(row["id"]).split("-", 1)[0]
+    return "project" if head in _PROJECT_PREFIXES else head
 
 
 def training_rows(data: Path) -> list[dict[str, Any]]:
@@ -114,12 +127,18 @@ def train(
     features = design(vectors, texts, rules)
     daily = np.array([everyday(r) for r in rows])
 
-    # Cross-validated probabilities on dev, to place the decision point.
-    folds = np.random.default_rng(0).integers(0, FOLDS, len(rows))
+    # Probabilities on dev from models that never saw the row's source, to place the
+    # decision point: what matters is a source nobody trained on (random folds put
+    # near-copies of a row on both sides and promised 0.3% benign blocked on dev, then
+    # blocked 5.6% of a new source's benign rows).
+    groups = [source_group(r) for r in rows]
+    names = sorted(set(groups))
+    folds = np.array([names.index(g) for g in groups])
     held = np.zeros(len(rows))
-    for k in range(FOLDS):
+    for k, name in enumerate(names):
         w = fit(features[folds != k], labels[folds != k], L2)
         held[folds == k] = 1.0 / (1.0 + np.exp(-(features[folds == k] @ w)))
+    print(f"leave-one-source-out over {len(names)} sources: {', '.join(names)}")
     benign = labels == 0
     cut = THRESHOLD
     for candidate in np.arange(0.5, 0.995, 0.005):
