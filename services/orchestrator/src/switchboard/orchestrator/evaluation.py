@@ -288,6 +288,7 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
 def _contact_center_rows(data: Path) -> list[dict[str, Any]]:
     """The router's labelled contact-center messages as benign rows: its training pool and
     dev set are dev here too; its held-out set is the split "heldout-cc", never trained on."""
+
     def key(text: str) -> str:
         return " ".join(text.lower().split())
 

@@ -3,10 +3,10 @@
     python -m switchboard.orchestrator.guardrails.train [--data tests/data] [--out PATH]
 
 Only rows whose split is "dev" are read: the held-out splits are never seen here. The
-regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set,
-by leave-one-source-out cross-validation on dev, so that the tenant default threshold (0.5) blocks at most
-`--max-benign-blocked` of dev's benign rows and at most `--max-everyday-blocked` of its
-everyday customer requests (the benign rows of tests/data/injection_dev3.jsonl). The
+regularisation was chosen by 5-fold cross-validation on dev; the decision point is then set
+by leave-one-source-out cross-validation on dev, so that the tenant default threshold (0.5)
+blocks at most `--max-benign-blocked` of dev's benign rows and at most
+`--max-everyday-blocked` of its everyday customer requests (`everyday`). The
 result is `injection_model.json` beside the classifier, committed with the code.
 """
 
@@ -135,7 +135,7 @@ def train(
     names = sorted(set(groups))
     folds = np.array([names.index(g) for g in groups])
     held = np.zeros(len(rows))
-    for k, name in enumerate(names):
+    for k in range(len(names)):
         w = fit(features[folds != k], labels[folds != k], L2)
         held[folds == k] = 1.0 / (1.0 + np.exp(-(features[folds == k] @ w)))
     print(f"leave-one-source-out over {len(names)} sources: {', '.join(names)}")
