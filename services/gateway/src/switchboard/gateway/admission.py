@@ -20,6 +20,7 @@ pipeline is split by slot where a script could not be.
 directory) one at a time: the fakes of the unit tests plug into it.
 """
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -248,6 +249,11 @@ class RedisAdmission(Admission):
             # the TTLs free the rest).
             await self._give_back([(lock_key, request_id), (claim_key, claim)])
             raise BackendUnavailableError(f"Redis is unreachable: {exc}") from exc
+        except asyncio.CancelledError:
+            # The caller left while the writes were under way: a lock left behind would hold
+            # the conversation for its whole TTL.
+            await self._give_back([(lock_key, request_id), (claim_key, claim)])
+            raise
         (index, wait_ms), claimed, locked = answers[0], bool(answers[1]), bool(answers[2])
         if int(index) == 0 and claimed and locked:
             return Admitted(lock=_HeldLock(self, lock_key, request_id))
