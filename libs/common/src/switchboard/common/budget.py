@@ -24,13 +24,14 @@ return redis.call('GET', KEYS[1]) or '0'
 """
 
 
-def _key(tenant_id: str, day: str) -> str:
+def spend_key(tenant_id: str, day: str) -> str:
+    """The Redis key of a tenant's spend on `day` (YYYY-MM-DD, UTC), in micro-USD."""
     return f"sb:{tenant_id}:spend:{day}"
 
 
-def _charge_key(spend_key: str, charge_id: str) -> str:
+def _charge_key(key: str, charge_id: str) -> str:
     # The spend key as the hash tag: a Redis Cluster keeps both in one slot for the script.
-    return f"{{{spend_key}}}:charged:{charge_id}"
+    return f"{{{key}}}:charged:{charge_id}"
 
 
 def _today() -> str:
@@ -54,7 +55,7 @@ class BudgetLedger:
     ) -> float:
         """Record a cost; returns the day's total in USD. With a `charge_id`, the cost is
         recorded once however often it is added (for at-least-once consumers)."""
-        key = _key(tenant_id, day or _today())
+        key = spend_key(tenant_id, day or _today())
         if charge_id is not None:
             total = await self._add_once(
                 keys=[key, _charge_key(key, charge_id)],
@@ -69,5 +70,5 @@ class BudgetLedger:
 
     async def spent(self, tenant_id: str, day: str | None = None) -> float:
         """The day's spend in USD (today by default)."""
-        value = await self._redis.get(_key(tenant_id, day or _today()))
+        value = await self._redis.get(spend_key(tenant_id, day or _today()))
         return int(value) / MICRO if value is not None else 0.0

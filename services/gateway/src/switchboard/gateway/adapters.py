@@ -112,7 +112,7 @@ class RedisConversationLocks:
     ) -> HeldLock | None:
         """The lock, or None when another request of the conversation holds it."""
         lock = self._redis.lock(
-            f"sb:{tenant_id}:conversation:{conversation_id}:generating",
+            conversation_lock_key(tenant_id, conversation_id),
             timeout=self._ttl_s,
             blocking=False,
         )
@@ -121,6 +121,11 @@ class RedisConversationLocks:
         except RedisError as exc:
             raise BackendUnavailableError(f"Redis is unreachable: {exc}") from exc
         return _RedisHeldLock(lock) if acquired else None
+
+
+def conversation_lock_key(tenant_id: str, conversation_id: str) -> str:
+    """The Redis key of a conversation's generation lock (its value: the request id)."""
+    return f"sb:{tenant_id}:conversation:{conversation_id}:generating"
 
 
 def conversation_marker_key(tenant_id: str, conversation_id: str) -> str:

@@ -27,6 +27,7 @@ from switchboard.gateway.adapters import (
     RedisConversationMarkers,
     ReplyTopicAdmin,
 )
+from switchboard.gateway.admission import RedisAdmission
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.browser import BrowserSessions
 from switchboard.gateway.conversations import ConversationMethods, MemoryClient
@@ -237,6 +238,7 @@ async def serve(settings: GatewaySettings) -> None:
             memory.stub,
             settings.memory.timeout_s,
         )
+        running_ttl_s = int(max(settings.conversation_lock_ttl_s, settings.idempotency_ttl_s))
         chat_service = ChatService(
             authenticator=TenantAuthenticator(tenants),
             limits=ChatLimits(
@@ -248,9 +250,7 @@ async def serve(settings: GatewaySettings) -> None:
             quotas=RedisQuotas(redis, BudgetLedger(redis)),
             requests=RedisRequestStore(
                 redis,
-                running_ttl_s=int(
-                    max(settings.conversation_lock_ttl_s, settings.idempotency_ttl_s)
-                ),
+                running_ttl_s=running_ttl_s,
                 done_ttl_s=settings.idempotency_ttl_s,
                 poll_s=settings.attach_poll_s,
                 buffer_events=settings.record_buffer_events,
@@ -267,6 +267,12 @@ async def serve(settings: GatewaySettings) -> None:
                 memory.stub, settings.memory.timeout_s, conversation_directory
             ),
             disconnect_grace_s=settings.disconnect_grace_s,
+            admission=RedisAdmission(
+                redis,
+                running_ttl_s=running_ttl_s,
+                lock_ttl_s=settings.conversation_lock_ttl_s,
+                marker_ttl_s=settings.conversation_marker_ttl_s,
+            ),
         )
         # Cancels the replies kept for retries while Kafka is still up.
         stack.push_async_callback(chat_service.close)

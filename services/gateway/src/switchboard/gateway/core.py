@@ -14,13 +14,14 @@ before all of them passed.
 import math
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.admission import Admission, SequentialAdmission
 from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError
 from switchboard.gateway.directory import ConversationDirectory, DirectoryUnavailableError
 from switchboard.gateway.idempotency import (
@@ -42,7 +43,7 @@ from switchboard.gateway.ports import (
     TimeRemaining,
     TurnPublisher,
 )
-from switchboard.gateway.quotas import Quotas, QuotaUnavailableError
+from switchboard.gateway.quotas import Quotas, QuotaUnavailableError, Refusal
 from switchboard.gateway.redaction import RequestRedactor
 from switchboard.gateway.refusals import Refused, error_event
 from switchboard.gateway.relay import ReplyRelay
@@ -102,14 +103,17 @@ class ChatCore:
         reply_topic: str,
         reply_idle_timeout_s: float,
         disconnect_grace_s: float = 0.0,
+        admission: Admission | None = None,
     ) -> None:
         self._authenticator = authenticator
         self.limits = limits
-        self._quotas = quotas
         self._requests = requests
         self._publisher = publisher
-        self._locks = locks
         self.directory = conversation_directory
+        # Redis in production: the checks in two round trips (admission.py).
+        self._admission = admission or SequentialAdmission(
+            quotas, requests, locks, conversation_directory
+        )
         self._router = router
         self._reply_topic = reply_topic
         self.redaction = RequestRedactor()
@@ -173,22 +177,25 @@ class ChatCore:
             },
         )
         try:
-            if request.request_id:
-                existing = await self._unavailable_on_error(self._requests.get(key))
-                if existing is not None:
-                    async for event in self._retries.follow(
-                        request_id, existing, tenant, request_print, on_admitted
-                    ):
-                        yield event
-                    return
+            # The reads first, in one round trip (admission.py).
+            preflight = await self._unavailable_on_error(
+                self._admission.preflight(
+                    tenant, key if request.request_id else None, request.conversation_id
+                )
+            )
+            if preflight.existing is not None:
+                async for event in self._retries.follow(
+                    request_id, preflight.existing, tenant, request_print, on_admitted
+                ):
+                    yield event
+                return
 
-            if request.conversation_id:
+            if request.conversation_id and not preflight.marked:
+                # No marker (or not read): the directory decides, memory behind it.
                 await self.require_conversation(tenant, request.conversation_id)
 
-            refusal = await self._unavailable_on_error(self._quotas.admit(tenant, raw_user_id))
-            if refusal is not None:
-                CHATS.labels("exhausted").inc()
-                raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message, refusal)
+            if preflight.refusal is not None:
+                self._exhausted(preflight.refusal)
             if self._router.full:
                 # Both doors: gRPC's max_concurrent_rpcs does not bound the HTTP edge's streams.
                 CHATS.labels("exhausted").inc()
@@ -198,23 +205,44 @@ class ChatCore:
                     "limit (SWITCHBOARD_GATEWAY_MAX_OPEN_STREAMS); retry shortly",
                 )
 
+            new_conversation = not request.conversation_id
+            conversation_id = request.conversation_id or str(uuid.uuid4())
             record = RequestRecord(
                 tenant.tenant_id, request_print, self._reply_topic, RequestState.RUNNING
             )
-            existing = await self._unavailable_on_error(self._requests.claim(key, record))
-            if existing is not None:  # a concurrent call with the same id won the claim
+            # The writes, together: charge, claim, lock, mark; all undone on a refusal.
+            admitted = await self._unavailable_on_error(
+                self._admission.admit(
+                    tenant,
+                    raw_user_id,
+                    key,
+                    record,
+                    conversation_id,
+                    request_id,
+                    new_conversation,
+                )
+            )
+            if admitted.refusal is not None:
+                self._exhausted(admitted.refusal)
+            if admitted.existing is not None:  # a concurrent call with the same id won
                 async for event in self._retries.follow(
-                    request_id, existing, tenant, request_print, on_admitted
+                    request_id, admitted.existing, tenant, request_print, on_admitted
                 ):
                     yield event
                 return
-
-            new_conversation = not request.conversation_id
-            conversation_id = request.conversation_id or str(uuid.uuid4())
-            with trace.use_span(span, end_on_exit=False):
-                lock, stream = await self._accept(
-                    tenant, conversation_id, request_id, request, new_conversation, time_remaining
+            if admitted.lock is None:
+                CHATS.labels("busy").inc()
+                raise Refused(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"conversation {conversation_id} is still generating a reply; "
+                    "wait for its done or error event",
                 )
+
+            with trace.use_span(span, end_on_exit=False):
+                stream = await self._accept(
+                    tenant, conversation_id, request_id, request, admitted.lock, time_remaining
+                )
+            lock = admitted.lock
             async for event in self._relay.run(
                 conversation_id,
                 request_id,
@@ -255,35 +283,22 @@ class ChatCore:
             CHATS.labels("unavailable").inc()
             raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
 
+    def _exhausted(self, refusal: Refusal) -> NoReturn:
+        CHATS.labels("exhausted").inc()
+        raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message, refusal)
+
     async def _accept(
         self,
         tenant: TenantConfig,
         conversation_id: str,
         request_id: str,
         request: ChatRequest,
-        new_conversation: bool,
+        lock: HeldLock,
         time_remaining: TimeRemaining,
-    ) -> tuple[HeldLock, ReplyStream]:
-        """Lock the conversation and publish the turn; on any refusal, forget the claim."""
-        lock: HeldLock | None = None
+    ) -> ReplyStream:
+        """Publish the admitted turn; on any failure, free the lock and forget the claim."""
         stream: ReplyStream | None = None
         try:
-            lock = await self._unavailable_on_error(
-                self._locks.acquire(tenant.tenant_id, conversation_id, request_id)
-            )
-            if lock is None:
-                CHATS.labels("busy").inc()
-                raise Refused(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"conversation {conversation_id} is still generating a reply; "
-                    "wait for its done or error event",
-                )
-            if new_conversation:
-                # Before the publish: the client may send its next message to another replica
-                # the moment it reads `started`, long before memory has stored this turn.
-                await self._unavailable_on_error(
-                    self.directory.add(tenant.tenant_id, conversation_id)
-                )
             accepted_at = Timestamp()
             accepted_at.GetCurrentTime()
             turn = TurnRequest(
@@ -312,12 +327,11 @@ class ChatCore:
             except BackendUnavailableError as exc:
                 CHATS.labels("unavailable").inc()
                 raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-            return lock, stream
+            return stream
         except BaseException:
             if stream is not None:
                 self._router.close(tenant.tenant_id, request_id)
-            if lock is not None:
-                await lock.release()
+            await lock.release()
             await self._requests.release(request_key(tenant.tenant_id, request_id))
             raise
 

@@ -133,7 +133,8 @@ def request_key(tenant_id: str, request_id: str) -> str:
     return f"{tenant_id}/{request_id}"
 
 
-def _record_key(request_id: str) -> str:
+def record_key(request_id: str) -> str:
+    """The Redis key of a request's record."""
     # The hash tag keeps a request's keys in one Redis Cluster slot.
     return f"sb:req:{{{request_id}}}"
 
@@ -169,24 +170,24 @@ class RedisRequestStore:
     async def get(self, request_id: str) -> RequestRecord | None:
         """The record of `request_id`, if any."""
         try:
-            raw = await self._redis.get(_record_key(request_id))
+            raw = await self._redis.get(record_key(request_id))
         except RedisError as exc:
             raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
-        return _decode(raw)
+        return decode_record(raw)
 
     async def claim(self, request_id: str, record: RequestRecord) -> RequestRecord | None:
         """`SET NX`: exactly one caller claims a request id."""
         value = json.dumps(asdict(record))
         try:
             claimed = await self._redis.set(
-                _record_key(request_id), value, nx=True, ex=self._running_ttl_s
+                record_key(request_id), value, nx=True, ex=self._running_ttl_s
             )
             if claimed:
                 return None
-            raw = await self._redis.get(_record_key(request_id))
+            raw = await self._redis.get(record_key(request_id))
         except RedisError as exc:
             raise RequestStoreUnavailableError(f"Redis is unreachable: {exc}") from exc
-        existing = _decode(raw)
+        existing = decode_record(raw)
         # Gone between the two calls (released): report it as running so the caller follows
         # it and learns that it vanished, rather than racing a second claim.
         return existing or RequestRecord(
@@ -197,7 +198,7 @@ class RedisRequestStore:
         """Delete the claim and anything recorded for it."""
         try:
             await self._redis.delete(
-                _record_key(request_id), _events_key(request_id), _followers_key(request_id)
+                record_key(request_id), _events_key(request_id), _followers_key(request_id)
             )
         except RedisError as exc:
             log.warning("claim of %s not released (its TTL frees it): %s", request_id, exc)
@@ -286,7 +287,7 @@ class RedisRequestStore:
             for event in events:
                 pipe.xadd(events_key, {"e": event.SerializeToString()})
             pipe.expire(events_key, self._done_ttl_s)
-            pipe.set(_record_key(request_id), done, xx=True, ex=self._done_ttl_s)
+            pipe.set(record_key(request_id), done, xx=True, ex=self._done_ttl_s)
             await pipe.execute()
 
 
@@ -407,7 +408,8 @@ def _entries(batches: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(list[tuple[bytes, dict[bytes, bytes]]], cast(list[Any], batches)[0][1])
 
 
-def _decode(raw: bytes | str | None) -> RequestRecord | None:
+def decode_record(raw: bytes | str | None) -> RequestRecord | None:
+    """A stored record, or None."""
     if raw is None:
         return None
     data = json.loads(raw)

@@ -90,37 +90,57 @@ class RedisQuotas:
     async def admit(self, tenant: TenantConfig, user_id: str) -> Refusal | None:
         """Budget first (it charges nothing), then both rate limits at once."""
         try:
-            spent = await self._ledger.spent(tenant.tenant_id)
-            if spent >= tenant.daily_budget_usd:
-                return Refusal(
-                    f"tenant {tenant.tenant_id} has spent its daily budget of "
-                    f"{tenant.daily_budget_usd:g} USD",
-                    seconds_until_next_utc_day(datetime.now(UTC)),
-                )
-            limits = tenant.rate_limits
-            # The hash tag {tenant} keeps both keys in one Redis Cluster slot.
-            keys = [f"sb:rl:{{{tenant.tenant_id}}}:tenant"]
-            args = _limit_args(limits.requests_per_minute)
-            if user_id:
-                # Requests without a user id count against the tenant's limit only.
-                keys.append(f"sb:rl:{{{tenant.tenant_id}}}:user:{user_id}")
-                args += _limit_args(limits.requests_per_minute_per_user)
+            refusal = budget_refusal(tenant, await self._ledger.spent(tenant.tenant_id))
+            if refusal is not None:
+                return refusal
+            keys, args = rate_limit_args(tenant, user_id)
             index, wait_ms = await self._gcra(keys=keys, args=args)
         except RedisError as exc:
             raise QuotaUnavailableError(f"Redis is unreachable: {exc}") from exc
-        if int(index) == 0:
-            return None
-        if int(index) == 1:
-            message = (
-                f"tenant {tenant.tenant_id} is over its rate limit of "
-                f"{limits.requests_per_minute} requests per minute"
-            )
-        else:
-            message = (
-                f"user {user_id} is over the rate limit of "
-                f"{limits.requests_per_minute_per_user} requests per minute"
-            )
-        return Refusal(message, max(int(wait_ms), 1) / 1000)
+        return rate_limit_refusal(tenant, user_id, int(index), int(wait_ms))
+
+
+def budget_refusal(tenant: TenantConfig, spent_usd: float) -> Refusal | None:
+    """The refusal of a tenant that has spent its daily budget, else None."""
+    if spent_usd < tenant.daily_budget_usd:
+        return None
+    return Refusal(
+        f"tenant {tenant.tenant_id} has spent its daily budget of {tenant.daily_budget_usd:g} USD",
+        seconds_until_next_utc_day(datetime.now(UTC)),
+    )
+
+
+def rate_limit_args(tenant: TenantConfig, user_id: str) -> tuple[list[str], list[float]]:
+    """The keys and arguments of `GCRA_SCRIPT` for a tenant's user."""
+    limits = tenant.rate_limits
+    # The hash tag {tenant} keeps both keys in one Redis Cluster slot.
+    keys = [f"sb:rl:{{{tenant.tenant_id}}}:tenant"]
+    args = _limit_args(limits.requests_per_minute)
+    if user_id:
+        # Requests without a user id count against the tenant's limit only.
+        keys.append(f"sb:rl:{{{tenant.tenant_id}}}:user:{user_id}")
+        args += _limit_args(limits.requests_per_minute_per_user)
+    return keys, args
+
+
+def rate_limit_refusal(
+    tenant: TenantConfig, user_id: str, index: int, wait_ms: int
+) -> Refusal | None:
+    """What `GCRA_SCRIPT`'s answer means: None when admitted, else which limit refused."""
+    limits = tenant.rate_limits
+    if index == 0:
+        return None
+    if index == 1:
+        message = (
+            f"tenant {tenant.tenant_id} is over its rate limit of "
+            f"{limits.requests_per_minute} requests per minute"
+        )
+    else:
+        message = (
+            f"user {user_id} is over the rate limit of "
+            f"{limits.requests_per_minute_per_user} requests per minute"
+        )
+    return Refusal(message, max(wait_ms, 1) / 1000)
 
 
 def retry_after_ms(refusal: Refusal) -> int:

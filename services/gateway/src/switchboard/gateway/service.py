@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from grpc_status import rpc_status
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.admission import Admission
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.conversations import ConversationMethods
 from switchboard.gateway.core import ChatCore, Refused
@@ -119,6 +120,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         reply_idle_timeout_s: float,
         conversations: ConversationMethods | None = None,
         disconnect_grace_s: float = 0.0,
+        admission: Admission | None = None,
     ) -> None:
         self.core = ChatCore(
             authenticator=authenticator,
@@ -133,6 +135,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             reply_topic=reply_topic,
             reply_idle_timeout_s=reply_idle_timeout_s,
             disconnect_grace_s=disconnect_grace_s,
+            admission=admission,
         )
         self.conversations = conversations
 
