@@ -26,4 +26,5 @@ def create_embedder(settings: EmbeddingSettings) -> Embedder:
         batch_size=settings.local_batch_size,
         threads=settings.local_threads,
         blas_threads=settings.local_blas_threads,
+        runtime=settings.local_runtime,
     )

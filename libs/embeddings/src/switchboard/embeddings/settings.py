@@ -29,6 +29,12 @@ class EmbeddingSettings(BaseSettings):
         description="Word pieces per text the local model reads (the model was trained on 256); "
         "the rest of a longer text is ignored.",
     )
+    local_runtime: Literal["onnx", "numpy"] = Field(
+        default="onnx",
+        description="What runs the local model: 'onnx' (ONNX Runtime on the CPU, about twice "
+        "as fast per query) or 'numpy' (the reference; also used when ONNX Runtime is not "
+        "installed). Both give the same vectors.",
+    )
     local_batch_size: int = Field(
         default=32, gt=0, description="Texts the local model encodes in one forward pass."
     )

@@ -111,6 +111,7 @@ def evaluate_learned(
         LearnedClassifier,
         RouterModel,
         bundled_encoder,
+        embedding_text,
     )
 
     try:
@@ -197,12 +198,60 @@ def evaluate_learned(
         f"{len(cases)} messages): wall p50 {p50:.2f} ms p99 {p99:.2f} ms; "
         f"CPU p50 {c50:.2f} ms p99 {c99:.2f} ms (wall minus CPU = waiting for a shared core)"
     )
+    _embedding_per_query(
+        [embedding_text(e.text, e.history) for e in holdout], model.embedding.max_tokens
+    )
     start = time.perf_counter()
     RouterModel.load(model_path)
     print(f"  artifact load: {(time.perf_counter() - start) * 1000:.1f} ms")
     if plot is not None:
         _plot(plot, thresholds, dev, y_dev, held, y_held, model.threshold)
     return 0
+
+
+def _embedding_per_query(texts: Sequence[str], router_tokens: int, rounds: int = 2) -> None:
+    """One message's embedding on each runtime of the local model, the runtimes alternating
+    round by round (a neighbour's burst then hits both): the router's variant and the full
+    model (retrieval, the injection classifier)."""
+    import numpy as np
+
+    from switchboard.embeddings import EmbeddingError
+    from switchboard.embeddings.local import BertEncoder, bundled_model_dir
+    from switchboard.embeddings.onnx import OnnxBertEncoder
+
+    reference = BertEncoder(bundled_model_dir())
+    encoders: dict[str, Any] = {"numpy": reference}
+    try:
+        encoders["onnx"] = OnnxBertEncoder(reference)
+    except EmbeddingError as exc:
+        print(f"  (no ONNX Runtime: {exc})")
+    variants = [
+        (f"router variant (1 layer, {router_tokens} pieces)", 1, router_tokens),
+        ("full model (6 layers, 256 pieces)", None, None),
+    ]
+    print(
+        f"  embedding per query (one message, one thread, {len(texts)} messages x {rounds} "
+        "rounds, runtimes alternating):"
+    )
+    for label, layers, tokens in variants:
+        wall: dict[str, list[float]] = {name: [] for name in encoders}
+        cpu: dict[str, list[float]] = {name: [] for name in encoders}
+        for encoder in encoders.values():  # warm-up (and each session's build)
+            encoder.encode(texts[:5], layers=layers, max_tokens=tokens)
+        for _ in range(rounds):
+            for name, encoder in encoders.items():
+                for text in texts:
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    encoder.encode([text], layers=layers, max_tokens=tokens)
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.thread_time() - start_cpu)
+        for name in encoders:
+            w50, w99 = np.percentile(wall[name], [50, 99]) * 1000
+            c50, c99 = np.percentile(cpu[name], [50, 99]) * 1000
+            print(
+                f"    {label:<36} {name:<5}  wall p50 {w50:5.2f} ms p99 {w99:5.2f} ms; "
+                f"CPU p50 {c50:5.2f} ms p99 {c99:5.2f} ms"
+            )
 
 
 def _plot(

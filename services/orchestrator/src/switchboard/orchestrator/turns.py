@@ -244,7 +244,7 @@ class TurnEngine:
                 await self._answers.hand_off(turn, tenant, stored.text, reason.text, flags)
                 return
 
-        routing_started = time.perf_counter()
+        routing_started, routing_cpu_started = time.perf_counter(), time.thread_time()
         classifier = self._classifier_for(tenant.model_policy.router_model)
         route = choose_route(
             requested_tier=turn.options.tier,
@@ -261,6 +261,10 @@ class TurnEngine:
             metrics.ROUTING_SECONDS.labels(classifier.kind).observe(routing_s)
             # On the trace too, so one slow decision can be found (issue 20: p99 <= 5 ms).
             span.set_attribute("switchboard.route.ms", round(routing_s * 1000, 3))
+            # This thread's CPU time: wall minus CPU is waiting (for a core, or for the GIL
+            # while another thread of the process runs Python).
+            routing_cpu_ms = (time.thread_time() - routing_cpu_started) * 1000
+            span.set_attribute("switchboard.route.cpu_ms", round(routing_cpu_ms, 3))
         span.set_attribute("switchboard.route.tier", route.tier)
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)

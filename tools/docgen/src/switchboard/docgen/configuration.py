@@ -17,6 +17,7 @@ from switchboard.common.settings import (
     RedisSettings,
     TelemetrySettings,
 )
+from switchboard.embeddings.settings import EmbeddingSettings
 from switchboard.gateway.knowledge import KnowledgeClientSettings as GatewayKnowledgeSettings
 from switchboard.gateway.settings import GatewaySettings, MemoryClientSettings, MongoSettings
 from switchboard.llm_worker.settings import ModelSpec, ProviderSettings, WorkerSettings
@@ -41,6 +42,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "Health and metrics endpoint (every service)",
         HealthSettings,
         "libs/common/src/switchboard/common/settings.py",
+    ),
+    (
+        "Sentence embeddings (knowledge, orchestrator)",
+        EmbeddingSettings,
+        "libs/embeddings/src/switchboard/embeddings/settings.py",
     ),
     ("gateway", GatewaySettings, "services/gateway/src/switchboard/gateway/settings.py"),
     ("gateway: MongoDB", MongoSettings, "services/gateway/src/switchboard/gateway/settings.py"),

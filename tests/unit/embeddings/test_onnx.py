@@ -1,0 +1,97 @@
+"""The ONNX Runtime encoder against the numpy reference: the same vectors, every way the
+platform asks for them (the full model, the router's one layer and 48 word pieces, padded
+batches, truncated texts), and the fallback to numpy when ONNX Runtime is missing."""
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from switchboard.embeddings import EmbeddingSettings, create_embedder
+from switchboard.embeddings.local import (
+    BertEncoder,
+    LocalEmbedder,
+    bundled_model_dir,
+    local_encoder,
+)
+from switchboard.embeddings.onnx import OnnxBertEncoder
+
+TEXTS = [
+    "Where is my order?",
+    "Why was I charged twice on my last bill, and can you refund the second charge?",
+    "Est-ce que je peux modifier l'adresse de livraison de ma commande ?",
+    "ok",
+    "Hello! My husband and I are going to Lisbon for our 25th anniversary in May and we "
+    "would love to know whether the hotel can arrange flowers and a late checkout. " * 8,
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> BertEncoder:
+    return BertEncoder(bundled_model_dir())
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(reference: BertEncoder) -> OnnxBertEncoder:
+    return OnnxBertEncoder(reference)
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum(axis=1).min())
+
+
+@pytest.mark.parametrize(
+    ("layers", "max_tokens"),
+    [(None, None), (1, 48), (0, None), (3, 16)],
+    ids=["full model", "router variant", "token embeddings only", "3 layers, 16 pieces"],
+)
+def test_onnx_vectors_agree_with_the_numpy_reference(
+    reference: BertEncoder,
+    onnx_encoder: OnnxBertEncoder,
+    layers: int | None,
+    max_tokens: int | None,
+) -> None:
+    expected = np.stack(
+        [reference.encode([t], layers=layers, max_tokens=max_tokens)[0] for t in TEXTS]
+    )
+    one_at_a_time = np.stack(
+        [onnx_encoder.encode([t], layers=layers, max_tokens=max_tokens)[0] for t in TEXTS]
+    )
+    # Several lengths in one batch: the padding must change nothing.
+    batched = onnx_encoder.encode(TEXTS, layers=layers, max_tokens=max_tokens)
+    assert one_at_a_time.shape == batched.shape == (len(TEXTS), reference.hidden)
+    assert _min_cosine(one_at_a_time, expected) > 0.9999
+    assert _min_cosine(batched, expected) > 0.9999
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_encoder_reproduces_the_reference_similarity(onnx_encoder: OnnxBertEncoder) -> None:
+    # The sentence-transformers documentation's figure for all-MiniLM-L6-v2 (as for numpy).
+    v = onnx_encoder.encode(["A man is eating food.", "A man is eating a piece of bread."])
+    assert float(v[0] @ v[1]) == pytest.approx(0.7553, abs=0.002)
+
+
+def test_one_session_per_layer_count_built_once(onnx_encoder: OnnxBertEncoder) -> None:
+    assert onnx_encoder.session(1) is onnx_encoder.session(1)
+    assert onnx_encoder.session(None) is onnx_encoder.session(len(onnx_encoder.layers))
+    assert onnx_encoder.session(1) is not onnx_encoder.session(None)
+
+
+def test_the_runtime_is_chosen_by_settings() -> None:
+    assert EmbeddingSettings().local_runtime == "onnx"
+    assert isinstance(local_encoder(runtime="onnx"), OnnxBertEncoder)
+    assert isinstance(local_encoder(runtime="numpy"), BertEncoder)
+    embedder = create_embedder(EmbeddingSettings(local_runtime="numpy"))
+    assert isinstance(embedder, LocalEmbedder)
+    assert isinstance(embedder.encoder, BertEncoder)
+
+
+def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    with caplog.at_level(logging.WARNING, logger="switchboard.embeddings.local"):
+        encoder = local_encoder(runtime="onnx")
+    assert isinstance(encoder, BertEncoder)
+    assert "ONNX Runtime is not installed" in caplog.text
