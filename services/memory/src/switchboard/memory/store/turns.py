@@ -1,13 +1,10 @@
 """Turn writes: a turn's messages and facts, exactly once, and the conversation document in
 step with them (activity, count, window, known facts)."""
 
-import asyncio
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -71,23 +68,6 @@ async def _insert_new(collection: AsyncCollection[Document], docs: list[Document
     return set(range(len(docs)))
 
 
-async def _nothing() -> None:
-    return None
-
-
-async def _side_by_side(*calls: Awaitable[Any]) -> list[Any]:
-    """Await `calls` at once; the first error is raised as it is (a PyMongoError stays one,
-    for the retries), after the others were cancelled."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 class TurnStore(StoreBase):
     """Turn writes."""
 
@@ -113,52 +93,48 @@ class TurnStore(StoreBase):
             "output_tokens": turn.usage.output_tokens,
             "cost_usd": turn.cost_usd,
         }
-        message_docs = [
-            {
-                "_id": message_key(**scope, request_id=m.request_id, role=m.role),
-                **scope,
-                "request_id": m.request_id,
-                "role": m.role,
-                "text": m.text,
-                "position": m.position,
-                "created_at": m.created_at,
-                # When it became durable: completed-to-stored lag, for audits.
-                "stored_at": utcnow(),
-                "model": m.model,
-                **(details if m.role == ROLE_ASSISTANT else {}),
-            }
-            for m in (user, assistant)
-        ]
+        new_messages = await _insert_new(
+            self._messages,
+            [
+                {
+                    "_id": message_key(**scope, request_id=m.request_id, role=m.role),
+                    **scope,
+                    "request_id": m.request_id,
+                    "role": m.role,
+                    "text": m.text,
+                    "position": m.position,
+                    "created_at": m.created_at,
+                    # When it became durable: completed-to-stored lag, for audits.
+                    "stored_at": utcnow(),
+                    "model": m.model,
+                    **(details if m.role == ROLE_ASSISTANT else {}),
+                }
+                for m in (user, assistant)
+            ],
+        )
+        stored = [m for i, m in enumerate((user, assistant)) if i in new_messages]
         facts = facts_of((user, assistant))
-        fact_docs = [
-            {
-                **scope,
-                "kind": fact.kind,
-                "value": fact.value,
-                "request_id": fact.request_id,
-                "position": position,
-                # Keeps the order of facts stated in one message.
-                "rank": rank,
-                "created_at": accepted,
-            }
-            for rank, (fact, position) in enumerate(facts)
-        ]
-        key = conversation_key(turn.tenant_id, turn.conversation_id)
+        if facts:
+            await _insert_new(
+                self._facts,
+                [
+                    {
+                        **scope,
+                        "kind": fact.kind,
+                        "value": fact.value,
+                        "request_id": fact.request_id,
+                        "position": position,
+                        # Keeps the order of facts stated in one message.
+                        "rank": rank,
+                        "created_at": accepted,
+                    }
+                    for rank, (fact, position) in enumerate(facts)
+                ],
+            )
         async with self._writing(turn.tenant_id, turn.conversation_id):
-            # The inserts and the conversation's read side by side: the read does not depend
-            # on them, and the lock keeps this process's other writes of the conversation out
-            # until the update below.
-            new_messages, conversation, _ = await _side_by_side(
-                _insert_new(self._messages, message_docs),
-                self._conversations.find_one({"_id": key}),
-                _insert_new(self._facts, fact_docs) if fact_docs else _nothing(),
-            )
-            stored = [m for i, m in enumerate((user, assistant)) if i in new_messages]
-            state = await self._update_conversation(
-                turn, scope, conversation, stored, facts, accepted, completed
-            )
+            state = await self._update_conversation(turn, scope, stored, facts, accepted, completed)
             if await self._deleted_since(scope, accepted):
-                # Deleted before or while this turn was written: take it out again.
+                # Deleted while this turn was being written: take it out again.
                 await self._purge_request(scope, turn.request_id)
                 return SavedTurn(SaveOutcome.DROPPED_DELETED)
         return state
@@ -167,16 +143,15 @@ class TurnStore(StoreBase):
         self,
         turn: CompletedTurn,
         scope: Document,
-        conversation: Document | None,
         stored: list[StoredMessage],
         facts: list[tuple[Fact, int]],
         accepted: datetime,
         completed: datetime,
     ) -> "SavedTurn":
         """Upsert the conversation: activity, message count and the window of newest
-        messages, kept in step with the count (rebuilt from the messages when it is not).
-        `conversation` is the document as this write read it, under the write lock."""
+        messages, kept in step with the count (rebuilt from the messages when it is not)."""
         key = conversation_key(turn.tenant_id, turn.conversation_id)
+        conversation = await self._conversations.find_one({"_id": key})
         update: Document = {
             "$setOnInsert": {**scope, "user_id": turn.user_id, "created_at": accepted},
             "$max": {"updated_at": completed},
