@@ -80,10 +80,8 @@ class TurnStore(StoreBase):
         scope = conversation_scope(turn.tenant_id, turn.conversation_id)
         accepted = turn.accepted_at.ToDatetime(tzinfo=UTC)
         completed = turn.completed_at.ToDatetime(tzinfo=UTC)
-        # No tombstone check before writing: the one after the write (below) is needed for a
-        # delete that runs meanwhile, and it also takes out a turn that arrives after its
-        # conversation was deleted (rare), so a check here cost a read on every turn for
-        # nothing the one below misses (docs/decisions/0080).
+        if await self._deleted_since(scope, accepted):
+            return SavedTurn(SaveOutcome.DROPPED_DELETED)
         user, assistant = messages_of(turn)
         details = {
             "tier": turn.tier,
