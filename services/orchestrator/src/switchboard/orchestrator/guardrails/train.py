@@ -101,7 +101,7 @@ def source_group(row: dict[str, Any]) -> str:
 
 def training_rows(data: Path) -> list[dict[str, Any]]:
     """The dev rows of every injection set (see evaluation.injection_rows)."""
-    from switchboard.orchestrator.evaluation import injection_rows
+    from switchboard.orchestrator.guardrails.evaluation import injection_rows
 
     return [r for r in injection_rows(data) if r["split"] == "dev"]
 
