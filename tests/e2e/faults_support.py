@@ -40,6 +40,7 @@ from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOp
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import KAFKA
+from .markers import word_marker
 from .memory_support import make_turns, publish_turns, stored
 
 TERMINAL = ("done", "error")
@@ -163,7 +164,7 @@ class Traffic:
 
     target: str
     api_key: str
-    marker: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    marker: str = field(default_factory=word_marker)
     conversations: int = 6
     # Each conversation sends at least `min_turns`, and goes on (up to `max_turns`) until the
     # fault is over, so that traffic runs before, during and after it.

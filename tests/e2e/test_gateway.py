@@ -40,6 +40,7 @@ from .gateway_lane import (
     stop_processes,
     wait_ready,
 )
+from .markers import word_marker
 from .test_chat_flow import _end_offsets, journal, stored_messages, text_of
 
 pytestmark = pytest.mark.e2e
@@ -148,7 +149,7 @@ async def read_rest(call: Any) -> list[ChatEvent]:
 async def test_a_tenant_cannot_read_another_tenants_conversation(
     chat_stub: ChatServiceStub, platform: Platform, mongo: AsyncMongoClient[dict[str, object]]
 ) -> None:
-    secret = f"My locker code is {uuid.uuid4().hex[:6]}."
+    secret = f"My locker code is {word_marker(6)}."
     first = await collect(chat_stub, ChatRequest(message=secret), platform.api_key)
     conversation_id = first[0].started.conversation_id
     assert len(await stored_messages(mongo, platform, conversation_id, 2)) == 2

@@ -22,6 +22,7 @@ from switchboard.v1.chat_pb2 import ChatEvent, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import WIDGET_KEY, Platform, seed_tenants
+from .markers import word_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,7 @@ def text_of_item(item: Any) -> str:
 async def test_chat_completions_with_the_sdk_streamed_and_not_remember_the_conversation(
     client: AsyncOpenAI, platform: Platform
 ) -> None:
-    marker = uuid.uuid4().hex[:8]
+    marker = word_marker()
     raw = await client.chat.completions.with_raw_response.create(
         model="auto",
         messages=[{"role": "user", "content": f"Hello, my code word is {marker}."}],
@@ -126,7 +127,7 @@ async def test_chat_completions_with_the_sdk_streamed_and_not_remember_the_conve
 async def test_responses_in_a_conversation_across_two_turns_with_the_sdk(
     client: AsyncOpenAI, platform: Platform
 ) -> None:
-    marker = uuid.uuid4().hex[:8]
+    marker = word_marker()
     conversation = await client.conversations.create(metadata={"topic": "e2e"})
     assert conversation.object == "conversation"
     assert (await client.conversations.retrieve(conversation.id)).id == conversation.id
@@ -329,7 +330,7 @@ async def grpc_turn(platform: Platform, conversation: str, message: str) -> list
 async def test_an_http_turn_and_a_grpc_turn_of_one_conversation_see_each_other(
     client: AsyncOpenAI, platform: Platform
 ) -> None:
-    marker = uuid.uuid4().hex[:8]
+    marker = word_marker()
     raw = await client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": f"Over HTTP: {marker}-http"}]
     )

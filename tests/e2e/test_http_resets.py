@@ -10,6 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from .conftest import Platform
+from .markers import word_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,7 @@ async def test_a_cascaded_answer_reaches_a_plain_client_without_the_cheap_one(
 ) -> None:
     # The simulator quotes the message, so the cheap answer hedges ("I'm not sure") and the
     # cascade re-runs it on frontier after it was generated whole.
-    message = f"hi, I'm not sure. thanks! {uuid.uuid4().hex[:6]}"
+    message = f"hi, I'm not sure. thanks! {word_marker(6)}"
     shown, done = await plain_stream(client, "auto", message, {"sim.tool": "none"})
     assert done["tier"] == "frontier" and done["resets"] == 1, done
     assert shown == done["content"]
@@ -71,7 +72,7 @@ async def test_a_provider_retry_after_a_cut_stream_repeats_nothing(client: Async
         "sim.fault_attempts": "1",
         "sim.key": uuid.uuid4().hex,
     }
-    message = f"Please tell me about my delivery options, {uuid.uuid4().hex[:8]}"
+    message = f"Please tell me about my delivery options, {word_marker()}"
     shown, done = await plain_stream(client, "cheap", message, controls)
     assert done["resets"] == 1, done
     assert shown == done["content"] and len(shown.split()) > 20

@@ -3,7 +3,6 @@ a summary plus a recent window instead of its whole history."""
 
 import json
 import urllib.request
-import uuid
 from functools import partial
 from typing import Any
 
@@ -15,6 +14,7 @@ from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 
 from .conftest import Platform
+from .markers import word_marker
 from .memory_support import Mongo, eventually, stored
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def message(n: int, marker: str) -> str:
 async def test_turn_forty_sends_summary_and_recent_window_not_the_whole_history(
     platform: Platform, mongo: Mongo
 ) -> None:
-    marker = uuid.uuid4().hex[:8]
+    marker = word_marker()
     metadata = [("authorization", f"Bearer {platform.api_key}")]
     sent: list[str] = []
     conversation = ""

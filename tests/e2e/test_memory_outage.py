@@ -9,7 +9,6 @@ gateway on a topic prefix of their own; only the provider simulator is shared
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from switchboard.v1.memory_pb2_grpc import MemoryServiceStub
 
 from .conftest import LOGS, Platform
 from .faults_support import journal
+from .markers import word_marker
 from .memory_support import eventually
 from .private_stack import (
     SHORT_MONGO_BOUNDS,
@@ -110,7 +110,7 @@ async def test_chats_complete_during_a_mongodb_outage_and_every_turn_is_stored_o
     private_mongo: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     plat = outage_platform
-    marker = uuid.uuid4().hex[:8]
+    marker = word_marker()
     messages_db = private_mongo[plat.database]["messages"]
     texts = [
         f"[{marker}] Hello, my name is Olga Petrova and my order 5150 is missing.",

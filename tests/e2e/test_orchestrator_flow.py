@@ -17,6 +17,7 @@ from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.events_pb2 import TurnRequest
 
 from .conftest import KAFKA, RAW_TENANT, Platform
+from .markers import word_marker
 from .test_chat_flow import chat, collect, journal, stored_messages, text_of
 
 pytestmark = pytest.mark.e2e
@@ -159,7 +160,7 @@ async def test_asking_for_a_human_hands_off_with_a_ticket(
 async def test_faq_first_turns_are_served_from_the_cache(
     chat: ChatServiceStub, platform: Platform
 ) -> None:
-    question = f"What are your opening hours on holidays {uuid.uuid4().hex[:6]}?"
+    question = f"What are your opening hours on holidays {word_marker(6)}?"
     question = "".join(c for c in question if not c.isdigit())
     first = await collect(chat, ChatRequest(message=question), platform)
     second = await collect(chat, ChatRequest(message=question.upper()), platform)

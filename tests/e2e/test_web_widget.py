@@ -5,7 +5,6 @@ conversation, a new conversation; screenshots are kept under .local/artifacts/."
 import json
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
 from .conftest import ROOT, Platform
+from .markers import word_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,7 @@ async def test_the_demo_page_streams_a_reply_that_survives_a_reload(
     await expect(page.get_by_role("region", name="Demo Retail support")).to_be_visible()
     await page.evaluate(WATCH_STREAMING)
 
-    hello = f"Hello! I am {uuid.uuid4().hex[:6]}, what can you help me with?"
+    hello = f"Hello! I am {word_marker(6)}, what can you help me with?"
     await send(page, hello)
     user = page.locator(".msg.user")
     await expect(user).to_have_text([hello])
