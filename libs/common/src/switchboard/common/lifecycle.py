@@ -4,6 +4,15 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
+
+from switchboard.common.settings import ProcessSettings
+
+
+def tune_process(settings: ProcessSettings | None = None) -> None:
+    """Apply the process-wide settings (`SWITCHBOARD_PROCESS_*`): call once, at start."""
+    settings = settings or ProcessSettings()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
 
 
 def freeze_startup_objects() -> None:

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from switchboard.common.budget import BudgetLedger
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -303,6 +303,7 @@ async def serve(settings: GatewaySettings) -> None:
         http_runner, http_site = await start_http(settings, chat_service, tenants, redis, knowledge)
         if http_runner is not None:
             stack.push_async_callback(http_runner.cleanup)
+        tune_process()
         freeze_startup_objects()
         health_server.ready = True
         log.info("gateway %s serving gRPC on %s", settings.instance_id, address)

@@ -12,7 +12,7 @@ from pymongo.errors import PyMongoError
 
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import BrokerPublisher, create_broker
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -99,6 +99,7 @@ async def serve(settings: KnowledgeSettings) -> None:
         stack.push_async_callback(server.stop, settings.shutdown_grace_s)
         for name in ("", service_name):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        tune_process()
         freeze_startup_objects()
         health_server.ready = True
         log.info("knowledge serving gRPC on %s", address)

@@ -28,7 +28,7 @@ from switchboard.common.kafka import (
     record_headers,
 )
 from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.sequencing import FINAL_SEQUENCE
 from switchboard.common.telemetry import setup_telemetry
@@ -250,6 +250,7 @@ async def serve(settings: WorkerSettings) -> None:
         )
         lag.start()
         stack.push_async_callback(lag.stop)
+        tune_process()
         freeze_startup_objects()
         health_server.ready = True
         log.info(

@@ -31,6 +31,7 @@ from switchboard.common.lag import LagReporter
 from switchboard.common.lifecycle import (
     cancel_and_wait,
     freeze_startup_objects,
+    tune_process,
     wait_for_stop_signal,
 )
 from switchboard.common.retry import retrying
@@ -280,6 +281,7 @@ async def serve(settings: MemorySettings) -> None:
         )
         lag.start()
         stack.push_async_callback(lag.stop)
+        tune_process()
         freeze_startup_objects()
         health_server.ready = True
         log.info("memory serving gRPC on %s", address)

@@ -34,7 +34,7 @@ from switchboard.common.kafka import (
     record_headers,
 )
 from switchboard.common.lag import LagReporter
-from switchboard.common.lifecycle import freeze_startup_objects, wait_for_stop_signal
+from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
 from switchboard.common.redis import create_redis
 from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
@@ -327,6 +327,7 @@ async def serve(settings: OrchestratorSettings) -> None:
         )
         lag.start()
         stack.push_async_callback(lag.stop)
+        tune_process()
         freeze_startup_objects()
         health_server.ready = True
         log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)

@@ -14,6 +14,7 @@ from switchboard.chat_cli.settings import ChatCliSettings
 from switchboard.common.settings import (
     HealthSettings,
     KafkaSettings,
+    ProcessSettings,
     RedisSettings,
     TelemetrySettings,
 )
@@ -36,6 +37,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     (
         "Traces and logs (every service)",
         TelemetrySettings,
+        "libs/common/src/switchboard/common/settings.py",
+    ),
+    (
+        "Process tuning (every service)",
+        ProcessSettings,
         "libs/common/src/switchboard/common/settings.py",
     ),
     (
