@@ -87,6 +87,15 @@ def test_the_runtime_is_chosen_by_settings() -> None:
     assert isinstance(embedder.encoder, BertEncoder)
 
 
+def test_the_services_embedder_has_its_session_built_before_the_first_query() -> None:
+    embedder = create_embedder(EmbeddingSettings(local_runtime="onnx"))
+    assert isinstance(embedder, LocalEmbedder)
+    encoder = embedder.encoder
+    assert isinstance(encoder, OnnxBertEncoder)
+    # The full model's session exists: the first turn does not pay for building it.
+    assert len(encoder.layers) in encoder._sessions
+
+
 def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

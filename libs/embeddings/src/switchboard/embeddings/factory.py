@@ -7,8 +7,9 @@ from switchboard.embeddings.settings import EmbeddingSettings
 
 
 def create_embedder(settings: EmbeddingSettings) -> Embedder:
-    """The embedder `settings.provider` names. The remote one learns its dimension on the
-    first call (or from `openai_dimensions`): call `probe()` first where it is needed."""
+    """The embedder `settings.provider` names, ready for its first query. The remote one
+    learns its dimension on the first call (or from `openai_dimensions`): call `probe()`
+    first where it is needed."""
     if settings.provider == "openai":
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         return OpenAIEmbedder(
@@ -20,7 +21,7 @@ def create_embedder(settings: EmbeddingSettings) -> Embedder:
             max_retries=settings.openai_max_retries,
             batch_size=settings.openai_batch_size,
         )
-    return LocalEmbedder(
+    local = LocalEmbedder(
         settings.local_model_dir,
         max_tokens=settings.local_max_tokens,
         batch_size=settings.local_batch_size,
@@ -28,3 +29,7 @@ def create_embedder(settings: EmbeddingSettings) -> Embedder:
         blas_threads=settings.local_blas_threads,
         runtime=settings.local_runtime,
     )
+    # ONNX Runtime builds its session on the first call (0.9 s here): at start-up, not on
+    # the first turn after it.
+    local.embed_sync(["warm-up"])
+    return local
