@@ -258,8 +258,9 @@ def injection_detector(
 ) -> tuple[InjectionDetector, QueryEmbeddings | None]:
     """The rules, with the classifier when it is on and the configured embedding model is
     the one it was trained on (another model's vectors would mean nothing to its weights)."""
+    cache_size = settings.injection_rules_cache_size
     if not settings.injection_classifier:
-        return InjectionDetector(), None
+        return InjectionDetector(rules_cache_size=cache_size), None
     classifier = InjectionClassifier()
     embedding_settings = EmbeddingSettings()
     embedder = create_embedder(embedding_settings)
@@ -269,11 +270,11 @@ def injection_detector(
             classifier.embedding_model,
             embedder.name,
         )
-        return InjectionDetector(), None
+        return InjectionDetector(rules_cache_size=cache_size), None
     embeddings = QueryEmbeddings(
         embedder, embedding_settings.query_cache_size, embedding_settings.query_cache_ttl_s
     )
-    return InjectionDetector(classifier, embeddings), embeddings
+    return InjectionDetector(classifier, embeddings, rules_cache_size=cache_size), embeddings
 
 
 async def serve(settings: OrchestratorSettings) -> None:

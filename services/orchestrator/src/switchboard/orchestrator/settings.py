@@ -149,6 +149,15 @@ class OrchestratorSettings(BaseSettings):
         "retrieval.",
     )
 
+    injection_rules_cache_size: int = Field(
+        default=4_096,
+        ge=0,
+        le=1_000_000,
+        description="Texts whose injection-rules verdict is remembered (by a 16-byte digest, "
+        "about 300 bytes an entry): retrieved passages recur, and the rules cost ~15 ms on a "
+        "long one. 0: off.",
+    )
+
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="Kafka (SWITCHBOARD_KAFKA_*)."
     )

@@ -6,6 +6,7 @@ its mark."""
 import base64
 import binascii
 import codecs
+import hashlib
 import logging
 import re
 import unicodedata
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import LRUCache
 from numpy.typing import NDArray
 
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
@@ -99,10 +101,18 @@ class InjectionDetector:
         self,
         classifier: InjectionClassifier | None = None,
         embeddings: QueryEmbeddings | None = None,
+        *,
+        rules_cache_size: int = 4_096,
     ) -> None:
         self.classifier = classifier
         # The turn's query embeddings (cached): the same vector serves knowledge retrieval.
         self.embeddings = embeddings if classifier is not None else None
+        # The rules' verdicts by the text's digest: the same knowledge passages come back
+        # turn after turn, and the rules cost about 15 ms on a 1,500-character passage
+        # (their decoded variants included), all of it on the event loop.
+        self._rules_cache: LRUCache[bytes, InjectionVerdict] | None = (
+            LRUCache(rules_cache_size) if rules_cache_size > 0 else None
+        )
 
     async def assess(self, channels: Mapping[str, str], embed_text: str) -> InjectionVerdict:
         """`score_channels` with the message's vector: `embed_text` is the message as the
@@ -128,7 +138,16 @@ class InjectionDetector:
         return InjectionVerdict(p, (*verdict.signals, f"classifier {p:.2f}"))
 
     def score_rules(self, text: str) -> InjectionVerdict:
-        """The rules' verdict alone."""
+        """The rules' verdict alone (remembered for the most recent texts)."""
+        if self._rules_cache is None:
+            return self._score_rules(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        verdict = self._rules_cache.get(key)
+        if verdict is None:
+            verdict = self._rules_cache[key] = self._score_rules(text)
+        return verdict
+
+    def _score_rules(self, text: str) -> InjectionVerdict:
         base = normalize(text)
         variants: list[tuple[str, str]] = [("", base)]
         # Letters spaced out one by one ("i g n o r e  a l l"): wide gaps separate words.
