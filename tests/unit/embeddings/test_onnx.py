@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from switchboard.embeddings import EmbeddingSettings, create_embedder
+from switchboard.embeddings import EmbeddingError, EmbeddingSettings, create_embedder
 from switchboard.embeddings.local import (
     BertEncoder,
     LocalEmbedder,
@@ -104,3 +104,21 @@ def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(
         encoder = local_encoder(runtime="onnx")
     assert isinstance(encoder, BertEncoder)
     assert "ONNX Runtime is not installed" in caplog.text
+
+
+def test_int8_weights_stay_close_to_float32_and_are_deterministic(
+    reference: BertEncoder, onnx_encoder: OnnxBertEncoder
+) -> None:
+    # The router's variant (1 layer, 48 pieces) with int8 linear layers (issue 20): close to
+    # the float32 vectors, the same for a text alone or in a batch, and a session of its own.
+    exact = onnx_encoder.encode(TEXTS, layers=1, max_tokens=48)
+    int8 = np.stack(
+        [onnx_encoder.encode([t], layers=1, max_tokens=48, int8=True)[0] for t in TEXTS]
+    )
+    assert _min_cosine(int8, exact) > 0.999
+    np.testing.assert_array_equal(
+        onnx_encoder.encode(TEXTS, layers=1, max_tokens=48, int8=True), int8
+    )
+    assert onnx_encoder.session(1, int8=True) is not onnx_encoder.session(1)
+    with pytest.raises(EmbeddingError, match="ONNX Runtime"):
+        reference.encode(TEXTS[:1], layers=1, int8=True)

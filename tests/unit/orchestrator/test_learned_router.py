@@ -44,6 +44,7 @@ class BagOfWords:
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
+        int8: bool = False,
     ) -> np.ndarray:
         out = np.zeros((len(texts), 64), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -150,6 +151,20 @@ def test_an_artifact_round_trips(tmp_path: Path) -> None:
     a = LearnedClassifier(model, BagOfWords()).classify("Why was my card charged twice?")
     b = LearnedClassifier(loaded, BagOfWords()).classify("Why was my card charged twice?")
     assert a == b
+
+
+def test_an_artifact_names_its_embedding_weights(tmp_path: Path) -> None:
+    model, _ = rt.train(BASE, BagOfWords(), SPEC)
+    data = model.to_json()
+    assert data["embedding"]["weights"] == "float32"
+    del data["embedding"]["weights"]  # written before int8 existed: float32
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert RouterModel.load(tmp_path / "old.json").embedding.weights == "float32"
+    data["embedding"]["weights"] = "int4"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="weights"):
+        RouterModel.load(tmp_path / "bad.json")
+    assert RouterModel.load(DEFAULT_ARTIFACT).embedding.weights == "int8"  # the shipped one
 
 
 def test_operating_points_follow_the_tenant_targets() -> None:
@@ -315,6 +330,19 @@ def test_a_corrupt_artifact_falls_back_to_the_rules(
         assert load_router(path, _factory, ComplexityClassifier()) is None
     assert "unusable" in caplog.text and "routing with the rules" in caplog.text
     assert counter("switchboard_router_model_fallbacks_total", why="corrupt") == before + 1
+
+
+def test_an_int8_router_on_the_numpy_encoder_scores_with_float32(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from switchboard.embeddings.local import BUNDLED_MODEL, local_encoder
+
+    with caplog.at_level(logging.WARNING):
+        loaded = load_router(
+            None, lambda: (local_encoder(runtime="numpy"), BUNDLED_MODEL), ComplexityClassifier()
+        )
+    assert loaded is not None and loaded.model.embedding.weights == "float32"
+    assert "scoring it with float32" in caplog.text
 
 
 def test_an_artifact_with_wrong_sizes_or_another_encoder_falls_back(tmp_path: Path) -> None:

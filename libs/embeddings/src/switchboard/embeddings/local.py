@@ -159,11 +159,15 @@ class BertEncoder:
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
+        int8: bool = False,
     ) -> Vectors:
         """Unit-length sentence vectors, one row per text. `layers` runs only the first few
         transformer layers (0: the token embeddings alone) and `max_tokens` reads only a
         text's first word pieces: cheaper vectors for callers with a tight time budget (the
-        router); the defaults give the model's own sentence embedding."""
+        router); the defaults give the model's own sentence embedding. `int8` (the linear
+        layers' weights quantized to int8) needs ONNX Runtime (`onnx.OnnxBertEncoder`)."""
+        if int8:
+            raise EmbeddingError("int8 weights need ONNX Runtime (the numpy encoder is float32)")
         ids = truncate_ids(self.token_ids(texts), max_tokens)
         out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         # Similar lengths together, so a batch pads little.
@@ -233,6 +237,7 @@ class SentenceEncoder(Protocol):
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
+        int8: bool = False,
     ) -> Vectors: ...
 
 

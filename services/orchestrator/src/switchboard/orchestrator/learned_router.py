@@ -15,6 +15,7 @@ examples. When the artifact is missing or broken the caller falls back to the ru
 """
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -59,6 +60,7 @@ RULE_SIGNALS = (
 )
 EXTRA_FEATURES = ("rule score", "length", "question marks", "follow-up")
 EMBEDDING_FEATURE = "message meaning"
+WEIGHT_TYPES = ("float32", "int8")
 # Earlier user turns embedded with the message: a follow-up's difficulty is in its context.
 HISTORY_TURNS = 2
 
@@ -72,6 +74,7 @@ class SentenceEncoder(Protocol):
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
+        int8: bool = False,
     ) -> F32: ...
 
 
@@ -82,6 +85,16 @@ class EmbeddingSpec:
     model: str
     layers: int | None
     max_tokens: int
+    # "int8": the encoder's linear layers run with int8 weights (ONNX Runtime only; about
+    # 2-3x faster for the router's one layer); "float32": as the model ships.
+    weights: str = "float32"
+
+    def encode_options(self) -> dict[str, Any]:
+        """The encoder's keyword arguments for these vectors."""
+        options: dict[str, Any] = {"layers": self.layers, "max_tokens": self.max_tokens}
+        if self.weights == "int8":
+            options["int8"] = True
+        return options
 
 
 def embedding_text(message: str, history: Sequence[str]) -> str:
@@ -180,6 +193,7 @@ class RouterModel:
                 "model": self.embedding.model,
                 "layers": self.embedding.layers,
                 "max_tokens": self.embedding.max_tokens,
+                "weights": self.embedding.weights,
             },
             "features": [*feature_names(), EMBEDDING_FEATURE],
             "mean": [round(float(v), 7) for v in self.mean],
@@ -214,7 +228,10 @@ class RouterModel:
             model = cls(
                 version=str(data["version"]),
                 embedding=EmbeddingSpec(
-                    str(spec["model"]), spec["layers"], int(spec["max_tokens"])
+                    str(spec["model"]),
+                    spec["layers"],
+                    int(spec["max_tokens"]),
+                    str(spec.get("weights", "float32")),
                 ),
                 mean=mean,
                 scale=np.asarray(data["scale"], dtype=np.float64),
@@ -233,6 +250,8 @@ class RouterModel:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: malformed router artifact ({exc})") from exc
+        if model.embedding.weights not in WEIGHT_TYPES:
+            raise ValueError(f"{path}: unknown embedding weights {model.embedding.weights!r}")
         if not (model.scale.shape == model.weights.shape == (size,)) or not model.curve:
             raise ValueError(f"{path}: inconsistent router artifact sizes")
         if not np.all(np.isfinite(model.weights)) or not np.all(model.scale > 0):
@@ -289,9 +308,8 @@ class LearnedClassifier:
         return self.model.threshold_for(target_recall, target_cheap_share)
 
     def embed(self, message: str, history: Sequence[str] = ()) -> F32:
-        spec = self.model.embedding
         vector: F32 = self.encoder.encode(
-            [embedding_text(message, history)], layers=spec.layers, max_tokens=spec.max_tokens
+            [embedding_text(message, history)], **self.model.embedding.encode_options()
         )[0]
         return vector
 
@@ -343,6 +361,13 @@ def load_router(
         encoder, name = encoder_factory()
         if name != model.embedding.model:
             raise ValueError(f"trained on {model.embedding.model!r}, the encoder is {name!r}")
+        if model.embedding.weights == "int8" and not hasattr(encoder, "session"):
+            # The numpy encoder (ONNX Runtime not installed, or the runtime set to numpy) has
+            # no int8 path: float32 vectors are within cosine ~0.9998 of the int8 ones.
+            log.warning("router model %s is for int8 weights: scoring it with float32", where)
+            model = dataclasses.replace(
+                model, embedding=dataclasses.replace(model.embedding, weights="float32")
+            )
         layers = getattr(encoder, "layers", None)
         if isinstance(layers, list) and model.embedding.layers is not None:
             # The layers the router never runs: ~12 MB of weights each.

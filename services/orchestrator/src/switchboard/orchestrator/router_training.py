@@ -1,7 +1,8 @@
 """`make train-router`: fit the learned router on tests/data and write its artifact.
 
     python -m switchboard.orchestrator.router_training [--data tests/data] [--out PATH]
-        [--extra FILE ...] [--target-recall 0.97] [--layers 1] [--max-tokens 48] [--force]
+        [--extra FILE ...] [--target-recall 0.97] [--layers 1] [--max-tokens 48]
+        [--weights int8] [--force]
 
 Training data: router_train.jsonl and router_eval.jsonl (every split), plus `--extra` files
 (for example the labelled turns exported from a tenant's traffic; `--out DIR/<name>.json`
@@ -30,6 +31,7 @@ from numpy.typing import NDArray
 
 from switchboard.orchestrator.learned_router import (
     DEFAULT_ARTIFACT,
+    WEIGHT_TYPES,
     CurvePoint,
     EmbeddingSpec,
     RouterModel,
@@ -50,6 +52,8 @@ FOLDS = 5
 # docs/decisions/0060-learned-router.md has the comparison.
 DEFAULT_LAYERS = 1
 DEFAULT_MAX_TOKENS = 48
+# The encoder's linear layers in int8 (issue 20: routing p99 <= 5 ms through the API).
+DEFAULT_WEIGHTS = "int8"
 DEFAULT_L2 = 3.0
 DEFAULT_TARGET_RECALL = 0.97
 CURVE_STEPS = 100
@@ -109,9 +113,7 @@ def featurize(
     """(features, embeddings): rule features then embedding dimensions, one row each."""
     rules = rules or ComplexityClassifier()
     vectors = encoder.encode(
-        [embedding_text(e.text, e.history) for e in examples],
-        layers=spec.layers,
-        max_tokens=spec.max_tokens,
+        [embedding_text(e.text, e.history) for e in examples], **spec.encode_options()
     )
     explained = np.stack([rule_features(rules, e.text, e.history) for e in examples])
     return np.concatenate([explained, vectors.astype(np.float64)], axis=1), vectors
@@ -237,7 +239,9 @@ def train(
         for i, e in enumerate(examples)
         if exemplar_sources is None or e.source in set(exemplar_sources)
     ]
-    params = {"l2": l2, "target_recall": target_recall, "layers": spec.layers}
+    params: dict[str, Any] = {"l2": l2, "target_recall": target_recall, "layers": spec.layers}
+    if spec.weights != "float32":
+        params["weights"] = spec.weights
     payload = json.dumps(
         [params, spec.max_tokens, [round(float(v), 6) for v in weights]], sort_keys=True
     ).encode()
@@ -277,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument(
+        "--weights",
+        choices=WEIGHT_TYPES,
+        default=DEFAULT_WEIGHTS,
+        help="the encoder's linear layers in int8 (ONNX Runtime; faster) or float32",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="write even if held-out recall got worse"
     )
     parser.add_argument(
@@ -300,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dropped:
         print(f"  left out {len(dropped)} training rows also in the held-out split: {dropped}")
     encoder, name = bundled_encoder()
-    spec = EmbeddingSpec(name, args.layers, args.max_tokens)
+    spec = EmbeddingSpec(name, args.layers, args.max_tokens, args.weights)
     trained_on = {
         "files": {p.name: file_digest(p)[:16] for p in sources},
         "trained_at": datetime.now(UTC).date().isoformat(),
