@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from switchboard.embeddings.local import local_encoder
 from switchboard.orchestrator import router_training as rt
 from switchboard.orchestrator.learned_router import (
     DEFAULT_ARTIFACT,
@@ -272,8 +273,11 @@ def test_the_shipped_artifact_loads_with_the_bundled_encoder(shipped: LearnedCla
     loaded = load_router(None, bundled_encoder, ComplexityClassifier())
     assert loaded is not None and loaded.kind == "learned"
     assert REGISTRY.get_sample_value("switchboard_router_model_loaded") == 1
-    # Only the layers the model runs are kept, and the verdicts are unchanged.
-    assert len(loaded.encoder.layers) == loaded.model.embedding.layers  # type: ignore[attr-defined]
+    # The router shares the process's weights with the embedder (one load, nothing cut
+    # from them), and the verdicts are unchanged.
+    embedder_encoder = local_encoder(runtime="onnx")
+    assert loaded.encoder.reference is embedder_encoder.reference  # type: ignore[attr-defined]
+    assert len(embedder_encoder.layers) == 6  # type: ignore[attr-defined]
     message = "Can I split the bill into three instalments?"
     assert loaded.classify(message) == shipped.classify(message)
 

@@ -10,6 +10,7 @@ own tokenizer.json.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -244,13 +245,21 @@ class SentenceEncoder(Protocol):
 Runtime = Literal["onnx", "numpy"]
 
 
+@functools.lru_cache(maxsize=4)
+def shared_reference(model_dir: Path, max_tokens: int = 256) -> BertEncoder:
+    """One `BertEncoder` per model and length for the whole process: the orchestrator's
+    router and its embedder (injection classifier, retrieval) each loaded the weights
+    (~90 MB) before. Callers must not change it (it is thread-safe to use)."""
+    return BertEncoder(model_dir, max_tokens)
+
+
 def local_encoder(
     model_dir: Path | None = None, *, max_tokens: int = 256, runtime: Runtime = "onnx"
 ) -> SentenceEncoder:
     """The bundled (or a given) BERT sentence model on `runtime`: ONNX Runtime (about twice
     as fast per query, decision 0023) or the numpy reference. Without ONNX Runtime
     installed, the numpy encoder, with a warning: the vectors are the same."""
-    reference = BertEncoder(model_dir or bundled_model_dir(), max_tokens)
+    reference = shared_reference(model_dir or bundled_model_dir(), max_tokens)
     if runtime == "numpy":
         return reference
     from switchboard.embeddings.onnx import OnnxBertEncoder

@@ -368,10 +368,6 @@ def load_router(
             model = dataclasses.replace(
                 model, embedding=dataclasses.replace(model.embedding, weights="float32")
             )
-        layers = getattr(encoder, "layers", None)
-        if isinstance(layers, list) and model.embedding.layers is not None:
-            # The layers the router never runs: ~12 MB of weights each.
-            del layers[model.embedding.layers :]
         classifier = LearnedClassifier(
             model,
             encoder,
