@@ -226,8 +226,8 @@ class OnnxBertEncoder:
 
     @property
     def layers(self) -> list[Any]:
-        """The reference's layers: a caller that never runs the last ones may drop them
-        before the first session is built (the router does)."""
+        """The reference's layers (read only: the reference is shared by the process's
+        encoders, see `shared_reference`)."""
         return self.reference.layers
 
     def session(self, layers: int | None, int8: bool = False) -> Any:
