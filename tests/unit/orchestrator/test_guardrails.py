@@ -191,10 +191,8 @@ def test_a_remembered_verdict_is_the_rules_verdict() -> None:
     assert cached.score_rules(_PASSAGE).score >= 0.5
 
 
-def test_the_rules_run_once_per_text_while_it_is_remembered(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    detector = InjectionDetector(rules_cache_size=2)
+def _counting_rules(detector: InjectionDetector, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts the detector's rules actually run on, from now on."""
     calls: list[str] = []
     real = detector._score_rules
 
@@ -203,6 +201,14 @@ def test_the_rules_run_once_per_text_while_it_is_remembered(
         return real(text)
 
     monkeypatch.setattr(detector, "_score_rules", counted)
+    return calls
+
+
+def test_the_rules_run_once_per_text_while_it_is_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    detector = InjectionDetector(rules_cache_size=2)
+    calls = _counting_rules(detector, monkeypatch)
     for text in ("a", "b", "a", "b"):
         detector.score_rules(text)
     assert calls == ["a", "b"]
@@ -213,14 +219,7 @@ def test_the_rules_run_once_per_text_while_it_is_remembered(
 
 def test_without_a_cache_the_rules_run_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     detector = InjectionDetector(rules_cache_size=0)
-    calls: list[str] = []
-    real = detector._score_rules
-
-    def counted(text: str) -> InjectionVerdict:
-        calls.append(text)
-        return real(text)
-
-    monkeypatch.setattr(detector, "_score_rules", counted)
+    calls = _counting_rules(detector, monkeypatch)
     detector.score_rules("a")
     detector.score_rules("a")
     assert calls == ["a", "a"]

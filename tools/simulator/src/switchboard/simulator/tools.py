@@ -300,51 +300,31 @@ def answer(
 
     `grounded` is the opening of an answer from the passages in the prompt (knowledge), used
     when the model neither has tool results to report nor calls a tool."""
-    if outputs:
+
+    def reply(
+        opening: str | None, *, closing: tuple[str, ...] | None = None, fill: bool = True
+    ) -> Answer:
         return Answer(
             generate_reply(
                 model,
                 user_text,
                 reply_tokens=reply_tokens,
                 max_tokens=max_tokens,
-                opening=followup_opening(outputs),
-                closing=AFTER_ANSWER,
+                opening=opening,
+                closing=closing,
+                fill=fill,
             )
         )
+
+    if outputs:
+        return reply(followup_opening(outputs), closing=AFTER_ANSWER)
     plan = plan_calls(user_text, tools, choice, forced)
     if plan.calls:
         return Answer(None, plan.calls)
     if not plan.missing and intents.asks_what_the_assistant_can_do(user_text):
-        return Answer(
-            generate_reply(
-                model,
-                user_text,
-                reply_tokens=reply_tokens,
-                max_tokens=max_tokens,
-                opening=capabilities_reply(tools),
-                fill=False,
-            )
-        )
+        return reply(capabilities_reply(tools), fill=False)
     if grounded is not None:
-        return Answer(
-            generate_reply(
-                model, user_text, reply_tokens=reply_tokens, max_tokens=max_tokens, opening=grounded
-            )
-        )
+        return reply(grounded)
     if not plan.missing and intents.is_greeting(user_text):
-        return Answer(
-            generate_reply(
-                model,
-                user_text,
-                reply_tokens=reply_tokens,
-                max_tokens=max_tokens,
-                opening=GREETING_REPLY,
-                fill=False,
-            )
-        )
-    opening = asking_opening(plan.missing) if plan.missing else None
-    return Answer(
-        generate_reply(
-            model, user_text, reply_tokens=reply_tokens, max_tokens=max_tokens, opening=opening
-        )
-    )
+        return reply(GREETING_REPLY, fill=False)
+    return reply(asking_opening(plan.missing) if plan.missing else None)
