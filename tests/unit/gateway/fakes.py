@@ -10,20 +10,27 @@ from aiohttp import web
 from pymongo.errors import ServerSelectionTimeoutError
 
 from switchboard.common.tenants import TenantConfig
+from switchboard.gateway.admission import Admission, Admitted, Preflight
 from switchboard.gateway.auth import TenantAuthenticator
 from switchboard.gateway.browser import BrowserSessions
 from switchboard.gateway.core import ChatCore
-from switchboard.gateway.directory import DirectoryUnavailableError, MemoryBackedDirectory
+from switchboard.gateway.directory import (
+    ConversationDirectory,
+    DirectoryUnavailableError,
+    MemoryBackedDirectory,
+)
 from switchboard.gateway.http_edge import HttpEdge
 from switchboard.gateway.http_stream import StreamOptions
 from switchboard.gateway.idempotency import (
     OwnerGoneError,
     RequestRecord,
     RequestState,
+    RequestStore,
     RequestStoreUnavailableError,
     RequestVanishedError,
 )
-from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
+from switchboard.gateway.ports import ConversationLocks
+from switchboard.gateway.quotas import Quotas, QuotaUnavailableError, Refusal
 from switchboard.gateway.replies import ReplyRouter, ReplyTimeoutError, is_terminal
 from switchboard.gateway.service import (
     BackendUnavailableError,
@@ -34,6 +41,59 @@ from switchboard.gateway.validation import ChatLimits
 from switchboard.v1.chat_pb2 import ChatEvent, Delta, Done
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
 from switchboard.v1.memory_pb2 import MemoryGetConversationRequest
+
+
+class SequentialAdmission(Admission):
+    """Admission through the separate ports, one call each: the fakes below plug into it
+    (production admits through `RedisAdmission`, two round trips)."""
+
+    def __init__(
+        self,
+        quotas: Quotas,
+        requests: RequestStore,
+        locks: ConversationLocks,
+        directory: ConversationDirectory,
+    ) -> None:
+        self._quotas = quotas
+        self._requests = requests
+        self._locks = locks
+        self._directory = directory
+
+    async def preflight(
+        self, tenant: TenantConfig, request_key: str | None, conversation_id: str
+    ) -> Preflight:
+        existing = await self._requests.get(request_key) if request_key else None
+        return Preflight(existing=existing)
+
+    async def admit(
+        self,
+        tenant: TenantConfig,
+        user_id: str,
+        request_key: str,
+        record: RequestRecord,
+        conversation_id: str,
+        request_id: str,
+        new_conversation: bool,
+    ) -> Admitted:
+        refusal = await self._quotas.admit(tenant, user_id)
+        if refusal is not None:
+            return Admitted(refusal=refusal)
+        existing = await self._requests.claim(request_key, record)
+        if existing is not None:
+            return Admitted(existing=existing)
+        lock: HeldLock | None = None
+        try:
+            lock = await self._locks.acquire(tenant.tenant_id, conversation_id, request_id)
+            if lock is not None and new_conversation:
+                await self._directory.add(tenant.tenant_id, conversation_id)
+        except BaseException:
+            if lock is not None:
+                await lock.release()
+            await self._requests.release(request_key)
+            raise
+        if lock is None:
+            await self._requests.release(request_key)
+        return Admitted(lock=lock)
 
 
 class FakeDirectory:
@@ -288,17 +348,18 @@ def http_edge_app(
     stream_options: StreamOptions | None = None,
 ) -> web.Application:
     """The HTTP door over the real ChatCore, with these fakes behind it (tenant acme, key k)."""
+    requests = MemoryRequestStore()
+    directory = MemoryBackedDirectory(
+        FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
+    )
     core = ChatCore(
         authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
         limits=ChatLimits(100, 10, 4, 1000),
-        quotas=quotas,
-        requests=MemoryRequestStore(),
+        admission=SequentialAdmission(quotas, requests, FakeLocks(), directory),
+        requests=requests,
         owner_alive=_alive,
         publisher=publisher,
-        locks=FakeLocks(),
-        conversation_directory=MemoryBackedDirectory(
-            FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
-        ),
+        conversation_directory=directory,
         router=router,
         reply_topic="chat.replies.test",
         reply_idle_timeout_s=2.0,

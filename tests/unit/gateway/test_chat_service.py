@@ -29,6 +29,7 @@ from .fakes import (
     FakeQuotas,
     MemoryRequestStore,
     ScriptedPublisher,
+    SequentialAdmission,
 )
 
 KEY = [("authorization", "Bearer k")]
@@ -79,15 +80,15 @@ async def gateway(request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
         router=router,
         dead_owners=dead_owners,
     )
+    conversations = MemoryBackedDirectory(gw.markers, gw.memory, timeout_s=1.0)
     service = ChatService(
         authenticator=TenantAuthenticator(directory),
         limits=ChatLimits(100, 10, 4, 1000),
-        quotas=gw.quotas,
+        admission=SequentialAdmission(gw.quotas, gw.requests, gw.locks, conversations),
         requests=gw.requests,
         owner_alive=owner_alive,
         publisher=gw.publisher,
-        locks=gw.locks,
-        conversation_directory=MemoryBackedDirectory(gw.markers, gw.memory, timeout_s=1.0),
+        conversation_directory=conversations,
         router=router,
         reply_topic=REPLY_TOPIC,
         reply_idle_timeout_s=1.0,

@@ -29,7 +29,13 @@ from switchboard.v1.chat_pb2 import (
     SubmitFeedbackResponse,
 )
 
-from .fakes import FakeConversationMarkers, FakeDirectory, FakeQuotas, MemoryRequestStore
+from .fakes import (
+    FakeConversationMarkers,
+    FakeDirectory,
+    FakeQuotas,
+    MemoryRequestStore,
+    SequentialAdmission,
+)
 
 KEY = [("authorization", "Bearer k")]
 # gRPC shares ports (SO_REUSEPORT) by default: port 0 may then land on a port another
@@ -92,14 +98,14 @@ async def _gateway(
     directory = MemoryBackedDirectory(
         markers or FakeConversationMarkers(), memory.stub, timeout_s=2.0
     )
+    requests = MemoryRequestStore()
     service = ChatService(
         authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
         limits=ChatLimits(100, 10, 4, 1000),
-        quotas=FakeQuotas(),
-        requests=MemoryRequestStore(),
+        admission=SequentialAdmission(FakeQuotas(), requests, NoLocks(), directory),
+        requests=requests,
         owner_alive=_always_alive,
         publisher=NoPublisher(),
-        locks=NoLocks(),
         conversation_directory=directory,
         router=ReplyRouter(4),
         reply_topic="chat.replies.test",

@@ -45,6 +45,7 @@ from .fakes import (
     FakeQuotas,
     MemoryRequestStore,
     ScriptedPublisher,
+    SequentialAdmission,
 )
 
 AUTH = {"Authorization": "Bearer k"}
@@ -137,17 +138,18 @@ class Door:
 
 def _core() -> ChatCore:
     router = ReplyRouter(16)
+    requests = MemoryRequestStore()
+    directory = MemoryBackedDirectory(
+        FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
+    )
     return ChatCore(
         authenticator=TenantAuthenticator(FakeDirectory({"k": TenantConfig(tenant_id="acme")})),
         limits=ChatLimits(100, 10, 4, 1000),
-        quotas=FakeQuotas(),
-        requests=MemoryRequestStore(),
+        admission=SequentialAdmission(FakeQuotas(), requests, FakeLocks(), directory),
+        requests=requests,
         owner_alive=_alive,
         publisher=ScriptedPublisher(router),
-        locks=FakeLocks(),
-        conversation_directory=MemoryBackedDirectory(
-            FakeConversationMarkers(), FakeConversationReader(), timeout_s=1.0
-        ),
+        conversation_directory=directory,
         router=router,
         reply_topic="chat.replies.test",
         reply_idle_timeout_s=2.0,

@@ -16,8 +16,8 @@ given back before the refusal is returned (a round trip more, for refusals only)
 script: the keys live in different Redis Cluster slots (their hash tags are kept), and a
 pipeline is split by slot where a script could not be.
 
-`SequentialAdmission` does the same through the separate ports (quotas, request store, locks,
-directory) one at a time: the fakes of the unit tests plug into it.
+The unit tests' `SequentialAdmission` (tests/unit/gateway/fakes.py) does the same through the
+separate ports (quotas, request store, locks, directory), one call each, over their fakes.
 """
 
 import asyncio
@@ -32,22 +32,18 @@ from redis.exceptions import RedisError
 from switchboard.common.budget import MICRO, spend_key
 from switchboard.common.tenants import TenantConfig
 from switchboard.gateway.adapters import conversation_lock_key, conversation_marker_key
-from switchboard.gateway.directory import ConversationDirectory
 from switchboard.gateway.idempotency import (
     RequestRecord,
-    RequestStore,
     RequestStoreUnavailableError,
     decode_record,
     record_key,
 )
 from switchboard.gateway.ports import (
     BackendUnavailableError,
-    ConversationLocks,
     HeldLock,
 )
 from switchboard.gateway.quotas import (
     GCRA_SCRIPT,
-    Quotas,
     Refusal,
     budget_refusal,
     rate_limit_args,
@@ -79,7 +75,7 @@ class Preflight:
 class Admitted:
     """What the writes did: exactly one of the fields says how it ended."""
 
-    # Refused by a rate limit (or the budget, checked here by `SequentialAdmission`).
+    # Refused by a rate limit (or, in the unit tests' `SequentialAdmission`, the budget).
     refusal: Refusal | None = None
     # Another call with the same request id claimed it first: follow that one.
     existing: RequestRecord | None = None
@@ -108,58 +104,6 @@ class Admission:
     ) -> Admitted:
         """Charge, claim, lock (and mark a new conversation), or none of them."""
         raise NotImplementedError
-
-
-class SequentialAdmission(Admission):
-    """Admission through the separate ports, one call each (the unit tests' fakes)."""
-
-    def __init__(
-        self,
-        quotas: Quotas,
-        requests: RequestStore,
-        locks: ConversationLocks,
-        directory: ConversationDirectory,
-    ) -> None:
-        self._quotas = quotas
-        self._requests = requests
-        self._locks = locks
-        self._directory = directory
-
-    async def preflight(
-        self, tenant: TenantConfig, request_key: str | None, conversation_id: str
-    ) -> Preflight:
-        existing = await self._requests.get(request_key) if request_key else None
-        return Preflight(existing=existing)
-
-    async def admit(
-        self,
-        tenant: TenantConfig,
-        user_id: str,
-        request_key: str,
-        record: RequestRecord,
-        conversation_id: str,
-        request_id: str,
-        new_conversation: bool,
-    ) -> Admitted:
-        refusal = await self._quotas.admit(tenant, user_id)
-        if refusal is not None:
-            return Admitted(refusal=refusal)
-        existing = await self._requests.claim(request_key, record)
-        if existing is not None:
-            return Admitted(existing=existing)
-        lock: HeldLock | None = None
-        try:
-            lock = await self._locks.acquire(tenant.tenant_id, conversation_id, request_id)
-            if lock is not None and new_conversation:
-                await self._directory.add(tenant.tenant_id, conversation_id)
-        except BaseException:
-            if lock is not None:
-                await lock.release()
-            await self._requests.release(request_key)
-            raise
-        if lock is None:
-            await self._requests.release(request_key)
-        return Admitted(lock=lock)
 
 
 class _HeldLock:
@@ -303,5 +247,4 @@ __all__ = [
     "Admitted",
     "Preflight",
     "RedisAdmission",
-    "SequentialAdmission",
 ]

@@ -13,7 +13,6 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from switchboard.common.budget import BudgetLedger
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
 from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
@@ -23,7 +22,6 @@ from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.gateway.adapters import (
     KafkaTurnPublisher,
-    RedisConversationLocks,
     RedisConversationMarkers,
     ReplyTopicAdmin,
 )
@@ -39,7 +37,6 @@ from switchboard.gateway.instances import Heartbeats, ReplyTopicSweeper, run_hea
 from switchboard.gateway.knowledge import SERVICE_NAME as KNOWLEDGE_SERVICE
 from switchboard.gateway.knowledge import KnowledgeForwarder, add_knowledge_service
 from switchboard.gateway.metrics import OPEN_STREAMS
-from switchboard.gateway.quotas import RedisQuotas
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.reply_consumer import ReplyConsumer
 from switchboard.gateway.service import ChatService
@@ -247,7 +244,12 @@ async def serve(settings: GatewaySettings) -> None:
                 max_metadata_entries=settings.max_metadata_entries,
                 max_output_tokens=settings.max_output_tokens_limit,
             ),
-            quotas=RedisQuotas(redis, BudgetLedger(redis)),
+            admission=RedisAdmission(
+                redis,
+                running_ttl_s=running_ttl_s,
+                lock_ttl_s=settings.conversation_lock_ttl_s,
+                marker_ttl_s=settings.conversation_marker_ttl_s,
+            ),
             requests=RedisRequestStore(
                 redis,
                 running_ttl_s=running_ttl_s,
@@ -258,7 +260,6 @@ async def serve(settings: GatewaySettings) -> None:
             ),
             owner_alive=heartbeats.alive,
             publisher=KafkaTurnPublisher(broker, topics, settings.publish_timeout_s),
-            locks=RedisConversationLocks(redis, settings.conversation_lock_ttl_s),
             conversation_directory=conversation_directory,
             router=router,
             reply_topic=reply_admin.topic,
@@ -267,12 +268,6 @@ async def serve(settings: GatewaySettings) -> None:
                 memory.stub, settings.memory.timeout_s, conversation_directory
             ),
             disconnect_grace_s=settings.disconnect_grace_s,
-            admission=RedisAdmission(
-                redis,
-                running_ttl_s=running_ttl_s,
-                lock_ttl_s=settings.conversation_lock_ttl_s,
-                marker_ttl_s=settings.conversation_marker_ttl_s,
-            ),
         )
         # Cancels the replies kept for retries while Kafka is still up.
         stack.push_async_callback(chat_service.close)

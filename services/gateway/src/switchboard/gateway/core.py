@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from switchboard.common.tenants import TenantConfig
-from switchboard.gateway.admission import Admission, SequentialAdmission
+from switchboard.gateway.admission import Admission
 from switchboard.gateway.auth import TenantAuthenticator, TenantLookupError
 from switchboard.gateway.directory import ConversationDirectory, DirectoryUnavailableError
 from switchboard.gateway.idempotency import (
@@ -43,7 +43,7 @@ from switchboard.gateway.ports import (
     TimeRemaining,
     TurnPublisher,
 )
-from switchboard.gateway.quotas import Quotas, QuotaUnavailableError, Refusal
+from switchboard.gateway.quotas import QuotaUnavailableError, Refusal
 from switchboard.gateway.redaction import RequestRedactor
 from switchboard.gateway.refusals import Refused, error_event
 from switchboard.gateway.relay import ReplyRelay
@@ -93,27 +93,23 @@ class ChatCore:
         *,
         authenticator: TenantAuthenticator,
         limits: ChatLimits,
-        quotas: Quotas,
+        admission: Admission,
         requests: RequestStore,
         owner_alive: Callable[[str], Awaitable[bool]],
         publisher: TurnPublisher,
-        locks: ConversationLocks,
         conversation_directory: ConversationDirectory,
         router: ReplyRouter,
         reply_topic: str,
         reply_idle_timeout_s: float,
         disconnect_grace_s: float = 0.0,
-        admission: Admission | None = None,
     ) -> None:
         self._authenticator = authenticator
         self.limits = limits
         self._requests = requests
         self._publisher = publisher
         self.directory = conversation_directory
-        # Redis in production: the checks in two round trips (admission.py).
-        self._admission = admission or SequentialAdmission(
-            quotas, requests, locks, conversation_directory
-        )
+        # The checks before the publish (Redis in production: two round trips, admission.py).
+        self._admission = admission
         self._router = router
         self._reply_topic = reply_topic
         self.redaction = RequestRedactor()

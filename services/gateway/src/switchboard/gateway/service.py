@@ -28,7 +28,7 @@ from switchboard.gateway.ports import (
     PublishOutcomeUnknownError,
     TurnPublisher,
 )
-from switchboard.gateway.quotas import Quotas, Refusal, retry_after_ms
+from switchboard.gateway.quotas import Refusal, retry_after_ms
 from switchboard.gateway.replies import ReplyRouter
 from switchboard.gateway.validation import ChatLimits
 from switchboard.v1 import chat_pb2_grpc
@@ -109,33 +109,29 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         *,
         authenticator: TenantAuthenticator,
         limits: ChatLimits,
-        quotas: Quotas,
+        admission: Admission,
         requests: RequestStore,
         owner_alive: Callable[[str], Awaitable[bool]],
         publisher: TurnPublisher,
-        locks: ConversationLocks,
         conversation_directory: ConversationDirectory,
         router: ReplyRouter,
         reply_topic: str,
         reply_idle_timeout_s: float,
         conversations: ConversationMethods | None = None,
         disconnect_grace_s: float = 0.0,
-        admission: Admission | None = None,
     ) -> None:
         self.core = ChatCore(
             authenticator=authenticator,
             limits=limits,
-            quotas=quotas,
+            admission=admission,
             requests=requests,
             owner_alive=owner_alive,
             publisher=publisher,
-            locks=locks,
             conversation_directory=conversation_directory,
             router=router,
             reply_topic=reply_topic,
             reply_idle_timeout_s=reply_idle_timeout_s,
             disconnect_grace_s=disconnect_grace_s,
-            admission=admission,
         )
         self.conversations = conversations
 
