@@ -488,6 +488,8 @@ async def test_a_new_conversation_is_marked_before_its_turn_is_published(
     assert kinds(follow_up)[-1] == "done"
     assert follow_up[0].started.conversation_id == conversation_id
     assert gateway.memory.asked == []
+    # Only the first turn tells the orchestrator that there is no history to read.
+    assert [t.new_conversation for t in gateway.publisher.turns] == [True, False]
 
 
 async def test_a_known_conversation_is_accepted(gateway: Gateway) -> None:

@@ -127,3 +127,77 @@ def test_a_conversation_larger_than_the_whole_cache_is_not_kept() -> None:
     cache = ContextCache(10, 10, 60, max_bytes=100)
     cache.add(KEY, turn(1), [])
     assert cache.get(KEY) is None and len(cache) == 0
+
+
+def read_for(cache: ContextCache, request_id: str, *turns: int, complete: bool = True) -> None:
+    """A store read, made for turn `request_id`, that returned `turns` (oldest first)."""
+    newest_first = tuple(m for n in reversed(turns) for m in reversed(turn(n)))
+    cache.remember(
+        KEY,
+        ContextSnapshot(SummaryState(), (Fact(kind="goal", value="g"),), newest_first, complete),
+        request_id,
+    )
+
+
+def test_the_read_turn_received_and_nothing_else_answers_the_next_read() -> None:
+    cache = ContextCache(10, 10, 60)
+    read_for(cache, "r2", 1)
+    assert cache.reuse(KEY, "r3", 200, 20) is None  # turn r2 not received yet
+    cache.add(KEY, turn(2), [Fact(kind="order_number", value="7")])
+    cache.add(KEY, turn(2), [])  # a redelivery changes nothing
+    snapshot = cache.reuse(KEY, "r3", 200, 20)
+    assert snapshot is not None
+    assert [m.request_id for m in snapshot.newest_first] == ["r2", "r2", "r1", "r1"]
+    assert [f.value for f in snapshot.facts] == ["g", "7"]
+    # Once: the entry now waits for r3 itself.
+    assert cache.reuse(KEY, "r4", 200, 20) is None
+    cache.add(KEY, turn(3), [])
+    again = cache.reuse(KEY, "r4", 200, 20)
+    assert again is not None and again.newest_first[0].request_id == "r3"
+    # The store's limits apply: the newest messages and facts only.
+    cache.add(KEY, turn(4), [])
+    limited = cache.reuse(KEY, "r5", 3, 1)
+    assert limited is not None
+    assert [m.request_id for m in limited.newest_first] == ["r4", "r4", "r3"]
+    assert [f.value for f in limited.facts] == ["7"]
+
+
+def test_any_other_turn_received_first_means_the_store_is_read() -> None:
+    cache = ContextCache(10, 10, 60)
+    read_for(cache, "r2", 1)
+    cache.add(KEY, turn(3), [])  # another replica ran r2: this one never received it
+    cache.add(KEY, turn(2), [])
+    assert cache.reuse(KEY, "r4", 200, 20) is None
+
+    read_for(cache, "r2", 1)
+    cache.add(KEY, turn(2), [])
+    cache.add(KEY, turn(3), [])  # two turns after one read: r3's read was made elsewhere
+    assert cache.reuse(KEY, "r4", 200, 20) is None
+
+
+def test_no_reuse_without_a_turn_id_a_complete_read_or_room_for_every_message() -> None:
+    cache = ContextCache(10, 10, 60)
+    read_for(cache, "", 1)
+    cache.add(KEY, turn(2), [])
+    assert cache.reuse(KEY, "r3", 200, 20) is None
+
+    read_for(cache, "r2", 1, complete=False)  # the window did not reach the summary
+    cache.add(KEY, turn(2), [])
+    assert cache.reuse(KEY, "r3", 200, 20) is None
+
+    read_for(cache, "r2", 1)
+    cache.add(KEY, turn(2), [])
+    assert cache.reuse(KEY, "", 200, 20) is None
+
+    small = ContextCache(10, 4, 60)  # four messages per conversation: cut after turn 3
+    read_for(small, "r3", 1, 2)
+    small.add(KEY, turn(3), [])
+    assert small.reuse(KEY, "r4", 200, 20) is None
+
+
+def test_a_forgotten_conversation_is_read_again() -> None:
+    cache = ContextCache(10, 10, 60)
+    read_for(cache, "r2", 1)
+    cache.add(KEY, turn(2), [])
+    cache.forget(KEY)  # deleted, or its turn dropped
+    assert cache.reuse(KEY, "r3", 200, 20) is None

@@ -1,5 +1,6 @@
 """MemoryService over a real in-process gRPC server, with a fake store (no MongoDB)."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -68,16 +69,22 @@ async def service() -> AsyncIterator[
     store = FakeStore()
     cache = ContextCache(10, 10, 60)
     settings = MemorySettings(feedback_wait_s=0.3, feedback_max_comment_chars=10)
+    async with serving(MemoryService(store, cache, settings)) as stub:  # type: ignore[arg-type]
+        yield stub, store, cache
+
+
+@contextlib.asynccontextmanager
+async def serving(service: MemoryService) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
+    """`service` on a local port, and a stub for it."""
     server = grpc.aio.server()
-    memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryService(store, cache, settings),  # type: ignore[arg-type]
-        server,
-    )
+    memory_pb2_grpc.add_MemoryServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield memory_pb2_grpc.MemoryServiceStub(channel), store, cache
-    await server.stop(0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield memory_pb2_grpc.MemoryServiceStub(channel)
+    finally:
+        await server.stop(0)
 
 
 async def test_a_store_outage_serves_the_cached_context_marked_degraded(service) -> None:  # type: ignore[no-untyped-def]
@@ -112,6 +119,40 @@ async def test_received_turns_not_yet_written_join_the_stored_context(service) -
     context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
     assert not context.degraded
     assert [m.request_id for m in context.messages] == ["r1", "r1", "r2", "r2"]
+
+
+async def test_the_next_turn_is_answered_without_a_store_read_once_its_previous_arrived(
+    service,
+) -> None:  # type: ignore[no-untyped-def]
+    stub, store, cache = service
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))))
+
+    def read(request_id: str) -> GetContextRequest:
+        return GetContextRequest(tenant_id="acme", conversation_id="c1", request_id=request_id)
+
+    await stub.GetContext(read("r2"))
+    assert store.reads == ["window"]
+    cache.add(KEY, turn(2), [])  # r2 completed; its write may still be under way
+    context = await stub.GetContext(read("r3"))
+    assert store.reads == ["window"]  # answered from what this replica holds
+    assert [m.request_id for m in context.messages] == ["r1", "r1", "r2", "r2"]
+    # r3 has not arrived: the next read goes to the store again.
+    await stub.GetContext(read("r4"))
+    assert store.reads == ["window", "window"]
+
+
+async def test_context_reuse_can_be_switched_off() -> None:
+    store = FakeStore()
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))))
+    cache = ContextCache(10, 10, 60)
+    settings = MemorySettings(context_reuse=False)
+    async with serving(MemoryService(store, cache, settings)) as stub:  # type: ignore[arg-type]
+        for request_id in ("r2", "r3"):
+            await stub.GetContext(
+                GetContextRequest(tenant_id="acme", conversation_id="c1", request_id=request_id)
+            )
+            cache.add(KEY, turn(2), [])
+    assert store.reads == ["window", "window"]
 
 
 async def test_the_older_messages_are_read_only_when_the_whole_window_fits(service) -> None:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from switchboard.v1 import chat_pb2 as switchboard_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/events.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19switchboard/v1/chat.proto\"\x91\x02\n\x0bTurnRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12,\n\x07options\x18\x06 \x01(\x0b\x32\x1b.switchboard.v1.ChatOptions\x12\x13\n\x0breply_topic\x18\x07 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x83\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.switchboard.v1.ToolCall\"M\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x16parameters_json_schema\x18\x03 \x01(\t\"W\n\x10GenerationParams\x12\x19\n\x11max_output_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_temperature\"\xdc\x03\n\x07LlmTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12-\n\x08messages\x18\x06 \x03(\x0b\x32\x1b.switchboard.v1.ChatMessage\x12\'\n\x05tools\x18\x07 \x03(\x0b\x32\x18.switchboard.v1.ToolSpec\x12\x0e\n\x06models\x18\x08 \x03(\t\x12\x30\n\x06params\x18\t \x01(\x0b\x32 .switchboard.v1.GenerationParams\x12\x13\n\x0breply_topic\x18\n \x01(\t\x12\x14\n\x0cresult_topic\x18\x0b \x01(\t\x12\x15\n\rsequence_base\x18\x0c \x01(\x04\x12\x37\n\x08metadata\x18\r \x03(\x0b\x32%.switchboard.v1.LlmTask.MetadataEntry\x12\x15\n\rredact_output\x18\x0e \x01(\x08\x12\x15\n\rphone_regions\x18\x0f \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x02\n\tLlmResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12,\n\ntool_calls\x18\t \x03(\x0b\x32\x18.switchboard.v1.ToolCall\x12$\n\x05usage\x18\n \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x0c \x01(\x01\x12$\n\x05\x65rror\x18\r \x01(\x0b\x32\x15.switchboard.v1.Error\x12\x15\n\rlast_sequence\x18\x0e \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x0f \x01(\r\"\xe2\x03\n\rCompletedTurn\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x14\n\x0cuser_message\x18\x05 \x01(\t\x12\x19\n\x11\x61ssistant_message\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0c\n\x04tier\x18\x08 \x01(\t\x12\x16\n\x0erouting_reason\x18\t \x01(\t\x12$\n\x05usage\x18\n \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x0b \x01(\x01\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0etool_exchanges\x18\x0f \x03(\x0b\x32\x1c.switchboard.v1.ToolExchange\x12\x17\n\x0fguardrail_flags\x18\x10 \x03(\t\x12\x19\n\x11handoff_ticket_id\x18\x11 \x01(\t\"V\n\x0cToolExchange\x12&\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x18.switchboard.v1.ToolCall\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\"I\n\x10\x43\x61ncelGeneration\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"\x88\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/events.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19switchboard/v1/chat.proto\"\xab\x02\n\x0bTurnRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12,\n\x07options\x18\x06 \x01(\x0b\x32\x1b.switchboard.v1.ChatOptions\x12\x13\n\x0breply_topic\x18\x07 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10new_conversation\x18\n \x01(\x08\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x83\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.switchboard.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.switchboard.v1.ToolCall\"M\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1e\n\x16parameters_json_schema\x18\x03 \x01(\t\"W\n\x10GenerationParams\x12\x19\n\x11max_output_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_temperature\"\xdc\x03\n\x07LlmTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12-\n\x08messages\x18\x06 \x03(\x0b\x32\x1b.switchboard.v1.ChatMessage\x12\'\n\x05tools\x18\x07 \x03(\x0b\x32\x18.switchboard.v1.ToolSpec\x12\x0e\n\x06models\x18\x08 \x03(\t\x12\x30\n\x06params\x18\t \x01(\x0b\x32 .switchboard.v1.GenerationParams\x12\x13\n\x0breply_topic\x18\n \x01(\t\x12\x14\n\x0cresult_topic\x18\x0b \x01(\t\x12\x15\n\rsequence_base\x18\x0c \x01(\x04\x12\x37\n\x08metadata\x18\r \x03(\x0b\x32%.switchboard.v1.LlmTask.MetadataEntry\x12\x15\n\rredact_output\x18\x0e \x01(\x08\x12\x15\n\rphone_regions\x18\x0f \x03(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x02\n\tLlmResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12,\n\ntool_calls\x18\t \x03(\x0b\x32\x18.switchboard.v1.ToolCall\x12$\n\x05usage\x18\n \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x0c \x01(\x01\x12$\n\x05\x65rror\x18\r \x01(\x0b\x32\x15.switchboard.v1.Error\x12\x15\n\rlast_sequence\x18\x0e \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x0f \x01(\r\"\xe2\x03\n\rCompletedTurn\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x14\n\x0cuser_message\x18\x05 \x01(\t\x12\x19\n\x11\x61ssistant_message\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0c\n\x04tier\x18\x08 \x01(\t\x12\x16\n\x0erouting_reason\x18\t \x01(\t\x12$\n\x05usage\x18\n \x01(\x0b\x32\x15.switchboard.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x0b \x01(\x01\x12\x15\n\rfinish_reason\x18\x0c \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0etool_exchanges\x18\x0f \x03(\x0b\x32\x1c.switchboard.v1.ToolExchange\x12\x17\n\x0fguardrail_flags\x18\x10 \x03(\t\x12\x19\n\x11handoff_ticket_id\x18\x11 \x01(\t\"V\n\x0cToolExchange\x12&\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x18.switchboard.v1.ToolCall\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\"I\n\x10\x43\x61ncelGeneration\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"\x88\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LLMTASK_METADATAENTRY']._loaded_options = None
   _globals['_LLMTASK_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TURNREQUEST']._serialized_start=108
-  _globals['_TURNREQUEST']._serialized_end=381
-  _globals['_TOOLCALL']._serialized_start=383
-  _globals['_TOOLCALL']._serialized_end=443
-  _globals['_CHATMESSAGE']._serialized_start=446
-  _globals['_CHATMESSAGE']._serialized_end=577
-  _globals['_TOOLSPEC']._serialized_start=579
-  _globals['_TOOLSPEC']._serialized_end=656
-  _globals['_GENERATIONPARAMS']._serialized_start=658
-  _globals['_GENERATIONPARAMS']._serialized_end=745
-  _globals['_LLMTASK']._serialized_start=748
-  _globals['_LLMTASK']._serialized_end=1224
-  _globals['_LLMTASK_METADATAENTRY']._serialized_start=1177
-  _globals['_LLMTASK_METADATAENTRY']._serialized_end=1224
-  _globals['_LLMRESULT']._serialized_start=1227
-  _globals['_LLMRESULT']._serialized_end=1583
-  _globals['_COMPLETEDTURN']._serialized_start=1586
-  _globals['_COMPLETEDTURN']._serialized_end=2068
-  _globals['_TOOLEXCHANGE']._serialized_start=2070
-  _globals['_TOOLEXCHANGE']._serialized_end=2156
-  _globals['_CANCELGENERATION']._serialized_start=2158
-  _globals['_CANCELGENERATION']._serialized_end=2231
-  _globals['_DEADLETTER']._serialized_start=2234
-  _globals['_DEADLETTER']._serialized_end=2370
+  _globals['_TURNREQUEST']._serialized_end=407
+  _globals['_TOOLCALL']._serialized_start=409
+  _globals['_TOOLCALL']._serialized_end=469
+  _globals['_CHATMESSAGE']._serialized_start=472
+  _globals['_CHATMESSAGE']._serialized_end=603
+  _globals['_TOOLSPEC']._serialized_start=605
+  _globals['_TOOLSPEC']._serialized_end=682
+  _globals['_GENERATIONPARAMS']._serialized_start=684
+  _globals['_GENERATIONPARAMS']._serialized_end=771
+  _globals['_LLMTASK']._serialized_start=774
+  _globals['_LLMTASK']._serialized_end=1250
+  _globals['_LLMTASK_METADATAENTRY']._serialized_start=1203
+  _globals['_LLMTASK_METADATAENTRY']._serialized_end=1250
+  _globals['_LLMRESULT']._serialized_start=1253
+  _globals['_LLMRESULT']._serialized_end=1609
+  _globals['_COMPLETEDTURN']._serialized_start=1612
+  _globals['_COMPLETEDTURN']._serialized_end=2094
+  _globals['_TOOLEXCHANGE']._serialized_start=2096
+  _globals['_TOOLEXCHANGE']._serialized_end=2182
+  _globals['_CANCELGENERATION']._serialized_start=2184
+  _globals['_CANCELGENERATION']._serialized_end=2257
+  _globals['_DEADLETTER']._serialized_start=2260
+  _globals['_DEADLETTER']._serialized_end=2396
 # @@protoc_insertion_point(module_scope)

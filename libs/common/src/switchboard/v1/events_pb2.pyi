@@ -38,6 +38,7 @@ class TurnRequest(_message.Message):
     REPLY_TOPIC_FIELD_NUMBER: _builtins.int
     ACCEPTED_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    NEW_CONVERSATION_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     conversation_id: _builtins.str
     request_id: _builtins.str
@@ -45,6 +46,8 @@ class TurnRequest(_message.Message):
     message: _builtins.str
     reply_topic: _builtins.str
     """Where the gateway instance that holds the client stream listens."""
+    new_conversation: _builtins.bool
+    """The gateway opened the conversation with this turn: it has no history to read."""
     @_builtins.property
     def options(self) -> _chat_pb2.ChatOptions: ...
     @_builtins.property
@@ -67,10 +70,11 @@ class TurnRequest(_message.Message):
         reply_topic: _builtins.str = ...,
         accepted_at: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        new_conversation: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "deadline", b"deadline", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "conversation_id", b"conversation_id", "deadline", b"deadline", "message", b"message", "options", b"options", "reply_topic", b"reply_topic", "request_id", b"request_id", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "conversation_id", b"conversation_id", "deadline", b"deadline", "message", b"message", "new_conversation", b"new_conversation", "options", b"options", "reply_topic", b"reply_topic", "request_id", b"request_id", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,12 +27,18 @@ class GetContextRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     conversation_id: _builtins.str
     max_tokens: _builtins.int
     """Token budget for summary plus messages; 0 means the service default."""
     model: _builtins.str
     """Decides the tokenizer family used to count."""
+    request_id: _builtins.str
+    """The turn this context is read for. A memory replica that then receives that very turn
+    on `chat.turns`, and nothing else of the conversation, answers the next read from what
+    it holds without reading the store (its write may still be under way). Empty: no reuse.
+    """
     def __init__(
         self,
         *,
@@ -40,10 +46,11 @@ class GetContextRequest(_message.Message):
         conversation_id: _builtins.str = ...,
         max_tokens: _builtins.int = ...,
         model: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "max_tokens", b"max_tokens", "model", b"model", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "max_tokens", b"max_tokens", "model", b"model", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -236,7 +236,13 @@ class ChatCore:
 
             with trace.use_span(span, end_on_exit=False):
                 stream = await self._accept(
-                    tenant, conversation_id, request_id, request, admitted.lock, time_remaining
+                    tenant,
+                    conversation_id,
+                    request_id,
+                    request,
+                    admitted.lock,
+                    time_remaining,
+                    new_conversation=new_conversation,
                 )
             lock = admitted.lock
             async for event in self._relay.run(
@@ -291,6 +297,8 @@ class ChatCore:
         request: ChatRequest,
         lock: HeldLock,
         time_remaining: TimeRemaining,
+        *,
+        new_conversation: bool,
     ) -> ReplyStream:
         """Publish the admitted turn; on any failure, free the lock and forget the claim."""
         stream: ReplyStream | None = None
@@ -306,6 +314,7 @@ class ChatCore:
                 options=request.options,
                 reply_topic=self._reply_topic,
                 accepted_at=accepted_at,
+                new_conversation=new_conversation,
             )
             remaining = time_remaining()
             if remaining is not None and math.isfinite(remaining):

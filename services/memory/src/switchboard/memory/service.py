@@ -100,6 +100,16 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             timeout_s = max(0.05, min(timeout_s, remaining * DEADLINE_SHARE))
+        reused = self._cache.reuse(
+            key,
+            request.request_id if self._settings.context_reuse else "",
+            self._settings.context_scan_limit,
+            self._settings.context_max_facts,
+        )
+        if reused is not None:
+            # The previous turn's read plus that turn, as received: what the store will hold.
+            CONTEXTS.labels("reused").inc()
+            return self._fit(request, reused)
         degraded = False
         try:
             # pymongo.timeout bounds every operation inside, server selection included.
@@ -141,7 +151,7 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         # `done`, before the write is acknowledged.
         newest = snapshot.newest_first[0].position if snapshot.newest_first else 0
         unstored = self._cache.newer_than(key, max(newest, snapshot.summary.until_position))
-        self._cache.remember(key, snapshot)
+        self._cache.remember(key, snapshot, request.request_id)
         if unstored:
             snapshot = replace(snapshot, newest_first=(*unstored, *snapshot.newest_first))
         return snapshot, bool(unstored)

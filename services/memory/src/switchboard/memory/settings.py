@@ -122,6 +122,14 @@ class MemorySettings(BaseSettings):
     cache_ttl_s: float = Field(
         default=1_800.0, gt=0, description="A cached context older than this is not served, in s."
     )
+    context_reuse: bool = Field(
+        default=True,
+        description=(
+            "Answer a context from the cache without reading MongoDB when this replica read "
+            "the previous turn's context and then received that turn, and nothing else, of "
+            "the conversation (docs/decisions/0081-context-reuse.md)."
+        ),
+    )
 
     # ---- reads of whole conversations -----------------------------------------------------
     conversation_max_messages: int = Field(

@@ -36,10 +36,14 @@ class MemoryClient:
 
     async def context_for(self, turn: TurnRequest) -> ConversationContext:
         """Summary and recent messages, or an empty degraded context when memory fails."""
+        if turn.new_conversation:
+            # The gateway opened the conversation with this turn: nothing is stored yet.
+            return ConversationContext()
         request = GetContextRequest(
             tenant_id=turn.tenant_id,
             conversation_id=turn.conversation_id,
             max_tokens=self._max_tokens,
+            request_id=turn.request_id,
         )
         try:
             context: ConversationContext = await self._stub.GetContext(
