@@ -1,4 +1,5 @@
-"""Rate limits (the GCRA Lua script) and budgets against a real Redis."""
+"""Rate limits (the GCRA Lua script) and budgets, as admission applies them, against a real
+Redis."""
 
 import uuid
 from datetime import UTC, datetime
@@ -8,7 +9,9 @@ from redis.asyncio import Redis
 
 from switchboard.common.budget import BudgetLedger
 from switchboard.common.tenants import RateLimits, TenantConfig
-from switchboard.gateway.quotas import RedisQuotas, retry_after_ms, seconds_until_next_utc_day
+from switchboard.gateway.admission import RedisAdmission
+from switchboard.gateway.idempotency import RequestRecord, RequestState, request_key
+from switchboard.gateway.quotas import Refusal, retry_after_ms, seconds_until_next_utc_day
 
 
 def tenant(per_minute: int = 100, per_user: int = 2, budget: float = 10.0) -> TenantConfig:
@@ -23,14 +26,42 @@ def tenant(per_minute: int = 100, per_user: int = 2, budget: float = 10.0) -> Te
 
 async def cleanup(redis: Redis, config: TenantConfig) -> None:
     keys = [k async for k in redis.scan_iter(f"sb:rl:{{{config.tenant_id}}}:*")]
-    keys += [k async for k in redis.scan_iter(f"sb:{config.tenant_id}:spend:*")]
+    keys += [k async for k in redis.scan_iter(f"sb:{config.tenant_id}:*")]
+    keys += [k async for k in redis.scan_iter(f"sb:req:{{{config.tenant_id}/*")]
     if keys:
         await redis.delete(*keys)
 
 
+class Quotas:
+    """Admission's budget and rate-limit checks alone: each call a new request in a new
+    conversation, its lock released at once, so that only the limits can refuse."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._gate = RedisAdmission(redis, running_ttl_s=60, lock_ttl_s=30, marker_ttl_s=60)
+
+    async def admit(self, config: TenantConfig, user_id: str) -> Refusal | None:
+        pre = await self._gate.preflight(config, None, "")
+        if pre.refusal is not None:
+            return pre.refusal
+        request_id = uuid.uuid4().hex
+        record = RequestRecord(config.tenant_id, "print", "chat.replies.t", RequestState.RUNNING)
+        admitted = await self._gate.admit(
+            config,
+            user_id,
+            request_key(config.tenant_id, request_id),
+            record,
+            f"c-{request_id}",
+            request_id,
+            True,
+        )
+        if admitted.lock is not None:
+            await admitted.lock.release()
+        return admitted.refusal
+
+
 async def test_a_user_gets_a_burst_of_its_limit_then_waits_one_interval(redis: Redis) -> None:
     config = tenant(per_user=2)
-    quotas = RedisQuotas(redis, BudgetLedger(redis))
+    quotas = Quotas(redis)
     try:
         assert await quotas.admit(config, "alice") is None
         assert await quotas.admit(config, "alice") is None
@@ -49,7 +80,7 @@ async def test_the_tenant_limit_binds_every_user_and_a_refusal_charges_nothing(
     redis: Redis,
 ) -> None:
     config = tenant(per_minute=3, per_user=2)
-    quotas = RedisQuotas(redis, BudgetLedger(redis))
+    quotas = Quotas(redis)
     try:
         assert await quotas.admit(config, "a") is None
         assert await quotas.admit(config, "b") is None
@@ -69,7 +100,7 @@ async def test_the_tenant_limit_binds_every_user_and_a_refusal_charges_nothing(
 async def test_a_spent_daily_budget_refuses_until_midnight_utc(redis: Redis) -> None:
     config = tenant(budget=0.05)
     ledger = BudgetLedger(redis)
-    quotas = RedisQuotas(redis, ledger)
+    quotas = Quotas(redis)
     try:
         await ledger.add(config.tenant_id, 0.04)
         assert await quotas.admit(config, "u") is None

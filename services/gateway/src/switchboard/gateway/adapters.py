@@ -14,8 +14,7 @@ from aiokafka.errors import (
 )
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from switchboard.common.kafka import BrokerPublisher
 from switchboard.common.settings import KafkaSettings
@@ -23,7 +22,6 @@ from switchboard.common.topics import Topics
 from switchboard.gateway.directory import DirectoryUnavailableError
 from switchboard.gateway.ports import (
     BackendUnavailableError,
-    HeldLock,
     PublishOutcomeUnknownError,
 )
 from switchboard.v1.events_pb2 import CancelGeneration, TurnRequest
@@ -82,45 +80,6 @@ class KafkaTurnPublisher:
                 await self._publisher.publish(topic, message, key=key)
         except (TimeoutError, KafkaError) as exc:
             raise BackendUnavailableError(f"Kafka did not accept the message: {exc!r}") from exc
-
-
-class _RedisHeldLock:
-    def __init__(self, lock: Lock) -> None:
-        self._lock = lock
-        self._released = False
-
-    async def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        try:
-            await self._lock.release()
-        except (LockError, RedisError) as exc:
-            # Expired or unreachable: the TTL frees it in any case.
-            log.warning("conversation lock not released: %s", exc)
-
-
-class RedisConversationLocks:
-    """`SET NX` locks with a TTL, owned by request id (redis-py's Lock does the Lua)."""
-
-    def __init__(self, redis: Redis, ttl_s: float) -> None:
-        self._redis = redis
-        self._ttl_s = ttl_s
-
-    async def acquire(
-        self, tenant_id: str, conversation_id: str, request_id: str
-    ) -> HeldLock | None:
-        """The lock, or None when another request of the conversation holds it."""
-        lock = self._redis.lock(
-            conversation_lock_key(tenant_id, conversation_id),
-            timeout=self._ttl_s,
-            blocking=False,
-        )
-        try:
-            acquired = await lock.acquire(token=request_id)
-        except RedisError as exc:
-            raise BackendUnavailableError(f"Redis is unreachable: {exc}") from exc
-        return _RedisHeldLock(lock) if acquired else None
 
 
 def conversation_lock_key(tenant_id: str, conversation_id: str) -> str:

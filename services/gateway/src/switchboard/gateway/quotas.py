@@ -14,10 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from switchboard.common.budget import BudgetLedger
 from switchboard.common.tenants import TenantConfig
 
 WINDOW_MS = 60_000
@@ -77,27 +73,6 @@ def seconds_until_next_utc_day(now: datetime) -> float:
 
 def _limit_args(per_minute: int) -> list[float]:
     return [WINDOW_MS / per_minute, per_minute]
-
-
-class RedisQuotas:
-    """Quotas kept in Redis, shared by every gateway replica."""
-
-    def __init__(self, redis: Redis, ledger: BudgetLedger) -> None:
-        self._redis = redis
-        self._ledger = ledger
-        self._gcra = redis.register_script(GCRA_SCRIPT)
-
-    async def admit(self, tenant: TenantConfig, user_id: str) -> Refusal | None:
-        """Budget first (it charges nothing), then both rate limits at once."""
-        try:
-            refusal = budget_refusal(tenant, await self._ledger.spent(tenant.tenant_id))
-            if refusal is not None:
-                return refusal
-            keys, args = rate_limit_args(tenant, user_id)
-            index, wait_ms = await self._gcra(keys=keys, args=args)
-        except RedisError as exc:
-            raise QuotaUnavailableError(f"Redis is unreachable: {exc}") from exc
-        return rate_limit_refusal(tenant, user_id, int(index), int(wait_ms))
 
 
 def budget_refusal(tenant: TenantConfig, spent_usd: float) -> Refusal | None:
