@@ -158,7 +158,11 @@ class BertEncoder:
         self.tokenizer.no_padding()
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Word-piece ids with [CLS] and [SEP], truncated to `max_tokens`."""
+        """Word-piece ids with [CLS] and [SEP], truncated to `max_tokens`. One text (a
+        query, the router's message) is encoded in the calling thread, holding the GIL:
+        `encode_batch` releases it, and taking it back can wait for another thread."""
+        if len(texts) == 1:
+            return [self.tokenizer.encode(texts[0]).ids]
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     def encode(
