@@ -216,7 +216,7 @@ def quantize_int8(graph: bytes, down: bool = False) -> bytes:
     The down projection's input (after GELU) carries BERT's outlier activations, which one
     int8 scale per input cannot hold. Quantized whole, the router's cross-validated dev
     figure fell from 88% to 84% of simple messages kept cheap (2026-12-06); with its outlier
-    channels apart, see docs/routing.md ("int8 linear layers").
+    channels apart, dev as before (docs/routing.md, "Latency").
 
     Why (issue 20, decision 0060): the router's one-layer pass reads ~7 MB of float32 weights
     for a query, and its cost grows with the message; int8 reads a quarter and runs on the
