@@ -6,6 +6,7 @@ import logging
 import sys
 
 import numpy as np
+import onnx
 import pytest
 
 from switchboard.embeddings import EmbeddingError, EmbeddingSettings, create_embedder
@@ -15,7 +16,12 @@ from switchboard.embeddings.local import (
     bundled_model_dir,
     local_encoder,
 )
-from switchboard.embeddings.onnx import OnnxBertEncoder
+from switchboard.embeddings.onnx import (
+    OnnxBertEncoder,
+    build_graph,
+    outlier_channels,
+    quantize_int8,
+)
 
 TEXTS = [
     "Where is my order?",
@@ -93,7 +99,7 @@ def test_the_services_embedder_has_its_session_built_before_the_first_query() ->
     encoder = embedder.encoder
     assert isinstance(encoder, OnnxBertEncoder)
     # The full model's session exists: the first turn does not pay for building it.
-    assert (len(encoder.layers), False) in encoder._sessions  # (layers, int8)
+    assert (len(encoder.layers), "float32") in encoder._sessions  # (layers, weights)
 
 
 def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(
@@ -106,19 +112,34 @@ def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(
     assert "ONNX Runtime is not installed" in caplog.text
 
 
+@pytest.mark.parametrize("weights", ["int8", "int8-all"])
 def test_int8_weights_stay_close_to_float32_and_are_deterministic(
-    reference: BertEncoder, onnx_encoder: OnnxBertEncoder
+    reference: BertEncoder, onnx_encoder: OnnxBertEncoder, weights: str
 ) -> None:
     # The router's variant (1 layer, 48 pieces) with int8 linear layers (issue 20): close to
     # the float32 vectors, the same for a text alone or in a batch, and a session of its own.
     exact = onnx_encoder.encode(TEXTS, layers=1, max_tokens=48)
     int8 = np.stack(
-        [onnx_encoder.encode([t], layers=1, max_tokens=48, int8=True)[0] for t in TEXTS]
+        [onnx_encoder.encode([t], layers=1, max_tokens=48, weights=weights)[0] for t in TEXTS]
     )
     assert _min_cosine(int8, exact) > 0.999
     np.testing.assert_array_equal(
-        onnx_encoder.encode(TEXTS, layers=1, max_tokens=48, int8=True), int8
+        onnx_encoder.encode(TEXTS, layers=1, max_tokens=48, weights=weights), int8
     )
-    assert onnx_encoder.session(1, int8=True) is not onnx_encoder.session(1)
+    assert onnx_encoder.session(1, weights) is not onnx_encoder.session(1)
     with pytest.raises(EmbeddingError, match="ONNX Runtime"):
-        reference.encode(TEXTS[:1], layers=1, int8=True)
+        reference.encode(TEXTS[:1], layers=1, weights=weights)
+
+
+def test_the_down_projections_outlier_channels_stay_float32(reference: BertEncoder) -> None:
+    # MiniLM's first layers each have one or two feed-forward channels whose activations
+    # dwarf the others' (BERT's outlier dimensions); int8-all computes them apart in float32.
+    assert outlier_channels(reference, 6) == [[856], [607], [218, 1004], [358], [], []]
+    graph = onnx.load_from_string(
+        quantize_int8(build_graph(reference, 1, outlier_channels(reference, 1)), down=True)
+    )
+    ops = {n.name: n.op_type for n in graph.graph.node}
+    assert ops["l0.down.outliers.mm"] == "MatMul"  # float32, one channel
+    assert not any(op == "MatMul" and ".down.main" in name for name, op in ops.items())
+    with pytest.raises(EmbeddingError, match="unknown weights"):
+        OnnxBertEncoder(reference).session(1, "int4")

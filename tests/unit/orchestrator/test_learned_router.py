@@ -45,7 +45,7 @@ class BagOfWords:
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
-        int8: bool = False,
+        weights: str = "float32",
     ) -> np.ndarray:
         out = np.zeros((len(texts), 64), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -165,7 +165,7 @@ def test_an_artifact_names_its_embedding_weights(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="weights"):
         RouterModel.load(tmp_path / "bad.json")
-    assert RouterModel.load(DEFAULT_ARTIFACT).embedding.weights == "int8"  # the shipped one
+    assert RouterModel.load(DEFAULT_ARTIFACT).embedding.weights == "int8-all"  # the shipped one
 
 
 def test_operating_points_follow_the_tenant_targets() -> None:

@@ -1,3 +1,7 @@
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from switchboard.orchestrator.router import (
@@ -10,6 +14,7 @@ from switchboard.orchestrator.router import (
 )
 
 CLASSIFIER = ComplexityClassifier()
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def route(message: str, **overrides: object):  # type: ignore[no-untyped-def]
@@ -141,3 +146,24 @@ def test_the_short_answer_check_scales_with_the_threshold() -> None:
     assert low_confidence("Yes.", 0.05, threshold=0.1) is not None
     assert low_confidence("Yes.", 0.01, threshold=0.1) is None
     assert low_confidence("Yes.", 0.15) is not None  # the rules' smallest signal
+
+
+def test_the_lower_case_patterns_match_as_case_insensitive_ones_would() -> None:
+    # The classifier lower-cases a message once and its patterns are written in lower case
+    # (faster than IGNORECASE, issue 20): the same matches on every labelled message, as
+    # written and in upper case, as the same patterns compiled case-insensitively.
+    from switchboard.orchestrator import router
+
+    texts = [
+        str(json.loads(line).get("text", ""))
+        for name in ("router_train.jsonl", "router_eval.jsonl", "router_holdout.jsonl")
+        for line in (DATA / name).read_text().splitlines()
+    ]
+    texts += ["ERROR 502 at 2024-01-05T10:22", "Order A12345 or CODE E1234", "TypeError: x"]
+    patterns = [
+        p for p in vars(router).values() if isinstance(p, re.Pattern) and not p.flags & re.I
+    ]
+    for pattern in patterns:
+        anycase = re.compile(pattern.pattern, re.IGNORECASE | re.MULTILINE)
+        for text in texts + [t.upper() for t in texts]:
+            assert pattern.findall(text.lower()) == [m.lower() for m in anycase.findall(text)]

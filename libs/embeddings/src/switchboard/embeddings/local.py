@@ -35,6 +35,13 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 F32 = NDArray[np.float32]
 
+# The linear layers' weights a forward pass runs with: as the model ships; int8 (ONNX
+# Runtime only) for the query, key, value, attention output and feed-forward up projections;
+# or int8 for the feed-forward down projection too, its few outlier input channels apart in
+# float32 (`onnx.quantize_int8`, `onnx.outlier_channels`). The router's encoder uses int8
+# (issue 20: routing p99 <= 5 ms); its vectors are close to the float32 ones, not the same.
+WEIGHTS = ("float32", "int8", "int8-all")
+
 
 def bundled_model_dir() -> Path:
     """The directory of the bundled all-MiniLM-L6-v2 files."""
@@ -151,7 +158,11 @@ class BertEncoder:
         self.tokenizer.no_padding()
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Word-piece ids with [CLS] and [SEP], truncated to `max_tokens`."""
+        """Word-piece ids with [CLS] and [SEP], truncated to `max_tokens`. One text (a
+        query, the router's message) is encoded in the calling thread, holding the GIL:
+        `encode_batch` releases it, and taking it back can wait for another thread."""
+        if len(texts) == 1:
+            return [self.tokenizer.encode(texts[0]).ids]
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     def encode(
@@ -160,15 +171,15 @@ class BertEncoder:
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
-        int8: bool = False,
+        weights: str = "float32",
     ) -> Vectors:
         """Unit-length sentence vectors, one row per text. `layers` runs only the first few
         transformer layers (0: the token embeddings alone) and `max_tokens` reads only a
         text's first word pieces: cheaper vectors for callers with a tight time budget (the
-        router); the defaults give the model's own sentence embedding. `int8` (the linear
-        layers' weights quantized to int8) needs ONNX Runtime (`onnx.OnnxBertEncoder`)."""
-        if int8:
-            raise EmbeddingError("int8 weights need ONNX Runtime (the numpy encoder is float32)")
+        router); the defaults give the model's own sentence embedding. `weights` other than
+        float32 (`WEIGHTS`) need ONNX Runtime (`onnx.OnnxBertEncoder`)."""
+        if weights != "float32":
+            raise EmbeddingError(f"{weights} weights need ONNX Runtime (numpy runs float32)")
         ids = truncate_ids(self.token_ids(texts), max_tokens)
         out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         # Similar lengths together, so a batch pads little.
@@ -238,7 +249,7 @@ class SentenceEncoder(Protocol):
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
-        int8: bool = False,
+        weights: str = "float32",
     ) -> Vectors: ...
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from switchboard.embeddings.base import EmbeddingError, Vectors, normalise
-from switchboard.embeddings.local import F32, BertEncoder, truncate_ids
+from switchboard.embeddings.local import F32, WEIGHTS, BertEncoder, truncate_ids
 
 # Opset 20 has Gelu with the tanh approximation; ONNX Runtime runs it as one kernel.
 OPSET = 20
@@ -39,9 +39,15 @@ def _import_runtime() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def build_graph(encoder: BertEncoder, layers: int) -> bytes:
+def build_graph(
+    encoder: BertEncoder, layers: int, down_outliers: Sequence[Sequence[int]] = ()
+) -> bytes:
     """The serialized ONNX model of `encoder`'s first `layers` transformer layers with mean
-    pooling (unnormalised, like `BertEncoder._forward`).
+    pooling (unnormalised, like `BertEncoder._forward`). `down_outliers[i]` lists input
+    channels of layer i's feed-forward down projection to compute apart (`outlier_channels`):
+    the product is split into the other channels (`l{i}.down.main.mm`, zeros in their place) plus
+    those few (`l{i}.down.outliers.mm`), the same sum, so that `quantize_int8` can quantize
+    the first and keep the second in float32.
 
     Inputs: `input_ids` (batch, length) int64, `positions` (length,) int64, `mask`
     (batch, length, 1) float32 (1 for a real token), `attention_bias` (batch, 1, 1, length)
@@ -112,7 +118,26 @@ def build_graph(encoder: BertEncoder, layers: int) -> bytes:
         up = node(
             "Gelu", [linear(x, layer.up_w, layer.up_b, f"{p}.up")], f"{p}.gelu", approximate="tanh"
         )
-        down = linear(up, layer.down_w, layer.down_b, f"{p}.down")
+        outliers = list(down_outliers[i]) if i < len(down_outliers) else []
+        if outliers:
+            keep = np.ones(layer.down_w.shape[0], dtype=np.float32)
+            keep[outliers] = 0.0
+            rest = node("Mul", [up, const(f"{p}.down.keep", keep)], f"{p}.down.rest")
+            picked = node(
+                "Gather",
+                [up, const(f"{p}.down.channels", np.array(outliers, dtype=np.int64))],
+                f"{p}.down.picked",
+                axis=2,
+            )
+            apart = node(
+                "MatMul",
+                [picked, const(f"{p}.down.outliers.w", layer.down_w[outliers])],
+                f"{p}.down.outliers.mm",
+            )
+            main = linear(rest, layer.down_w, layer.down_b, f"{p}.down.main")
+            down = node("Add", [main, apart], f"{p}.down")
+        else:
+            down = linear(up, layer.down_w, layer.down_b, f"{p}.down")
         x = layer_norm(node("Add", [down, x], f"{p}.res2"), layer.ln2_w, layer.ln2_b, f"{p}.ln2")
     # Mean over the real tokens.
     summed = node(
@@ -145,15 +170,53 @@ def build_graph(encoder: BertEncoder, layers: int) -> bytes:
     return serialized
 
 
-def quantize_int8(graph: bytes) -> bytes:
-    """`graph` with the weights of its linear layers (query, key, value, attention output,
-    feed-forward up) quantized to int8, one scale per output channel; ONNX Runtime quantizes
-    their inputs on the fly (dynamic quantization, one scale per input). The feed-forward
-    down projection stays float32: its input (after GELU) has BERT's outlier activations,
-    which one int8 scale per input cannot hold (with it quantized too the router's vectors
-    drifted to cosine ~0.965 from float32 and its cross-validated dev figures dropped from
-    88% to 84% of simple messages kept cheap; without it, cosine ~0.9998 and 88%). The
-    attention products and everything else stay float32 as well.
+# Sentences whose activations find the outlier channels (`outlier_channels`): any ordinary
+# text shows them, they come from the [CLS] and [SEP] tokens.
+_CALIBRATION = (
+    "Hello, how can I help you today?",
+    "My internet connection keeps dropping every evening since the update.",
+    "Where is my order?",
+    "Why was I charged twice this month for the same subscription?",
+)
+# A channel is an outlier when its largest activation is this many times the 99th percentile
+# of the layer's channels' largest (MiniLM: 13-24 against at most 5.6 for the others).
+_OUTLIER_FACTOR = 3.0
+
+
+def outlier_channels(encoder: BertEncoder, layers: int) -> list[list[int]]:
+    """Per layer, the input channels of the feed-forward down projection whose activations
+    (after GELU) dwarf the others': MiniLM's first layer has one (channel 856, up to ~25 at
+    [CLS], the others at most ~6), the next three one or two each. One int8 scale per
+    input cannot hold both: the outliers would take most of the range."""
+    onnx, ort = _import_runtime()
+    model = onnx.load_from_string(build_graph(encoder, layers))
+    names = [f"l{i}.gelu" for i in range(layers)]
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    largest = np.zeros((layers, encoder.layers[0].down_w.shape[0]), dtype=np.float32)
+    for ids in encoder.token_ids(_CALIBRATION):
+        outputs = session.run(names, _feed([ids]))
+        for i, output in enumerate(outputs):
+            largest[i] = np.maximum(largest[i], np.abs(output[0]).max(axis=0))
+    return [
+        [int(c) for c in np.flatnonzero(row > _OUTLIER_FACTOR * np.percentile(row, 99))]
+        for row in largest
+    ]
+
+
+def quantize_int8(graph: bytes, down: bool = False) -> bytes:
+    """`graph` with the weights of its linear layers quantized to int8, one scale per output
+    channel; ONNX Runtime quantizes their inputs on the fly (dynamic quantization, one scale
+    per input). The query, key, value, attention output and feed-forward up projections
+    always; the feed-forward down projection only with `down`, and then only its main part
+    (a graph built with `down_outliers`: the outlier channels' product stays float32). The
+    attention products and everything else stay float32.
+
+    The down projection's input (after GELU) carries BERT's outlier activations, which one
+    int8 scale per input cannot hold. Quantized whole, the router's cross-validated dev
+    figure fell from 88% to 84% of simple messages kept cheap (2026-12-06); with its outlier
+    channels apart, dev as before (docs/routing.md, "Latency").
 
     Why (issue 20, decision 0060): the router's one-layer pass reads ~7 MB of float32 weights
     for a query, and its cost grows with the message; int8 reads a quarter and runs on the
@@ -169,7 +232,8 @@ def quantize_int8(graph: bytes) -> bytes:
         for n in model.graph.node
         if n.op_type == "MatMul"
         and any(i in weights for i in n.input)
-        and not n.name.endswith(".down.mm")
+        and not n.name.endswith(".down.outliers.mm")
+        and (down or ".down." not in n.name)
     ]
     with tempfile.TemporaryDirectory(prefix="switchboard-onnx-") as directory:
         source, target = Path(directory) / "float32.onnx", Path(directory) / "int8.onnx"
@@ -191,6 +255,23 @@ def quantize_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
+def _feed(batch: Sequence[Sequence[int]]) -> dict[str, NDArray[Any]]:
+    """The graph's inputs for a batch of word-piece ids (padded with zeros, masked)."""
+    n, length = len(batch), max(len(ids) for ids in batch)
+    ids = np.zeros((n, length), dtype=np.int64)
+    mask = np.zeros((n, length, 1), dtype=np.float32)
+    for i, row in enumerate(batch):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1.0
+    bias = ((1.0 - mask[:, :, 0]) * np.float32(-1e9))[:, None, None, :]
+    return {
+        "input_ids": ids,
+        "positions": np.arange(length, dtype=np.int64),
+        "mask": mask,
+        "attention_bias": bias,
+    }
+
+
 class _DropRecords(logging.Filter):
     """Drops the log records whose message starts with `prefix`."""
 
@@ -205,7 +286,7 @@ class _DropRecords(logging.Filter):
 class OnnxBertEncoder:
     """`BertEncoder.encode` on ONNX Runtime: the same arguments and the same vectors.
 
-    One session per layer count (and weight type) a caller asks for (the router runs one
+    One session per layer count and weight type a caller asks for (the router runs one
     layer in int8, retrieval all six in float32), built on first use; sessions are
     thread-safe. `threads` is ONNX Runtime's
     intra-op threads: one, as for BLAS, is fastest for a query on a busy 2-core machine."""
@@ -216,7 +297,7 @@ class OnnxBertEncoder:
         self.hidden = reference.hidden
         self.max_tokens = reference.max_tokens
         self._threads = threads
-        self._sessions: dict[tuple[int, bool], Any] = {}
+        self._sessions: dict[tuple[int, str], Any] = {}
         self._lock = threading.Lock()
 
     @property
@@ -230,18 +311,26 @@ class OnnxBertEncoder:
         encoders, see `shared_reference`)."""
         return self.reference.layers
 
-    def session(self, layers: int | None, int8: bool = False) -> Any:
-        """The session that runs the first `layers` layers (None: all), with int8 weights
-        (`quantize_int8`) or float32, built once."""
+    def session(self, layers: int | None, weights: str = "float32") -> Any:
+        """The session that runs the first `layers` layers (None: all) with `weights` (see
+        `WEIGHTS`), built once."""
+        if weights not in WEIGHTS:
+            raise EmbeddingError(f"unknown weights {weights!r} (one of {', '.join(WEIGHTS)})")
         count = (
             len(self.reference.layers)
             if layers is None
             else min(layers, len(self.reference.layers))
         )
         with self._lock:
-            found = self._sessions.get((count, int8))
+            found = self._sessions.get((count, weights))
             if found is None:
-                graph = build_graph(self.reference, count)
+                if weights == "int8-all":
+                    outliers = outlier_channels(self.reference, count)
+                    graph = quantize_int8(build_graph(self.reference, count, outliers), down=True)
+                elif weights == "int8":
+                    graph = quantize_int8(build_graph(self.reference, count))
+                else:
+                    graph = build_graph(self.reference, count)
                 options = self._ort.SessionOptions()
                 options.intra_op_num_threads = self._threads
                 options.inter_op_num_threads = 1
@@ -250,11 +339,15 @@ class OnnxBertEncoder:
                 # No spin-waiting threads on a shared machine.
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 found = self._ort.InferenceSession(
-                    quantize_int8(graph) if int8 else graph,
+                    graph,
                     sess_options=options,
                     providers=["CPUExecutionProvider"],
+                    # The fused residual + LayerNorm kernel is slower than the two it
+                    # replaces at these sizes (one layer, 48 pieces: 0.13 against 0.02 ms
+                    # per LayerNorm; six layers: ~8% of the pass); same vectors.
+                    disabled_optimizers=["SkipLayerNormFusion"],
                 )
-                self._sessions[(count, int8)] = found
+                self._sessions[(count, weights)] = found
         return found
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -266,37 +359,19 @@ class OnnxBertEncoder:
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
-        int8: bool = False,
+        weights: str = "float32",
     ) -> Vectors:
-        """See `BertEncoder.encode`; `int8` runs the linear layers with int8 weights, one
-        text per pass (their inputs' scales are computed per pass: a text's vector must not
-        depend on the texts batched with it)."""
+        """See `BertEncoder.encode`; `weights` other than float32 run the linear layers
+        with int8 weights (`WEIGHTS`), one text per pass (their inputs' scales are computed
+        per pass: a text's vector must not depend on the texts batched with it)."""
         ids = truncate_ids(self.token_ids(texts), max_tokens)
-        session = self.session(layers, int8)
-        if int8:
+        session = self.session(layers, weights)
+        if weights != "float32":
             batch_size = 1
         out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._forward(session, [ids[i] for i in rows])
+            pooled: F32 = session.run(["pooled"], _feed([ids[i] for i in rows]))[0]
+            out[rows] = pooled
         return normalise(out)
-
-    def _forward(self, session: Any, batch: list[list[int]]) -> F32:
-        n, length = len(batch), max(len(ids) for ids in batch)
-        ids = np.zeros((n, length), dtype=np.int64)
-        mask = np.zeros((n, length, 1), dtype=np.float32)
-        for i, row in enumerate(batch):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1.0
-        bias = ((1.0 - mask[:, :, 0]) * np.float32(-1e9))[:, None, None, :]
-        pooled: F32 = session.run(
-            ["pooled"],
-            {
-                "input_ids": ids,
-                "positions": np.arange(length, dtype=np.int64),
-                "mask": mask,
-                "attention_bias": bias,
-            },
-        )[0]
-        return pooled

@@ -209,15 +209,16 @@ def _embedding_per_query(texts: Sequence[str], router_tokens: int, rounds: int =
     model (retrieval, the injection classifier)."""
 
     from switchboard.embeddings import EmbeddingError
-    from switchboard.embeddings.local import BertEncoder, bundled_model_dir
+    from switchboard.embeddings.local import WEIGHTS, BertEncoder, bundled_model_dir
     from switchboard.embeddings.onnx import OnnxBertEncoder
 
     reference = BertEncoder(bundled_model_dir())
-    encoders: dict[str, tuple[Any, dict[str, bool]]] = {"numpy": (reference, {})}
+    encoders: dict[str, tuple[Any, dict[str, str]]] = {"numpy": (reference, {})}
     try:
         onnx_encoder = OnnxBertEncoder(reference)
         encoders["onnx"] = (onnx_encoder, {})
-        encoders["int8"] = (onnx_encoder, {"int8": True})  # ONNX Runtime, int8 weights
+        for weights in WEIGHTS[1:]:  # ONNX Runtime, int8 weights
+            encoders[weights] = (onnx_encoder, {"weights": weights})
     except EmbeddingError as exc:
         print(f"  (no ONNX Runtime: {exc})")
     variants = [
@@ -244,7 +245,7 @@ def _embedding_per_query(texts: Sequence[str], router_tokens: int, rounds: int =
             w50, w99 = np.percentile(wall[name], [50, 99]) * 1000
             c50, c99 = np.percentile(cpu[name], [50, 99]) * 1000
             print(
-                f"    {label:<36} {name:<5}  wall p50 {w50:5.2f} ms p99 {w99:5.2f} ms; "
+                f"    {label:<36} {name:<8}  wall p50 {w50:5.2f} ms p99 {w99:5.2f} ms; "
                 f"CPU p50 {c50:5.2f} ms p99 {c99:5.2f} ms"
             )
 

@@ -60,7 +60,8 @@ RULE_SIGNALS = (
 )
 EXTRA_FEATURES = ("rule score", "length", "question marks", "follow-up")
 EMBEDDING_FEATURE = "message meaning"
-WEIGHT_TYPES = ("float32", "int8")
+# The encoder's weights (switchboard.embeddings.local.WEIGHTS).
+WEIGHT_TYPES = ("float32", "int8", "int8-all")
 # Earlier user turns embedded with the message: a follow-up's difficulty is in its context.
 HISTORY_TURNS = 2
 
@@ -74,7 +75,7 @@ class SentenceEncoder(Protocol):
         batch_size: int = 32,
         layers: int | None = None,
         max_tokens: int | None = None,
-        int8: bool = False,
+        weights: str = "float32",
     ) -> F32: ...
 
 
@@ -85,15 +86,16 @@ class EmbeddingSpec:
     model: str
     layers: int | None
     max_tokens: int
-    # "int8": the encoder's linear layers run with int8 weights (ONNX Runtime only; about
-    # 2-3x faster for the router's one layer); "float32": as the model ships.
+    # "float32": as the model ships; "int8": the encoder's linear layers but the feed-forward
+    # down projection in int8 (ONNX Runtime only); "int8-all": that one too, its outlier
+    # input channels apart (about 3x faster than float32 for the router's one layer).
     weights: str = "float32"
 
     def encode_options(self) -> dict[str, Any]:
         """The encoder's keyword arguments for these vectors."""
         options: dict[str, Any] = {"layers": self.layers, "max_tokens": self.max_tokens}
-        if self.weights == "int8":
-            options["int8"] = True
+        if self.weights != "float32":
+            options["weights"] = self.weights
         return options
 
 
@@ -361,10 +363,14 @@ def load_router(
         encoder, name = encoder_factory()
         if name != model.embedding.model:
             raise ValueError(f"trained on {model.embedding.model!r}, the encoder is {name!r}")
-        if model.embedding.weights == "int8" and not hasattr(encoder, "session"):
+        if model.embedding.weights != "float32" and not hasattr(encoder, "session"):
             # The numpy encoder (ONNX Runtime not installed, or the runtime set to numpy) has
-            # no int8 path: float32 vectors are within cosine ~0.9998 of the int8 ones.
-            log.warning("router model %s is for int8 weights: scoring it with float32", where)
+            # no int8 path: float32 vectors are within cosine ~0.9995 of the int8 ones.
+            log.warning(
+                "router model %s is for %s weights: scoring it with float32",
+                where,
+                model.embedding.weights,
+            )
             model = dataclasses.replace(
                 model, embedding=dataclasses.replace(model.embedding, weights="float32")
             )

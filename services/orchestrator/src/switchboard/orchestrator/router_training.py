@@ -2,7 +2,7 @@
 
     python -m switchboard.orchestrator.router_training [--data tests/data] [--out PATH]
         [--extra FILE ...] [--target-recall 0.97] [--layers 1] [--max-tokens 48]
-        [--weights int8] [--force]
+        [--weights int8-all] [--force]
 
 Training data: router_train.jsonl and router_eval.jsonl (every split), plus `--extra` files
 (for example the labelled turns exported from a tenant's traffic; `--out DIR/<name>.json`
@@ -52,8 +52,9 @@ FOLDS = 5
 # docs/decisions/0060-learned-router.md has the comparison.
 DEFAULT_LAYERS = 1
 DEFAULT_MAX_TOKENS = 48
-# The encoder's linear layers in int8 (issue 20: routing p99 <= 5 ms through the API).
-DEFAULT_WEIGHTS = "int8"
+# The encoder's linear layers in int8, the down projection's outlier channels apart (issue
+# 20: routing p99 <= 5 ms through the API; dev figures as float32's, decision 0060).
+DEFAULT_WEIGHTS = "int8-all"
 DEFAULT_L2 = 3.0
 DEFAULT_TARGET_RECALL = 0.97
 CURVE_STEPS = 100
@@ -284,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--weights",
         choices=WEIGHT_TYPES,
         default=DEFAULT_WEIGHTS,
-        help="the encoder's linear layers in int8 (ONNX Runtime; faster) or float32",
+        help="the encoder's linear layers in int8 (ONNX Runtime; faster: int8-all, all of them,"
+        " int8, all but the feed-forward down projection) or float32",
     )
     parser.add_argument(
         "--force", action="store_true", help="write even if held-out recall got worse"
