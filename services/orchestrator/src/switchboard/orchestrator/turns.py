@@ -224,6 +224,10 @@ class TurnEngine:
         # not need its passages (escalation, routing, the task) is done before they are
         # awaited, while the search is in flight.
         context = await reads.context
+        if reads.retrieval is not None and not reads.retrieval.done():
+            # One turn of the loop first: grpc.aio sends a call from a task of its own, and
+            # the search started a moment ago should go out before the work below, not after.
+            await asyncio.sleep(0)
         if context.degraded:
             flags.append("context-degraded")
         history = [m.text for m in context.messages if m.role == ROLE_USER]
