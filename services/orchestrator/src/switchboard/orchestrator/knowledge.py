@@ -2,9 +2,10 @@
 
 `KnowledgeRetriever` asks the knowledge service for the passages that answer the (redacted)
 user message; `start_retrieval` runs that in the background, beside the memory read (which the
-engine starts first), so it adds no serial latency. The passages go into the prompt as a system
-message marked as data, with ids the model can cite; a passage the injection detector scores as
-an attack is left out.
+engine starts first). The search needs the message's vector, so its round trip follows the
+embedding and stays on the path to the first token (docs/knowledge.md has the figures).
+The passages go into the prompt as a system message marked as data, with ids the model can
+cite; a passage the injection detector scores as an attack is left out.
 `citations_for` turns the passages an answer drew on into the `Done` event's citations, and
 `search_knowledge_tool` lets the model search again for follow-up questions.
 """
