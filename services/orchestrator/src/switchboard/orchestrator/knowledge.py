@@ -127,6 +127,7 @@ class KnowledgeRetriever:
                 RETRIEVALS.labels("failed").inc()
                 log.warning("knowledge retrieval failed (%s): %s", exc.code().name, exc.details())
                 return []
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
         RETRIEVALS.labels("found" if response.hits else "none").inc()
         limit = self.settings.max_passage_chars
         return [
