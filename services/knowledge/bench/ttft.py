@@ -10,6 +10,11 @@ sends streamed chat turns one at a time, alternating between two tenants configu
 - `nokb`: has no documents; the orchestrator still asks the knowledge service, which answers
   at once (nothing to search).
 
+After the turns, every chat request the simulator received in that phase is sent again
+straight to it, alternating between the grounded ones (`kb`) and the others: the provider's
+own TTFT for the same prompts (`direct/...`), so that what the platform adds is told apart
+from the provider reading a longer prompt.
+
 Then the orchestrator restarts with retrieval off (SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED
 =false) and the same alternation runs again, as the reference with no retrieval at all.
 Every question is unique (a ticket number), so the query-embedding cache never answers: the
@@ -55,6 +60,7 @@ QUESTIONS = (
     "Do you ship to Switzerland, and what does it cost?",
 )
 TURNS_PER_CONVERSATION = 5
+GROUNDING_MARKER = "Knowledge base passages"  # switchboard.orchestrator.knowledge
 
 
 @dataclass
@@ -347,6 +353,50 @@ class Bench:
                 await self._turn(client, arms[number % 2], number)
         return [arm.figures() for arm in arms]
 
+    async def _direct(self) -> list[dict[str, Any]]:
+        """The simulator's TTFT for the chat requests it received, sent again straight to
+        it (grounded and not, alternating); its journal is cleared for the next phase."""
+        url = f"http://127.0.0.1:{self.ports['simulator']}"
+        bodies: dict[str, list[dict[str, Any]]] = {"kb": [], "nokb": []}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/_journal") as response:
+                entries = (await response.json())["requests"]
+            await (await http.delete(f"{url}/_journal")).release()
+            for entry in entries:
+                body = entry.get("body")
+                if entry.get("path") != "/v1/chat/completions" or not isinstance(body, dict):
+                    continue
+                grounded = any(
+                    GROUNDING_MARKER in str(m.get("content"))
+                    for m in body.get("messages") or ()
+                    if isinstance(m, dict) and m.get("role") == "system"
+                )
+                bodies["kb" if grounded else "nokb"].append(body)
+            arms = {name: Arm(f"direct/{name}", "") for name in bodies}
+            for i in range(min(len(b) for b in bodies.values())):
+                for name, arm in arms.items():
+                    arm.ttft_ms.append(await self._direct_ttft(http, url, bodies[name][i]))
+        return [arm.figures() for arm in arms.values()]
+
+    @staticmethod
+    async def _direct_ttft(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> float:
+        """Milliseconds from sending `body` to the first text of the streamed answer."""
+        started = time.perf_counter()
+        first: float | None = None
+        async with http.post(
+            f"{url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": "Bearer sk-bench"},
+        ) as response:
+            async for line in response.content:
+                if first is None and line.startswith(b"data: {"):
+                    chunk = json.loads(line[6:])
+                    if any((c.get("delta") or {}).get("content") for c in chunk["choices"]):
+                        first = time.perf_counter()
+        if first is None:
+            raise RuntimeError("the simulator streamed no text")
+        return (first - started) * 1000
+
     async def measure(self) -> dict[str, Any]:
         chunks = await self._load_knowledge()
         print(
@@ -355,8 +405,12 @@ class Bench:
             file=sys.stderr,
         )
         before = self._search_seconds()
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{self.ports['simulator']}/_journal"
+            await (await http.delete(url)).release()
         on = await self._phase("retrieval-on", self.args.turns)
         after = self._search_seconds()
+        on += await self._direct()
         searches = after[1] - before[1]
         search_mean_ms = (after[0] - before[0]) / searches * 1000 if searches else None
         off: list[dict[str, Any]] = []
@@ -400,8 +454,12 @@ def main() -> None:
         help="ask the same five questions over and over (the query-embedding cache answers)",
     )
     parser.add_argument("--port-base", type=int, default=27400, help="first port used")
+    parser.add_argument(
+        "--port-offset", type=int, default=0, help="moves every port (beside another run)"
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args()
+    args.port_base += args.port_offset
     report = Bench(args).run_all()
     print(f"{'arm':<20} {'turns':>5} {'err':>4} {'cited':>5} {'p50':>7} {'p90':>7} {'p99':>7}")
     for arm in report["arms"]:
@@ -412,6 +470,14 @@ def main() -> None:
     print(
         f"knowledge service, mean search incl. embedding: {report['knowledge_search_mean_ms']} ms"
     )
+    p50 = {arm["arm"]: arm["p50_ms"] for arm in report["arms"]}
+    if None not in (p50.get("retrieval-on/kb"), p50.get("direct/kb")):
+        through = p50["retrieval-on/kb"] - p50["retrieval-on/nokb"]
+        direct = p50["direct/kb"] - p50["direct/nokb"]
+        print(
+            f"kb - nokb at p50: {through:+.1f} ms through the platform, of which the provider "
+            f"(direct) {direct:+.1f} ms; the platform's own {through - direct:+.1f} ms"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))

@@ -357,3 +357,32 @@ async def test_the_retriever_sends_the_turns_query_vector_along() -> None:
     await retriever.close()
     assert sent[0].query_embedding_model == "model-a"
     assert list(sent[0].query_embedding) == pytest.approx([0.6, 0.8, 0.0])
+
+
+async def test_the_retrievers_search_carries_the_turns_trace() -> None:
+    """The search channel has no client interceptor (a task hop fewer on the path to the
+    first token): the retriever propagates the trace itself."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, KnowledgeRetriever
+    from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest, SearchKnowledgeResponse
+
+    metadata: list[tuple[str, str]] = []
+
+    class Stub:
+        async def SearchKnowledge(
+            self, request: SearchKnowledgeRequest, **kwargs: object
+        ) -> SearchKnowledgeResponse:
+            metadata.extend(kwargs["metadata"])  # type: ignore[arg-type]
+            return SearchKnowledgeResponse()
+
+    retriever = KnowledgeRetriever(KnowledgeClientSettings())
+    retriever._stub = Stub()  # type: ignore[assignment]
+    parent = SpanContext(0x5EED, 0x42, is_remote=True, trace_flags=TraceFlags(1))
+    with trace.use_span(NonRecordingSpan(parent)):
+        await retriever.retrieve("demo", "how do refunds work?")
+    await retriever.close()
+    sent = dict(metadata)
+    assert sent["sb-tenant-id"] == "demo"
+    assert sent["traceparent"].split("-")[1] == f"{0x5EED:032x}"

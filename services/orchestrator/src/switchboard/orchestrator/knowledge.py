@@ -2,9 +2,10 @@
 
 `KnowledgeRetriever` asks the knowledge service for the passages that answer the (redacted)
 user message; `start_retrieval` runs that in the background, beside the memory read (which the
-engine starts first), so it adds no serial latency. The passages go into the prompt as a system
-message marked as data, with ids the model can cite; a passage the injection detector scores as
-an attack is left out.
+engine starts first). The search needs the message's vector, so its round trip follows the
+embedding and stays on the path to the first token (docs/knowledge.md has the figures).
+The passages go into the prompt as a system message marked as data, with ids the model can
+cite; a passage the injection detector scores as an attack is left out.
 `citations_for` turns the passages an answer drew on into the `Done` event's citations, and
 `search_knowledge_tool` lets the model search again for follow-up questions.
 """
@@ -19,10 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
+from opentelemetry import propagate, trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.metrics import RETRIEVALS
@@ -33,11 +34,13 @@ from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest
 from switchboard.v1.knowledge_pb2_grpc import KnowledgeServiceStub
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("switchboard.orchestrator")
 
 SEARCH_KNOWLEDGE = "search_knowledge"
 TENANT_METADATA = "sb-tenant-id"
 GROUNDING_MARKER = "Knowledge base passages"
 _REFERENCE = re.compile(r"\[(K\d+)\]")
+_SEARCH_METHOD = "/switchboard.v1.KnowledgeService/SearchKnowledge"
 
 
 class KnowledgeClientSettings(BaseSettings):
@@ -83,9 +86,10 @@ class KnowledgeRetriever:
         # already, so the vector is sent along and the knowledge service does not embed it
         # again.
         self._embeddings = embeddings
-        self._channel = grpc.aio.insecure_channel(
-            settings.target, interceptors=grpc_client_interceptors()
-        )
+        # No client interceptor: grpc.aio runs an intercepted call through a task of its own
+        # before the call's own task sends it, and the search is on the path to the first
+        # token. `retrieve` puts the call on the trace itself.
+        self._channel = grpc.aio.insecure_channel(settings.target)
         self._stub = KnowledgeServiceStub(self._channel)
 
     async def retrieve(
@@ -100,16 +104,30 @@ class KnowledgeRetriever:
             else:
                 request.query_embedding.extend(vector.tolist())
                 request.query_embedding_model = self._embeddings.embedder.name
-        try:
-            response = await self._stub.SearchKnowledge(
-                request,
-                metadata=((TENANT_METADATA, tenant_id),),
-                timeout=self.settings.timeout_s,
-            )
-        except grpc.aio.AioRpcError as exc:
-            RETRIEVALS.labels("failed").inc()
-            log.warning("knowledge retrieval failed (%s): %s", exc.code().name, exc.details())
-            return []
+        with tracer.start_as_current_span(
+            _SEARCH_METHOD,
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "switchboard.v1.KnowledgeService",
+                "rpc.method": "SearchKnowledge",
+            },
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            try:
+                response = await self._stub.SearchKnowledge(
+                    request,
+                    metadata=((TENANT_METADATA, tenant_id), *carrier.items()),
+                    timeout=self.settings.timeout_s,
+                )
+            except grpc.aio.AioRpcError as exc:
+                span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+                span.set_status(trace.Status(trace.StatusCode.ERROR, exc.details()))
+                RETRIEVALS.labels("failed").inc()
+                log.warning("knowledge retrieval failed (%s): %s", exc.code().name, exc.details())
+                return []
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
         RETRIEVALS.labels("found" if response.hits else "none").inc()
         limit = self.settings.max_passage_chars
         return [

@@ -220,14 +220,14 @@ class TurnEngine:
             )
             return
 
-        # Retrieval (for the redacted message) ran beside the context read: neither adds
-        # serial latency.
+        # The retrieval (for the redacted message) started beside the context read; what does
+        # not need its passages (escalation, routing, the task) is done before they are
+        # awaited, while the search is in flight.
         context = await reads.context
-        passages = await reads.retrieval if reads.retrieval is not None else []
-        if passages and policy.prompt_injection != "off":
-            passages, held = kb.screen(passages, self._injection, policy.injection_threshold)
-            if held:
-                flags.append(f"knowledge-injection-dropped:{held}")
+        if reads.retrieval is not None and not reads.retrieval.done():
+            # One turn of the loop first: grpc.aio sends a call from a task of its own, and
+            # the search started a moment ago should go out before the work below, not after.
+            await asyncio.sleep(0)
         if context.degraded:
             flags.append("context-degraded")
         history = [m.text for m in context.messages if m.role == ROLE_USER]
@@ -269,7 +269,24 @@ class TurnEngine:
         span.set_attribute("switchboard.route.reason", route.reason)
         span.set_attribute("switchboard.route.score", route.score)
         metrics.ROUTES.labels(route.tier, "classified" if route.classified else "policy").inc()
+        task = tasks.first_task(
+            turn,
+            tenant,
+            context,
+            route,
+            to_provider,
+            self._registry_for(tenant),
+            flags,
+            system=self.system_prompt(turn, tenant),
+            default_max_output_tokens=self._settings.default_max_output_tokens,
+            result_topic=self._settings.result_topic,
+        )
 
+        passages = await reads.retrieval if reads.retrieval is not None else []
+        if passages and policy.prompt_injection != "off":
+            passages, held = kb.screen(passages, self._injection, policy.injection_threshold)
+            if held:
+                flags.append(f"knowledge-injection-dropped:{held}")
         # A grounded answer is cached with its passages' fingerprint in the key (an edited
         # document makes a new key) and its citations in the entry.
         cache_key = response_cache.cache_key(
@@ -289,19 +306,6 @@ class TurnEngine:
                 await self._answers.from_cache(turn, stored.text, route, cached, flags)
                 return
 
-        registry = self._registry_for(tenant)
-        task = tasks.first_task(
-            turn,
-            tenant,
-            context,
-            route,
-            to_provider,
-            registry,
-            flags,
-            system=self.system_prompt(turn, tenant),
-            default_max_output_tokens=self._settings.default_max_output_tokens,
-            result_topic=self._settings.result_topic,
-        )
         kb.ground(task, passages)
         # A client that cannot unsay text holds back an answer the cascade may replace.
         provisional = cascade.may_cascade(tenant, route)
