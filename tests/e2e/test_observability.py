@@ -25,12 +25,14 @@ GENAI_ATTRIBUTES = {
 }
 
 
-async def chat(platform: Platform, request: ChatRequest) -> None:
+async def chat(platform: Platform, request: ChatRequest) -> str:
+    """Send `request`; its conversation id."""
     async with grpc.aio.insecure_channel(platform.gateway_target) as channel:
         stub = ChatServiceStub(channel)
         metadata = [("authorization", f"Bearer {platform.api_key}")]
         events = [e async for e in stub.Chat(request, metadata=metadata, timeout=60)]
     assert events[-1].WhichOneof("event") == "done"
+    return events[0].started.conversation_id
 
 
 def jaeger_traces(request_id: str) -> list[dict[str, Any]]:
@@ -61,8 +63,15 @@ def services_of(trace: dict[str, Any]) -> set[str]:
 async def test_one_chat_is_one_trace_through_all_four_services_with_genai_attributes(
     platform: Platform,
 ) -> None:
+    # The second turn of a conversation: the first reads no context (it has none).
+    conversation_id = await chat(platform, ChatRequest(message="Hello"))
     request_id = f"e2e-trace-{uuid.uuid4()}"
-    await chat(platform, ChatRequest(message="Where is my parcel?", request_id=request_id))
+    await chat(
+        platform,
+        ChatRequest(
+            message="Where is my parcel?", request_id=request_id, conversation_id=conversation_id
+        ),
+    )
     deadline = time.monotonic() + WAIT_S
     trace: dict[str, Any] = {}
     wanted = {"gateway", "orchestrator", "memory", "llm-worker"}
