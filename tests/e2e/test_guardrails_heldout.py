@@ -14,7 +14,7 @@ import pytest
 
 from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig, load_seed
-from switchboard.embeddings.local import LocalEmbedder
+from switchboard.embeddings import local_embedder
 from switchboard.gateway.redaction import RequestRedactor
 from switchboard.orchestrator.guardrails import InjectionDetector, blocked_topic
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
@@ -49,7 +49,7 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
     redactor = RequestRedactor()
     detector = InjectionDetector(InjectionClassifier()) if with_classifier else InjectionDetector()
     orchestrator_redactor = Redactor(tenant.guardrails.phone_regions)
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     rows = [
         json.loads(line)
         for line in (ROOT / path).read_text().splitlines()

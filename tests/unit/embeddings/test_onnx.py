@@ -94,12 +94,34 @@ def test_the_runtime_is_chosen_by_settings() -> None:
 
 
 def test_the_services_embedder_has_its_session_built_before_the_first_query() -> None:
-    embedder = create_embedder(EmbeddingSettings(local_runtime="onnx"))
+    settings = EmbeddingSettings(local_runtime="onnx")
+    embedder = create_embedder(settings)
     assert isinstance(embedder, LocalEmbedder)
     encoder = embedder.encoder
     assert isinstance(encoder, OnnxBertEncoder)
     # The full model's session exists: the first turn does not pay for building it.
-    assert (len(encoder.layers), "float32") in encoder._sessions  # (layers, weights)
+    assert (len(encoder.layers), settings.local_weights) in encoder._sessions  # (layers, weights)
+
+
+def test_the_full_model_in_int8_gives_vectors_close_to_float32() -> None:
+    # What retrieval and the injection classifier read (decision 0082): the same neighbours.
+    float32 = LocalEmbedder(weights="float32").embed_sync(TEXTS)
+    int8 = LocalEmbedder(weights="int8-all").embed_sync(TEXTS)
+    cosines = (float32 * int8).sum(axis=1)
+    assert cosines.min() > 0.98, cosines
+    assert (np.argsort(float32 @ float32.T)[:, -2] == np.argsort(int8 @ int8.T)[:, -2]).all()
+
+
+def test_unknown_weights_are_refused_and_numpy_keeps_float32(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(EmbeddingError, match="unknown weights 'int4'"):
+        LocalEmbedder(weights="int4")
+    with caplog.at_level(logging.WARNING, logger="switchboard.embeddings.local"):
+        embedder = LocalEmbedder(runtime="numpy", weights="int8-all")
+    assert "need ONNX Runtime" in caplog.text
+    reference = local_encoder(runtime="numpy").encode(TEXTS[:1])
+    np.testing.assert_allclose(embedder.embed_sync(TEXTS[:1]), reference, atol=1e-6)
 
 
 def test_without_onnx_runtime_the_numpy_encoder_is_used_with_a_warning(

@@ -9,7 +9,7 @@ bounded cache in front of either for short, repeated texts such as user question
 
 from switchboard.embeddings.base import Embedder, EmbeddingError, Vectors
 from switchboard.embeddings.cache import QueryEmbeddings
-from switchboard.embeddings.factory import create_embedder
+from switchboard.embeddings.factory import create_embedder, local_embedder
 from switchboard.embeddings.settings import EmbeddingSettings
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "QueryEmbeddings",
     "Vectors",
     "create_embedder",
+    "local_embedder",
 ]

@@ -21,15 +21,23 @@ def create_embedder(settings: EmbeddingSettings) -> Embedder:
             max_retries=settings.openai_max_retries,
             batch_size=settings.openai_batch_size,
         )
-    local = LocalEmbedder(
+    local = local_embedder(settings)
+    # ONNX Runtime builds its session on the first call (0.9 s here): at start-up, not on
+    # the first turn after it.
+    local.embed_sync(["warm-up"])
+    return local
+
+
+def local_embedder(settings: EmbeddingSettings | None = None) -> LocalEmbedder:
+    """The local model as `settings` (by default the environment's) configure it: what the
+    evaluations and benchmarks measure, so that they measure what the services run."""
+    settings = settings or EmbeddingSettings()
+    return LocalEmbedder(
         settings.local_model_dir,
         max_tokens=settings.local_max_tokens,
         batch_size=settings.local_batch_size,
         threads=settings.local_threads,
         blas_threads=settings.local_blas_threads,
         runtime=settings.local_runtime,
+        weights=settings.local_weights,
     )
-    # ONNX Runtime builds its session on the first call (0.9 s here): at start-up, not on
-    # the first turn after it.
-    local.embed_sync(["warm-up"])
-    return local

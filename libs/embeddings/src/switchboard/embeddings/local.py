@@ -295,7 +295,10 @@ class LocalEmbedder:
         threads: int = 1,
         blas_threads: int | None = 1,
         runtime: Runtime = "onnx",
+        weights: str = "float32",
     ) -> None:
+        if weights not in WEIGHTS:
+            raise EmbeddingError(f"unknown weights {weights!r}: one of {', '.join(WEIGHTS)}")
         if blas_threads is not None:
             # Process-wide: BLAS threads that spin-wait for each other cost 5x the latency on
             # a busy 2-core machine, and a query's matrices are too small to share out.
@@ -304,6 +307,11 @@ class LocalEmbedder:
         self._encoder = local_encoder(directory, max_tokens=max_tokens, runtime=runtime)
         self._name = BUNDLED_MODEL if model_dir is None else f"local:{directory.name}"
         self._batch_size = batch_size
+        self._weights = weights
+        if weights != "float32" and isinstance(self._encoder, BertEncoder):
+            # int8 runs on ONNX Runtime only: the numpy reference stays float32.
+            log.warning("embeddings: %s weights need ONNX Runtime; float32 on numpy", weights)
+            self._weights = "float32"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embeddings")
         self._closed = threading.Event()
 
@@ -324,7 +332,7 @@ class LocalEmbedder:
         """The same as `embed`, in the calling thread."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return self._encoder.encode(texts, self._batch_size)
+        return self._encoder.encode(texts, self._batch_size, weights=self._weights)
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from switchboard.embeddings import local_embedder
 from switchboard.embeddings.local import LocalEmbedder
 from switchboard.knowledge.documents import _embedding_text
 from switchboard.knowledge.index import DocumentChange, IndexedChunk, KnowledgeIndex
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("tests/data/knowledge_corpus"))
     parser.add_argument("--ingest-rounds", type=int, default=3)
     args = parser.parse_args()
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     embedder.embed_sync(["warm up"])
     p50, p99 = embedding_latency(embedder, min(args.queries, 200))
     print(f"query embedding (all-MiniLM-L6-v2, 1 BLAS thread): p50 {p50:.2f} ms  p99 {p99:.2f} ms")

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from switchboard.embeddings import local_embedder
 from switchboard.embeddings.local import LocalEmbedder
 from switchboard.knowledge.documents import _embedding_text
 from switchboard.knowledge.index import DocumentChange, Hit, IndexedChunk, KnowledgeIndex
@@ -111,7 +112,7 @@ async def evaluate(
     settings = KnowledgeSettings()
     if retrieval is not None:
         settings.retrieval = retrieval
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     index = build_index(data / "knowledge_corpus", embedder, settings)
     cases = load_cases(data / "knowledge_eval.jsonl")
     vectors = embedder.embed_sync([c.question for c in cases])

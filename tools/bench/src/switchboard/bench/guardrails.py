@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor
-from switchboard.embeddings.local import LocalEmbedder
+from switchboard.embeddings import local_embedder
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 
@@ -32,7 +32,7 @@ def _percentiles_us(
 
 def guardrails_cost(messages: Sequence[str], rounds: int = 200) -> dict[str, Any]:
     """p50/p99 (µs) of the guardrails per turn and of the message embedding."""
-    redactor, embedder = Redactor(), LocalEmbedder()
+    redactor, embedder = Redactor(), local_embedder()
     detector = InjectionDetector(InjectionClassifier())
     vectors = {m: embedder.embed_sync([redactor.redact(m, ALL_KINDS).text])[0] for m in messages}
 

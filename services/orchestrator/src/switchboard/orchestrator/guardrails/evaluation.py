@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor, StreamingRedactor
-from switchboard.embeddings.local import LocalEmbedder
+from switchboard.embeddings import local_embedder
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.guardrails.injection import InjectionDetector
 from switchboard.orchestrator.guardrails.train import embed_as_the_turn_does
@@ -139,7 +139,7 @@ def evaluate_guardrails(data: Path) -> int:
     detector = InjectionDetector(classifier)
     rows = injection_rows(data)
     print(f"embedding {len(rows)} messages with {classifier.embedding_model} ...")
-    embedder = LocalEmbedder()
+    embedder = local_embedder()
     vectors = embed_as_the_turn_does(embedder, [r["text"] for r in rows]).astype(np.float32)
     rules = {id(r): detector.score_rules(r["text"]).score for r in rows}
     verdicts = {id(r): detector.score(r["text"], vectors[i]) for i, r in enumerate(rows)}
