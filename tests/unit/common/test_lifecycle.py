@@ -1,11 +1,13 @@
+import asyncio
 import gc
+import logging
 import sys
 from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
-from switchboard.common.lifecycle import freeze_startup_objects, tune_process
+from switchboard.common.lifecycle import BoundedExitStack, freeze_startup_objects, tune_process
 from switchboard.common.settings import ProcessSettings
 
 
@@ -44,3 +46,42 @@ def test_tune_process_sets_the_gil_switch_interval_from_its_setting(
 def test_a_switch_interval_out_of_bounds_is_refused_by_name() -> None:
     with pytest.raises(ValidationError, match="gil_switch_interval_ms"):
         ProcessSettings(gil_switch_interval_ms=0)
+
+
+async def test_a_release_that_hangs_is_abandoned_and_the_rest_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    released: list[str] = []
+
+    async def release(name: str) -> None:
+        released.append(name)
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.WARNING, logger="switchboard.common.lifecycle"):
+        async with asyncio.timeout(5):  # the stack's own bound, not this one, must end it
+            async with BoundedExitStack(step_timeout_s=0.05) as stack:
+                stack.push_async_callback(release, "first")
+                stack.push_async_callback(hangs)
+                stack.push_async_callback(release, "last")
+    # Reverse order, as any exit stack; the hung step is named and skipped.
+    assert released == ["last", "first"]
+    assert "hangs did not finish within 0.05s" in caplog.text
+
+
+async def test_a_release_that_fails_still_raises_after_the_others_ran() -> None:
+    released: list[str] = []
+
+    async def release(name: str) -> None:
+        released.append(name)
+
+    async def fails() -> None:
+        raise RuntimeError("broken release")
+
+    with pytest.raises(RuntimeError, match="broken release"):
+        async with BoundedExitStack(step_timeout_s=1.0) as stack:
+            stack.push_async_callback(release, "first")
+            stack.push_async_callback(fails)
+            stack.push_async_callback(release, "last")
+    assert released == ["last", "first"]

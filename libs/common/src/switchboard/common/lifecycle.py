@@ -3,10 +3,18 @@
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 from switchboard.common.settings import ProcessSettings
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def tune_process(settings: ProcessSettings | None = None) -> None:
@@ -42,3 +50,33 @@ async def cancel_and_wait(task: "asyncio.Task[None]") -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+class BoundedExitStack(contextlib.AsyncExitStack):
+    """An exit stack whose async releases each get at most `step_timeout_s`.
+
+    A release that overruns is logged by name and abandoned, and teardown goes on with the
+    next one. A stop therefore always ends, and the log names the step that hung. Use it
+    where the releases are quick by nature: a release that drains work for a grace period
+    needs a bound above that grace.
+    """
+
+    def __init__(self, step_timeout_s: float) -> None:
+        super().__init__()
+        self._step_timeout_s = step_timeout_s
+
+    def push_async_callback(
+        self, callback: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwds: _P.kwargs
+    ) -> Callable[_P, Awaitable[_T]]:
+        name = getattr(callback, "__qualname__", repr(callback))
+        timeout_s = self._step_timeout_s
+
+        async def bounded() -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await callback(*args, **kwds)
+            except TimeoutError:
+                log.warning("teardown: %s did not finish within %gs; going on", name, timeout_s)
+
+        super().push_async_callback(bounded)
+        return callback

@@ -15,7 +15,12 @@ from redis.exceptions import RedisError
 
 from switchboard.common.health import HealthServer
 from switchboard.common.kafka import create_broker
-from switchboard.common.lifecycle import freeze_startup_objects, tune_process, wait_for_stop_signal
+from switchboard.common.lifecycle import (
+    BoundedExitStack,
+    freeze_startup_objects,
+    tune_process,
+    wait_for_stop_signal,
+)
 from switchboard.common.redis import create_redis
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
@@ -159,7 +164,7 @@ async def serve(settings: GatewaySettings) -> None:
     moment it exists, so shutdown (or a failed start) releases exactly what was started, in
     reverse order, and no release can be forgotten or run out of turn.
     """
-    async with contextlib.AsyncExitStack() as stack:
+    async with BoundedExitStack(settings.teardown_step_timeout_s) as stack:
         tracer_provider = setup_telemetry("gateway", settings.telemetry)
         stack.callback(tracer_provider.shutdown)
         health_server = HealthServer(settings.health.host, settings.health.port)

@@ -139,6 +139,13 @@ class GatewaySettings(BaseSettings):
         ge=0,
         description="On SIGTERM open streams may finish for this long; then they are cancelled.",
     )
+    teardown_step_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After the drain, each release (HTTP, gRPC server, Kafka, MongoDB, Redis, "
+        "reply topic) may take this long; one that overruns is logged and skipped, so a stop "
+        "always ends.",
+    )
 
     # The HTTP door: the OpenAI-compatible API, the web chat widget and its demo page.
     http_enabled: bool = Field(
