@@ -53,7 +53,8 @@ async def cancel_and_wait(task: "asyncio.Task[None]") -> None:
 
 
 class BoundedExitStack(contextlib.AsyncExitStack):
-    """An exit stack whose async releases each get at most `step_timeout_s`.
+    """An exit stack whose releases pushed with `push_async_callback` each get at most
+    `step_timeout_s` (contexts entered with `enter_async_context` are not bounded).
 
     A release that overruns is logged by name and abandoned, and teardown goes on with the
     next one. A stop therefore always ends, and the log names the step that hung. Use it

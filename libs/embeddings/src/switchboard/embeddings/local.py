@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from switchboard.embeddings.base import EmbeddingError, Vectors, normalise
+from switchboard.embeddings.settings import WEIGHTS, Weights
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ F32 = NDArray[np.float32]
 # or int8 for the feed-forward down projection too, its few outlier input channels apart in
 # float32 (`onnx.quantize_int8`, `onnx.outlier_channels`). The router's encoder uses int8
 # (issue 20: routing p99 <= 5 ms); its vectors are close to the float32 ones, not the same.
-WEIGHTS = ("float32", "int8", "int8-all")
+# `WEIGHTS` names them (defined with the settings, which must stay light to import).
 
 
 def bundled_model_dir() -> Path:
@@ -284,7 +285,10 @@ def local_encoder(
 
 class LocalEmbedder:
     """The bundled (or a configured) BERT sentence model, run in a small thread pool so that
-    the event loop never waits on a forward pass (numpy releases the GIL in BLAS)."""
+    the event loop never waits on a forward pass (numpy releases the GIL in BLAS).
+
+    Its defaults are the reference (float32 weights); the services build it from
+    `EmbeddingSettings` (`factory.local_embedder`), whose default is int8 (decision 0082)."""
 
     def __init__(
         self,
@@ -295,7 +299,7 @@ class LocalEmbedder:
         threads: int = 1,
         blas_threads: int | None = 1,
         runtime: Runtime = "onnx",
-        weights: str = "float32",
+        weights: Weights = "float32",
     ) -> None:
         if weights not in WEIGHTS:
             raise EmbeddingError(f"unknown weights {weights!r}: one of {', '.join(WEIGHTS)}")

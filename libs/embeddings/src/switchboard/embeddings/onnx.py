@@ -24,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from switchboard.embeddings.base import EmbeddingError, Vectors, normalise
-from switchboard.embeddings.local import F32, WEIGHTS, BertEncoder, truncate_ids
+from switchboard.embeddings.local import F32, BertEncoder, truncate_ids
+from switchboard.embeddings.settings import WEIGHTS
 
 # Opset 20 has Gelu with the tanh approximation; ONNX Runtime runs it as one kernel.
 OPSET = 20

@@ -1,10 +1,14 @@
 """Embedding settings (`SWITCHBOARD_EMBEDDINGS_*`), shared by every service that embeds."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The local model's linear-layer weights: as shipped, or int8 (switchboard.embeddings.local).
+Weights = Literal["float32", "int8", "int8-all"]
+WEIGHTS: tuple[Weights, ...] = get_args(Weights)
 
 
 class EmbeddingSettings(BaseSettings):
@@ -35,7 +39,7 @@ class EmbeddingSettings(BaseSettings):
         "as fast per query) or 'numpy' (the reference; also used when ONNX Runtime is not "
         "installed). Both give the same vectors.",
     )
-    local_weights: Literal["float32", "int8", "int8-all"] = Field(
+    local_weights: Weights = Field(
         default="int8-all",
         description="The local model's linear layers: 'float32' as the model ships, or int8 "
         "(ONNX Runtime only; 'int8-all' also quantizes the feed-forward down projection, its "

@@ -209,8 +209,9 @@ def _embedding_per_query(texts: Sequence[str], router_tokens: int, rounds: int =
     model (retrieval, the injection classifier)."""
 
     from switchboard.embeddings import EmbeddingError
-    from switchboard.embeddings.local import WEIGHTS, BertEncoder, bundled_model_dir
+    from switchboard.embeddings.local import BertEncoder, bundled_model_dir
     from switchboard.embeddings.onnx import OnnxBertEncoder
+    from switchboard.embeddings.settings import WEIGHTS
 
     reference = BertEncoder(bundled_model_dir())
     encoders: dict[str, tuple[Any, dict[str, str]]] = {"numpy": (reference, {})}

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from switchboard.embeddings.settings import WEIGHTS
 from switchboard.orchestrator.router import Classifier, Complexity, ComplexityClassifier, Signal
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,6 @@ RULE_SIGNALS = (
 )
 EXTRA_FEATURES = ("rule score", "length", "question marks", "follow-up")
 EMBEDDING_FEATURE = "message meaning"
-# The encoder's weights (switchboard.embeddings.local.WEIGHTS).
-WEIGHT_TYPES = ("float32", "int8", "int8-all")
 # Earlier user turns embedded with the message: a follow-up's difficulty is in its context.
 HISTORY_TURNS = 2
 
@@ -252,7 +251,7 @@ class RouterModel:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: malformed router artifact ({exc})") from exc
-        if model.embedding.weights not in WEIGHT_TYPES:
+        if model.embedding.weights not in WEIGHTS:
             raise ValueError(f"{path}: unknown embedding weights {model.embedding.weights!r}")
         if not (model.scale.shape == model.weights.shape == (size,)) or not model.curve:
             raise ValueError(f"{path}: inconsistent router artifact sizes")

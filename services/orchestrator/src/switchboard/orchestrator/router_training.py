@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from switchboard.embeddings.settings import WEIGHTS
 from switchboard.orchestrator.learned_router import (
     DEFAULT_ARTIFACT,
-    WEIGHT_TYPES,
     CurvePoint,
     EmbeddingSpec,
     RouterModel,
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument(
         "--weights",
-        choices=WEIGHT_TYPES,
+        choices=WEIGHTS,
         default=DEFAULT_WEIGHTS,
         help="the encoder's linear layers in int8 (ONNX Runtime; faster: int8-all, all of them,"
         " int8, all but the feed-forward down projection) or float32",
