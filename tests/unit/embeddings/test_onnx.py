@@ -108,7 +108,9 @@ def test_the_full_model_in_int8_gives_vectors_close_to_float32() -> None:
     float32 = LocalEmbedder(weights="float32").embed_sync(TEXTS)
     int8 = LocalEmbedder(weights="int8-all").embed_sync(TEXTS)
     cosines = (float32 * int8).sum(axis=1)
-    assert cosines.min() > 0.98, cosines
+    # 0.977 at the least on a CPU without VNNI (AVX2 only), above 0.98 with it: see
+    # quantize_int8 and decision 0082.
+    assert cosines.min() > 0.97, cosines
     assert (np.argsort(float32 @ float32.T)[:, -2] == np.argsort(int8 @ int8.T)[:, -2]).all()
 
 
@@ -144,7 +146,7 @@ def test_int8_weights_stay_close_to_float32_and_are_deterministic(
     int8 = np.stack(
         [onnx_encoder.encode([t], layers=1, max_tokens=48, weights=weights)[0] for t in TEXTS]
     )
-    assert _min_cosine(int8, exact) > 0.999
+    assert _min_cosine(int8, exact) > 0.99  # 0.994 without VNNI, above 0.999 with it
     np.testing.assert_array_equal(
         onnx_encoder.encode(TEXTS, layers=1, max_tokens=48, weights=weights), int8
     )
