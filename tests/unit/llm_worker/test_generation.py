@@ -52,6 +52,7 @@ class Script:
     error: ProviderError = field(default_factory=retryable)
     tool_calls: tuple[ToolCall, ...] = ()
     stall: asyncio.Event | None = None  # wait on it after the deltas
+    pause_s: float = 0.0  # between deltas
 
 
 class FakeProvider:
@@ -68,6 +69,8 @@ class FakeProvider:
         for index, text in enumerate(script.deltas):
             if script.fail_after is not None and index == script.fail_after:
                 raise script.error
+            if index and script.pause_s:
+                await asyncio.sleep(script.pause_s)
             yield TextDelta(text)
         if script.fail_after is not None and script.fail_after >= len(script.deltas):
             raise script.error
@@ -166,7 +169,49 @@ async def test_coalescing_joins_deltas_but_sends_the_first_at_once() -> None:
     policy = GenerationPolicy(coalesce_window_s=60, coalesce_max_chars=6)
     provider = FakeProvider("openai", Script(["Hi", " the", "re", " you", "!"]))
     await generate(task(), [CHEAP], {"openai": provider}, sink, policy)
-    assert [e.delta.text for e in sink.events] == ["Hi", " there", " you!"]
+    # "re" fills the size: a send starts, and " you", read before it ran, joins it.
+    assert [e.delta.text for e in sink.events] == ["Hi", " there you", "!"]
+
+
+class SlowSink(Sink):
+    """A sink whose sends after the first wait until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, event: ChatEvent) -> None:
+        if self.events:
+            await self.release.wait()
+        self.events.append(event)
+
+
+async def test_the_stream_is_read_on_while_a_send_is_in_flight() -> None:
+    sink = SlowSink()
+    policy = GenerationPolicy(coalesce_window_s=0, coalesce_max_chars=1000)
+    provider = FakeProvider("openai", Script(["a", "b", "c", "d", "e"], pause_s=0.005))
+    generation = asyncio.create_task(generate(task(), [CHEAP], {"openai": provider}, sink, policy))
+    await asyncio.sleep(0.1)  # "b"'s send waits; "c", "d", "e" are read meanwhile
+    assert [e.delta.text for e in sink.events] == ["a"]
+    sink.release.set()
+    result = await generation
+    assert [e.delta.text for e in sink.events] == ["a", "b", "cde"]
+    assert result.text == "abcde"
+
+
+async def test_text_waiting_behind_a_send_is_bounded() -> None:
+    sink = SlowSink()
+    policy = GenerationPolicy(coalesce_window_s=0, coalesce_max_chars=2)
+    provider = FakeProvider("openai", Script(["a", "b", "c", "d", "e", "f"]))
+    generation = asyncio.create_task(generate(task(), [CHEAP], {"openai": provider}, sink, policy))
+    await asyncio.sleep(0.05)
+    # The stream is not read on once 2 characters wait behind the send in flight.
+    assert len(provider.requests) == 1 and not generation.done()
+    sink.release.set()
+    await generation
+    texts = [e.delta.text for e in sink.events]
+    assert "".join(texts) == "abcdef"
+    assert all(len(t) <= 3 for t in texts), texts
 
 
 async def test_a_first_word_held_by_the_output_guardrail_does_not_wait_for_the_window() -> None:

@@ -40,6 +40,11 @@ class Coalescer:
             return None
         return (self._last_sent or 0.0) + self._window_s
 
+    @property
+    def pending_chars(self) -> int:
+        """Characters buffered and not drained yet."""
+        return self._pending_chars
+
     def drain(self) -> str:
         """Everything buffered."""
         text = "".join(self._pending)
@@ -79,8 +84,13 @@ class ReplyChannel:
 class DeltaRelay:
     """Coalesces one attempt's text deltas into reply events.
 
-    A timer sends buffered text when the window closes, so text never waits on the next
-    delta of a provider that stalls.
+    Until some text went out, each delta is sent at once, in line. After that, sends run in
+    the background, one at a time: the stream keeps being read while a send is in flight,
+    and what arrives meanwhile joins the next event. So a busy worker (whose sends wait on
+    the broker) sends fewer, larger events instead of one per token, and an idle one still
+    sends every `window_s`. A timer sends buffered text when the window closes, so text never
+    waits on the next delta of a provider that stalls. At most `max_chars` wait behind a
+    send in flight; past that, `add` waits for it (back-pressure on the provider's stream).
     """
 
     def __init__(
@@ -88,12 +98,15 @@ class DeltaRelay:
         channel: ReplyChannel,
         coalescer: Coalescer,
         redactor: StreamingRedactor | None = None,
+        *,
+        max_waiting_chars: int = 256,
     ) -> None:
         self._channel = channel
         self._coalescer = coalescer
         # Output guardrail: PII and secrets never reach the client. Redacting the coalesced
         # chunks rather than each token keeps its cost per event, not per token.
         self._redactor = redactor
+        self._max_waiting_chars = max_waiting_chars
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -101,15 +114,24 @@ class DeltaRelay:
         self.sent = False
 
     async def add(self, text: str) -> None:
-        """Take one delta; it goes out now or when the window closes."""
+        """Take one delta; it goes out now, with the next send, or when the window closes."""
         self._raise_flush_error()
-        async with self._channel.lock:
-            if self._coalescer.add(text, self._loop.time()):
+        due = self._coalescer.add(text, self._loop.time())
+        if not self.sent:
+            # The first visible text goes out in line: nothing is quicker.
+            async with self._channel.lock:
                 await self._send_locked()
-            elif self._timer is None:
-                deadline = self._coalescer.deadline()
-                assert deadline is not None
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        if self._in_flight():
+            if self._coalescer.pending_chars < self._max_waiting_chars:
+                return  # joins the next event, sent once this one is done
+            await asyncio.wait([self._flushing])  # type: ignore[list-item]
+            self._raise_flush_error()
+            due = True
+        if due:
+            self._start_flush()
+        elif self._timer is None:
+            self._arm_timer()
 
     async def flush(self) -> None:
         """Send what is buffered now."""
@@ -123,16 +145,26 @@ class DeltaRelay:
         self._coalescer.drain()
 
     def close(self) -> None:
-        """Stop the timer (the generation ended or was cancelled)."""
+        """Stop the timer and a send in flight (the generation ended or was cancelled)."""
         self._cancel_timer()
         if self._flushing is not None and not self._flushing.done():
             self._flushing.cancel()
 
+    def _in_flight(self) -> bool:
+        return self._flushing is not None and not self._flushing.done()
+
     async def _settle(self) -> None:
+        # A send that ends may arm the timer again (text came in meanwhile): loop until
+        # neither is left.
+        while True:
+            self._cancel_timer()
+            flushing = self._flushing
+            if flushing is None:
+                break
+            await asyncio.wait([flushing])
+            if self._flushing is flushing:
+                self._flushing = None
         self._cancel_timer()
-        if self._flushing is not None:
-            await asyncio.wait([self._flushing])
-            self._flushing = None
         self._raise_flush_error()
 
     def _raise_flush_error(self) -> None:
@@ -145,19 +177,32 @@ class DeltaRelay:
             self._timer.cancel()
             self._timer = None
 
+    def _arm_timer(self) -> None:
+        deadline = self._coalescer.deadline()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
     def _on_timer(self) -> None:
         self._timer = None
-        self._flushing = asyncio.create_task(self._flush_on_timer())
+        if not self._in_flight():
+            self._start_flush()
+        # else: the send in flight arms the timer again when it is done
 
-    async def _flush_on_timer(self) -> None:
+    def _start_flush(self) -> None:
+        self._cancel_timer()
+        self._flushing = asyncio.create_task(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
         try:
             async with self._channel.lock:
                 await self._send_locked()
         except Exception as exc:  # raised to the generation at its next step
             self._error = exc
+            return
+        if self._timer is None:
+            self._arm_timer()  # for what arrived while this send was in flight
 
     async def _send_locked(self, final: bool = False) -> None:
-        self._cancel_timer()
         now = self._loop.time()
         text = self._coalescer.drain()
         if self._redactor is not None:

@@ -160,13 +160,19 @@ class WorkerSettings(BaseSettings):
         default=15.0,
         ge=0,
         description=(
-            "Deltas are sent at once when this long passed since the last send, or when this "
-            "much text is waiting; otherwise they are joined into one reply event. A timer "
-            "sends waiting text when the window closes even if the provider stalls."
+            "After the first text, deltas are sent when this long passed since the last send, "
+            "one send at a time: what arrives while a send is in flight joins the next event "
+            "(a busy worker sends fewer, larger events). A timer sends waiting text when the "
+            "window closes even if the provider stalls."
         ),
     )
     coalesce_max_chars: int = Field(
-        default=256, gt=0, description="Waiting text that is sent at once, in characters."
+        default=256,
+        gt=0,
+        description=(
+            "Waiting text that is sent at once, in characters; behind a send in flight, the "
+            "stream is read on only while less than this waits."
+        ),
     )
     request_timeout_s: float = Field(
         default=60.0, gt=0, description="The SDKs' HTTP timeout (connect, and each read)."
