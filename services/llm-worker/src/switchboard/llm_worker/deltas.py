@@ -122,10 +122,11 @@ class DeltaRelay:
             async with self._channel.lock:
                 await self._send_locked()
             return
-        if self._in_flight():
+        flushing = self._flushing
+        if flushing is not None and not flushing.done():
             if self._coalescer.pending_chars < self._max_waiting_chars:
                 return  # joins the next event, sent once this one is done
-            await asyncio.wait([self._flushing])  # type: ignore[list-item]
+            await asyncio.wait([flushing])
             self._raise_flush_error()
             due = True
         if due:
