@@ -62,6 +62,7 @@ class FakeProvider:
         self.name = name
         self.scripts = list(scripts)
         self.requests: list[GenerationRequest] = []
+        self.yielded = 0  # deltas handed to the generation so far
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         self.requests.append(request)
@@ -71,6 +72,7 @@ class FakeProvider:
                 raise script.error
             if index and script.pause_s:
                 await asyncio.sleep(script.pause_s)
+            self.yielded += 1
             yield TextDelta(text)
         if script.fail_after is not None and script.fail_after >= len(script.deltas):
             raise script.error
@@ -191,7 +193,11 @@ async def test_the_stream_is_read_on_while_a_send_is_in_flight() -> None:
     policy = GenerationPolicy(coalesce_window_s=0, coalesce_max_chars=1000)
     provider = FakeProvider("openai", Script(["a", "b", "c", "d", "e"], pause_s=0.005))
     generation = asyncio.create_task(generate(task(), [CHEAP], {"openai": provider}, sink, policy))
-    await asyncio.sleep(0.1)  # "b"'s send waits; "c", "d", "e" are read meanwhile
+    for _ in range(500):  # bounded wait: "b"'s send waits, and "c", "d", "e" are read meanwhile
+        if provider.yielded == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert provider.yielded == 5
     assert [e.delta.text for e in sink.events] == ["a"]
     sink.release.set()
     result = await generation
@@ -205,8 +211,9 @@ async def test_text_waiting_behind_a_send_is_bounded() -> None:
     provider = FakeProvider("openai", Script(["a", "b", "c", "d", "e", "f"]))
     generation = asyncio.create_task(generate(task(), [CHEAP], {"openai": provider}, sink, policy))
     await asyncio.sleep(0.05)
-    # The stream is not read on once 2 characters wait behind the send in flight.
-    assert len(provider.requests) == 1 and not generation.done()
+    # "a" went out; "b" and "c" (2 characters) wait behind the send of "b", which is stuck:
+    # the stream is not read on.
+    assert provider.yielded == 3 and not generation.done()
     sink.release.set()
     await generation
     texts = [e.delta.text for e in sink.events]
