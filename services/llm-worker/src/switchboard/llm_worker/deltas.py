@@ -28,11 +28,7 @@ class Coalescer:
         """Buffer a delta; True when the buffer should be sent now."""
         self._pending.append(text)
         self._pending_chars += len(text)
-        return (
-            self._last_sent is None
-            or now - self._last_sent >= self._window_s
-            or self._pending_chars >= self._max_chars
-        )
+        return self._last_sent is None or now - self._last_sent >= self._window_s or self.full
 
     def deadline(self) -> float | None:
         """When the buffered text must go out at the latest; None when nothing waits."""
@@ -41,9 +37,9 @@ class Coalescer:
         return (self._last_sent or 0.0) + self._window_s
 
     @property
-    def pending_chars(self) -> int:
-        """Characters buffered and not drained yet."""
-        return self._pending_chars
+    def full(self) -> bool:
+        """`max_chars` or more are buffered."""
+        return self._pending_chars >= self._max_chars
 
     def drain(self) -> str:
         """Everything buffered."""
@@ -89,8 +85,8 @@ class DeltaRelay:
     and what arrives meanwhile joins the next event. So a busy worker (whose sends wait on
     the broker) sends fewer, larger events instead of one per token, and an idle one still
     sends every `window_s`. A timer sends buffered text when the window closes, so text never
-    waits on the next delta of a provider that stalls. At most `max_chars` wait behind a
-    send in flight; past that, `add` waits for it (back-pressure on the provider's stream).
+    waits on the next delta of a provider that stalls. Until the coalescer is full, text waits
+    behind a send in flight; then `add` waits for it (back-pressure on the provider's stream).
     """
 
     def __init__(
@@ -98,15 +94,12 @@ class DeltaRelay:
         channel: ReplyChannel,
         coalescer: Coalescer,
         redactor: StreamingRedactor | None = None,
-        *,
-        max_waiting_chars: int = 256,
     ) -> None:
         self._channel = channel
         self._coalescer = coalescer
         # Output guardrail: PII and secrets never reach the client. Redacting the coalesced
         # chunks rather than each token keeps its cost per event, not per token.
         self._redactor = redactor
-        self._max_waiting_chars = max_waiting_chars
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -122,9 +115,9 @@ class DeltaRelay:
             async with self._channel.lock:
                 await self._send_locked()
             return
-        flushing = self._flushing
-        if flushing is not None and not flushing.done():
-            if self._coalescer.pending_chars < self._max_waiting_chars:
+        flushing = self._send_in_flight()
+        if flushing is not None:
+            if not self._coalescer.full:
                 return  # joins the next event, sent once this one is done
             await asyncio.wait([flushing])
             self._raise_flush_error()
@@ -148,11 +141,12 @@ class DeltaRelay:
     def close(self) -> None:
         """Stop the timer and a send in flight (the generation ended or was cancelled)."""
         self._cancel_timer()
-        if self._flushing is not None and not self._flushing.done():
-            self._flushing.cancel()
+        if (flushing := self._send_in_flight()) is not None:
+            flushing.cancel()
 
-    def _in_flight(self) -> bool:
-        return self._flushing is not None and not self._flushing.done()
+    def _send_in_flight(self) -> asyncio.Task[None] | None:
+        flushing = self._flushing
+        return flushing if flushing is not None and not flushing.done() else None
 
     async def _settle(self) -> None:
         # A send that ends may arm the timer again (text came in meanwhile): loop until
@@ -165,7 +159,6 @@ class DeltaRelay:
             await asyncio.wait([flushing])
             if self._flushing is flushing:
                 self._flushing = None
-        self._cancel_timer()
         self._raise_flush_error()
 
     def _raise_flush_error(self) -> None:
@@ -185,7 +178,7 @@ class DeltaRelay:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._in_flight():
+        if self._send_in_flight() is None:
             self._start_flush()
         # else: the send in flight arms the timer again when it is done
 

@@ -237,7 +237,6 @@ class Generation:
             self._channel,
             Coalescer(policy.coalesce_window_s, policy.coalesce_max_chars),
             _output_redactor(self._task) if self._task.redact_output else None,
-            max_waiting_chars=policy.coalesce_max_chars,
         )
         parts: list[str] = []
         finished: Finished | None = None
