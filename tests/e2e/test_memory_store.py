@@ -43,6 +43,7 @@ async def plan_for(store: ConversationStore, conversation: str, max_input: int =
         unsummarised,
         count_tokens,
         trigger_tokens=100,
+        trigger_messages=200,
         keep_recent=2,
         max_input_tokens=max_input,
     )

@@ -150,6 +150,7 @@ def replay(turns: int, reply_tokens: int, settings: MemorySettings) -> list[Row]
             [m for m in stored if m.position > summary.until_position],
             lambda text: count_tokens(text, settings.summary_count_model),
             trigger_tokens=settings.summary_trigger_tokens,
+            trigger_messages=settings.summary_trigger_messages,
             keep_recent=settings.summary_keep_recent_messages,
             max_input_tokens=settings.summary_max_input_tokens,
         )

@@ -1,6 +1,10 @@
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
 from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.memory.settings import MemorySettings
 from switchboard.memory.summaries import (
     PURPOSE_METADATA_KEY,
     PURPOSE_SUMMARY,
@@ -30,7 +34,13 @@ def messages(n: int, size: int = 10) -> list[StoredMessage]:
 
 
 def plan(previous: SummaryState, unsummarised: list[StoredMessage], **overrides: int):  # type: ignore[no-untyped-def]
-    options = {"trigger_tokens": 50, "keep_recent": 2, "max_input_tokens": 1000, **overrides}
+    options = {
+        "trigger_tokens": 50,
+        "trigger_messages": 100,
+        "keep_recent": 2,
+        "max_input_tokens": 1000,
+        **overrides,
+    }
     return plan_summary(previous, unsummarised, words, **options)
 
 
@@ -40,6 +50,15 @@ def test_nothing_is_summarised_until_the_threshold_is_passed() -> None:
     assert planned is not None
     assert [m.position for m in planned.messages] == [1, 2, 3, 4]  # the newest 2 stay verbatim
     assert planned.last.position == 4 and planned.unsummarised_tokens == 60
+
+
+def test_many_short_messages_are_summarised_before_they_pass_the_tokens() -> None:
+    # 12 one-token messages: far under 50 tokens, but more than 10 messages.
+    assert plan(SummaryState(), messages(10, size=1), trigger_messages=10) is None
+    planned = plan(SummaryState(), messages(12, size=1), trigger_messages=10)
+    assert planned is not None
+    assert [m.position for m in planned.messages] == list(range(1, 11))  # newest 2 stay
+    assert planned.unsummarised_tokens == 12
 
 
 def test_recent_messages_alone_are_never_summarised() -> None:
@@ -107,3 +126,11 @@ def test_the_same_summary_asked_twice_is_the_same_task() -> None:
     # ... while another base version or another conversation is another summary.
     assert task_for(SummaryState(version=2, text="x")) != task_for(previous)
     assert task_for(previous, "c2") != task_for(previous)
+
+
+def test_a_message_trigger_past_the_window_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="summary_trigger_messages \\(40\\) must be below"):
+        MemorySettings(summary_trigger_messages=40, recent_messages=40)
+    with pytest.raises(ValidationError, match="cache_max_messages \\(20\\)"):
+        MemorySettings(cache_max_messages=20)
+    assert MemorySettings(summary_trigger_messages=19, cache_max_messages=20)

@@ -1,6 +1,8 @@
 """Memory service settings (`SWITCHBOARD_MEMORY_*`)."""
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.common.settings import HealthSettings, KafkaSettings, TelemetrySettings
@@ -152,6 +154,15 @@ class MemorySettings(BaseSettings):
         gt=0,
         description="A summary is requested when the unsummarised messages pass this many tokens.",
     )
+    summary_trigger_messages: int = Field(
+        default=30,
+        gt=0,
+        description=(
+            "A summary is also requested when more messages than this are unsummarised. Below "
+            "recent_messages and cache_max_messages, so that the unsummarised messages stay in "
+            "the window a context is read from (short turns pass it long before the tokens)."
+        ),
+    )
     summary_keep_recent_messages: int = Field(
         default=6, ge=0, description="The newest messages stay verbatim, outside the summary."
     )
@@ -228,3 +239,17 @@ class MemorySettings(BaseSettings):
         default_factory=HealthSettings,
         description="Health and metrics endpoint (SWITCHBOARD_HEALTH_*).",
     )
+
+    @model_validator(mode="after")
+    def _summaries_keep_the_window_whole(self) -> Self:
+        # Past the window, every context read reads the messages collection instead of one
+        # document (in FerretDB, a scan of every message), so the trigger must come first.
+        bound = min(self.recent_messages, self.cache_max_messages)
+        if self.summary_trigger_messages >= bound:
+            raise ValueError(
+                f"summary_trigger_messages ({self.summary_trigger_messages}) must be below "
+                f"recent_messages ({self.recent_messages}) and cache_max_messages "
+                f"({self.cache_max_messages}): otherwise unsummarised messages outgrow the "
+                "window that a context is read from"
+            )
+        return self

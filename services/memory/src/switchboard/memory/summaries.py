@@ -1,7 +1,8 @@
 """Rolling summaries: when to summarise, what, and the LLM task that does it (no I/O).
 
 A conversation's summary covers every message up to a position; the messages after it are
-"unsummarised". When they pass `trigger_tokens`, the oldest of them (all but the newest
+"unsummarised". When they pass `trigger_tokens`, or number more than `trigger_messages`, the
+oldest of them (all but the newest
 `keep_recent` messages, and no more than fit `max_input_tokens` together with the previous
 summary) are folded into a new summary by the cheap tier. The result comes back on the
 memory service's own result topic and becomes the next version.
@@ -53,13 +54,20 @@ def plan_summary(
     count: Callable[[str], int],
     *,
     trigger_tokens: int,
+    trigger_messages: int,
     keep_recent: int,
     max_input_tokens: int,
 ) -> SummaryPlan | None:
-    """The next summary to ask for, or None while the unsummarised part is small enough."""
+    """The next summary to ask for, or None while the unsummarised part is small enough.
+
+    The message count matters as much as the tokens: a conversation of many short turns
+    stays under `trigger_tokens` long after its unsummarised messages outgrew the window
+    that the conversation document keeps, and every context read then reads the messages
+    collection (see `MemorySettings.summary_trigger_messages`).
+    """
     costs = [count(m.text) for m in unsummarised]
     total = sum(costs)
-    if total <= trigger_tokens:
+    if total <= trigger_tokens and len(unsummarised) <= trigger_messages:
         return None
     foldable = len(unsummarised) - keep_recent
     if foldable <= 0:

@@ -60,6 +60,7 @@ class Summarizer:
             unsummarised,
             self._count,
             trigger_tokens=settings.summary_trigger_tokens,
+            trigger_messages=settings.summary_trigger_messages,
             keep_recent=settings.summary_keep_recent_messages,
             max_input_tokens=settings.summary_max_input_tokens,
         )
