@@ -148,6 +148,11 @@ class TurnEngine:
         lookup = asyncio.ensure_future(self._states.lookup(turn.tenant_id, turn.request_id))
         retrieval: asyncio.Task[list[kb.Passage]] | None = None
         try:
+            # Two turns of the loop, so that both requests are on the wire before the CPU work
+            # below (redaction) holds the loop: the first starts the reads, the second the task
+            # from which grpc.aio sends a call.
+            for _ in range(2):
+                await asyncio.sleep(0)
             try:
                 tenant: TenantConfig | None = await self._tenant(turn.tenant_id)
             except UnprocessableError:
