@@ -2,9 +2,9 @@
 
 A conversation's summary covers every message up to a position; the messages after it are
 "unsummarised". When they pass `trigger_tokens`, or number more than `trigger_messages`, the
-oldest of them (all but the newest
-`keep_recent` messages, and no more than fit `max_input_tokens` together with the previous
-summary) are folded into a new summary by the cheap tier. The result comes back on the
+oldest of them (all but the newest `keep_recent` messages, and no more than fit
+`max_input_tokens` together with the previous summary) are folded into a new summary by the
+cheap tier. The result comes back on the
 memory service's own result topic and becomes the next version.
 """
 
