@@ -4,8 +4,8 @@ A conversation's summary covers every message up to a position; the messages aft
 "unsummarised". When they pass `trigger_tokens`, or number more than `trigger_messages`, the
 oldest of them (all but the newest `keep_recent` messages, and no more than fit
 `max_input_tokens` together with the previous summary) are folded into a new summary by the
-cheap tier. The result comes back on the
-memory service's own result topic and becomes the next version.
+cheap tier. The result comes back on the memory service's own result topic and becomes the
+next version.
 """
 
 import uuid
