@@ -170,18 +170,12 @@ async def test_budget_arithmetic_is_token_exact(
     ) + sum(count_tokens(t, "claude-sonnet-4-5") + PER_MESSAGE_OVERHEAD_TOKENS for t in flat)
 
 
-async def test_a_long_conversation_is_summarised_and_the_summary_replaces_its_history(
-    platform: Platform, mongo: Mongo, memory: MemoryServiceStub
-) -> None:
-    """Default settings: summary past 1,500 unsummarised tokens, newest 6 messages kept."""
-    conversation = new_id("summary")
-    texts = pairs(12, words=60)  # about 120 tokens per message, 2,900 in all
-    turns = make_turns("acme", conversation, texts)
-    await publish_turns(platform.topic("chat.turns"), turns)
-    docs = await stored(mongo, platform.database, "acme", conversation, 24)
-    assert len(docs) == 24
-    db = mongo[platform.database]
-
+async def settled_summary(
+    mongo: Mongo, database: str, memory: MemoryServiceStub, conversation: str
+) -> tuple[list[dict[str, Any]], Any]:
+    """The summary versions of an `acme` conversation and its context, once a summary is
+    stored and in use (the conversation's state, its versions and GetContext agree)."""
+    db = mongo[database]
     scope = {"tenant_id": "acme", "conversation_id": conversation}
 
     async def observe() -> tuple[dict[str, Any] | None, list[dict[str, Any]], Any]:
@@ -221,6 +215,21 @@ async def test_a_long_conversation_is_summarised_and_the_summary_replaces_its_hi
             )
         )
     _, versions, context = seen
+    return versions, context
+
+
+async def test_a_long_conversation_is_summarised_and_the_summary_replaces_its_history(
+    platform: Platform, mongo: Mongo, memory: MemoryServiceStub
+) -> None:
+    """Default settings: summary past 1,500 unsummarised tokens, newest 6 messages kept."""
+    conversation = new_id("summary")
+    texts = pairs(12, words=60)  # about 120 tokens per message, 2,900 in all
+    turns = make_turns("acme", conversation, texts)
+    await publish_turns(platform.topic("chat.turns"), turns)
+    docs = await stored(mongo, platform.database, "acme", conversation, 24)
+    assert len(docs) == 24
+
+    versions, context = await settled_summary(mongo, platform.database, memory, conversation)
     latest = versions[-1]
     assert latest["version"] >= 1 and latest["text"].strip()
     # Versioned with the last message it covers, and the count of what it covers.
@@ -233,6 +242,26 @@ async def test_a_long_conversation_is_summarised_and_the_summary_replaces_its_hi
     assert [m.text for m in context.messages] == recent
     full_history = sum(count_tokens(d["text"]) + PER_MESSAGE_OVERHEAD_TOKENS for d in docs)
     assert context.token_count < full_history
+
+
+async def test_many_short_turns_are_summarised_before_they_outgrow_the_window(
+    platform: Platform, mongo: Mongo, memory: MemoryServiceStub
+) -> None:
+    """Default settings: a summary past 30 unsummarised messages, however few their tokens,
+    so that the unsummarised ones stay inside the conversation's 40-message window."""
+    conversation = new_id("short")
+    texts = pairs(18, words=2)  # 36 messages of a few tokens: far from the 1,500-token trigger
+    turns = make_turns("acme", conversation, texts)
+    await publish_turns(platform.topic("chat.turns"), turns)
+    docs = await stored(mongo, platform.database, "acme", conversation, 36)
+    assert sum(count_tokens(d["text"]) for d in docs) < 500
+
+    versions, context = await settled_summary(mongo, platform.database, memory, conversation)
+    latest = versions[-1]
+    assert latest["text"].strip() and latest["covered_messages"] <= 36 - 6
+    recent = [d["text"] for d in docs if d["position"] > latest["until_position"]]
+    assert [m.text for m in context.messages] == recent
+    assert len(recent) <= 40, "the unsummarised messages fit the window"
 
 
 async def test_deletion_removes_messages_summary_and_facts_and_late_turns_stay_out(
