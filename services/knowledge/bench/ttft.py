@@ -3,25 +3,30 @@
 Starts an isolated platform (simulator, memory, knowledge, llm-worker, orchestrator, gateway:
 its own ports, topic prefix and database) on the running local stack, loads the demo
 knowledge base (deploy/local/knowledge/demo) into one tenant over the HTTP knowledge API, and
-sends streamed chat turns one at a time, alternating between two tenants configured alike:
+sends streamed chat turns one at a time, in rounds of one turn per tenant (the order rotates
+from round to round), over three tenants configured alike:
 
 - `kb`: has the demo knowledge base; every question is about its policies, so every turn
   embeds the question, searches, and puts passages into the prompt;
 - `nokb`: has no documents; the orchestrator still asks the knowledge service, which answers
-  at once (nothing to search).
+  at once (nothing to search);
+- `off`: grounding off for the tenant (`knowledge_grounding: false`): the turn makes no
+  search call at all. It is the reference: `kb` - `off` is what retrieval adds, measured in
+  the same minutes as `kb` (the machine's load drifts by more than the difference sought),
+  and reported as the median of the per-round differences with a bootstrap 95% interval.
 
 After the turns, every chat request the simulator received in that phase is sent again
 straight to it, alternating between the grounded ones (`kb`) and the others: the provider's
 own TTFT for the same prompts (`direct/...`), so that what the platform adds is told apart
 from the provider reading a longer prompt.
 
-Then the orchestrator restarts with retrieval off (SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED
-=false) and the same alternation runs again, as the reference with no retrieval at all.
+With `--off-turns N` the orchestrator then restarts with retrieval off for the whole service
+(SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED=false) and the rounds run again.
 Every question is unique (a ticket number), so the query-embedding cache never answers: the
 worst case (`--repeat-questions`: five questions over and over, the cache answers). Turns
 run in conversations of five, like the platform benchmark.
 
-    python services/knowledge/bench/ttft.py --turns 300 --off-turns 100
+    python services/knowledge/bench/ttft.py --turns 300
     make bench-knowledge-ttft                                         # the same, the stack started
 """
 
@@ -29,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -60,6 +66,7 @@ QUESTIONS = (
     "Do you ship to Switzerland, and what does it cost?",
 )
 TURNS_PER_CONVERSATION = 5
+ARMS = ("kb", "nokb", "off")  # the order of the first round; `off` has grounding off
 GROUNDING_MARKER = "Knowledge base passages"  # switchboard.orchestrator.knowledge
 
 
@@ -93,6 +100,22 @@ class Arm:
         }
 
 
+def median_with_interval(values: list[float], resamples: int = 2000) -> dict[str, Any]:
+    """The median of `values` and a percentile-bootstrap 95% interval for it (seeded)."""
+    if not values:
+        return {"rounds": 0, "median_ms": None, "low_ms": None, "high_ms": None}
+    rng = random.Random(0)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    return {
+        "rounds": len(values),
+        "median_ms": round(statistics.median(values), 2),
+        "low_ms": round(medians[int(0.025 * resamples)], 2),
+        "high_ms": round(medians[int(0.975 * resamples) - 1], 2),
+    }
+
+
 class Bench:
     """The isolated platform and the load."""
 
@@ -118,7 +141,7 @@ class Bench:
         self.http_url = f"http://127.0.0.1:{self.ports['http']}"
         self.logs = ROOT / ".local" / "logs" / "bench-knowledge-ttft"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.keys = {"kb": f"kbbench-{self.run}-kb", "nokb": f"kbbench-{self.run}-nokb"}
+        self.keys = {name: f"kbbench-{self.run}-{name}" for name in ARMS}
         self.env = {
             **os.environ,
             "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
@@ -254,8 +277,8 @@ class Bench:
             await admin.close()
 
     async def _seed(self) -> None:
-        """Two tenants alike but for their knowledge base; no response cache (every turn
-        takes the whole path), limits far above the load."""
+        """Three tenants alike but for their knowledge base and grounding; no response cache
+        (every turn takes the whole path), limits far above the load."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             MONGO, serverSelectionTimeoutMS=5_000
         )
@@ -271,6 +294,7 @@ class Bench:
                             requests_per_minute=1_000_000, requests_per_minute_per_user=1_000_000
                         ),
                         daily_budget_usd=1_000_000.0,
+                        knowledge_grounding=name != "off",
                     )
                 )
         finally:
@@ -341,17 +365,27 @@ class Bench:
         if first is not None:
             arm.ttft_ms.append((first - started) * 1000)
 
-    async def _phase(self, label: str, turns: int) -> list[dict[str, Any]]:
-        arms = [Arm(f"{label}/kb", self.keys["kb"]), Arm(f"{label}/nokb", self.keys["nokb"])]
+    async def _phase(self, label: str, turns: int) -> tuple[list[dict[str, Any]], list[float]]:
+        """`turns` rounds of one turn per tenant; also the per-round `kb` - `off` differences
+        (rounds in which both answered)."""
+        arms = [Arm(f"{label}/{name}", self.keys[name]) for name in ARMS]
+        paired: list[float] = []
         async with openai.AsyncOpenAI(
             base_url=f"{self.http_url}/v1", api_key="unused", max_retries=0, timeout=60
         ) as client:
-            warm = [Arm("warm-kb", self.keys["kb"]), Arm("warm-nokb", self.keys["nokb"])]
+            warm = [Arm(f"warm-{name}", self.keys[name]) for name in ARMS]
             for number in range(self.args.warmup):
-                await self._turn(client, warm[number % 2], -1 - number)
+                await self._turn(client, warm[number % len(warm)], -1 - number)
             for number in range(turns):
-                await self._turn(client, arms[number % 2], number)
-        return [arm.figures() for arm in arms]
+                # The order rotates, so that no arm always follows the same one.
+                order = arms[number % len(arms) :] + arms[: number % len(arms)]
+                counts = [len(arm.ttft_ms) for arm in arms]
+                for arm in order:
+                    await self._turn(client, arm, number)
+                kb, off = arms[0], arms[2]
+                if len(kb.ttft_ms) > counts[0] and len(off.ttft_ms) > counts[2]:
+                    paired.append(kb.ttft_ms[-1] - off.ttft_ms[-1])
+        return [arm.figures() for arm in arms], paired
 
     async def _direct(self) -> list[dict[str, Any]]:
         """The simulator's TTFT for the chat requests it received, sent again straight to
@@ -408,7 +442,7 @@ class Bench:
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{self.ports['simulator']}/_journal"
             await (await http.delete(url)).release()
-        on = await self._phase("retrieval-on", self.args.turns)
+        on, paired = await self._phase("retrieval-on", self.args.turns)
         after = self._search_seconds()
         on += await self._direct()
         searches = after[1] - before[1]
@@ -417,7 +451,7 @@ class Bench:
         if self.args.off_turns:
             self._stop("orchestrator")
             await asyncio.to_thread(self._start, "orchestrator", False)
-            off = await self._phase("retrieval-off", self.args.off_turns)
+            off, _ = await self._phase("retrieval-off", self.args.off_turns)
         return {
             "sim_ttft_ms": self.args.sim_ttft_ms,
             "repeat_questions": self.args.repeat_questions,
@@ -425,6 +459,7 @@ class Bench:
             # Server-side, query embedding included (the `kb` tenant's searches, warm-up too).
             "knowledge_search_mean_ms": round(search_mean_ms, 1) if search_mean_ms else None,
             "arms": on + off,
+            "kb_minus_off": median_with_interval(paired),
         }
 
     def run_all(self) -> dict[str, Any]:
@@ -444,8 +479,10 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=300, help="turns with retrieval on")
-    parser.add_argument("--off-turns", type=int, default=100, help="turns with retrieval off")
+    parser.add_argument("--turns", type=int, default=100, help="rounds (one turn per tenant)")
+    parser.add_argument(
+        "--off-turns", type=int, default=0, help="rounds with retrieval off for the service"
+    )
     parser.add_argument("--warmup", type=int, default=10, help="uncounted turns per phase")
     parser.add_argument("--sim-ttft-ms", type=float, default=0.0, help="the simulator's TTFT")
     parser.add_argument(
@@ -472,11 +509,18 @@ def main() -> None:
     )
     p50 = {arm["arm"]: arm["p50_ms"] for arm in report["arms"]}
     if None not in (p50.get("retrieval-on/kb"), p50.get("direct/kb")):
-        through = p50["retrieval-on/kb"] - p50["retrieval-on/nokb"]
         direct = p50["direct/kb"] - p50["direct/nokb"]
+        for reference in ("nokb", "off"):
+            through = p50["retrieval-on/kb"] - p50[f"retrieval-on/{reference}"]
+            print(
+                f"kb - {reference} at p50: {through:+.1f} ms through the platform, of which the "
+                f"provider (direct) {direct:+.1f} ms; the platform's own {through - direct:+.1f} ms"
+            )
+        diff = report["kb_minus_off"]
         print(
-            f"kb - nokb at p50: {through:+.1f} ms through the platform, of which the provider "
-            f"(direct) {direct:+.1f} ms; the platform's own {through - direct:+.1f} ms"
+            f"kb - off, median of {diff['rounds']} per-round differences: {diff['median_ms']:+.1f}"
+            f" ms (bootstrap 95% interval {diff['low_ms']:+.1f} to {diff['high_ms']:+.1f}); "
+            f"less the provider's share: {diff['median_ms'] - direct:+.1f} ms"
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,14 @@ async def test_a_grounded_faq_answer_is_cached_with_its_citations_until_its_docu
     retriever.passages = [replace(RETURNS, text="You can return items within 14 days.")]
     await world.engine.on_request(request("How long do I have to return an item?", request_id="r3"))
     assert len(world.outbox.tasks) == 2
+
+
+async def test_a_tenant_without_grounding_makes_no_search_call() -> None:
+    retriever = FakeRetriever([RETURNS])
+    world = world_with(retriever, tenant=TenantConfig(tenant_id="demo", knowledge_grounding=False))
+    await world.engine.on_request(request("How long do I have to return this?"))
+    (task,) = world.outbox.tasks
+    assert retriever.queries == []
+    assert not any("<passage" in m.text for m in task.messages)
+    await world.engine.on_result(result_for(task, "Within 30 days."))
+    assert list(world.outbox.events[-1].done.citations) == []

@@ -136,6 +136,10 @@ class TenantConfig(BaseModel):
     builtin_tools: list[str] = Field(default_factory=lambda: ["escalate_to_human", "current_time"])
     # Cache answers to FAQ-style first turns this long (0 disables the cache).
     response_cache_ttl_s: int = Field(default=0, ge=0)
+    # Search the tenant's knowledge base in every turn and ground the answer in it. Off, the
+    # turn makes no search call (a tenant without documents saves the round trip); the
+    # `search_knowledge` built-in tool is governed by `builtin_tools` alone.
+    knowledge_grounding: bool = True
 
     @field_validator("tools")
     @classmethod

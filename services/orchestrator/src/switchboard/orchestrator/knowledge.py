@@ -148,11 +148,12 @@ class KnowledgeRetriever:
 
 
 def start_retrieval(
-    retriever: KnowledgeRetriever | None, turn: TurnRequest, query: str
+    retriever: KnowledgeRetriever | None, turn: TurnRequest, query: str, *, grounding: bool = True
 ) -> "asyncio.Task[list[Passage]] | None":
-    """The passages for `query`, retrieved in the background (None when retrieval is off),
-    so that the caller awaits them beside the memory read."""
-    if retriever is None or not retriever.settings.enabled:
+    """The passages for `query`, retrieved in the background (None when retrieval is off, for
+    the service or for the tenant: `grounding`), so that the caller awaits them beside the
+    memory read."""
+    if retriever is None or not retriever.settings.enabled or not grounding:
         return None
     return asyncio.ensure_future(retriever.retrieve(turn.tenant_id, query))
 

@@ -160,7 +160,12 @@ class TurnEngine:
             redacted = None
             if tenant is not None and self._input_problem(turn.message) is None:
                 redacted = screening.redact_message(turn.message, tenant.guardrails)
-                retrieval = kb.start_retrieval(self._knowledge, turn, redacted.stored.text)
+                retrieval = kb.start_retrieval(
+                    self._knowledge,
+                    turn,
+                    redacted.stored.text,
+                    grounding=tenant.knowledge_grounding,
+                )
             existing, ended = await lookup
             if existing is not None:
                 # Redelivered after the task went out: publishing it again is harmless (the
@@ -176,7 +181,12 @@ class TurnEngine:
                 tenant = await self._tenant(turn.tenant_id)
                 if self._input_problem(turn.message) is None:
                     redacted = screening.redact_message(turn.message, tenant.guardrails)
-                    retrieval = kb.start_retrieval(self._knowledge, turn, redacted.stored.text)
+                    retrieval = kb.start_retrieval(
+                        self._knowledge,
+                        turn,
+                        redacted.stored.text,
+                        grounding=tenant.knowledge_grounding,
+                    )
             with tracer.start_as_current_span("orchestrator.turn") as span:
                 span.set_attribute("switchboard.request_id", turn.request_id)
                 span.set_attribute("switchboard.tenant_id", turn.tenant_id)
