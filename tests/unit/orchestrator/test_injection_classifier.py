@@ -4,6 +4,7 @@ turn's shared embedding. Vectors here are made up; the trained behaviour is meas
 
 import asyncio
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,11 +17,13 @@ from switchboard.embeddings import EmbeddingError, QueryEmbeddings, Vectors
 from switchboard.orchestrator.evaluation import injection_rows
 from switchboard.orchestrator.guardrails import InjectionDetector, InjectionVerdict
 from switchboard.orchestrator.guardrails.classifier import (
+    CHAR_BUCKETS,
     RULES_SCALE,
     WORD_BUCKETS,
     InjectionClassifier,
     InjectionModel,
     applies,
+    char_buckets,
     shape,
     word_buckets,
 )
@@ -209,14 +212,68 @@ def test_hashed_words_and_the_message_shape_add_to_the_logit() -> None:
     assert word_buckets(f"REVEAL your {fullwidth}") == buckets
 
 
+def test_letter_ngrams_of_the_words_add_to_the_logit() -> None:
+    chars = np.zeros(CHAR_BUCKETS, dtype=np.float32)
+    text = "Vergiss alles"
+    buckets = char_buckets(text)
+    chars[buckets] = 1.5
+    model = replace(_model(WEIGHTS), char_weights=chars)
+    z = 10.0 + 1.5 * len(buckets) / math.sqrt(len(buckets))
+    assert InjectionClassifier(model).probability(ATTACK_LIKE, 0.0, text) == pytest.approx(
+        1 / (1 + math.exp(-z))
+    )
+    # "vergiss" padded gives 7 + 6 + 5 pieces of 3, 4 and 5 letters, "alles" 5 + 4 + 3.
+    assert 0 < len(buckets) <= 30
+    # Case, width and invisible characters do not change them; digits and punctuation are
+    # not letters; a compound shares most of its pieces with its parts.
+    fullwidth = "".join(chr(0xFEE0 + ord(c)) for c in "alles")
+    assert char_buckets(f"VERGISS\u200b {fullwidth}!!! 42") == buckets
+    compound = set(char_buckets("Anweisungsvergessen"))
+    assert len(compound & set(char_buckets("Anweisung vergessen"))) >= 0.6 * len(compound)
+    assert char_buckets("") == [] and char_buckets("123 ...") == []
+
+
 def test_the_committed_model_round_trips_through_its_json(tmp_path: Path) -> None:
     model = InjectionModel.load()
     assert model.word_weights is not None and model.word_weights.shape == (WORD_BUCKETS,)
+    assert model.char_weights is not None and model.char_weights.shape == (CHAR_BUCKETS,)
     path = tmp_path / "model.json"
     path.write_text(model.to_json())
     again = InjectionModel.load(path)
     assert again.shape_weights == pytest.approx(model.shape_weights)
     assert np.allclose(again.word_weights, model.word_weights, atol=1e-5)  # type: ignore[arg-type]
+    assert np.allclose(again.char_weights, model.char_weights, atol=1e-5)  # type: ignore[arg-type]
+
+
+def test_a_model_without_letter_ngrams_still_loads(tmp_path: Path) -> None:
+    data = json.loads(InjectionModel.load().to_json())
+    del data["char_weights"]
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(data))
+    model = InjectionModel.load(path)
+    assert model.char_weights is None
+    text = "Where is my parcel?"
+    p = InjectionClassifier(model).probability(np.zeros(DIMENSIONS, dtype=np.float32), 0.0, text)
+    assert 0.0 < p < 1.0
+
+
+def test_the_training_fit_reaches_the_regularised_optimum() -> None:
+    from switchboard.orchestrator.guardrails.train import fit
+
+    rng = np.random.default_rng(7)
+    features = np.hstack([rng.normal(size=(200, 5)), np.ones((200, 1))])
+    labels = (features[:, 0] - features[:, 1] + rng.normal(size=200) > 0.5).astype(np.float64)
+    w = fit(features, labels, 0.3)
+    # The gradient of the class-balanced, L2-regularised loss vanishes at the result.
+    positive = labels.mean()
+    sample = np.where(labels == 1, 0.5 / positive, 0.5 / (1 - positive)) / len(labels)
+    reg = np.full(6, 0.3 / len(labels))
+    reg[-1] = 0.0
+    p = 1 / (1 + np.exp(-(features @ w)))
+    assert np.abs(features.T @ (sample * (p - labels)) + reg * w).max() < 1e-8
+    assert w[0] > 0 > w[1]
+    # A warm start from the answer stays there.
+    assert np.allclose(fit(features, labels, 0.3, w), w)
 
 
 # Everyday requests the opt-in classifier of the second pass blocked in the e2e suite (the

@@ -1,11 +1,14 @@
 """A small learned check beside the rules: logistic regression over the message's sentence
 embedding (all-MiniLM-L6-v2, the vector the turn computes once for knowledge retrieval too),
-its words and word pairs (hashed), its length and the rules' score.
+its words and word pairs (hashed), the 3- to 5-letter pieces of its words (hashed: German
+compounds, typos and inflections that neither the words nor the English MiniLM catch), its
+length and the rules' score.
 
-The weights (384 + 2,048 + 4 numbers) are trained by `make train-guardrails` on the dev split of
-tests/data only and committed as `injection_model.json` (its `version`, the embedding
-model and a hash of the training rows are in the file). Scoring is two dot products and
-a pass over the words: the cost is the embedding, which the turn shares with retrieval.
+The weights (384 + 2,048 + 4,096 + 4 numbers) are trained by `make train-guardrails` on the
+dev split of tests/data only and committed as `injection_model.json` (its `version`, the
+embedding model and a hash of the training rows are in the file). Scoring is a dot product
+and a pass over the words and their letters (~1 µs a character): the cost is the embedding,
+which the turn shares with retrieval.
 
 MiniLM was trained on English: for text in other scripts its vectors say little, so the
 classifier abstains there (`applies`) and the rules decide alone.
@@ -35,6 +38,10 @@ MIN_LATIN_SHARE = 0.6
 # Words and word pairs are hashed into this many buckets (the hashing trick: no vocabulary
 # to keep, and words never seen in training fall into buckets of small weight).
 WORD_BUCKETS = 2048
+# The words' letter n-grams (3 to 5 letters, the word padded with a space each side) are
+# hashed into this many buckets; absent from models before version 3.
+CHAR_BUCKETS = 4096
+CHAR_NGRAMS = (3, 4, 5)
 # Messages of at most this many words get the "short" feature: everyday requests are short,
 # so the model learns how much evidence a short message needs.
 SHORT_WORDS = 6
@@ -57,6 +64,8 @@ class InjectionModel:
     # One per hashed word bucket, and for (log(1 + words), short); absent in version 1.
     word_weights: NDArray[np.float32] | None = None
     shape_weights: tuple[float, float] = (0.0, 0.0)
+    # One per hashed letter n-gram bucket; absent before version 3.
+    char_weights: NDArray[np.float32] | None = None
 
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> "InjectionModel":
@@ -77,6 +86,11 @@ class InjectionModel:
                 float(data.get("shape_weights", [0.0, 0.0])[0]),
                 float(data.get("shape_weights", [0.0, 0.0])[1]),
             ),
+            char_weights=(
+                np.asarray(data["char_weights"], dtype=np.float32)
+                if "char_weights" in data
+                else None
+            ),
         )
 
     def to_json(self, extra: dict[str, Any] | None = None) -> str:
@@ -93,6 +107,11 @@ class InjectionModel:
                 **(
                     {"word_weights": [round(float(w), 5) for w in self.word_weights]}
                     if self.word_weights is not None
+                    else {}
+                ),
+                **(
+                    {"char_weights": [round(float(w), 5) for w in self.char_weights]}
+                    if self.char_weights is not None
                     else {}
                 ),
             },
@@ -113,6 +132,23 @@ def word_buckets(text: str) -> list[int]:
     words = _WORD.findall(normalize(text).lower())
     grams = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
     return sorted({zlib.crc32(g.encode()) % WORD_BUCKETS for g in grams})
+
+
+def char_buckets(text: str) -> list[int]:
+    """The hashed buckets of the 3- to 5-letter pieces of the text's words (lower case, NFKC,
+    each word padded with a space each side, so that beginnings and ends count), distinct."""
+    crc = zlib.crc32
+    grams: set[int] = set()
+    for word in _WORD.findall(normalize(text).lower()):
+        padded = f" {word} "
+        for n in CHAR_NGRAMS:
+            grams.update(crc(padded[i : i + n].encode()) for i in range(len(padded) - n + 1))
+    return sorted({g % CHAR_BUCKETS for g in grams})
+
+
+def _binary_dot(weights: NDArray[np.float32], buckets: list[int]) -> float:
+    """The dot product of `weights` with the unit-length binary vector of `buckets`."""
+    return float(weights[buckets].sum()) / math.sqrt(len(buckets)) if buckets else 0.0
 
 
 def shape(text: str) -> tuple[float, float]:
@@ -143,11 +179,11 @@ class InjectionClassifier:
             + self.model.rules_weight * RULES_SCALE * rules_score
             + self.model.bias
         )
+        # The bucket vectors are binary and unit-length: their dot products are sums.
         if self.model.word_weights is not None and text:
-            buckets = word_buckets(text)
-            if buckets:
-                # The bucket vector is binary and unit-length: its dot product is a mean.
-                z += float(self.model.word_weights[buckets].sum()) / math.sqrt(len(buckets))
+            z += _binary_dot(self.model.word_weights, word_buckets(text))
+        if self.model.char_weights is not None and text:
+            z += _binary_dot(self.model.char_weights, char_buckets(text))
         if text:
             length, short = shape(text)
             z += self.model.shape_weights[0] * length + self.model.shape_weights[1] * short

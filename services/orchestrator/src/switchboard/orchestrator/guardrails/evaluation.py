@@ -238,7 +238,11 @@ def evaluate_guardrails(data: Path) -> int:
     for label, fn, note in (
         ("guardrails per turn", turn, "(the embedding apart)"),
         ("injection scoring", lambda t: detector.score(t, vector), "(rules + classifier)"),
-        ("classifier alone", lambda t: classifier.probability(vector, 0.0, t), "(+ words)"),
+        (
+            "classifier alone",
+            lambda t: classifier.probability(vector, 0.0, t),
+            "(+ words, letter n-grams)",
+        ),
         ("one redaction", redactor.redact, ""),
     ):
         a50, a99 = _percentiles(_timed(fn, texts, 5))
