@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -293,7 +294,7 @@ EVERYDAY = [
 
 @pytest.mark.parametrize("weights", ["float32", "int8-all"])
 def test_the_committed_model_blocks_no_everyday_request_with_the_bundled_embedding(
-    weights: str,
+    weights: Literal["float32", "int8-all"],
 ) -> None:
     from switchboard.embeddings.local import LocalEmbedder
 
