@@ -50,6 +50,9 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # Dev only: everyday contact-center messages and assistant requests (CLINC150), and
     # attacks of the framings the first two sets had few of (issue 19, third pass).
     rows += load_jsonl(data / "injection_dev3.jsonl")
+    # Dev only: garak's and PromptInject's prompts (via Giskard-AI/prompt-injections) and
+    # BIPIA's train-split attacks in pasted e-mails, with the clean e-mails (sixth pass).
+    rows += load_jsonl(data / "injection_dev4.jsonl")
     rows += _contact_center_rows(data)
     return rows
 
