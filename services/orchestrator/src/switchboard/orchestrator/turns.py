@@ -158,14 +158,8 @@ class TurnEngine:
             except UnprocessableError:
                 tenant = None  # raised again below, once the turn is known to be new
             redacted = None
-            if tenant is not None and self._input_problem(turn.message) is None:
-                redacted = screening.redact_message(turn.message, tenant.guardrails)
-                retrieval = kb.start_retrieval(
-                    self._knowledge,
-                    turn,
-                    redacted.stored.text,
-                    grounding=tenant.knowledge_grounding,
-                )
+            if tenant is not None:
+                redacted, retrieval = self._redact_and_retrieve(turn, tenant)
             existing, ended = await lookup
             if existing is not None:
                 # Redelivered after the task went out: publishing it again is harmless (the
@@ -179,14 +173,7 @@ class TurnEngine:
             if tenant is None:
                 # Its configuration was invalid a moment ago: UnprocessableError unless fixed.
                 tenant = await self._tenant(turn.tenant_id)
-                if self._input_problem(turn.message) is None:
-                    redacted = screening.redact_message(turn.message, tenant.guardrails)
-                    retrieval = kb.start_retrieval(
-                        self._knowledge,
-                        turn,
-                        redacted.stored.text,
-                        grounding=tenant.knowledge_grounding,
-                    )
+                redacted, retrieval = self._redact_and_retrieve(turn, tenant)
             with tracer.start_as_current_span("orchestrator.turn") as span:
                 span.set_attribute("switchboard.request_id", turn.request_id)
                 span.set_attribute("switchboard.tenant_id", turn.tenant_id)
@@ -195,6 +182,19 @@ class TurnEngine:
             for read in (context, lookup, retrieval):
                 if read is not None:
                     _settle(read)
+
+    def _redact_and_retrieve(
+        self, turn: TurnRequest, tenant: TenantConfig
+    ) -> tuple[screening.Redacted | None, "asyncio.Task[list[kb.Passage]] | None"]:
+        """The redacted message and its retrieval, started; (None, None) for a message with a
+        problem (answered once the turn is known to be new)."""
+        if self._input_problem(turn.message) is not None:
+            return None, None
+        redacted = screening.redact_message(turn.message, tenant.guardrails)
+        retrieval = kb.start_retrieval(
+            self._knowledge, turn, redacted.stored.text, grounding=tenant.knowledge_grounding
+        )
+        return redacted, retrieval
 
     def _input_problem(self, text: str) -> str | None:
         return screening.input_problem(text, self._settings.max_input_chars)

@@ -127,19 +127,26 @@ def applies(text: str) -> bool:
     return len(_LATIN.findall(text)) / len(letters) >= MIN_LATIN_SHARE
 
 
-def word_buckets(text: str) -> list[int]:
-    """The hashed buckets of the text's words and word pairs (lower case, NFKC), distinct."""
-    words = _WORD.findall(normalize(text).lower())
+def words_of(text: str) -> list[str]:
+    """The text's words, lower case, after NFKC (what both bucket kinds are built from)."""
+    return _WORD.findall(normalize(text).lower())
+
+
+def word_buckets(text: str, words: list[str] | None = None) -> list[int]:
+    """The hashed buckets of the text's words and word pairs (lower case, NFKC), distinct.
+    `words`: the text's `words_of`, when the caller has them already."""
+    words = words_of(text) if words is None else words
     grams = [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]
     return sorted({zlib.crc32(g.encode()) % WORD_BUCKETS for g in grams})
 
 
-def char_buckets(text: str) -> list[int]:
+def char_buckets(text: str, words: list[str] | None = None) -> list[int]:
     """The hashed buckets of the 3- to 5-letter pieces of the text's words (lower case, NFKC,
-    each word padded with a space each side, so that beginnings and ends count), distinct."""
+    each word padded with a space each side, so that beginnings and ends count), distinct.
+    `words`: the text's `words_of`, when the caller has them already."""
     crc = zlib.crc32
     grams: set[int] = set()
-    for word in _WORD.findall(normalize(text).lower()):
+    for word in words_of(text) if words is None else words:
         padded = f" {word} "
         for n in CHAR_NGRAMS:
             grams.update(crc(padded[i : i + n].encode()) for i in range(len(padded) - n + 1))
@@ -179,12 +186,13 @@ class InjectionClassifier:
             + self.model.rules_weight * RULES_SCALE * rules_score
             + self.model.bias
         )
-        # The bucket vectors are binary and unit-length: their dot products are sums.
-        if self.model.word_weights is not None and text:
-            z += _binary_dot(self.model.word_weights, word_buckets(text))
-        if self.model.char_weights is not None and text:
-            z += _binary_dot(self.model.char_weights, char_buckets(text))
         if text:
+            # The bucket vectors are binary and unit-length: their dot products are sums.
+            words = words_of(text)
+            if self.model.word_weights is not None:
+                z += _binary_dot(self.model.word_weights, word_buckets(text, words))
+            if self.model.char_weights is not None:
+                z += _binary_dot(self.model.char_weights, char_buckets(text, words))
             length, short = shape(text)
             z += self.model.shape_weights[0] * length + self.model.shape_weights[1] * short
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
