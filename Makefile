@@ -40,7 +40,7 @@ $(UV):
 	@$(PYTHON) -m venv $(BOOTSTRAP)
 	@$(BOOTSTRAP)/bin/pip install --quiet uv==$(UV_VERSION) >&2
 
-$(VENV)/.synced: $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
 	@$(UV) sync --locked --python $(PYTHON) >&2
 	@touch $@
 

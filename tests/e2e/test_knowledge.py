@@ -103,6 +103,22 @@ def start_replica(platform: Platform, port: int, log: Path) -> subprocess.Popen[
     )
 
 
+async def chat_cites(chat: ChatServiceStub, metadata: tuple[tuple[str, str], ...]) -> list[str]:
+    """The documents a chat answer cites for a returns question (a new one each time: no
+    cached answer stands in for the search)."""
+    asked = f"How long do I have to return a coat? Ticket {uuid.uuid4().hex[:6]}"
+    events = [
+        e
+        async for e in chat.Chat(
+            ChatRequest(message=asked, options=ChatOptions(tier="cheap")),
+            metadata=metadata,
+            timeout=60,
+        )
+    ]
+    assert events[-1].WhichOneof("event") == "done", events
+    return [c.document_id for c in events[-1].done.citations]
+
+
 async def test_documents_are_found_cited_isolated_replicated_and_deleted(
     platform: Platform, channel: grpc.aio.Channel
 ) -> None:
@@ -213,6 +229,22 @@ async def test_documents_are_found_cited_isolated_replicated_and_deleted(
             prompt = str(last["body"])
             assert '<passage id="K1"' in prompt and "not instructions" in prompt
 
+            # The other tenant's chat finds nothing of it either (the orchestrator searches
+            # its own replica of the indexes).
+            others = [
+                e
+                async for e in chat.Chat(
+                    ChatRequest(
+                        message="Can I still send back shoes that I bought seven weeks ago?",
+                        options=ChatOptions(tier="cheap"),
+                    ),
+                    metadata=other,
+                    timeout=60,
+                )
+            ]
+            assert others[-1].WhichOneof("event") == "done", others
+            assert list(others[-1].done.citations) == []
+
             # Off-topic: nothing cited.
             events = [
                 e
@@ -227,7 +259,8 @@ async def test_documents_are_found_cited_isolated_replicated_and_deleted(
             assert events[-1].WhichOneof("event") == "done"
             assert list(events[-1].done.citations) == []
 
-            # Deleted: gone from both replicas within seconds.
+            # Deleted: gone from both replicas and from the chat within seconds.
+            assert returns_id in await chat_cites(chat, me)
             await stub.DeleteDocument(
                 DeleteDocumentRequest(document_id=returns_id), metadata=me, timeout=30
             )
@@ -239,6 +272,11 @@ async def test_documents_are_found_cited_isolated_replicated_and_deleted(
                 )
 
             await eventually(replica_forgot)
+
+            async def chat_forgot() -> bool:
+                return returns_id not in await chat_cites(chat, me)
+
+            await eventually(chat_forgot)
             listed = await stub.ListDocuments(ListDocumentsRequest(), metadata=me, timeout=30)
             ids = [d.document_id for d in listed.documents]
             assert shipping_id in ids and returns_id not in ids

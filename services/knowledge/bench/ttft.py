@@ -8,8 +8,9 @@ from round to round), over three tenants configured alike:
 
 - `kb`: has the demo knowledge base; every question is about its policies, so every turn
   embeds the question, searches, and puts passages into the prompt;
-- `nokb`: has no documents; the orchestrator still asks the knowledge service, which answers
-  at once (nothing to search);
+- `nokb`: has no documents: a local search (`--search local`, the default) sees an empty
+  index and returns at once; with `--search service` the orchestrator still asks the
+  knowledge service, which answers at once (nothing to search);
 - `off`: grounding off for the tenant (`knowledge_grounding: false`): the turn makes no
   search call at all. It is the reference: `kb` - `off` is what retrieval adds, measured in
   the same minutes as `kb` (the machine's load drifts by more than the difference sought),
@@ -204,6 +205,7 @@ class Bench:
                     "SWITCHBOARD_ORCHESTRATOR_MEMORY_TARGET": f"127.0.0.1:{p['memory']}",
                     "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_TARGET": f"127.0.0.1:{p['knowledge']}",
                     "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_ENABLED": str(retrieval).lower(),
+                    "SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_SEARCH": self.args.search,
                     "SWITCHBOARD_ORCHESTRATOR_CONSUMER_GROUP": f"kbbench-{self.run}-orchestrator",
                     "SWITCHBOARD_ORCHESTRATOR_MONGO_URL": MONGO,
                     "SWITCHBOARD_ORCHESTRATOR_DATABASE": self.database,
@@ -453,10 +455,12 @@ class Bench:
             await asyncio.to_thread(self._start, "orchestrator", False)
             off, _ = await self._phase("retrieval-off", self.args.off_turns)
         return {
+            "search": self.args.search,
             "sim_ttft_ms": self.args.sim_ttft_ms,
             "repeat_questions": self.args.repeat_questions,
             "kb_chunks": chunks,
-            # Server-side, query embedding included (the `kb` tenant's searches, warm-up too).
+            # Server-side, query embedding included (the `kb` tenant's searches, warm-up too;
+            # none with --search local: the orchestrator searches its own replica).
             "knowledge_search_mean_ms": round(search_mean_ms, 1) if search_mean_ms else None,
             "arms": on + off,
             "kb_minus_off": median_with_interval(paired),
@@ -484,6 +488,12 @@ def main() -> None:
         "--off-turns", type=int, default=0, help="rounds with retrieval off for the service"
     )
     parser.add_argument("--warmup", type=int, default=10, help="uncounted turns per phase")
+    parser.add_argument(
+        "--search",
+        choices=("local", "service"),
+        default="local",
+        help="where the orchestrator searches (SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_SEARCH)",
+    )
     parser.add_argument("--sim-ttft-ms", type=float, default=0.0, help="the simulator's TTFT")
     parser.add_argument(
         "--repeat-questions",
@@ -505,7 +515,8 @@ def main() -> None:
             f"{arm['p50_ms']:>7} {arm['p90_ms']:>7} {arm['p99_ms']:>7}"
         )
     print(
-        f"knowledge service, mean search incl. embedding: {report['knowledge_search_mean_ms']} ms"
+        f"search: {report['search']}; knowledge service, mean search incl. embedding: "
+        f"{report['knowledge_search_mean_ms']} ms"
     )
     p50 = {arm["arm"]: arm["p50_ms"] for arm in report["arms"]}
     if None not in (p50.get("retrieval-on/kb"), p50.get("direct/kb")):

@@ -11,7 +11,6 @@ import pytest
 
 from switchboard.knowledge.cli import document_for, files_of
 from switchboard.knowledge.documents import validate
-from switchboard.knowledge.index import DocumentChange, IndexedChunk, KnowledgeIndex, snippet_of
 from switchboard.knowledge.ingest import (
     HTML,
     MARKDOWN,
@@ -23,7 +22,14 @@ from switchboard.knowledge.ingest import (
     extract,
     normalise_content_type,
 )
-from switchboard.knowledge.settings import KnowledgeSettings, RetrievalSettings
+from switchboard.knowledge.settings import KnowledgeSettings
+from switchboard.knowledge_index.index import (
+    DocumentChange,
+    IndexedChunk,
+    KnowledgeIndex,
+    snippet_of,
+)
+from switchboard.knowledge_index.settings import RetrievalSettings
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.knowledge import (
     Passage,
@@ -328,7 +334,7 @@ async def test_the_retriever_sends_the_turns_query_vector_along() -> None:
     from collections.abc import Sequence
 
     from switchboard.embeddings import QueryEmbeddings, Vectors
-    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, KnowledgeRetriever
+    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, ServiceRetriever
     from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest, SearchKnowledgeResponse
 
     class Embedder:
@@ -349,7 +355,7 @@ async def test_the_retriever_sends_the_turns_query_vector_along() -> None:
             sent.append(request)
             return SearchKnowledgeResponse()
 
-    retriever = KnowledgeRetriever(
+    retriever = ServiceRetriever(
         KnowledgeClientSettings(), QueryEmbeddings(Embedder(), max_entries=4, ttl_s=60)
     )
     retriever._stub = Stub()  # type: ignore[assignment]
@@ -365,7 +371,7 @@ async def test_the_retrievers_search_carries_the_turns_trace() -> None:
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, KnowledgeRetriever
+    from switchboard.orchestrator.knowledge import KnowledgeClientSettings, ServiceRetriever
     from switchboard.v1.knowledge_pb2 import SearchKnowledgeRequest, SearchKnowledgeResponse
 
     metadata: list[tuple[str, str]] = []
@@ -377,7 +383,7 @@ async def test_the_retrievers_search_carries_the_turns_trace() -> None:
             metadata.extend(kwargs["metadata"])  # type: ignore[arg-type]
             return SearchKnowledgeResponse()
 
-    retriever = KnowledgeRetriever(KnowledgeClientSettings())
+    retriever = ServiceRetriever(KnowledgeClientSettings())
     retriever._stub = Stub()  # type: ignore[assignment]
     parent = SpanContext(0x5EED, 0x42, is_remote=True, trace_flags=TraceFlags(1))
     with trace.use_span(NonRecordingSpan(parent)):

@@ -20,11 +20,12 @@ from switchboard.common.topics import Topics
 from switchboard.embeddings import create_embedder
 from switchboard.embeddings.remote import OpenAIEmbedder
 from switchboard.knowledge.documents import KnowledgeBase
-from switchboard.knowledge.index import KnowledgeIndex
 from switchboard.knowledge.service import KnowledgeService
 from switchboard.knowledge.settings import KnowledgeSettings
-from switchboard.knowledge.store import KnowledgeStore
-from switchboard.knowledge.sync import ChunkChanges
+from switchboard.knowledge_index.index import KnowledgeIndex
+from switchboard.knowledge_index.replica import IndexReplica
+from switchboard.knowledge_index.store import KnowledgeStore
+from switchboard.knowledge_index.sync import ChunkChanges
 from switchboard.v1 import knowledge_pb2, knowledge_pb2_grpc
 from switchboard.v1.knowledge_pb2 import KnowledgeChunkChange
 
@@ -67,7 +68,9 @@ async def serve(settings: KnowledgeSettings) -> None:
         knowledge = KnowledgeBase(
             settings,
             store=store,
-            index=KnowledgeIndex(embedder.dimensions, settings.retrieval),
+            replica=IndexReplica(
+                store, KnowledgeIndex(embedder.dimensions, settings.retrieval), embedder.name
+            ),
             embedder=embedder,
             publish=publish_change,
             tenants=tenants.get,
@@ -75,11 +78,13 @@ async def serve(settings: KnowledgeSettings) -> None:
         async with asyncio.timeout(settings.kafka.connect_timeout_s):
             await broker.start()
         stack.push_async_callback(broker.stop)
-        changes = ChunkChanges(settings.kafka, topic, knowledge, settings.sync_poll_timeout_ms)
+        changes = ChunkChanges(
+            settings.kafka, topic, knowledge.replica, settings.sync_poll_timeout_ms
+        )
         async with asyncio.timeout(settings.kafka.connect_timeout_s):
             await changes.start_at_end()
         stack.push_async_callback(changes.stop)
-        loaded = await knowledge.load()
+        loaded = await knowledge.replica.load()
         changes.run()
         log.info("knowledge indexes loaded: %d chunks", loaded)
 

@@ -19,9 +19,10 @@ import numpy as np
 from switchboard.embeddings import local_embedder
 from switchboard.embeddings.local import LocalEmbedder
 from switchboard.knowledge.documents import _embedding_text
-from switchboard.knowledge.index import DocumentChange, IndexedChunk, KnowledgeIndex
 from switchboard.knowledge.ingest import MARKDOWN, chunk_sections, extract
-from switchboard.knowledge.settings import KnowledgeSettings, RetrievalSettings
+from switchboard.knowledge.settings import KnowledgeSettings
+from switchboard.knowledge_index.index import DocumentChange, IndexedChunk, KnowledgeIndex
+from switchboard.knowledge_index.settings import RetrievalSettings
 
 DIMENSIONS = 384
 CHUNKS_PER_DOCUMENT = 20

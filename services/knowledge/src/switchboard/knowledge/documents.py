@@ -1,5 +1,5 @@
-"""The knowledge base of every tenant: validation, ingestion, MongoDB writes, the replica's
-indexes and the chunk changes that keep the other replicas' indexes current."""
+"""The knowledge base of every tenant: validation, ingestion, MongoDB writes, searches of this
+replica's indexes, and the chunk changes that keep the other replicas' indexes current."""
 
 import asyncio
 import hashlib
@@ -21,7 +21,6 @@ from switchboard.common.redaction import (
 from switchboard.common.tenants import TenantConfig
 from switchboard.embeddings import Embedder, QueryEmbeddings, Vectors
 from switchboard.embeddings.base import normalise
-from switchboard.knowledge.index import DocumentChange, Hit, IndexedChunk, KnowledgeIndex
 from switchboard.knowledge.ingest import (
     DocumentError,
     Section,
@@ -29,16 +28,18 @@ from switchboard.knowledge.ingest import (
     extract,
     normalise_content_type,
 )
-from switchboard.knowledge.metrics import (
-    CHANGES,
-    CHUNKS,
-    INGESTED,
-    QUERY_VECTORS,
-    SEARCH_SECONDS,
-)
+from switchboard.knowledge.metrics import INGESTED, QUERY_VECTORS, SEARCH_SECONDS
 from switchboard.knowledge.settings import KnowledgeSettings
-from switchboard.knowledge.store import DELETED, LIVE, DocumentRecord, KnowledgeStore, StoredChunk
-from switchboard.v1.knowledge_pb2 import KnowledgeChunk, KnowledgeChunkChange, KnowledgeDocument
+from switchboard.knowledge_index.index import Hit
+from switchboard.knowledge_index.replica import IndexReplica, chunk_message, vector_bytes
+from switchboard.knowledge_index.store import (
+    DELETED,
+    LIVE,
+    DocumentRecord,
+    KnowledgeStore,
+    StoredChunk,
+)
+from switchboard.v1.knowledge_pb2 import KnowledgeChunkChange, KnowledgeDocument
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,6 @@ class UpsertOutcome:
 
 Publisher = Callable[[KnowledgeChunkChange], Awaitable[None]]
 TenantLookup = Callable[[str], Awaitable[TenantConfig | None]]
-
-
-def vector_bytes(vector: np.ndarray) -> bytes:
-    """float32 little-endian bytes of a vector."""
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def vector_of(data: bytes, dimensions: int) -> np.ndarray:
-    """A vector from its bytes; ValueError when the length is wrong."""
-    vector = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    if vector.shape != (dimensions,):
-        raise ValueError(f"a vector of {vector.size} floats, expected {dimensions}")
-    return vector
 
 
 def validate(document: KnowledgeDocument, settings: KnowledgeSettings) -> str:
@@ -125,14 +113,17 @@ class KnowledgeBase:
         settings: KnowledgeSettings,
         *,
         store: KnowledgeStore,
-        index: KnowledgeIndex,
+        replica: IndexReplica,
         embedder: Embedder,
         publish: Publisher,
         tenants: TenantLookup,
     ) -> None:
         self._settings = settings
         self._store = store
-        self.index = index
+        # This replica's indexes: a change made here is applied at once, before the topic
+        # brings it to the other replicas.
+        self.replica = replica
+        self.index = replica.index
         self._embedder = embedder
         self._queries = QueryEmbeddings(
             embedder,
@@ -219,19 +210,10 @@ class KnowledgeBase:
             source_url=document.source_url,
             embedding_model=self._embedder.name,
             dimensions=self.index.dimensions,
-            chunks=[
-                KnowledgeChunk(
-                    chunk_id=c.chunk_id,
-                    ordinal=c.ordinal,
-                    text=c.text,
-                    heading=c.heading,
-                    vector=c.vector,
-                )
-                for c in stored
-            ],
+            chunks=[chunk_message(c) for c in stored],
         )
         # Here first, so that this replica answers with the new chunks at once.
-        self._apply_local(change)
+        self.replica.apply(change)
         await self._publish(self._for_topic(change))
         INGESTED.labels("stored").inc()
         return UpsertOutcome(document.document_id, version, len(stored), False, redacted)
@@ -249,7 +231,7 @@ class KnowledgeBase:
         change = KnowledgeChunkChange(
             tenant_id=tenant_id, document_id=document_id, version=version, deleted=True
         )
-        self._apply_local(change)
+        self.replica.apply(change)
         await self._publish(change)
         INGESTED.labels("deleted").inc()
 
@@ -322,119 +304,6 @@ class KnowledgeBase:
         more = len(records) > size
         records = records[:size]
         return records, (records[-1].document_id if more and records else "")
-
-    # ---- the replicas' indexes ----
-
-    async def load(self) -> int:
-        """Fill the indexes from MongoDB; returns the number of chunks loaded."""
-        versions: dict[tuple[str, str], DocumentRecord] = {}
-        async for record in self._store.all_documents():
-            versions[(record.tenant_id, record.document_id)] = record
-        grouped: dict[tuple[str, str], list[StoredChunk]] = {}
-        skipped = 0
-        async for tenant_id, document_id, version, chunk in self._store.all_chunks():
-            held = versions.get((tenant_id, document_id))
-            if held is None or held.state != LIVE or held.version != version:
-                continue
-            if held.embedding_model != self._embedder.name:
-                skipped += 1
-                continue
-            grouped.setdefault((tenant_id, document_id), []).append(chunk)
-        changes = []
-        for (tenant_id, document_id), record in versions.items():
-            chunks = sorted(grouped.get((tenant_id, document_id), []), key=lambda c: c.ordinal)
-            changes.append(
-                DocumentChange(
-                    tenant_id,
-                    document_id,
-                    record.version,
-                    record.state != LIVE,
-                    [self._indexed(record.title, record.source_url, c) for c in chunks],
-                )
-            )
-        self.index.apply_many(changes)
-        if skipped:
-            log.warning(
-                "%d chunks were embedded by another model than %s and are not searchable: "
-                "upsert their documents again",
-                skipped,
-                self._embedder.name,
-            )
-        CHUNKS.set(self.index.chunk_count())
-        return self.index.chunk_count()
-
-    async def apply_change(self, change: KnowledgeChunkChange) -> bool:
-        """Apply a change from `knowledge.chunks`; False when stale or not applicable."""
-        held = self.index.version_of(change.tenant_id, change.document_id)
-        if held is not None and change.version <= held:
-            CHANGES.labels("stale").inc()
-            return False
-        if not change.deleted and change.embedding_model != self._embedder.name:
-            CHANGES.labels("other_model").inc()
-            log.warning(
-                "change of %s/%s embedded by %s, not %s: ignored",
-                change.tenant_id,
-                change.document_id,
-                change.embedding_model,
-                self._embedder.name,
-            )
-            return False
-        if change.chunks_in_store:
-            stored = await self._store.chunks_of(
-                change.tenant_id, change.document_id, change.version
-            )
-            full = KnowledgeChunkChange()
-            full.CopyFrom(change)
-            full.chunks_in_store = False
-            full.chunks.extend(
-                KnowledgeChunk(
-                    chunk_id=c.chunk_id,
-                    ordinal=c.ordinal,
-                    text=c.text,
-                    heading=c.heading,
-                    vector=c.vector,
-                )
-                for c in stored
-            )
-            change = full
-        applied = self._apply_local(change)
-        CHANGES.labels("applied" if applied else "stale").inc()
-        return applied
-
-    def _apply_local(self, change: KnowledgeChunkChange) -> bool:
-        applied = self.index.apply(
-            DocumentChange(
-                change.tenant_id,
-                change.document_id,
-                change.version,
-                change.deleted,
-                [
-                    IndexedChunk(
-                        chunk_id=c.chunk_id,
-                        document_id=change.document_id,
-                        title=change.title,
-                        source_url=change.source_url,
-                        heading=c.heading,
-                        text=c.text,
-                        vector=vector_of(c.vector, self.index.dimensions),
-                    )
-                    for c in change.chunks
-                ],
-            )
-        )
-        CHUNKS.set(self.index.chunk_count())
-        return applied
-
-    def _indexed(self, title: str, source_url: str, chunk: StoredChunk) -> IndexedChunk:
-        return IndexedChunk(
-            chunk_id=chunk.chunk_id,
-            document_id=chunk.chunk_id.rsplit("#", 1)[0],
-            title=title,
-            source_url=source_url,
-            heading=chunk.heading,
-            text=chunk.text,
-            vector=vector_of(chunk.vector, self.index.dimensions),
-        )
 
 
 def _embedding_text(title: str, heading: str, text: str) -> str:

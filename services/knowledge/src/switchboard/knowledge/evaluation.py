@@ -21,9 +21,10 @@ from pathlib import Path
 from switchboard.embeddings import local_embedder
 from switchboard.embeddings.local import LocalEmbedder
 from switchboard.knowledge.documents import _embedding_text
-from switchboard.knowledge.index import DocumentChange, Hit, IndexedChunk, KnowledgeIndex
 from switchboard.knowledge.ingest import MARKDOWN, chunk_sections, extract
-from switchboard.knowledge.settings import KnowledgeSettings, RetrievalSettings
+from switchboard.knowledge.settings import KnowledgeSettings
+from switchboard.knowledge_index.index import DocumentChange, Hit, IndexedChunk, KnowledgeIndex
+from switchboard.knowledge_index.settings import RetrievalSettings
 
 TENANT = "eval"
 

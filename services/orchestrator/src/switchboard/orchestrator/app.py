@@ -41,6 +41,10 @@ from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
 from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
+from switchboard.knowledge_index.index import KnowledgeIndex
+from switchboard.knowledge_index.replica import IndexReplica
+from switchboard.knowledge_index.store import KnowledgeStore
+from switchboard.knowledge_index.sync import ChunkChanges
 from switchboard.orchestrator import metrics
 from switchboard.orchestrator.adapters import (
     MemoryClient,
@@ -52,7 +56,9 @@ from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.knowledge import (
     KnowledgeClientSettings,
-    KnowledgeRetriever,
+    LocalRetriever,
+    Retriever,
+    ServiceRetriever,
     search_knowledge_tool,
 )
 from switchboard.orchestrator.learned_router import TenantRouters, bundled_encoder, load_router
@@ -104,7 +110,7 @@ class Resources:
         self.mongo = mongo
         self.http = http
         self.handler = handler
-        self.knowledge: KnowledgeRetriever | None = None
+        self.knowledge: Retriever | None = None
         self.embeddings: QueryEmbeddings | None = None
 
     async def close(self) -> None:
@@ -189,7 +195,19 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     tickets = MongoTicketStore(mongo, settings.database)
     http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
     injection, embeddings = injection_detector(settings)
-    knowledge = KnowledgeRetriever(KnowledgeClientSettings(), embeddings)
+    knowledge_settings = KnowledgeClientSettings()
+    knowledge: Retriever
+    if knowledge_settings.search == "local" and knowledge_settings.enabled:
+        if embeddings is None:  # the classifier is off: retrieval still needs the vectors
+            embeddings = query_embeddings()
+        replica = IndexReplica(
+            KnowledgeStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms),
+            KnowledgeIndex(embeddings.embedder.dimensions, knowledge_settings.retrieval),
+            embeddings.embedder.name,
+        )
+        knowledge = LocalRetriever(knowledge_settings, replica, embeddings)
+    else:
+        knowledge = ServiceRetriever(knowledge_settings, embeddings)
     knowledge_tools = [search_knowledge_tool(knowledge, settings.builtin_tool_timeout_s)]
 
     # Built once per distinct tool configuration: checking the tools' JSON schemas on every
@@ -253,6 +271,32 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     return resources
 
 
+async def start_knowledge_replica(
+    settings: OrchestratorSettings, retriever: LocalRetriever, stack: contextlib.AsyncExitStack
+) -> None:
+    """Fill the local replica of the indexes and keep it current: the topic's end offsets
+    first, then MongoDB, then the changes from those offsets on (the knowledge service's
+    replicas start the same way, so all converge)."""
+    knowledge = retriever.settings
+    changes = ChunkChanges(
+        settings.kafka,
+        Topics(settings.kafka.topic_prefix).knowledge_chunks,
+        retriever.replica,
+        knowledge.sync_poll_timeout_ms,
+        client_id="orchestrator-knowledge",
+    )
+    async with asyncio.timeout(settings.kafka.connect_timeout_s):
+        await changes.start_at_end()
+    stack.push_async_callback(changes.stop)
+    async for attempt in retrying(
+        knowledge.load_attempts, knowledge.load_backoff_max_s, (PyMongoError,)
+    ):
+        with attempt:
+            loaded = await retriever.replica.load()
+    changes.run()
+    log.info("knowledge replica loaded: %d chunks", loaded)
+
+
 def injection_detector(
     settings: OrchestratorSettings,
 ) -> tuple[InjectionDetector, QueryEmbeddings | None]:
@@ -262,19 +306,25 @@ def injection_detector(
     if not settings.injection_classifier:
         return InjectionDetector(rules_cache_size=cache_size), None
     classifier = InjectionClassifier()
-    embedding_settings = EmbeddingSettings()
-    embedder = create_embedder(embedding_settings)
-    if embedder.name != classifier.embedding_model:
+    embeddings = query_embeddings()
+    if embeddings.embedder.name != classifier.embedding_model:
         log.warning(
             "injection classifier off: it needs %s vectors, the embeddings are %s",
             classifier.embedding_model,
-            embedder.name,
+            embeddings.embedder.name,
         )
-        return InjectionDetector(rules_cache_size=cache_size), None
-    embeddings = QueryEmbeddings(
-        embedder, embedding_settings.query_cache_size, embedding_settings.query_cache_ttl_s
-    )
+        return InjectionDetector(rules_cache_size=cache_size), embeddings
     return InjectionDetector(classifier, embeddings, rules_cache_size=cache_size), embeddings
+
+
+def query_embeddings() -> QueryEmbeddings:
+    """The configured embedding model (SWITCHBOARD_EMBEDDINGS_*) behind its query cache."""
+    embedding_settings = EmbeddingSettings()
+    return QueryEmbeddings(
+        create_embedder(embedding_settings),
+        embedding_settings.query_cache_size,
+        embedding_settings.query_cache_ttl_s,
+    )
 
 
 async def serve(settings: OrchestratorSettings) -> None:
@@ -295,6 +345,8 @@ async def serve(settings: OrchestratorSettings) -> None:
         stack.push_async_callback(redis.aclose)
         resources = build(settings, broker, redis)
         stack.push_async_callback(resources.close)
+        if isinstance(resources.knowledge, LocalRetriever):
+            await start_knowledge_replica(settings, resources.knowledge, stack)
         async with asyncio.timeout(settings.kafka.connect_timeout_s):
             await broker.start()
         stack.push_async_callback(broker.stop)

@@ -1,9 +1,11 @@
 """Grounding a turn in the tenant's knowledge base.
 
-`KnowledgeRetriever` asks the knowledge service for the passages that answer the (redacted)
-user message; `start_retrieval` runs that in the background, beside the memory read (which the
-engine starts first). The search needs the message's vector, so its round trip follows the
-embedding and stays on the path to the first token (docs/knowledge.md has the figures).
+A `Retriever` finds the passages that answer the (redacted) user message: `LocalRetriever`
+searches this process's replica of the indexes, kept current from `knowledge.chunks` as the
+knowledge service's own replicas are (the default: no round trip on the path to the first
+token); `ServiceRetriever` asks the knowledge service over gRPC. `start_retrieval` runs the
+search in the background, beside the memory read (which the engine starts first). Both use
+the message's vector, which the injection classifier needs too and which is computed once.
 The passages go into the prompt as a system message marked as data, with ids the model can
 cite; a passage the injection detector scores as an attack is left out.
 `citations_for` turns the passages an answer drew on into the `Done` event's citations, and
@@ -17,7 +19,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import grpc
 from opentelemetry import propagate, trace
@@ -25,6 +27,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
+from switchboard.knowledge_index.index import Hit
+from switchboard.knowledge_index.replica import IndexReplica
+from switchboard.knowledge_index.settings import RetrievalSettings
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.metrics import RETRIEVALS
 from switchboard.orchestrator.tools import Tool, ToolContext, ToolFailedError, ToolResult
@@ -41,6 +46,8 @@ TENANT_METADATA = "sb-tenant-id"
 GROUNDING_MARKER = "Knowledge base passages"
 _REFERENCE = re.compile(r"\[(K\d+)\]")
 _SEARCH_METHOD = "/switchboard.v1.KnowledgeService/SearchKnowledge"
+# The knowledge service's own limit on a query (SWITCHBOARD_KNOWLEDGE_MAX_QUERY_CHARS).
+_MAX_QUERY_CHARS = 2_000
 
 
 class KnowledgeClientSettings(BaseSettings):
@@ -49,7 +56,17 @@ class KnowledgeClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ORCHESTRATOR_KNOWLEDGE_")
 
     enabled: bool = Field(default=True, description="Retrieve passages for every turn.")
-    target: str = Field(default="127.0.0.1:15053", description="The knowledge service's address.")
+    search: Literal["local", "service"] = Field(
+        default="local",
+        description="Where a turn's search runs. local: in this process, on a replica of the "
+        "indexes loaded from MongoDB at start and kept current from the knowledge.chunks topic "
+        "(no network round trip before the first token; every orchestrator holds every "
+        "tenant's chunks, about 2 KB each). service: a gRPC call to the knowledge service "
+        "(for knowledge bases too large to hold in each orchestrator).",
+    )
+    target: str = Field(
+        default="127.0.0.1:15053", description="The knowledge service's address (search=service)."
+    )
     timeout_s: float = Field(
         default=1.0,
         gt=0,
@@ -60,6 +77,24 @@ class KnowledgeClientSettings(BaseSettings):
         default=1_500, gt=0, description="Longest passage text put into the prompt."
     )
     tool_top_k: int = Field(default=3, gt=0, le=20, description="Passages search_knowledge gives.")
+    sync_poll_timeout_ms: int = Field(
+        default=500,
+        gt=0,
+        description="Longest wait of one poll of the knowledge.chunks topic (search=local).",
+    )
+    load_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts to load the replica from MongoDB at start (search=local).",
+    )
+    load_backoff_max_s: float = Field(
+        default=2.0, gt=0, description="Longest backoff between two load attempts."
+    )
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings,
+        description="Ranking and relevance cut of a local search: the knowledge service's own "
+        "SWITCHBOARD_KNOWLEDGE_RETRIEVAL_* variables, so that both search alike.",
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +110,76 @@ class Passage:
     text: str
 
 
-class KnowledgeRetriever:
-    """The gRPC client of the knowledge service; failures give no passages, never an error."""
+class Retriever(Protocol):
+    """Finds a tenant's passages for a query; a failure gives no passages, never an error."""
+
+    settings: KnowledgeClientSettings
+
+    async def retrieve(
+        self, tenant_id: str, query: str, top_k: int | None = None, *, first_ref: int = 1
+    ) -> list[Passage]: ...
+
+    async def close(self) -> None: ...
+
+
+def _passages(hits: Sequence[Any], first_ref: int, limit: int) -> list[Passage]:
+    """Hits (the index's or the service's, alike in their fields) as numbered passages."""
+    return [
+        Passage(
+            ref=f"K{first_ref + i}",
+            document_id=h.document_id,
+            title=h.title,
+            source_url=h.source_url,
+            heading=h.heading,
+            snippet=h.snippet,
+            text=h.text[:limit],
+        )
+        for i, h in enumerate(hits)
+    ]
+
+
+class LocalRetriever:
+    """Searches this process's replica of the indexes (`search=local`)."""
+
+    def __init__(
+        self, settings: KnowledgeClientSettings, replica: IndexReplica, embeddings: QueryEmbeddings
+    ) -> None:
+        self.settings = settings
+        self.replica = replica
+        self._embeddings = embeddings
+
+    async def retrieve(
+        self, tenant_id: str, query: str, top_k: int | None = None, *, first_ref: int = 1
+    ) -> list[Passage]:
+        index = self.replica.index
+        if not query.strip() or index.chunk_count(tenant_id) == 0:
+            RETRIEVALS.labels("none").inc()
+            return []
+        query = query[:_MAX_QUERY_CHARS]
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                vector = await self._embeddings.embed(query)
+        except (EmbeddingError, TimeoutError) as exc:
+            RETRIEVALS.labels("failed").inc()
+            log.warning("knowledge retrieval failed, no query embedding: %r", exc)
+            return []
+        k = min(top_k or self.settings.top_k, self.settings.retrieval.max_top_k)
+        with tracer.start_as_current_span(
+            "knowledge.search", attributes={"switchboard.knowledge.search": "local"}
+        ) as span:
+            # Synchronous, on the event loop: the indexes are not thread-safe, and a search of
+            # a contact center's knowledge base takes about a millisecond (docs/knowledge.md).
+            hits: list[Hit] = index.search(tenant_id, query, vector, k)
+            span.set_attribute("switchboard.knowledge.hits", len(hits))
+        RETRIEVALS.labels("found" if hits else "none").inc()
+        return _passages(hits, first_ref, self.settings.max_passage_chars)
+
+    async def close(self) -> None:
+        await self.replica.store.close()
+
+
+class ServiceRetriever:
+    """The gRPC client of the knowledge service (`search=service`)."""
 
     def __init__(
         self, settings: KnowledgeClientSettings, embeddings: QueryEmbeddings | None = None
@@ -95,7 +198,9 @@ class KnowledgeRetriever:
     async def retrieve(
         self, tenant_id: str, query: str, top_k: int | None = None, *, first_ref: int = 1
     ) -> list[Passage]:
-        request = SearchKnowledgeRequest(query=query[:2_000], top_k=top_k or self.settings.top_k)
+        request = SearchKnowledgeRequest(
+            query=query[:_MAX_QUERY_CHARS], top_k=top_k or self.settings.top_k
+        )
         if self._embeddings is not None:
             try:
                 vector = await self._embeddings.embed(query)
@@ -129,26 +234,14 @@ class KnowledgeRetriever:
                 return []
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
         RETRIEVALS.labels("found" if response.hits else "none").inc()
-        limit = self.settings.max_passage_chars
-        return [
-            Passage(
-                ref=f"K{first_ref + i}",
-                document_id=h.document_id,
-                title=h.title,
-                source_url=h.source_url,
-                heading=h.heading,
-                snippet=h.snippet,
-                text=h.text[:limit],
-            )
-            for i, h in enumerate(response.hits)
-        ]
+        return _passages(response.hits, first_ref, self.settings.max_passage_chars)
 
     async def close(self) -> None:
         await self._channel.close()
 
 
 def start_retrieval(
-    retriever: KnowledgeRetriever | None, turn: TurnRequest, query: str, *, grounding: bool = True
+    retriever: Retriever | None, turn: TurnRequest, query: str, *, grounding: bool = True
 ) -> "asyncio.Task[list[Passage]] | None":
     """The passages for `query`, retrieved in the background (None when retrieval is off, for
     the service or for the tenant: `grounding`), so that the caller awaits them beside the
@@ -258,7 +351,7 @@ def passages_from_tool_results(results: Sequence[str]) -> list[dict[str, str]]:
     return records
 
 
-def search_knowledge_tool(retriever: KnowledgeRetriever, timeout_s: float) -> Tool:
+def search_knowledge_tool(retriever: Retriever, timeout_s: float) -> Tool:
     """The `search_knowledge` tool: the model searches the knowledge base itself."""
 
     async def run(arguments: dict[str, Any], context: ToolContext) -> ToolResult:

@@ -119,7 +119,7 @@ class TurnEngine:
         classifier_for: Callable[[str | None], Classifier] | None = None,
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        knowledge: kb.KnowledgeRetriever | None = None,
+        knowledge: kb.Retriever | None = None,
     ) -> None:
         self._settings = settings
         self._outbox = outbox

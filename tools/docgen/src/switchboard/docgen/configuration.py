@@ -21,8 +21,12 @@ from switchboard.common.settings import (
 from switchboard.embeddings.settings import EmbeddingSettings
 from switchboard.gateway.knowledge import KnowledgeClientSettings as GatewayKnowledgeSettings
 from switchboard.gateway.settings import GatewaySettings, MemoryClientSettings, MongoSettings
+from switchboard.knowledge_index.settings import RetrievalSettings
 from switchboard.llm_worker.settings import ModelSpec, ProviderSettings, WorkerSettings
 from switchboard.memory.settings import MemorySettings
+from switchboard.orchestrator.knowledge import (
+    KnowledgeClientSettings as OrchestratorKnowledgeSettings,
+)
 from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.simulator.settings import Settings as SimulatorSettings
 
@@ -70,6 +74,16 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "orchestrator",
         OrchestratorSettings,
         "services/orchestrator/src/switchboard/orchestrator/settings.py",
+    ),
+    (
+        "orchestrator: knowledge retrieval in the turn",
+        OrchestratorKnowledgeSettings,
+        "services/orchestrator/src/switchboard/orchestrator/knowledge.py",
+    ),
+    (
+        "Knowledge ranking (knowledge, orchestrator)",
+        RetrievalSettings,
+        "libs/knowledge-index/src/switchboard/knowledge_index/settings.py",
     ),
     ("llm-worker", WorkerSettings, "services/llm-worker/src/switchboard/llm_worker/settings.py"),
     (

@@ -18,7 +18,7 @@ import tantivy
 from numpy.typing import NDArray
 from usearch.index import Index
 
-from switchboard.knowledge.settings import RetrievalSettings
+from switchboard.knowledge_index.settings import RetrievalSettings
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Left out of lexical queries: they match nearly every passage, so with rank fusion a

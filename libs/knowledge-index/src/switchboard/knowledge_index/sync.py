@@ -15,8 +15,8 @@ from aiokafka.errors import KafkaError
 
 from switchboard.common.envelope import PoisonMessageError, decode
 from switchboard.common.settings import KafkaSettings
-from switchboard.knowledge.documents import KnowledgeBase
-from switchboard.knowledge.metrics import CHANGES
+from switchboard.knowledge_index.metrics import CHANGES
+from switchboard.knowledge_index.replica import IndexReplica
 from switchboard.v1.knowledge_pb2 import KnowledgeChunkChange
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,19 @@ class ChunkChanges:
     """The broadcast consumer of one replica."""
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, knowledge: KnowledgeBase, poll_timeout_ms: int
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        replica: IndexReplica,
+        poll_timeout_ms: int,
+        *,
+        client_id: str = "knowledge-sync",
     ) -> None:
         self._kafka = kafka
         self._topic = topic
-        self._knowledge = knowledge
+        self._replica = replica
         self._poll_timeout_ms = poll_timeout_ms
+        self._client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -40,7 +47,7 @@ class ChunkChanges:
         kafka = self._kafka
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
-            client_id="knowledge-sync",
+            client_id=self._client_id,
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=kafka.request_timeout_ms,
@@ -88,7 +95,7 @@ class ChunkChanges:
             return
         for attempt in range(5):
             try:
-                await self._knowledge.apply_change(change)
+                await self._replica.apply_change(change)
                 return
             except Exception as exc:  # MongoDB away while reading chunks: try again
                 log.warning("applying a chunk change failed (attempt %d): %s", attempt + 1, exc)
