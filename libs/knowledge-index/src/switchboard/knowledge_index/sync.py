@@ -12,8 +12,10 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from pymongo.errors import PyMongoError
 
 from switchboard.common.envelope import PoisonMessageError, decode
+from switchboard.common.retry import retrying
 from switchboard.common.settings import KafkaSettings
 from switchboard.knowledge_index.metrics import CHANGES
 from switchboard.knowledge_index.replica import IndexReplica
@@ -67,6 +69,26 @@ class ChunkChanges:
         await consumer.seek_to_end(*assigned)
         for tp in assigned:  # resolve the positions now, before MongoDB is read
             await consumer.position(tp)
+
+    async def start(
+        self,
+        stack: contextlib.AsyncExitStack,
+        connect_timeout_s: float,
+        *,
+        load_attempts: int = 1,
+        load_backoff_max_s: float = 1.0,
+    ) -> int:
+        """Bring the replica up: the end offsets first, then MongoDB (`load_attempts` tries),
+        then the changes from those offsets on, in the background until the stack closes.
+        Returns the number of chunks loaded."""
+        async with asyncio.timeout(connect_timeout_s):
+            await self.start_at_end()
+        stack.push_async_callback(self.stop)
+        async for attempt in retrying(load_attempts, load_backoff_max_s, (PyMongoError,)):
+            with attempt:
+                loaded = await self._replica.load()
+        self.run()
+        return loaded
 
     def run(self) -> None:
         """Apply changes in the background until `stop`."""

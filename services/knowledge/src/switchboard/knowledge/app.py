@@ -81,11 +81,7 @@ async def serve(settings: KnowledgeSettings) -> None:
         changes = ChunkChanges(
             settings.kafka, topic, knowledge.replica, settings.sync_poll_timeout_ms
         )
-        async with asyncio.timeout(settings.kafka.connect_timeout_s):
-            await changes.start_at_end()
-        stack.push_async_callback(changes.stop)
-        loaded = await knowledge.replica.load()
-        changes.run()
+        loaded = await changes.start(stack, settings.kafka.connect_timeout_s)
         log.info("knowledge indexes loaded: %d chunks", loaded)
 
         server = grpc.aio.server(interceptors=grpc_server_interceptors())

@@ -123,7 +123,6 @@ class KnowledgeBase:
         # This replica's indexes: a change made here is applied at once, before the topic
         # brings it to the other replicas.
         self.replica = replica
-        self.index = replica.index
         self._embedder = embedder
         self._queries = QueryEmbeddings(
             embedder,
@@ -209,7 +208,7 @@ class KnowledgeBase:
             title=title,
             source_url=document.source_url,
             embedding_model=self._embedder.name,
-            dimensions=self.index.dimensions,
+            dimensions=self.replica.index.dimensions,
             chunks=[chunk_message(c) for c in stored],
         )
         # Here first, so that this replica answers with the new chunks at once.
@@ -282,13 +281,13 @@ class KnowledgeBase:
         k = top_k or settings.retrieval.default_top_k
         k = min(k, settings.retrieval.max_top_k)
         started = time.perf_counter()
-        if self.index.chunk_count(tenant_id) == 0:
+        if self.replica.index.chunk_count(tenant_id) == 0:
             return []
-        vector = _usable(given_vector, self._embedder.name, self.index.dimensions)
+        vector = _usable(given_vector, self._embedder.name, self.replica.index.dimensions)
         QUERY_VECTORS.labels("embedded" if vector is None else "given").inc()
         if vector is None:
             vector = await self._queries.embed(query)
-        hits = self.index.search(tenant_id, query, vector, k)
+        hits = self.replica.index.search(tenant_id, query, vector, k)
         SEARCH_SECONDS.observe(time.perf_counter() - started)
         return hits
 

@@ -274,9 +274,8 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
 async def start_knowledge_replica(
     settings: OrchestratorSettings, retriever: LocalRetriever, stack: contextlib.AsyncExitStack
 ) -> None:
-    """Fill the local replica of the indexes and keep it current: the topic's end offsets
-    first, then MongoDB, then the changes from those offsets on (the knowledge service's
-    replicas start the same way, so all converge)."""
+    """Fill the local replica of the indexes and keep it current, as the knowledge service's
+    replicas do (so all converge)."""
     knowledge = retriever.settings
     changes = ChunkChanges(
         settings.kafka,
@@ -285,15 +284,12 @@ async def start_knowledge_replica(
         knowledge.sync_poll_timeout_ms,
         client_id="orchestrator-knowledge",
     )
-    async with asyncio.timeout(settings.kafka.connect_timeout_s):
-        await changes.start_at_end()
-    stack.push_async_callback(changes.stop)
-    async for attempt in retrying(
-        knowledge.load_attempts, knowledge.load_backoff_max_s, (PyMongoError,)
-    ):
-        with attempt:
-            loaded = await retriever.replica.load()
-    changes.run()
+    loaded = await changes.start(
+        stack,
+        settings.kafka.connect_timeout_s,
+        load_attempts=knowledge.load_attempts,
+        load_backoff_max_s=knowledge.load_backoff_max_s,
+    )
     log.info("knowledge replica loaded: %d chunks", loaded)
 
 
