@@ -392,3 +392,19 @@ async def test_the_retrievers_search_carries_the_turns_trace() -> None:
     sent = dict(metadata)
     assert sent["sb-tenant-id"] == "demo"
     assert sent["traceparent"].split("-")[1] == f"{0x5EED:032x}"
+
+
+def test_the_knowledge_bench_reports_search_embedding_and_ingestion_figures() -> None:
+    """`make bench` reports these (issue 17): one line per figure, every figure measured."""
+    from pathlib import Path
+
+    from switchboard.knowledge import bench
+
+    corpus = Path(__file__).resolve().parents[2] / "data" / "knowledge_corpus"
+    figures = bench.measure([200, 400], queries=5, corpus=corpus, ingest_rounds=1)
+    assert [row["chunks"] for row in figures["search"]] == [200, 400]
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in figures["search"])
+    assert figures["ingestion"]["chunks"] > 0 and figures["ingestion"]["chunks_per_s"] > 0
+    assert 0 < figures["query_embedding_ms"]["p50"] <= figures["query_embedding_ms"]["p99"]
+    lines = bench.lines(figures)
+    assert len(lines) == 4 and "search over     400 chunks" in lines[-1]

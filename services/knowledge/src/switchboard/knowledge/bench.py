@@ -12,7 +12,9 @@ policy text, in chunks per second.
 import argparse
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,6 +130,41 @@ def ingestion_rate(embedder: LocalEmbedder, corpus: Path, rounds: int) -> tuple[
     return chunks_done / (time.perf_counter() - started), chunks_done
 
 
+def measure(sizes: Sequence[int], queries: int, corpus: Path, ingest_rounds: int) -> dict[str, Any]:
+    """Every figure of this benchmark, as `make bench` also reports them (in ms, chunks/s)."""
+    embedder = local_embedder()
+    embedder.embed_sync(["warm up"])
+    p50, p99 = embedding_latency(embedder, min(queries, 200))
+    rate, chunks = ingestion_rate(embedder, corpus, ingest_rounds)
+    search = []
+    for size in sizes:
+        s50, s99, build_s = search_latency(size, queries, seed=size)
+        search.append({"chunks": size, "p50_ms": s50, "p99_ms": s99, "build_s": build_s})
+    return {
+        "query_embedding_ms": {"p50": p50, "p99": p99},
+        "ingestion": {"chunks_per_s": rate, "chunks": chunks},
+        "search": search,
+    }
+
+
+def lines(figures: dict[str, Any]) -> list[str]:
+    """The report's lines for `figures`."""
+    embedding, ingestion = figures["query_embedding_ms"], figures["ingestion"]
+    out = [
+        f"query embedding (all-MiniLM-L6-v2, 1 BLAS thread): p50 {embedding['p50']:.2f} ms  "
+        f"p99 {embedding['p99']:.2f} ms",
+        f"ingestion: {ingestion['chunks_per_s']:.1f} chunks/s ({ingestion['chunks']} chunks: "
+        "extract, chunk, embed, index)",
+    ]
+    for row in figures["search"]:
+        size, build_s = row["chunks"], row["build_s"]
+        out.append(
+            f"search over {size:>7,} chunks: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+            f"  (index built in {build_s:.1f} s, {size / build_s:,.0f} chunks/s without embedding)"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000", help="chunk counts, comma separated")
@@ -135,18 +172,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("tests/data/knowledge_corpus"))
     parser.add_argument("--ingest-rounds", type=int, default=3)
     args = parser.parse_args()
-    embedder = local_embedder()
-    embedder.embed_sync(["warm up"])
-    p50, p99 = embedding_latency(embedder, min(args.queries, 200))
-    print(f"query embedding (all-MiniLM-L6-v2, 1 BLAS thread): p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-    rate, chunks = ingestion_rate(embedder, args.corpus, args.ingest_rounds)
-    print(f"ingestion: {rate:.1f} chunks/s ({chunks} chunks: extract, chunk, embed, index)")
-    for size in (int(s) for s in args.sizes.split(",")):
-        p50, p99, build_s = search_latency(size, args.queries, seed=size)
-        print(
-            f"search over {size:>7,} chunks: p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-            f"(index built in {build_s:.1f} s, {size / build_s:,.0f} chunks/s without embedding)"
-        )
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    print("\n".join(lines(measure(sizes, args.queries, args.corpus, args.ingest_rounds))))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from switchboard.bench.peers import (
 from switchboard.bench.platform import ROOT, Platform, Ports
 from switchboard.bench.procstats import Sampler
 from switchboard.bench.streams import measure_stream_memory
+from switchboard.knowledge import bench as knowledge_bench
 
 
 async def measure(args: argparse.Namespace, platform: Platform) -> dict[str, Any]:
@@ -406,6 +407,14 @@ def main() -> None:
             cost["embedding_us"][99] / 1000,
         )
     )
+    sizes = [int(size) for size in args.knowledge_sizes.split(",") if size.strip()]
+    if sizes:
+        # In-process too: the search the turn runs (issue 17's targets), and ingestion.
+        result["knowledge"] = knowledge_bench.measure(
+            sizes, args.knowledge_queries, ROOT / "tests" / "data" / "knowledge_corpus", 3
+        )
+        print("\nknowledge retrieval (in-process):")
+        print("\n".join(f"  {line}" for line in knowledge_bench.lines(result["knowledge"])))
     paths = write(result, args.out)
     print("\nwrote " + ", ".join(str(p) for p in paths))
 

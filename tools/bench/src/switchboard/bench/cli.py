@@ -71,6 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     memory.add_argument(
         "--memory-hold-s", type=float, default=120.0, help="how long each stream would last"
     )
+    knowledge = parser.add_argument_group("knowledge retrieval, in-process (no sizes skips it)")
+    knowledge.add_argument(
+        "--knowledge-sizes",
+        default="10000,100000",
+        help="search latency at these chunk counts, comma separated (as make bench-knowledge)",
+    )
+    knowledge.add_argument(
+        "--knowledge-queries", type=int, default=500, help="searches timed at each size"
+    )
     parser.add_argument(
         "--soak-seconds",
         type=float,
