@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -16,8 +17,10 @@ from pymongo import AsyncMongoClient
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, ChatEvent, ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 from switchboard.v1.events_pb2 import DeadLetter, TurnRequest
+from switchboard.v1.memory_pb2 import GetContextRequest
+from switchboard.v1.memory_pb2_grpc import MemoryServiceStub
 
-from .conftest import KAFKA, Platform
+from .conftest import HEALTH_PORTS, KAFKA, MEMORY_PORT, Platform
 
 pytestmark = pytest.mark.e2e
 STORE_WAIT_S = 20.0
@@ -284,3 +287,53 @@ async def test_back_to_back_turns_on_one_conversation_all_complete(
             chat, ChatRequest(conversation_id=conversation_id, message=message), platform
         )
         assert events[-1].WhichOneof("event") == "done", message
+
+
+async def test_a_follow_up_runs_on_the_context_memory_would_give_without_reading_it(
+    chat: ChatServiceStub, platform: Platform, mongo: AsyncMongoClient[dict[str, object]]
+) -> None:
+    """Decision 0084: the orchestrator extends the context of the turn it ran by that turn,
+    and the next turn's prompt is what memory answers once the turn is stored."""
+    url = f"http://127.0.0.1:{HEALTH_PORTS['orchestrator']}/metrics"
+
+    def reused() -> float:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(
+            r'^switchboard_orchestrator_contexts_total\{source="reused"\} ([0-9.e+-]+)$',
+            text,
+            re.MULTILINE,
+        )
+        return float(match.group(1)) if match else 0.0
+
+    async def say(message: str, conversation_id: str = "") -> list[ChatEvent]:
+        request = ChatRequest(conversation_id=conversation_id, message=message, user_id="u1")
+        return await collect(chat, request, platform)
+
+    before = reused()
+    first = await say("Hi there, my name is Dana Reyes.")
+    conversation_id = first[0].started.conversation_id
+    await say("Nice to meet you too.", conversation_id)
+    # What memory answers for the next turn, once both turns are stored.
+    assert len(await stored_messages(mongo, platform, conversation_id, 4)) == 4
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{MEMORY_PORT}") as channel:
+        stored = await MemoryServiceStub(channel).GetContext(
+            GetContextRequest(tenant_id="demo", conversation_id=conversation_id, max_tokens=4_000),
+            timeout=10,
+        )
+    assert stored.complete and len(stored.messages) == 4
+    assert [(f.kind, f.value) for f in stored.facts] == [("customer_name", "Dana Reyes")]
+
+    third = "Thanks, that is all for today."
+    await say(third, conversation_id)
+    assert reused() >= before + 2  # the second and the third turn
+    # The third turn's prompt (either provider's shape): history, then the message.
+    bodies = [r["body"] for r in journal(platform) if r["api"] in ("openai", "anthropic")]
+    body = next(b for b in reversed(bodies) if b.get("messages", [{}])[-1].get("content") == third)
+    history = [m["content"] for m in body["messages"] if m["role"] in ("user", "assistant")]
+    assert history[:-1] == [m.text for m in stored.messages]
+    system = " ".join(
+        [str(body.get("system", ""))]
+        + [m["content"] for m in body["messages"] if m["role"] == "system"]
+    )
+    assert "customer name: Dana Reyes" in system

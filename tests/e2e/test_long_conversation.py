@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from switchboard.memory.tokens import count_tokens
+from switchboard.conversation.tokens import count_tokens
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
 

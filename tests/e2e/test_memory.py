@@ -14,14 +14,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from switchboard.common.tenants import TenantConfig, TenantStore
-from switchboard.memory.context import (
+from switchboard.conversation.tokens import count_tokens
+from switchboard.conversation.window import (
     FACT_OVERHEAD_TOKENS,
     PER_MESSAGE_OVERHEAD_TOKENS,
     fact_line,
 )
 from switchboard.memory.retention import RetentionSweeper
 from switchboard.memory.store import ConversationStore
-from switchboard.memory.tokens import count_tokens
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
 from switchboard.v1.events_pb2 import CompletedTurn, DeadLetter
 from switchboard.v1.memory_pb2 import (

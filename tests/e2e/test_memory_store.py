@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from switchboard.conversation.tokens import count_tokens
 from switchboard.memory.store import ConversationStore, SaveOutcome, pack_window, unpack_window
 from switchboard.memory.summaries import plan_summary
-from switchboard.memory.tokens import count_tokens
 
 from .conftest import MONGO
 from .memory_support import make_turns

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from switchboard.memory.context import PER_MESSAGE_OVERHEAD_TOKENS, fit_context
-from switchboard.memory.facts import facts_of
-from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.conversation.facts import facts_of
+from switchboard.conversation.records import StoredMessage, SummaryState
+from switchboard.conversation.tokens import count_tokens
+from switchboard.conversation.window import PER_MESSAGE_OVERHEAD_TOKENS, fit_context
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.summaries import SummaryPlan, plan_summary
-from switchboard.memory.tokens import count_tokens
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
 from switchboard.v1.memory_pb2 import Fact
 

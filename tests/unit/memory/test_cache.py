@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
+from switchboard.conversation.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.memory.cache import ContextCache, Entry, entry_bytes
-from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
 from switchboard.v1.memory_pb2 import Fact
 

@@ -9,13 +9,14 @@ import grpc
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
+from switchboard.conversation.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.memory.cache import ContextCache
-from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.memory.service import MemoryService
 from switchboard.memory.settings import MemorySettings
 from switchboard.v1 import memory_pb2_grpc
 from switchboard.v1.chat_pb2 import RATING_UNSPECIFIED, RATING_UP, ROLE_ASSISTANT, ROLE_USER
 from switchboard.v1.memory_pb2 import (
+    Fact,
     GetContextRequest,
     MemoryGetConversationRequest,
     MemorySubmitFeedbackRequest,
@@ -177,6 +178,40 @@ async def test_the_older_messages_are_read_only_when_the_whole_window_fits(servi
     assert [m.request_id for m in large.messages] == [
         f"r{n}" for n in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5)
     ]
+
+
+async def test_a_context_with_nothing_left_out_says_it_is_complete(service) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    facts = (Fact(kind="order_number", value="A-1", request_id="r1"),)
+    store.snapshot = ContextSnapshot(SummaryState(1, "earlier", 0), facts, tuple(reversed(turn(1))))
+    whole = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert whole.complete and len(whole.messages) == 2
+
+    # Each way of leaving something out: the budget (a message, the summary), a window that
+    # did not reach the summary, an outage.
+    cut = await stub.GetContext(
+        GetContextRequest(tenant_id="acme", conversation_id="c1", max_tokens=14)
+    )
+    assert len(cut.messages) < 2 or not cut.summary
+    assert not cut.complete
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))), complete=False)
+    store.whole_snapshot = ContextSnapshot(
+        SummaryState(), (), tuple(reversed(turn(1))), complete=False
+    )
+    partial = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert not partial.complete
+    store.down = True
+    degraded = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert degraded.degraded and not degraded.complete
+
+
+async def test_a_context_at_a_limit_is_not_complete() -> None:
+    store = FakeStore()
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))))
+    settings = MemorySettings(context_scan_limit=2)  # the snapshot holds exactly 2 messages
+    async with serving(MemoryService(store, ContextCache(10, 10, 60), settings)) as stub:  # type: ignore[arg-type]
+        context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
+    assert len(context.messages) == 2 and not context.complete
 
 
 async def test_other_reads_are_unavailable_during_an_outage(service) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.conversation.records import StoredMessage, SummaryState
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.summaries import (
     PURPOSE_METADATA_KEY,

@@ -12,6 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from switchboard.common.consumer import UnprocessableError
 from switchboard.common.sequencing import ATTEMPT_STRIDE, FINAL_SEQUENCE
 from switchboard.common.tenants import GuardrailPolicy, ModelPolicy, TenantConfig
+from switchboard.conversation.tokens import count_tokens
+from switchboard.orchestrator.context_reuse import NextContexts
+from switchboard.orchestrator.settings import ContextReuseSettings
 from switchboard.orchestrator.tools import (
     Tool,
     ToolContext,
@@ -105,8 +108,10 @@ class States:
 class Memory:
     def __init__(self) -> None:
         self.context = ConversationContext()
+        self.reads: list[str] = []
 
     async def context_for(self, turn: TurnRequest) -> ConversationContext:
+        self.reads.append(turn.request_id)
         return self.context
 
 
@@ -166,7 +171,12 @@ async def order_status(arguments: dict[str, Any], context: ToolContext) -> ToolR
 class World:
     """An engine wired to fakes."""
 
-    def __init__(self, tenant: TenantConfig | None = None, max_tool_rounds: int = 5) -> None:
+    def __init__(
+        self,
+        tenant: TenantConfig | None = None,
+        max_tool_rounds: int = 5,
+        contexts: NextContexts | None = None,
+    ) -> None:
         self.tenant = tenant or TenantConfig(tenant_id="demo", name="Demo Retail")
         self.outbox = Outbox()
         self.states = States()
@@ -185,6 +195,7 @@ class World:
             cache=self.cache,
             registry_for=self.registry,
             clock=lambda: datetime(2026, 3, 4, 10, 0, tzinfo=UTC),
+            contexts=contexts,
         )
 
     def registry(self, tenant: TenantConfig) -> ToolRegistry:
@@ -258,6 +269,32 @@ async def test_a_simple_turn_goes_cheap_and_ends_with_done_and_a_stored_turn() -
     # Charged once per task, however often its result is redelivered.
     assert world.ledger.charge_ids == [task.task_id]
     assert world.states.saved == {}
+
+
+async def test_the_next_turn_runs_on_the_context_extended_here_without_a_memory_read() -> None:
+    contexts = NextContexts(ContextReuseSettings(), max_tokens=4_000, count=count_tokens)
+    world = World(contexts=contexts)
+    world.memory.context = ConversationContext(
+        summary="The customer asked about a parcel.", token_count=8, complete=True
+    )
+    await world.engine.on_request(request("My order 12345 is late.", "r1"))
+    await world.engine.on_result(result_for(world.outbox.tasks[-1], text="It ships today."))
+    await world.engine.on_request(request("When will it arrive?", "r2"))
+    assert world.memory.reads == ["r1"]  # r2 ran on r1's context plus r1 itself
+    task = world.outbox.tasks[-1]
+    texts = [(m.role, m.text) for m in task.messages if m.role != ROLE_SYSTEM]
+    assert texts == [
+        (ROLE_USER, "My order 12345 is late."),
+        (ROLE_ASSISTANT, "It ships today."),
+        (ROLE_USER, "When will it arrive?"),
+    ]
+    system = " ".join(m.text for m in task.messages if m.role == ROLE_SYSTEM)
+    assert "The customer asked about a parcel." in system
+    assert "order number: 12345" in system  # the fact r1 stated
+
+    # r2's result never came back here (another replica, or not yet): r3 reads memory.
+    await world.engine.on_request(request("And the invoice?", "r3"))
+    assert world.memory.reads == ["r1", "r3"]
 
 
 async def test_pii_and_secrets_never_reach_the_provider_or_storage() -> None:

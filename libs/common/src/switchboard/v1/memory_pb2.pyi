@@ -94,10 +94,16 @@ class ConversationContext(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     FACTS_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     token_count: _builtins.int
     degraded: _builtins.bool
     """True when the store was unreachable and the context came from the cache or is empty."""
+    complete: _builtins.bool
+    """True when nothing was left out: every fact and every message since the summary is in it
+    (none dropped for the budget or a limit) and the store was read. A caller that ran the
+    next turn may extend such a context by that turn itself instead of reading it again.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]:
         """Oldest first."""
@@ -112,10 +118,11 @@ class ConversationContext(_message.Message):
         token_count: _builtins.int = ...,
         degraded: _builtins.bool = ...,
         facts: _abc.Iterable[Global___Fact] | None = ...,
+        complete: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "facts", b"facts", "messages", b"messages", "summary", b"summary", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "degraded", b"degraded", "facts", b"facts", "messages", b"messages", "summary", b"summary", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,10 +38,10 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import grpc_server_interceptors, setup_telemetry
 from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
+from switchboard.conversation.facts import facts_of
+from switchboard.conversation.records import messages_of
 from switchboard.memory.cache import ContextCache
-from switchboard.memory.facts import facts_of
 from switchboard.memory.metrics import TURNS
-from switchboard.memory.records import messages_of
 from switchboard.memory.retention import RetentionSweeper
 from switchboard.memory.service import MemoryService
 from switchboard.memory.settings import MemorySettings

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from switchboard.memory.records import ContextSnapshot, StoredMessage, SummaryState
+from switchboard.conversation.records import ContextSnapshot, StoredMessage, SummaryState
 from switchboard.v1.memory_pb2 import Fact
 
 Key = tuple[str, str]

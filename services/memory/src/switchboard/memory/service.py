@@ -17,14 +17,14 @@ import grpc
 import pymongo
 from pymongo.errors import PyMongoError
 
+from switchboard.conversation.records import ContextSnapshot
+from switchboard.conversation.tokens import remembering_counter
+from switchboard.conversation.window import fit_context
 from switchboard.memory.cache import ContextCache
-from switchboard.memory.context import fit_context
 from switchboard.memory.metrics import CONTEXTS
 from switchboard.memory.paging import InvalidPageTokenError, PageToken
-from switchboard.memory.records import ContextSnapshot
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.store import ConversationStore, Document
-from switchboard.memory.tokens import remembering_counter
 from switchboard.v1 import memory_pb2_grpc
 from switchboard.v1.chat_pb2 import (
     RATING_UNSPECIFIED,
@@ -133,6 +133,8 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
             )
             result = self._fit(request, cached or ContextSnapshot())
         result.degraded = degraded
+        if degraded:
+            result.complete = False
         return result
 
     async def _snapshot(
@@ -157,13 +159,25 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         return snapshot, bool(unstored)
 
     def _fit(self, request: GetContextRequest, snapshot: ContextSnapshot) -> ConversationContext:
-        return fit_context(
+        result = fit_context(
             snapshot.summary.text,
             [m.to_proto() for m in snapshot.newest_first],
             request.max_tokens or self._settings.default_context_tokens,
             lambda text: self._count_tokens(text, request.model),
             snapshot.facts,
         )
+        settings = self._settings
+        # Complete: nothing left out, so that the caller may extend it by the next turn.
+        # A snapshot at a limit may have been cut by it, so it does not count as complete.
+        result.complete = (
+            snapshot.complete
+            and len(snapshot.newest_first) < settings.context_scan_limit
+            and len(snapshot.facts) < settings.context_max_facts
+            and len(result.messages) == len(snapshot.newest_first)
+            and len(result.facts) == len(snapshot.facts)
+            and result.summary == snapshot.summary.text
+        )
+        return result
 
     # ---- conversations -------------------------------------------------------------------
 

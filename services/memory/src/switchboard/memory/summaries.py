@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.conversation.records import StoredMessage, SummaryState
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_USER
 from switchboard.v1.events_pb2 import ChatMessage, GenerationParams, LlmTask
 

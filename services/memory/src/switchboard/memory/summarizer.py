@@ -3,11 +3,11 @@
 import logging
 from collections.abc import Awaitable, Callable
 
+from switchboard.conversation.tokens import remembering_counter
 from switchboard.memory.metrics import SUMMARIES
 from switchboard.memory.settings import MemorySettings
 from switchboard.memory.store import ConversationStore, SavedTurn
 from switchboard.memory.summaries import plan_summary, summary_task
-from switchboard.memory.tokens import remembering_counter
 from switchboard.v1.events_pb2 import LlmResult, LlmTask
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ class MemoryClient:
         """Summary and recent messages, or an empty degraded context when memory fails."""
         if turn.new_conversation:
             # The gateway opened the conversation with this turn: nothing is stored yet.
-            return ConversationContext()
+            return ConversationContext(complete=True)
         request = GetContextRequest(
             tenant_id=turn.tenant_id,
             conversation_id=turn.conversation_id,

@@ -40,6 +40,7 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
+from switchboard.conversation.tokens import count_tokens
 from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
 from switchboard.knowledge_index.index import KnowledgeIndex
 from switchboard.knowledge_index.replica import IndexReplica
@@ -52,6 +53,7 @@ from switchboard.orchestrator.adapters import (
     RedisResponseCache,
     RedisTurnStore,
 )
+from switchboard.orchestrator.context_reuse import NextContexts
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.knowledge import (
@@ -112,6 +114,7 @@ class Resources:
         self.handler = handler
         self.knowledge: Retriever | None = None
         self.embeddings: QueryEmbeddings | None = None
+        self.contexts: NextContexts | None = None
 
     async def close(self) -> None:
         await self.memory.close()
@@ -242,6 +245,9 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     else:
         metrics.ROUTER_MODEL_LOADED.set(0)
 
+    contexts = NextContexts(
+        settings.context_reuse, max_tokens=settings.context_max_tokens, count=count_tokens
+    )
     engine = TurnEngine(
         EngineSettings(
             result_topic=topics.llm_results,
@@ -264,8 +270,10 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         ).for_tenant,
         injection=injection,
         knowledge=knowledge if knowledge.settings.enabled else None,
+        contexts=contexts,
     )
     resources = Resources(memory, mongo, http, RecordHandler(settings, broker, engine, topics))
+    resources.contexts = contexts
     resources.knowledge = knowledge
     resources.embeddings = embeddings
     return resources
@@ -358,6 +366,8 @@ async def serve(settings: OrchestratorSettings) -> None:
             capacity=Capacity(settings.max_concurrency),
             retry_backoff_s=settings.step_backoff_max_s,
             ordered_by_key=True,
+            # Other members may run the conversations of revoked partitions meanwhile.
+            on_revoked=resources.contexts.clear if resources.contexts is not None else None,
             dead_letter=dead_letter_sink(
                 broker,
                 group_id=settings.consumer_group,

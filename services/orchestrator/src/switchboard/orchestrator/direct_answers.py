@@ -4,6 +4,7 @@ Each ends the turn for its client (events on the reply topic) and, when it answe
 the completed turn for memory.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -24,9 +25,17 @@ HANDOFF = "handoff"
 class DirectAnswers:
     """Ends turns without a generation, through the engine's outbox and ticket desk."""
 
-    def __init__(self, outbox: Outbox, tickets: Tickets) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        tickets: Tickets,
+        *,
+        completed: Callable[[CompletedTurn], None] | None = None,
+    ) -> None:
         self._outbox = outbox
         self._tickets = tickets
+        # Told of every record once it is published (the next turn's context, 0084).
+        self._completed = completed
 
     async def answer(
         self,
@@ -99,6 +108,8 @@ class DirectAnswers:
         """Count and publish a completed turn (memory stores it)."""
         metrics.record_completed(record)
         await self._outbox.completed(record)
+        if self._completed is not None:
+            self._completed(record)
 
     async def fail(self, turn: TurnRequest, code: str, message: str) -> None:
         """End the turn with an `error` event."""

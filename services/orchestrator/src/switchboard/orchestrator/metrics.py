@@ -23,6 +23,11 @@ RETRIEVALS = Counter(
 GUARDRAIL_ACTIONS = Counter(
     "switchboard_guardrail_actions", "Guardrail actions by kind (redacted:email, ...)", ["action"]
 )
+CONTEXTS = Counter(
+    "switchboard_orchestrator_contexts",
+    "Turn contexts by source: read from memory, or the previous turn's extended here",
+    ["source"],
+)
 CACHE = Counter("switchboard_response_cache", "Response cache look-ups", ["result"])
 ROUTING_SECONDS = Histogram(
     "switchboard_routing_seconds",

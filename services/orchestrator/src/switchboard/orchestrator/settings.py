@@ -23,6 +23,45 @@ def _comma_separated(value: object) -> object:
     )
 
 
+class ContextReuseSettings(BaseSettings):
+    """The next turn's context, extended here instead of read again (decision 0084)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_ORCHESTRATOR_CONTEXT_REUSE_")
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Extend a complete context by the turn run here, for the conversation's next turn,"
+            " instead of reading memory again; false: every turn reads memory."
+        ),
+    )
+    max_messages: int = Field(
+        default=40,
+        ge=0,
+        description=(
+            "Past this many messages the next turn reads memory again, which by then holds a"
+            " summary; keep it below memory's SWITCHBOARD_MEMORY_CONTEXT_SCAN_LIMIT."
+        ),
+    )
+    max_facts: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "A context with this many facts is read from memory again; at most memory's"
+            " SWITCHBOARD_MEMORY_CONTEXT_MAX_FACTS."
+        ),
+    )
+    max_conversations: int = Field(
+        default=10_000, ge=0, description="Conversations kept (least recently used go first)."
+    )
+    max_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="Bytes of kept contexts (encoded size)."
+    )
+    ttl_s: float = Field(
+        default=900.0, gt=0, description="A kept context not used for this long is dropped."
+    )
+
+
 class OrchestratorSettings(BaseSettings):
     """Everything the orchestrator reads from the environment."""
 
@@ -158,6 +197,12 @@ class OrchestratorSettings(BaseSettings):
         "long one. 0: off.",
     )
 
+    context_reuse: ContextReuseSettings = Field(
+        default_factory=ContextReuseSettings,
+        description=(
+            "The next turn's context extended here (SWITCHBOARD_ORCHESTRATOR_CONTEXT_REUSE_*)."
+        ),
+    )
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="Kafka (SWITCHBOARD_KAFKA_*)."
     )

@@ -44,6 +44,7 @@ from switchboard.orchestrator import (
     tool_rounds,
 )
 from switchboard.orchestrator import knowledge as kb
+from switchboard.orchestrator.context_reuse import NextContexts
 from switchboard.orchestrator.direct_answers import BLOCKED, DirectAnswers
 from switchboard.orchestrator.guardrails import (
     InjectionDetector,
@@ -120,6 +121,7 @@ class TurnEngine:
         injection: InjectionDetector | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         knowledge: kb.Retriever | None = None,
+        contexts: NextContexts | None = None,
     ) -> None:
         self._settings = settings
         self._outbox = outbox
@@ -127,7 +129,10 @@ class TurnEngine:
         self._memory = memory
         self._tenants = tenants
         self._ledger = ledger
-        self._answers = DirectAnswers(outbox, tickets)
+        self._contexts = contexts
+        self._answers = DirectAnswers(
+            outbox, tickets, completed=contexts.completed if contexts is not None else None
+        )
         self._cache = cache
         self._registry_for = registry_for
         self._classifier: Classifier = classifier or ComplexityClassifier()
@@ -144,7 +149,15 @@ class TurnEngine:
         # The reads need only the turn and change nothing, so they all start now, side by
         # side: the context read, the state lookup and, once the message is redacted, the
         # retrieval. A turn that does not go on (redelivered, ended, refused) cancels them.
-        context = asyncio.ensure_future(self._memory.context_for(turn))
+        # The previous turn of the conversation may have left its context, extended by
+        # itself, here (decision 0084): then there is nothing to read.
+        reused = self._contexts.take(turn) if self._contexts is not None else None
+        context = (
+            _resolved(reused)
+            if reused is not None
+            else asyncio.ensure_future(self._memory.context_for(turn))
+        )
+        metrics.CONTEXTS.labels("reused" if reused is not None else "read").inc()
         lookup = asyncio.ensure_future(self._states.lookup(turn.tenant_id, turn.request_id))
         retrieval: asyncio.Task[list[kb.Passage]] | None = None
         try:
@@ -239,6 +252,8 @@ class TurnEngine:
         # not need its passages (escalation, routing, the task) is done before they are
         # awaited, while the search is in flight.
         context = await reads.context
+        if self._contexts is not None:
+            self._contexts.started(turn, context)
         if reads.retrieval is not None and not reads.retrieval.done():
             # One turn of the loop first: grpc.aio sends a call from a task of its own, and
             # the search started a moment ago should go out before the work below, not after.
@@ -496,6 +511,12 @@ class _Reads:
 
     context: "asyncio.Future[ConversationContext]"
     retrieval: "asyncio.Future[list[kb.Passage]] | None"
+
+
+def _resolved(context: ConversationContext) -> "asyncio.Future[ConversationContext]":
+    future: asyncio.Future[ConversationContext] = asyncio.get_running_loop().create_future()
+    future.set_result(context)
+    return future
 
 
 def _settle(read: "asyncio.Future[Any]") -> None:

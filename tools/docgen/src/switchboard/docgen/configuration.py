@@ -27,7 +27,7 @@ from switchboard.memory.settings import MemorySettings
 from switchboard.orchestrator.knowledge import (
     KnowledgeClientSettings as OrchestratorKnowledgeSettings,
 )
-from switchboard.orchestrator.settings import OrchestratorSettings
+from switchboard.orchestrator.settings import ContextReuseSettings, OrchestratorSettings
 from switchboard.simulator.settings import Settings as SimulatorSettings
 
 # (heading, class, where it is defined); groups embedded in several services come first.
@@ -73,6 +73,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     (
         "orchestrator",
         OrchestratorSettings,
+        "services/orchestrator/src/switchboard/orchestrator/settings.py",
+    ),
+    (
+        "orchestrator: the next turn's context, extended here",
+        ContextReuseSettings,
         "services/orchestrator/src/switchboard/orchestrator/settings.py",
     ),
     (

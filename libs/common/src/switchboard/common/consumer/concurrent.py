@@ -5,7 +5,7 @@ docstring for the rules."""
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -65,6 +65,7 @@ class ConcurrentConsumer:
         ordered_by_key: bool = False,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetterSink | None = None,
+        on_revoked: Callable[[], None] | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.topics = topics
@@ -80,6 +81,8 @@ class ConcurrentConsumer:
         self._ordered_by_key = ordered_by_key
         self._retry = retry or RetryPolicy.of(kafka)
         self._dead_letter = dead_letter
+        # Told when partitions are revoked, before they may move to another member.
+        self._on_revoked = on_revoked
         self._sleep = sleep
         # The latest dispatched record of each key, which the next one of that key awaits.
         self._key_tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
@@ -344,6 +347,8 @@ class ConcurrentConsumer:
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit the finished prefix of `revoked` before they may move; keep running."""
         self._settled.clear()
+        if self._on_revoked is not None and revoked:
+            self._on_revoked()
         await self.commit(revoked)
         self._owned -= revoked
         log.info("%s: revoked %s", self.group_id, sorted(revoked))

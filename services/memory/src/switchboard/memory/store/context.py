@@ -3,7 +3,7 @@ messages of a conversation, from its window when it holds them."""
 
 from pymongo import DESCENDING
 
-from switchboard.memory.records import ContextSnapshot
+from switchboard.conversation.records import ContextSnapshot
 from switchboard.memory.store.base import StoreBase
 from switchboard.memory.store.keys import conversation_scope
 from switchboard.memory.store.window import (

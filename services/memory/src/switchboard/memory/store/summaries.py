@@ -6,7 +6,7 @@ from datetime import timedelta
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.conversation.records import StoredMessage, SummaryState
 from switchboard.memory.store.base import StoreBase, utcnow
 from switchboard.memory.store.keys import Document, conversation_scope, summary_key
 from switchboard.memory.store.window import message_of, summary_of, window_after, window_of

@@ -9,8 +9,8 @@ from enum import Enum
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from switchboard.memory.facts import facts_of
-from switchboard.memory.records import StoredMessage, SummaryState, messages_of
+from switchboard.conversation.facts import facts_of
+from switchboard.conversation.records import StoredMessage, SummaryState, messages_of
 from switchboard.memory.store.base import StoreBase, utcnow
 from switchboard.memory.store.keys import (
     Document,

@@ -8,7 +8,7 @@ from typing import Any
 import bson
 from bson import Binary, CodecOptions
 
-from switchboard.memory.records import StoredMessage, SummaryState
+from switchboard.conversation.records import StoredMessage, SummaryState
 from switchboard.memory.store.keys import Document
 from switchboard.v1.memory_pb2 import Fact
 

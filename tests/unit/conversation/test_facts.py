@@ -1,6 +1,6 @@
 import pytest
 
-from switchboard.memory.facts import (
+from switchboard.conversation.facts import (
     CUSTOMER_NAME,
     GOAL,
     ORDER_NUMBER,
@@ -9,7 +9,7 @@ from switchboard.memory.facts import (
     extract_facts,
     facts_of,
 )
-from switchboard.memory.records import StoredMessage
+from switchboard.conversation.records import StoredMessage
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER
 
 

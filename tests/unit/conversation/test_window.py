@@ -1,10 +1,10 @@
-from switchboard.memory.context import (
+from switchboard.conversation.tokens import count_tokens, encoding_for
+from switchboard.conversation.window import (
     FACT_OVERHEAD_TOKENS,
     PER_MESSAGE_OVERHEAD_TOKENS,
     fact_line,
     fit_context,
 )
-from switchboard.memory.tokens import count_tokens, encoding_for
 from switchboard.v1.chat_pb2 import ROLE_ASSISTANT, ROLE_USER, Message
 from switchboard.v1.memory_pb2 import Fact
 

@@ -1,6 +1,6 @@
 import pytest
 
-from switchboard.memory.tokens import count_tokens, remembering_counter
+from switchboard.conversation.tokens import count_tokens, remembering_counter
 
 TEXTS = ["Where is my order 10023?", "Hello", "", "Ünïcödé and emoji 🎉 count too"]
 

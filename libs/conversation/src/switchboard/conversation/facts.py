@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from switchboard.memory.records import StoredMessage
+from switchboard.conversation.records import StoredMessage
 from switchboard.v1.chat_pb2 import ROLE_USER
 from switchboard.v1.memory_pb2 import Fact
 
