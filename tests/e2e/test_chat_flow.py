@@ -300,7 +300,7 @@ async def test_a_follow_up_runs_on_the_context_memory_would_give_without_reading
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         match = re.search(
-            r'^switchboard_orchestrator_contexts_total\{source="reused"\} ([0-9.e+-]+)$',
+            r'^switchboard_orchestrator_contexts_total\{source="extended"\} ([0-9.e+-]+)$',
             text,
             re.MULTILINE,
         )

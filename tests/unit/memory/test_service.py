@@ -15,6 +15,7 @@ from switchboard.memory.service import MemoryService
 from switchboard.memory.settings import MemorySettings
 from switchboard.v1 import memory_pb2_grpc
 from switchboard.v1.chat_pb2 import RATING_UNSPECIFIED, RATING_UP, ROLE_ASSISTANT, ROLE_USER
+from switchboard.v1.events_pb2 import CompletedTurn
 from switchboard.v1.memory_pb2 import (
     Fact,
     GetContextRequest,
@@ -212,6 +213,53 @@ async def test_a_context_at_a_limit_is_not_complete() -> None:
     async with serving(MemoryService(store, ContextCache(10, 10, 60), settings)) as stub:  # type: ignore[arg-type]
         context = await stub.GetContext(GetContextRequest(tenant_id="acme", conversation_id="c1"))
     assert len(context.messages) == 2 and not context.complete
+
+
+def completed(request_id: str, n: int, conversation: str = "c1") -> CompletedTurn:
+    done = CompletedTurn(
+        tenant_id="acme",
+        conversation_id=conversation,
+        request_id=request_id,
+        user_message=f"my order {n}00{n} is late",
+        assistant_message=f"answer {n}",
+    )
+    done.accepted_at.FromSeconds(1_800_000_000 + n)
+    done.completed_at.FromSeconds(1_800_000_000 + n)
+    return done
+
+
+@pytest.mark.parametrize("cache_size", [10, 0])
+async def test_a_read_ahead_includes_the_pending_turn_before_it_is_received(
+    cache_size: int,
+) -> None:
+    store = FakeStore()
+    store.snapshot = ContextSnapshot(SummaryState(), (), tuple(reversed(turn(1))))
+    cache = ContextCache(cache_size, 10, 60)
+    async with serving(MemoryService(store, cache, MemorySettings())) as stub:  # type: ignore[arg-type]
+        context = await stub.GetContext(
+            GetContextRequest(tenant_id="acme", conversation_id="c1", pending=completed("r2", 2))
+        )
+    assert [m.request_id for m in context.messages] == ["r1", "r1", "r2", "r2"]
+    assert [(f.kind, f.value) for f in context.facts] == [("order_number", "2002")]
+    assert context.complete
+
+
+@pytest.mark.parametrize(
+    ("pending", "names"),
+    [
+        (completed("r2", 2, conversation="other"), "another conversation"),
+        (CompletedTurn(tenant_id="acme", conversation_id="c1"), "request_id"),
+    ],
+)
+async def test_a_bad_pending_turn_is_refused_by_name(service, pending, names: str) -> None:  # type: ignore[no-untyped-def]
+    stub, store, _ = service
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.GetContext(
+            GetContextRequest(tenant_id="acme", conversation_id="c1", pending=pending)
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pending" in (error.value.details() or "") and names in (error.value.details() or "")
+    assert store.reads == []
 
 
 async def test_other_reads_are_unavailable_during_an_outage(service) -> None:  # type: ignore[no-untyped-def]

@@ -114,6 +114,10 @@ class Memory:
         self.reads.append(turn.request_id)
         return self.context
 
+    async def context_after(self, turn: CompletedTurn) -> ConversationContext:
+        self.reads.append(f"after {turn.request_id}")
+        return self.context
+
 
 class Tenants:
     def __init__(self, tenant: TenantConfig) -> None:

@@ -23,33 +23,34 @@ _sym_db = _symbol_database.Default()
 
 
 from switchboard.v1 import chat_pb2 as switchboard_dot_v1_dot_chat__pb2
+from switchboard.v1 import events_pb2 as switchboard_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/memory.proto\x12\x0eswitchboard.v1\x1a\x19switchboard/v1/chat.proto\"v\n\x11GetContextRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"7\n\x04\x46\x61\x63t\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xaf\x01\n\x13\x43onversationContext\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12#\n\x05\x66\x61\x63ts\x18\x05 \x03(\x0b\x32\x14.switchboard.v1.Fact\x12\x10\n\x08\x63omplete\x18\x06 \x01(\x08\"J\n\x1cMemoryGetConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"k\n\x1eMemoryListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x1fMemoryDeleteConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"M\n\x1fMemoryExportConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"=\n\x14\x45xportedConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x8e\x01\n\x1bMemorySubmitFeedbackRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x06rating\x18\x03 \x01(\x0e\x32\x16.switchboard.v1.Rating\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t2\xfb\x04\n\rMemoryService\x12T\n\nGetContext\x12!.switchboard.v1.GetContextRequest\x1a#.switchboard.v1.ConversationContext\x12]\n\x0fGetConversation\x12,.switchboard.v1.MemoryGetConversationRequest\x1a\x1c.switchboard.v1.Conversation\x12n\n\x11ListConversations\x12..switchboard.v1.MemoryListConversationsRequest\x1a).switchboard.v1.ListConversationsResponse\x12q\n\x12\x44\x65leteConversation\x12/.switchboard.v1.MemoryDeleteConversationRequest\x1a*.switchboard.v1.DeleteConversationResponse\x12k\n\x12\x45xportConversation\x12/.switchboard.v1.MemoryExportConversationRequest\x1a$.switchboard.v1.ExportedConversation\x12\x65\n\x0eSubmitFeedback\x12+.switchboard.v1.MemorySubmitFeedbackRequest\x1a&.switchboard.v1.SubmitFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/memory.proto\x12\x0eswitchboard.v1\x1a\x19switchboard/v1/chat.proto\x1a\x1bswitchboard/v1/events.proto\"\xa6\x01\n\x11GetContextRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12.\n\x07pending\x18\x06 \x01(\x0b\x32\x1d.switchboard.v1.CompletedTurn\"7\n\x04\x46\x61\x63t\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xaf\x01\n\x13\x43onversationContext\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x13\n\x0btoken_count\x18\x03 \x01(\r\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12#\n\x05\x66\x61\x63ts\x18\x05 \x03(\x0b\x32\x14.switchboard.v1.Fact\x12\x10\n\x08\x63omplete\x18\x06 \x01(\x08\"J\n\x1cMemoryGetConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"k\n\x1eMemoryListConversationsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"M\n\x1fMemoryDeleteConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"M\n\x1fMemoryExportConversationRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\"=\n\x14\x45xportedConversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x8e\x01\n\x1bMemorySubmitFeedbackRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x06rating\x18\x03 \x01(\x0e\x32\x16.switchboard.v1.Rating\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t2\xfb\x04\n\rMemoryService\x12T\n\nGetContext\x12!.switchboard.v1.GetContextRequest\x1a#.switchboard.v1.ConversationContext\x12]\n\x0fGetConversation\x12,.switchboard.v1.MemoryGetConversationRequest\x1a\x1c.switchboard.v1.Conversation\x12n\n\x11ListConversations\x12..switchboard.v1.MemoryListConversationsRequest\x1a).switchboard.v1.ListConversationsResponse\x12q\n\x12\x44\x65leteConversation\x12/.switchboard.v1.MemoryDeleteConversationRequest\x1a*.switchboard.v1.DeleteConversationResponse\x12k\n\x12\x45xportConversation\x12/.switchboard.v1.MemoryExportConversationRequest\x1a$.switchboard.v1.ExportedConversation\x12\x65\n\x0eSubmitFeedback\x12+.switchboard.v1.MemorySubmitFeedbackRequest\x1a&.switchboard.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.memory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCONTEXTREQUEST']._serialized_start=74
-  _globals['_GETCONTEXTREQUEST']._serialized_end=192
-  _globals['_FACT']._serialized_start=194
-  _globals['_FACT']._serialized_end=249
-  _globals['_CONVERSATIONCONTEXT']._serialized_start=252
-  _globals['_CONVERSATIONCONTEXT']._serialized_end=427
-  _globals['_MEMORYGETCONVERSATIONREQUEST']._serialized_start=429
-  _globals['_MEMORYGETCONVERSATIONREQUEST']._serialized_end=503
-  _globals['_MEMORYLISTCONVERSATIONSREQUEST']._serialized_start=505
-  _globals['_MEMORYLISTCONVERSATIONSREQUEST']._serialized_end=612
-  _globals['_MEMORYDELETECONVERSATIONREQUEST']._serialized_start=614
-  _globals['_MEMORYDELETECONVERSATIONREQUEST']._serialized_end=691
-  _globals['_MEMORYEXPORTCONVERSATIONREQUEST']._serialized_start=693
-  _globals['_MEMORYEXPORTCONVERSATIONREQUEST']._serialized_end=770
-  _globals['_EXPORTEDCONVERSATION']._serialized_start=772
-  _globals['_EXPORTEDCONVERSATION']._serialized_end=833
-  _globals['_MEMORYSUBMITFEEDBACKREQUEST']._serialized_start=836
-  _globals['_MEMORYSUBMITFEEDBACKREQUEST']._serialized_end=978
-  _globals['_MEMORYSERVICE']._serialized_start=981
-  _globals['_MEMORYSERVICE']._serialized_end=1616
+  _globals['_GETCONTEXTREQUEST']._serialized_start=104
+  _globals['_GETCONTEXTREQUEST']._serialized_end=270
+  _globals['_FACT']._serialized_start=272
+  _globals['_FACT']._serialized_end=327
+  _globals['_CONVERSATIONCONTEXT']._serialized_start=330
+  _globals['_CONVERSATIONCONTEXT']._serialized_end=505
+  _globals['_MEMORYGETCONVERSATIONREQUEST']._serialized_start=507
+  _globals['_MEMORYGETCONVERSATIONREQUEST']._serialized_end=581
+  _globals['_MEMORYLISTCONVERSATIONSREQUEST']._serialized_start=583
+  _globals['_MEMORYLISTCONVERSATIONSREQUEST']._serialized_end=690
+  _globals['_MEMORYDELETECONVERSATIONREQUEST']._serialized_start=692
+  _globals['_MEMORYDELETECONVERSATIONREQUEST']._serialized_end=769
+  _globals['_MEMORYEXPORTCONVERSATIONREQUEST']._serialized_start=771
+  _globals['_MEMORYEXPORTCONVERSATIONREQUEST']._serialized_end=848
+  _globals['_EXPORTEDCONVERSATION']._serialized_start=850
+  _globals['_EXPORTEDCONVERSATION']._serialized_end=911
+  _globals['_MEMORYSUBMITFEEDBACKREQUEST']._serialized_start=914
+  _globals['_MEMORYSUBMITFEEDBACKREQUEST']._serialized_end=1056
+  _globals['_MEMORYSERVICE']._serialized_start=1059
+  _globals['_MEMORYSERVICE']._serialized_end=1694
 # @@protoc_insertion_point(module_scope)

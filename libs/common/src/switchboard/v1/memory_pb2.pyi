@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from switchboard.v1 import chat_pb2 as _chat_pb2
+from switchboard.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,6 +29,7 @@ class GetContextRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     conversation_id: _builtins.str
     max_tokens: _builtins.int
@@ -39,6 +41,13 @@ class GetContextRequest(_message.Message):
     on `chat.turns`, and nothing else of the conversation, answers the next read from what
     it holds without reading the store (its write may still be under way). Empty: no reuse.
     """
+    @_builtins.property
+    def pending(self) -> _events_pb2.CompletedTurn:
+        """A turn of this conversation just published to `chat.turns`, which this replica may not
+        have received yet: the context includes it, as if received. The orchestrator reads the
+        next turn's context this way, ahead of that turn, when it cannot extend it itself.
+        """
+
     def __init__(
         self,
         *,
@@ -47,10 +56,11 @@ class GetContextRequest(_message.Message):
         max_tokens: _builtins.int = ...,
         model: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        pending: _events_pb2.CompletedTurn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pending", b"pending"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "max_tokens", b"max_tokens", "model", b"model", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "max_tokens", b"max_tokens", "model", b"model", "pending", b"pending", "request_id", b"request_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,6 +70,16 @@ class ContextSnapshot:
     complete: bool = True
 
 
+def turn_problem(turn: CompletedTurn) -> str | None:
+    """Why a completed turn cannot be stored, or None."""
+    for name in ("tenant_id", "conversation_id", "request_id"):
+        if not getattr(turn, name):
+            return f"CompletedTurn.{name} is empty"
+    if not turn.HasField("accepted_at") or not turn.HasField("completed_at"):
+        return "CompletedTurn.accepted_at and completed_at are required"
+    return None
+
+
 def messages_of(turn: CompletedTurn) -> tuple[StoredMessage, StoredMessage]:
     """The user and the assistant message of a completed turn."""
     return (

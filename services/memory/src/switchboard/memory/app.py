@@ -39,7 +39,7 @@ from switchboard.common.telemetry import grpc_server_interceptors, setup_telemet
 from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.conversation.facts import facts_of
-from switchboard.conversation.records import messages_of
+from switchboard.conversation.records import messages_of, turn_problem
 from switchboard.memory.cache import ContextCache
 from switchboard.memory.metrics import TURNS
 from switchboard.memory.retention import RetentionSweeper
@@ -55,16 +55,6 @@ tracer = trace.get_tracer("switchboard.memory")
 
 
 TRANSIENT = (PyMongoError, KafkaError, TimeoutError)
-
-
-def turn_problem(turn: CompletedTurn) -> str | None:
-    """Why a decoded turn cannot be stored, or None."""
-    for field in ("tenant_id", "conversation_id", "request_id"):
-        if not getattr(turn, field):
-            return f"CompletedTurn.{field} is empty"
-    if not turn.HasField("accepted_at") or not turn.HasField("completed_at"):
-        return "CompletedTurn.accepted_at and completed_at are required"
-    return None
 
 
 class TurnRecordHandler:

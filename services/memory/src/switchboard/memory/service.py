@@ -8,7 +8,7 @@ store that cannot be reached is UNAVAILABLE, except for `GetContext`, which degr
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn, TypeAlias, TypeVar
@@ -17,7 +17,13 @@ import grpc
 import pymongo
 from pymongo.errors import PyMongoError
 
-from switchboard.conversation.records import ContextSnapshot
+from switchboard.conversation.facts import facts_of
+from switchboard.conversation.records import (
+    ContextSnapshot,
+    StoredMessage,
+    messages_of,
+    turn_problem,
+)
 from switchboard.conversation.tokens import remembering_counter
 from switchboard.conversation.window import fit_context
 from switchboard.memory.cache import ContextCache
@@ -96,6 +102,18 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         if problem:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         key = (request.tenant_id, request.conversation_id)
+        received: tuple[StoredMessage, ...] = ()
+        if request.HasField("pending"):
+            pending = request.pending
+            problem = turn_problem(pending)
+            if problem is None and key != (pending.tenant_id, pending.conversation_id):
+                problem = "pending is a turn of another conversation"
+            if problem:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"pending: {problem}")
+            # As if received from chat.turns (which it is, or soon will be; a repeat there
+            # changes nothing), so the context holds it even before its write.
+            received = messages_of(pending)
+            self._cache.add(key, received, [fact for fact, _ in facts_of(received)])
         timeout_s = self._settings.context_read_timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
@@ -114,13 +132,13 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         try:
             # pymongo.timeout bounds every operation inside, server selection included.
             with pymongo.timeout(timeout_s):
-                snapshot, received = await self._snapshot(request, key, whole=False)
+                snapshot, unstored = await self._snapshot(request, key, received, whole=False)
                 result = self._fit(request, snapshot)
                 if not snapshot.complete and len(result.messages) == len(snapshot.newest_first):
                     # Every message read fit: older unsummarised ones may fit too.
-                    snapshot, received = await self._snapshot(request, key, whole=True)
+                    snapshot, unstored = await self._snapshot(request, key, received, whole=True)
                     result = self._fit(request, snapshot)
-            CONTEXTS.labels("store+received" if received else "store").inc()
+            CONTEXTS.labels("store+received" if unstored else "store").inc()
         except PyMongoError as exc:
             degraded = True
             cached = self._cache.get(key)
@@ -138,9 +156,15 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         return result
 
     async def _snapshot(
-        self, request: GetContextRequest, key: tuple[str, str], *, whole: bool
+        self,
+        request: GetContextRequest,
+        key: tuple[str, str],
+        pending: Sequence[StoredMessage],
+        *,
+        whole: bool,
     ) -> tuple[ContextSnapshot, bool]:
-        """The stored snapshot, with the turns received but not yet written; whether any."""
+        """The stored snapshot, with the turns received but not yet written (and `pending`,
+        the request's, even when the cache keeps nothing); whether any."""
         snapshot = await self._store.context_snapshot(
             request.tenant_id,
             request.conversation_id,
@@ -152,10 +176,25 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         # context already: the client may send its next message the moment it hears
         # `done`, before the write is acknowledged.
         newest = snapshot.newest_first[0].position if snapshot.newest_first else 0
-        unstored = self._cache.newer_than(key, max(newest, snapshot.summary.until_position))
+        after = max(newest, snapshot.summary.until_position)
+        unstored = self._cache.newer_than(key, after)
+        held = {(m.request_id, m.role) for m in unstored}
+        unstored.extend(
+            m for m in pending if m.position > after and (m.request_id, m.role) not in held
+        )
+        unstored.sort(key=lambda m: m.position, reverse=True)
         self._cache.remember(key, snapshot, request.request_id)
         if unstored:
-            snapshot = replace(snapshot, newest_first=(*unstored, *snapshot.newest_first))
+            # Their facts too: the store has not got them yet either.
+            known = {(f.kind, f.value) for f in snapshot.facts}
+            facts = [f for f, _ in facts_of(unstored[::-1]) if (f.kind, f.value) not in known]
+            snapshot = replace(
+                snapshot,
+                newest_first=(*unstored, *snapshot.newest_first),
+                facts=(*snapshot.facts, *facts)[-self._settings.context_max_facts :]
+                if self._settings.context_max_facts
+                else (),
+            )
         return snapshot, bool(unstored)
 
     def _fit(self, request: GetContextRequest, snapshot: ContextSnapshot) -> ConversationContext:

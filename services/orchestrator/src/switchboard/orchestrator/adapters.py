@@ -15,7 +15,7 @@ from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.telemetry import grpc_client_interceptors
 from switchboard.orchestrator.tools import ToolContext
 from switchboard.orchestrator.turn_state import TurnState
-from switchboard.v1.events_pb2 import TurnRequest
+from switchboard.v1.events_pb2 import CompletedTurn, TurnRequest
 from switchboard.v1.memory_pb2 import ConversationContext, GetContextRequest
 from switchboard.v1.memory_pb2_grpc import MemoryServiceStub
 
@@ -39,12 +39,28 @@ class MemoryClient:
         if turn.new_conversation:
             # The gateway opened the conversation with this turn: nothing is stored yet.
             return ConversationContext(complete=True)
-        request = GetContextRequest(
-            tenant_id=turn.tenant_id,
-            conversation_id=turn.conversation_id,
-            max_tokens=self._max_tokens,
-            request_id=turn.request_id,
+        return await self._get(
+            GetContextRequest(
+                tenant_id=turn.tenant_id,
+                conversation_id=turn.conversation_id,
+                max_tokens=self._max_tokens,
+                request_id=turn.request_id,
+            )
         )
+
+    async def context_after(self, turn: CompletedTurn) -> ConversationContext:
+        """The context of the turn after `turn`, read ahead of it: `turn` is included even if
+        memory has not received it from `chat.turns` yet."""
+        return await self._get(
+            GetContextRequest(
+                tenant_id=turn.tenant_id,
+                conversation_id=turn.conversation_id,
+                max_tokens=self._max_tokens,
+                pending=turn,
+            )
+        )
+
+    async def _get(self, request: GetContextRequest) -> ConversationContext:
         try:
             context: ConversationContext = await self._stub.GetContext(
                 request, timeout=self._timeout_s
@@ -52,7 +68,7 @@ class MemoryClient:
         except grpc.aio.AioRpcError as exc:
             log.warning(
                 "memory unavailable for %s (%s): answering without history",
-                turn.conversation_id,
+                request.conversation_id,
                 exc.code().name,
             )
             return ConversationContext(degraded=True)

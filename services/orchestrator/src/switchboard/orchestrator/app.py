@@ -246,7 +246,10 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
         metrics.ROUTER_MODEL_LOADED.set(0)
 
     contexts = NextContexts(
-        settings.context_reuse, max_tokens=settings.context_max_tokens, count=count_tokens
+        settings.context_reuse,
+        max_tokens=settings.context_max_tokens,
+        count=count_tokens,
+        read_ahead=memory.context_after,
     )
     engine = TurnEngine(
         EngineSettings(

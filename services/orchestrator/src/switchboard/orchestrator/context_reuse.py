@@ -1,26 +1,31 @@
-"""The next turn's context, extended here by the turn this orchestrator just ran (decision 0084).
+"""The next turn's context, ready when it arrives: extended here, or read ahead (decision 0084).
 
 A conversation's turns run one at a time (the gateway's lock), and while this orchestrator
 owns the conversation's `chat.requests` partition, each of them starts here. So when turn N
 ran here with a complete context C (memory's word: nothing left out), and N's record was
 published from here, the next turn's context is C plus N's two messages and the facts they
 state: what memory answers once N is stored, without the read, and with nothing to wait for.
+When the extension would leave something out or pass a limit (or C was not complete), the
+next turn's context is read from memory at once instead, with N attached (memory may not
+have received N yet), while the client is still hearing N's end.
 
 Each conversation's entry moves through three states, and anything unexpected drops it, so
-that the next turn reads memory as before:
-- `take` (a turn arrives): hands out the context if the entry was completed by another turn
-  (the previous one), and leaves a mark for the arriving turn;
-- `started` (the turn has its context): the mark takes the context, if it is complete;
-- `completed` (its record is published): the context is extended by the record, if it still
-  fits the token budget and the limits below without leaving anything out.
-A redelivered turn, a turn whose result another replica handled, a degraded or incomplete
-context, and a rebalance (`clear`: every entry goes) all end in a read. The entries are
-bounded in bytes, in number and in age.
+that the next turn reads memory on arrival as before:
+- `take` (a turn arrives): hands out what the previous turn left (the extended context, or
+  the read under way), and leaves a mark for the arriving turn;
+- `started` (the turn has its context): the mark takes the context;
+- `completed` (its record is published): the context is extended by the record, or the read
+  ahead starts.
+A redelivered turn, a turn whose result another replica handled and a rebalance (`clear`:
+every entry goes) all end in a read on arrival. The entries are bounded in bytes, in number
+and in age; a read ahead is bounded by memory's timeout.
 """
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cachetools import TTLCache
 
@@ -47,13 +52,25 @@ class _Entry:
     # The turn that took the entry: the one whose context it holds, or holds next.
     request_id: str
     context: ConversationContext | None = None
-    # True once extended by that turn's record: the next turn's context.
+    # True once that turn's record was published: the entry is the next turn's.
     completed: bool = False
+    # The next turn's context being read from memory (when it could not be extended).
+    reading: "asyncio.Future[ConversationContext] | None" = None
     size: int = ENTRY_OVERHEAD_BYTES
 
 
+class Ahead(NamedTuple):
+    """A turn's context, ready or on its way, and how: "extended" or "read ahead"."""
+
+    context: "asyncio.Future[ConversationContext]"
+    how: str
+
+
+ReadAhead = Callable[[CompletedTurn], Awaitable[ConversationContext]]
+
+
 class NextContexts:
-    """Per conversation, the context the next turn can use instead of reading memory."""
+    """Per conversation, the next turn's context, so that it needs no read on arrival."""
 
     def __init__(
         self,
@@ -61,11 +78,13 @@ class NextContexts:
         *,
         max_tokens: int,
         count: CountTokens,
+        read_ahead: ReadAhead | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._max_tokens = max_tokens
         self._count = count
+        self._read_ahead = read_ahead
         self._entries: TTLCache[Key, _Entry] = TTLCache(
             max(settings.max_bytes, 1), settings.ttl_s, timer=clock, getsizeof=lambda e: e.size
         )
@@ -73,43 +92,58 @@ class NextContexts:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, turn: TurnRequest) -> ConversationContext | None:
-        """The context of `turn`, when the previous turn of its conversation completed here
-        with a complete context; None otherwise (read memory)."""
+    def take(self, turn: TurnRequest) -> Ahead | None:
+        """The context of `turn`, when the previous turn of its conversation completed here;
+        None otherwise (read memory now)."""
         if not self._settings.enabled:
             return None
         key = (turn.tenant_id, turn.conversation_id)
         entry = self._entries.pop(key, None)
         self._put(key, _Entry(turn.request_id))
         if entry is None or not entry.completed or entry.request_id == turn.request_id:
-            return None  # nothing kept, the previous turn never completed here, a redelivery
-        return entry.context
+            # Nothing kept, the previous turn never completed here, or a redelivery.
+            if entry is not None and entry.reading is not None:
+                entry.reading.cancel()
+            return None
+        if entry.reading is not None:
+            return Ahead(entry.reading, "read ahead")
+        assert entry.context is not None  # a completed entry holds one or the other
+        ready: asyncio.Future[ConversationContext] = asyncio.get_running_loop().create_future()
+        ready.set_result(entry.context)
+        return Ahead(ready, "extended")
 
     def started(self, turn: TurnRequest, context: ConversationContext) -> None:
-        """`turn` runs with `context` (read or reused)."""
+        """`turn` runs with `context`."""
         key = (turn.tenant_id, turn.conversation_id)
         entry = self._entries.get(key)
         if entry is None or entry.request_id != turn.request_id or entry.context is not None:
             return
-        if context.degraded or not context.complete:
-            self._entries.pop(key, None)
-            return
         self._put(key, _Entry(turn.request_id, context, size=_size(context)))
 
     def completed(self, record: CompletedTurn) -> None:
-        """`record` was published: its turn's context, extended by it, is the next one's."""
+        """`record` was published: its turn's context, extended by it, is the next one's, or
+        the next one's is read ahead."""
         key = (record.tenant_id, record.conversation_id)
         entry = self._entries.get(key)
         if entry is None or entry.request_id != record.request_id or entry.completed:
             return
-        extended = None if entry.context is None else self._extend(entry.context, record)
-        if extended is None:
+        extended = None
+        if entry.context is not None and entry.context.complete and not entry.context.degraded:
+            extended = self._extend(entry.context, record)
+        if extended is not None:
+            self._put(key, _Entry(record.request_id, extended, True, size=_size(extended)))
+        elif self._read_ahead is not None:
+            reading = asyncio.ensure_future(self._read_ahead(record))
+            reading.add_done_callback(_seen)
+            self._put(key, _Entry(record.request_id, None, True, reading))
+        else:
             self._entries.pop(key, None)
-            return
-        self._put(key, _Entry(record.request_id, extended, True, _size(extended)))
 
     def clear(self) -> None:
         """Forget everything: partitions were revoked, so other members may run turns."""
+        for entry in self._entries.values():
+            if entry.reading is not None:
+                entry.reading.cancel()
         self._entries.clear()
 
     def _extend(
@@ -150,3 +184,9 @@ class NextContexts:
 
 def _size(context: ConversationContext) -> int:
     return ENTRY_OVERHEAD_BYTES + context.ByteSize()
+
+
+def _seen(read: "asyncio.Future[ConversationContext]") -> None:
+    """Mark a read ahead's failure as seen: a turn that uses it gets the same error."""
+    if not read.cancelled():
+        read.exception()

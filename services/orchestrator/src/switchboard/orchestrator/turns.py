@@ -149,15 +149,15 @@ class TurnEngine:
         # The reads need only the turn and change nothing, so they all start now, side by
         # side: the context read, the state lookup and, once the message is redacted, the
         # retrieval. A turn that does not go on (redelivered, ended, refused) cancels them.
-        # The previous turn of the conversation may have left its context, extended by
-        # itself, here (decision 0084): then there is nothing to read.
-        reused = self._contexts.take(turn) if self._contexts is not None else None
+        # The previous turn of the conversation may have left its context here, extended by
+        # itself or read ahead (decision 0084): then there is nothing to read now.
+        ahead = self._contexts.take(turn) if self._contexts is not None else None
         context = (
-            _resolved(reused)
-            if reused is not None
+            ahead.context
+            if ahead is not None
             else asyncio.ensure_future(self._memory.context_for(turn))
         )
-        metrics.CONTEXTS.labels("reused" if reused is not None else "read").inc()
+        metrics.CONTEXTS.labels(ahead.how if ahead is not None else "read on arrival").inc()
         lookup = asyncio.ensure_future(self._states.lookup(turn.tenant_id, turn.request_id))
         retrieval: asyncio.Task[list[kb.Passage]] | None = None
         try:
@@ -511,12 +511,6 @@ class _Reads:
 
     context: "asyncio.Future[ConversationContext]"
     retrieval: "asyncio.Future[list[kb.Passage]] | None"
-
-
-def _resolved(context: ConversationContext) -> "asyncio.Future[ConversationContext]":
-    future: asyncio.Future[ConversationContext] = asyncio.get_running_loop().create_future()
-    future.set_result(context)
-    return future
 
 
 def _settle(read: "asyncio.Future[Any]") -> None:
