@@ -1,23 +1,32 @@
 import pytest
 
-from switchboard.conversation.tokens import count_tokens, remembering_counter
+from switchboard.conversation.tokens import (
+    COUNT_OVERHEAD_BYTES,
+    count_tokens,
+    remembering_counter,
+)
 
 TEXTS = ["Where is my order 10023?", "Hello", "", "Ünïcödé and emoji 🎉 count too"]
 
 
-@pytest.mark.parametrize("cache_size", [0, 2, 100])
-def test_a_remembering_counter_counts_like_the_tokenizer(cache_size: int) -> None:
-    count = remembering_counter(cache_size)
+@pytest.mark.parametrize("max_bytes", [0, 300, 100_000])
+def test_a_remembering_counter_counts_like_the_tokenizer(max_bytes: int) -> None:
+    count = remembering_counter(max_bytes)
     for model in ("", "gpt-4o-mini", "claude-sonnet-4-6"):
         for _ in range(2):  # the second round is answered from memory
             assert [count(t, model) for t in TEXTS] == [count_tokens(t, model) for t in TEXTS]
 
 
-def test_a_remembering_counter_keeps_at_most_its_size() -> None:
-    count = remembering_counter(2)
+def test_a_remembering_counter_is_bounded_in_bytes() -> None:
+    each = COUNT_OVERHEAD_BYTES + 30
+    count = remembering_counter(2 * each)  # room for two short texts
     for text in TEXTS:
         count(text)
-    info = count.cache_info()  # type: ignore[attr-defined]
-    assert info.currsize == 2 and info.misses == len(TEXTS)
+    assert count.misses == len(TEXTS) and 0 < count.currsize <= 2 * each
     count(TEXTS[-1])
-    assert count.cache_info().hits == 1  # type: ignore[attr-defined]
+    assert count.hits == 1  # the newest is still there
+    count(TEXTS[0])
+    assert count.misses == len(TEXTS) + 1  # the oldest went
+    huge = remembering_counter(200)
+    huge("word " * 100)  # larger than the whole cache: counted, not kept
+    assert huge.currsize == 0

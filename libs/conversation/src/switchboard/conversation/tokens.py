@@ -1,9 +1,11 @@
 """Token counting with an offline tokenizer (bpe-openai ships its vocabularies)."""
 
+import contextlib
 from functools import lru_cache
 from typing import Protocol
 
 import bpe_openai
+from cachetools import LRUCache
 
 DEFAULT_ENCODING = "o200k_base"
 # Anthropic publishes no tokenizer; cl100k is the usual close estimate for Claude models.
@@ -35,8 +37,44 @@ class CountTokens(Protocol):
     def __call__(self, text: str, model: str = "") -> int: ...
 
 
-def remembering_counter(cache_size: int) -> CountTokens:
-    """`count_tokens` that remembers the counts of the last `cache_size` texts: a context,
-    like a summary plan, is mostly the previous turn's messages again."""
-    counter: CountTokens = lru_cache(maxsize=cache_size)(count_tokens)
-    return counter
+# What a remembered count costs beyond its text (key tuple, int, cache node): an estimate.
+COUNT_OVERHEAD_BYTES = 120
+
+
+class RememberingCounter:
+    """`count_tokens` that remembers the counts of recent texts, bounded in bytes (the texts'
+    UTF-8 plus `COUNT_OVERHEAD_BYTES` each; least recently used go first): a context, like a
+    summary plan, is mostly the previous turn's messages again."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._counts: LRUCache[tuple[str, str], tuple[int, int]] = LRUCache(
+            max(max_bytes, 1), getsizeof=lambda entry: entry[1]
+        )
+        self._enabled = max_bytes > 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def currsize(self) -> int:
+        """Bytes remembered now."""
+        return int(self._counts.currsize)
+
+    def __call__(self, text: str, model: str = "") -> int:
+        key = (text, model)
+        found = self._counts.get(key) if self._enabled else None
+        if found is not None:
+            self.hits += 1
+            return found[0]
+        self.misses += 1
+        tokens = count_tokens(text, model)
+        if self._enabled:
+            size = len(text.encode()) + len(model) + COUNT_OVERHEAD_BYTES
+            # One text larger than the whole cache is counted, not kept.
+            with contextlib.suppress(ValueError):
+                self._counts[key] = (tokens, size)
+        return tokens
+
+
+def remembering_counter(max_bytes: int) -> RememberingCounter:
+    """A `RememberingCounter` of at most `max_bytes` (0: remembers nothing)."""
+    return RememberingCounter(max_bytes)

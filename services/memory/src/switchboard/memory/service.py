@@ -87,7 +87,7 @@ class MemoryService(memory_pb2_grpc.MemoryServiceServicer):
         self._store = store
         self._cache = cache
         self._settings = settings
-        self._count_tokens = remembering_counter(settings.token_count_cache_size)
+        self._count_tokens = remembering_counter(settings.token_count_cache_max_bytes)
 
     # ---- GetContext ----------------------------------------------------------------------
 

@@ -84,13 +84,14 @@ class MemorySettings(BaseSettings):
             "Facts returned with a context, newest first (they also count against the budget)."
         ),
     )
-    token_count_cache_size: int = Field(
-        default=8_192,
+    token_count_cache_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
         ge=0,
         description=(
-            "Token counts of recently seen texts, kept (by GetContext and by summary "
-            "planning, each its own): a context is mostly the previous one's messages again "
-            "(counting a 40-message window took 0.25 ms of a 1.5 ms GetContext)."
+            "Bytes of token counts of recently seen texts kept (the texts plus 120 B each; by"
+            " GetContext and by summary planning, each its own; 0: off): a context is mostly"
+            " the previous one's messages again (counting a 40-message window took 0.25 ms of"
+            " a 1.5 ms GetContext)."
         ),
     )
     context_read_timeout_s: float = Field(

@@ -32,7 +32,7 @@ class Summarizer:
         self._settings = settings
         self._task_topic = task_topic
         self._result_topic = result_topic
-        self._count_tokens = remembering_counter(settings.token_count_cache_size)
+        self._count_tokens = remembering_counter(settings.token_count_cache_max_bytes)
 
     def _count(self, text: str) -> int:
         return self._count_tokens(text, self._settings.summary_count_model)
