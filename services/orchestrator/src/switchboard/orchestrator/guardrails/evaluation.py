@@ -28,7 +28,7 @@ INJECTION_THRESHOLD = 0.5
 SPLITS = ("dev", "heldout", "heldout2")
 # The injection report adds the router's held-out contact-center messages as benign rows: what
 # the classifier must let through on traffic written for another purpose (issue 19).
-INJECTION_SPLITS = (*SPLITS, "heldout-cc")
+INJECTION_SPLITS = (*SPLITS, "heldout3", "heldout-cc")
 
 
 def injection_rows(data: Path) -> list[dict[str, Any]]:
@@ -53,6 +53,14 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # Dev only: garak's and PromptInject's prompts (via Giskard-AI/prompt-injections) and
     # BIPIA's train-split attacks in pasted e-mails, with the clean e-mails (sixth pass).
     rows += load_jsonl(data / "injection_dev4.jsonl")
+    # Dev only: goal hijacking in six languages, mostly in paraphrase (role abandoned, a new
+    # job, the setup declared void, dictated output, the knowledge base set aside), and
+    # customers starting over, correcting themselves or interrupting (thirteenth pass).
+    rows += load_jsonl(data / "injection_dev5.jsonl")
+    # Held out, never tuned on: 120 attacks and 120 look-alikes and everyday messages in
+    # seven languages, written by an author who saw neither the rules nor the other sets
+    # (thirteenth pass; scored once before and once after that pass's rules).
+    rows += load_jsonl(data / "injection_heldout3.jsonl")
     rows += _contact_center_rows(data)
     return rows
 

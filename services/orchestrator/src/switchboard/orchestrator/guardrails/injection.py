@@ -33,6 +33,10 @@ from switchboard.orchestrator.guardrails.injection_rules import (
     _SELF_SUBJECT_BEFORE,
     _THIRD_PARTY_AFTER,
     _THIRD_PARTY_BEFORE,
+    CUSTOMER_VOICE,
+    DISREGARD_TRIGGERS,
+    DISREGARD_WHAT_CAME_BEFORE,
+    NEW_DIRECTIVE,
 )
 
 _COLLAPSE = re.compile(r'(?:[\s|"{}\[\],:_`#>*]|\\n)+')
@@ -90,6 +94,15 @@ _ATTACK_WORDS = ("ignore", "instruction", "prompt", "system", "previous", "revea
 _ROT13_MARK = re.compile("|".join(codecs.encode(w, "rot13") for w in _ATTACK_WORDS), re.I)
 _REVERSED_MARK = re.compile("|".join(w[::-1] for w in _ATTACK_WORDS), re.I)
 _SPLIT_MARK = re.compile(r'[|{}\[\]_`"]|\n')
+# "forget everything I said", "ignore all that we discussed": the customer's own words.
+_SAID_BY_CUSTOMER = re.compile(
+    r"\s*(?:that |which |what )?(?:i|we|ich|wir|je|nous|yo|io|eu|ik)\s+(?:\w+\s+)?"
+    r"(?:said|wrote|told|asked|sent|mentioned|meant|discussed|typed|gesagt|geschrieben"
+    r"|gefragt|dit|écrit|dije|escribí|detto|scritto|disse|escrevi|zei|schreef)\b",
+    re.IGNORECASE,
+)
+# How far after the disregard a new directive is looked for, in characters.
+_DIRECTIVE_REACH = 160
 _LOOKALIKE = re.compile("[аеорсхуіјѕԁһкмтвнАЕОРСХУІЈЅКМТВНαοερτυνΑΕΟΡΤΥΝΚΙΒΗΜΖ]")
 
 
@@ -267,3 +280,22 @@ class InjectionDetector:
                     continue
                 yield "instruction override", 0.9
                 break
+        if not any(t in folded for t in DISREGARD_TRIGGERS):
+            return
+        for m in DISREGARD_WHAT_CAME_BEFORE.finditer(text):
+            before = text[max(0, m.start() - 30) : m.start()]
+            if (
+                _OWN.search(m.group(0))
+                or _OWN_AFTER.match(text, m.end())
+                or _SAID_BY_CUSTOMER.match(text, m.end())
+                or _SELF_SUBJECT_BEFORE.search(before)
+            ):
+                continue
+            # Alone it may be a customer starting over ("forget all that, where is my
+            # refund?"); followed by output to produce or a task to take up, it is the
+            # assistant's goal being replaced.
+            yield "disregard what came before", 0.45
+            directive = NEW_DIRECTIVE.search(text, m.end(), m.end() + _DIRECTIVE_REACH)
+            if directive and not CUSTOMER_VOICE.search(text, m.end(), directive.start()):
+                yield "goal hijacking", 0.85
+            break
