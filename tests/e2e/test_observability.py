@@ -93,8 +93,15 @@ async def test_one_chat_is_one_trace_through_all_four_services_with_genai_attrib
     tags = {tag["key"]: tag["value"] for tag in model_spans[0]["tags"]}
     assert tags["gen_ai.request.model"] == "gpt-4o-mini"
     assert int(tags["gen_ai.usage.output_tokens"]) > 0
+    # The second turn's context is the first's, extended by the orchestrator (decision
+    # 0084): no GetContext in its trace, and the turn's span says where the context came from
+    # (memory is in the trace through its write of the turn).
+    turns = [span for span in trace["spans"] if span["operationName"] == "orchestrator.turn"]
+    assert len(turns) == 1
+    source = {tag["key"]: tag["value"] for tag in turns[0]["tags"]}["switchboard.context.source"]
     operations = {span["operationName"] for span in trace["spans"]}
-    assert any("GetContext" in name for name in operations), operations
+    assert source == "extended", (source, operations)
+    assert not any("GetContext" in name for name in operations), operations
 
 
 def scrape(port: int) -> str:

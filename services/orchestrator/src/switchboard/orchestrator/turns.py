@@ -157,7 +157,8 @@ class TurnEngine:
             if ahead is not None
             else asyncio.ensure_future(self._memory.context_for(turn))
         )
-        metrics.CONTEXTS.labels(ahead.how if ahead is not None else "read on arrival").inc()
+        context_source = ahead.how if ahead is not None else "read on arrival"
+        metrics.CONTEXTS.labels(context_source).inc()
         lookup = asyncio.ensure_future(self._states.lookup(turn.tenant_id, turn.request_id))
         retrieval: asyncio.Task[list[kb.Passage]] | None = None
         try:
@@ -190,6 +191,7 @@ class TurnEngine:
             with tracer.start_as_current_span("orchestrator.turn") as span:
                 span.set_attribute("switchboard.request_id", turn.request_id)
                 span.set_attribute("switchboard.tenant_id", turn.tenant_id)
+                span.set_attribute("switchboard.context.source", context_source)
                 await self._start(turn, span, tenant, redacted, _Reads(context, retrieval))
         finally:
             for read in (context, lookup, retrieval):
