@@ -57,6 +57,10 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # job, the setup declared void, dictated output, the knowledge base set aside), and
     # customers starting over, correcting themselves or interrupting (thirteenth pass).
     rows += load_jsonl(data / "injection_dev5.jsonl")
+    # Dev only: three authors who saw neither the rules nor the other sets, 300 rows each in
+    # seven languages and eight attack categories, mostly without the usual trigger words
+    # (thirteenth pass): leave-one-source-out on them is a new author's text.
+    rows += load_jsonl(data / "injection_dev6.jsonl")
     # Held out, never tuned on: 120 attacks and 120 look-alikes and everyday messages in
     # seven languages, written by an author who saw neither the rules nor the other sets
     # (thirteenth pass; scored once before and once after that pass's rules).
