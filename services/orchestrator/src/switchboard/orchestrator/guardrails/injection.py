@@ -22,6 +22,12 @@ from numpy.typing import NDArray
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails._text import normalize
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
+from switchboard.orchestrator.guardrails.goal_hijacking import (
+    CUSTOMER_VOICE,
+    DISREGARD_TRIGGERS,
+    DISREGARD_WHAT_CAME_BEFORE,
+    NEW_DIRECTIVE,
+)
 from switchboard.orchestrator.guardrails.injection_rules import (
     _OVERRIDE_ANY_SCRIPT,
     _OVERRIDE_OTHER,
@@ -33,10 +39,6 @@ from switchboard.orchestrator.guardrails.injection_rules import (
     _SELF_SUBJECT_BEFORE,
     _THIRD_PARTY_AFTER,
     _THIRD_PARTY_BEFORE,
-    CUSTOMER_VOICE,
-    DISREGARD_TRIGGERS,
-    DISREGARD_WHAT_CAME_BEFORE,
-    NEW_DIRECTIVE,
 )
 
 _COLLAPSE = re.compile(r'(?:[\s|"{}\[\],:_`#>*]|\\n)+')
