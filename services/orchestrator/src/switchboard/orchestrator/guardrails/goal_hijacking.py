@@ -84,7 +84,7 @@ _OFF_TASK_WRITING = (
     r"|fake (?:\d+-star )?reviews?|gedicht\w*|aufsatz|essay|geschichte|lied|witz\w*"
     r"|programm|bewerbung|gutenachtgeschichte|poème|dissertation|histoire|chanson|blagues?"
     r"|slogans?|poema|ensayo|cuento|canción|chistes?|código|reseñas|poesia|tema|storia"
-    r"|canzone|barzellett\w+|favola|codice|recension\w+|opstel|verhaal|moppen|poesia"
+    r"|canzone|barzellett\w+|favola|codice|recension\w+|opstel|verhaal|moppen"
     r"|redação|conto|piada"
 )
 
@@ -443,7 +443,7 @@ GOAL_HIJACKING_RULES = (
             r"\b(?:never mind|disregard|forget|drop|scrap|egal|vergiss|laisse tomber|olvida"
             r"|lascia perdere|laat maar zitten|esqueça)\b[^.!?\n]{0,40}?"
             r"\b(?:write|compose|generate|make|give|tell|schreib|verfass|mach|erzähl|écri"
-            r"|compose|fai|fais|escr[ií]b|compón|haz|cuent|scriv|compon|fa|raccont|schrijf|maak"
+            r"|fai|fais|escr[ií]b|compón|haz|cuent|scriv|compon|fa|raccont|schrijf|maak"
             r"|vertel|escrev|faça|cont)\w*\b[^.!?\n]{0,25}?"
             rf"\b(?:{_OFF_TASK_WRITING})\b",
             re.IGNORECASE,
