@@ -14,10 +14,10 @@ import pytest
 
 from switchboard.common.redaction import ALL_KINDS, Redactor
 from switchboard.common.tenants import TenantConfig, load_seed
-from switchboard.embeddings import local_embedder
+from switchboard.embeddings.multilingual import MultilingualEmbedder
 from switchboard.gateway.redaction import RequestRedactor
 from switchboard.orchestrator.guardrails import InjectionDetector, blocked_topic
-from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.settings import OrchestratorSettings
 from switchboard.v1.chat_pb2 import ChatOptions, ChatRequest
 from switchboard.v1.chat_pb2_grpc import ChatServiceStub
@@ -48,9 +48,10 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
     # SWITCHBOARD_ORCHESTRATOR_INJECTION_CLASSIFIER turns it off (the services share this env).
     with_classifier = OrchestratorSettings().injection_classifier
     redactor = RequestRedactor()
-    detector = InjectionDetector(InjectionClassifier()) if with_classifier else InjectionDetector()
+    classifier = InjectionClassifier()
+    detector = InjectionDetector(classifier) if with_classifier else InjectionDetector()
     orchestrator_redactor = Redactor(tenant.guardrails.phone_regions)
-    embedder = local_embedder()
+    embedder = MultilingualEmbedder()
     rows = [
         json.loads(line)
         for line in (ROOT / path).read_text().splitlines()
@@ -76,7 +77,9 @@ async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(
             seen = redactor.chat_request(request, tenant).message
             stored = orchestrator_redactor.redact(seen, ALL_KINDS).text
             vector = (
-                embedder.embed_sync([stored])[0] if with_classifier and applies(stored) else None
+                embedder.embed_sync([stored])[0]
+                if with_classifier and classifier.reads(stored)
+                else None
             )
             score = detector.score(seen, vector).score
             expected = score >= tenant.guardrails.injection_threshold

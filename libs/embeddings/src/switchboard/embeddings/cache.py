@@ -13,10 +13,16 @@ class QueryEmbeddings:
     contact center hears the same questions all day. Bounded by entries (least recently
     used dropped first) and by age. Callers that ask for the same text while it is being
     embedded share that one computation (the orchestrator's retrieval and injection check
-    embed the same message side by side). Not thread-safe: use from one event loop."""
+    embed the same message side by side). Not thread-safe: use from one event loop.
 
-    def __init__(self, embedder: Embedder, max_entries: int, ttl_s: float) -> None:
+    Texts that differ only in case and spacing share an entry, unless `case_sensitive`
+    (a cased model, whose vector of "Ignore" is not that of "ignore")."""
+
+    def __init__(
+        self, embedder: Embedder, max_entries: int, ttl_s: float, *, case_sensitive: bool = False
+    ) -> None:
         self.embedder = embedder
+        self._case_sensitive = case_sensitive
         self._cache: TTLCache[str, Vectors] | None = (
             TTLCache(maxsize=max_entries, ttl=ttl_s) if max_entries > 0 else None
         )
@@ -27,7 +33,7 @@ class QueryEmbeddings:
 
     async def embed(self, text: str) -> Vectors:
         """The unit-length vector of `text` (1-D, read-only)."""
-        key = " ".join(text.split()).lower()
+        key = text if self._case_sensitive else " ".join(text.split()).lower()
         if self._cache is not None:
             cached = self._cache.get(key)
             if cached is not None:

@@ -42,6 +42,7 @@ from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
 from switchboard.conversation.tokens import count_tokens
 from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
+from switchboard.embeddings.multilingual import MultilingualEmbedder
 from switchboard.knowledge_index.index import KnowledgeIndex
 from switchboard.knowledge_index.replica import IndexReplica
 from switchboard.knowledge_index.store import KnowledgeStore
@@ -114,6 +115,7 @@ class Resources:
         self.handler = handler
         self.knowledge: Retriever | None = None
         self.embeddings: QueryEmbeddings | None = None
+        self.injection: InjectionDetector | None = None
         self.contexts: NextContexts | None = None
 
     async def close(self) -> None:
@@ -122,6 +124,8 @@ class Resources:
             await self.knowledge.close()
         if self.embeddings is not None:
             await self.embeddings.embedder.close()
+        if self.injection is not None and self.injection.embeddings is not None:
+            await self.injection.embeddings.embedder.close()
         await self.http.close()
         await self.mongo.close()
 
@@ -197,12 +201,11 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     tenants = TenantStore(mongo, settings.database, cache_ttl_s=settings.tenant_cache_ttl_s)
     tickets = MongoTicketStore(mongo, settings.database)
     http = HttpToolClient(settings.http_tool_allowed_hosts, settings.http_tool_max_response_bytes)
-    injection, embeddings = injection_detector(settings)
+    injection = injection_detector(settings)
+    embeddings = query_embeddings()
     knowledge_settings = KnowledgeClientSettings()
     knowledge: Retriever
     if knowledge_settings.search == "local" and knowledge_settings.enabled:
-        if embeddings is None:  # the classifier is off: retrieval still needs the vectors
-            embeddings = query_embeddings()
         replica = IndexReplica(
             KnowledgeStore(settings.mongo_url, settings.database, settings.mongo_timeout_ms),
             KnowledgeIndex(embeddings.embedder.dimensions, knowledge_settings.retrieval),
@@ -279,6 +282,7 @@ def build(settings: OrchestratorSettings, broker: KafkaBroker, redis: Redis) -> 
     resources.contexts = contexts
     resources.knowledge = knowledge
     resources.embeddings = embeddings
+    resources.injection = injection
     return resources
 
 
@@ -304,24 +308,31 @@ async def start_knowledge_replica(
     log.info("knowledge replica loaded: %d chunks", loaded)
 
 
-def injection_detector(
-    settings: OrchestratorSettings,
-) -> tuple[InjectionDetector, QueryEmbeddings | None]:
-    """The rules, with the classifier when it is on and the configured embedding model is
-    the one it was trained on (another model's vectors would mean nothing to its weights)."""
+def injection_detector(settings: OrchestratorSettings) -> InjectionDetector:
+    """The rules, with the classifier when it is on. The classifier has its own embedding
+    model (multilingual, decision 0086), whatever SWITCHBOARD_EMBEDDINGS_* configures for
+    retrieval; a model file trained on other vectors turns it off (another model's vectors
+    would mean nothing to its weights)."""
     cache_size = settings.injection_rules_cache_size
     if not settings.injection_classifier:
-        return InjectionDetector(rules_cache_size=cache_size), None
+        return InjectionDetector(rules_cache_size=cache_size)
     classifier = InjectionClassifier()
-    embeddings = query_embeddings()
-    if embeddings.embedder.name != classifier.embedding_model:
+    embedder = MultilingualEmbedder()
+    if embedder.name != classifier.embedding_model:
         log.warning(
-            "injection classifier off: it needs %s vectors, the embeddings are %s",
+            "injection classifier off: it needs %s vectors, its embedder is %s",
             classifier.embedding_model,
-            embeddings.embedder.name,
+            embedder.name,
         )
-        return InjectionDetector(rules_cache_size=cache_size), embeddings
-    return InjectionDetector(classifier, embeddings, rules_cache_size=cache_size), embeddings
+        return InjectionDetector(rules_cache_size=cache_size)
+    # Loads the weights now (~1 s), not on the first turn.
+    embedder.embed_sync(["warm-up"])
+    cache = EmbeddingSettings()
+    # Cased: the classifier was trained on the vectors of the messages as they were written.
+    embeddings = QueryEmbeddings(
+        embedder, cache.query_cache_size, cache.query_cache_ttl_s, case_sensitive=True
+    )
+    return InjectionDetector(classifier, embeddings, rules_cache_size=cache_size)
 
 
 def query_embeddings() -> QueryEmbeddings:

@@ -400,7 +400,7 @@ def main() -> None:
     print(markdown(result))
     print(
         "\nguardrails per turn (thread CPU): p50 {:.0f} µs, p99 {:.0f} µs; the message's "
-        "embedding (shared with retrieval): p50 {:.1f} ms, p99 {:.1f} ms".format(
+        "embedding for the classifier: p50 {:.1f} ms, p99 {:.1f} ms".format(
             cost["per_turn_us"][50],
             cost["per_turn_us"][99],
             cost["embedding_us"][50] / 1000,

@@ -2,8 +2,8 @@
 
 What the platform runs for each turn: the gateway's redaction of what may rest, the
 orchestrator's redaction for storage, and the injection check (rules and classifier) of the
-message and the user id; the message's embedding apart (one forward pass per turn, shared
-with knowledge retrieval). Thread CPU time: wall time on a shared machine measures the
+message and the user id; the message's embedding for the classifier apart (one forward pass
+per turn, in the embedder's thread). Thread CPU time: wall time on a shared machine measures the
 neighbours too.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor
-from switchboard.embeddings import local_embedder
+from switchboard.embeddings.multilingual import MultilingualEmbedder
 from switchboard.orchestrator.guardrails import InjectionDetector
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 
@@ -32,7 +32,7 @@ def _percentiles_us(
 
 def guardrails_cost(messages: Sequence[str], rounds: int = 200) -> dict[str, Any]:
     """p50/p99 (µs) of the guardrails per turn and of the message embedding."""
-    redactor, embedder = Redactor(), local_embedder()
+    redactor, embedder = Redactor(), MultilingualEmbedder()
     detector = InjectionDetector(InjectionClassifier())
     vectors = {m: embedder.embed_sync([redactor.redact(m, ALL_KINDS).text])[0] for m in messages}
 
@@ -55,6 +55,6 @@ def lines(cost: dict[str, Any]) -> list[str]:
         f"guardrails per turn (in-process, thread CPU, {cost['messages']} bench messages): "
         f"p50 {turn[50] / 1000:.3f} ms, p99 {turn[99] / 1000:.3f} ms "
         "(redaction at the gateway and the orchestrator, injection rules and classifier)",
-        f"  + the message embedding, once per turn and shared with knowledge retrieval: "
+        f"  + the message embedding for the classifier (multilingual), once per turn: "
         f"p50 {embedding[50] / 1000:.2f} ms, p99 {embedding[99] / 1000:.2f} ms",
     ]

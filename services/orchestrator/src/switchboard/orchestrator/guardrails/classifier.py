@@ -1,17 +1,17 @@
 """A small learned check beside the rules: logistic regression over the message's sentence
-embedding (all-MiniLM-L6-v2, the vector the turn computes once for knowledge retrieval too),
-its words and word pairs (hashed), the 3- to 5-letter pieces of its words (hashed: German
-compounds, typos and inflections that neither the words nor the English MiniLM catch), its
-length and the rules' score.
+embedding (Google's universal-sentence-encoder-multilingual v3, which reads sixteen languages
+in their own scripts), its words and word pairs (hashed), the 3- to 5-letter pieces of its
+words (hashed: German compounds, typos and inflections), its length and the rules' score.
 
-The weights (384 + 2,048 + 4,096 + 4 numbers) are trained by `make train-guardrails` on the
+The weights (512 + 2,048 + 4,096 + 4 numbers) are trained by `make train-guardrails` on the
 dev split of tests/data only and committed as `injection_model.json` (its `version`, the
 embedding model and a hash of the training rows are in the file). Scoring is a dot product
-and a pass over the words and their letters (~1 µs a character): the cost is the embedding,
-which the turn shares with retrieval.
+and a pass over the words and their letters (~1 µs a character): the cost is the embedding
+(~2 ms, in the embedder's thread).
 
-MiniLM was trained on English: for text in other scripts its vectors say little, so the
-classifier abstains there (`applies`) and the rules decide alone.
+Models before version 4 read all-MiniLM-L6-v2's vectors, trained on English: for text in
+other scripts those say little, so such a model abstains there (`reads`) and the rules
+decide alone. Version 4 reads every script (decision 0086).
 """
 
 import itertools
@@ -32,8 +32,10 @@ MODEL_PATH = Path(__file__).with_name("injection_model.json")
 # The rules' score enters the model scaled, so that its weight is comparable to the
 # embedding's (unit-length vectors of 384 small components).
 RULES_SCALE = 4.0
-# Share of letters that must be Latin for the English model's vectors to be trusted.
+# Share of letters that must be Latin for an English model's vectors to be trusted.
 MIN_LATIN_SHARE = 0.6
+# From this version on, the model's vectors are multilingual: it reads every script.
+MULTILINGUAL_VERSION = 4
 
 # Words and word pairs are hashed into this many buckets (the hashing trick: no vocabulary
 # to keep, and words never seen in training fall into buckets of small weight).
@@ -120,7 +122,7 @@ class InjectionModel:
 
 
 def applies(text: str) -> bool:
-    """Whether the text is mostly in Latin letters (what the English model can read)."""
+    """Whether the text is mostly in Latin letters (what an English model can read)."""
     letters = _LETTER.findall(text)
     if not letters:
         return False
@@ -174,6 +176,10 @@ class InjectionClassifier:
     def embedding_model(self) -> str:
         """The embedding model whose vectors the weights expect."""
         return self.model.embedding_model
+
+    def reads(self, text: str) -> bool:
+        """Whether the model's vectors say something about `text` (else it abstains)."""
+        return self.model.version >= MULTILINGUAL_VERSION or applies(text)
 
     def probability(self, vector: NDArray[np.float32], rules_score: float, text: str = "") -> float:
         """P(injection) of the message `text`, whose sentence vector is `vector`."""

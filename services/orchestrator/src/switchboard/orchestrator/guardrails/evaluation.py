@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from switchboard.common.redaction import ALL_KINDS, AT_REST_KINDS, Redactor, StreamingRedactor
-from switchboard.embeddings import local_embedder
+from switchboard.embeddings.multilingual import MultilingualEmbedder
 from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.guardrails.injection import InjectionDetector
 from switchboard.orchestrator.guardrails.train import embed_as_the_turn_does
@@ -154,7 +154,7 @@ def evaluate_guardrails(data: Path) -> int:
     detector = InjectionDetector(classifier)
     rows = injection_rows(data)
     print(f"embedding {len(rows)} messages with {classifier.embedding_model} ...")
-    embedder = local_embedder()
+    embedder = MultilingualEmbedder()
     vectors = embed_as_the_turn_does(embedder, [r["text"] for r in rows]).astype(np.float32)
     rules = {id(r): detector.score_rules(r["text"]).score for r in rows}
     verdicts = {id(r): detector.score(r["text"], vectors[i]) for i, r in enumerate(rows)}
@@ -267,7 +267,7 @@ def evaluate_guardrails(data: Path) -> int:
     emb_p50, emb_p99 = _percentiles(_timed(lambda t: embedder.embed_sync([t]), sample, 1))
     print(
         f"  message embedding    {emb_p50:8.0f} / {emb_p99:8.0f}   ({len(sample)} texts; once per"
-        " turn, shared with knowledge retrieval)"
+        " turn, in the embedder's thread)"
     )
     # Streaming redaction as the worker runs it: once per relayed chunk of a few tokens.
     prose = " ".join(r["text"] for r in rows if r["label"] == "benign")

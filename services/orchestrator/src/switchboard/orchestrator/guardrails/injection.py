@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from switchboard.embeddings import EmbeddingError, QueryEmbeddings
 from switchboard.orchestrator.guardrails._text import normalize
-from switchboard.orchestrator.guardrails.classifier import InjectionClassifier, applies
+from switchboard.orchestrator.guardrails.classifier import InjectionClassifier
 from switchboard.orchestrator.guardrails.goal_hijacking import (
     CUSTOMER_VOICE,
     DISREGARD_TRIGGERS,
@@ -121,7 +121,8 @@ class InjectionDetector:
         rules_cache_size: int = 4_096,
     ) -> None:
         self.classifier = classifier
-        # The turn's query embeddings (cached): the same vector serves knowledge retrieval.
+        # The classifier's embedding model behind its query cache (its own: retrieval's model
+        # is another, decision 0086).
         self.embeddings = embeddings if classifier is not None else None
         # The rules' verdicts by the text's digest: the same knowledge passages come back
         # turn after turn, and the rules cost about 15 ms on a 1,500-character passage
@@ -132,15 +133,19 @@ class InjectionDetector:
 
     async def assess(self, channels: Mapping[str, str], embed_text: str) -> InjectionVerdict:
         """`score_channels` with the message's vector: `embed_text` is the message as the
-        turn embeds it for retrieval too (redacted). Without an embedder, or when it fails,
-        the rules decide alone.
+        turn stores it (redacted). Without an embedder, or when it fails, the rules decide
+        alone.
 
-        The rules run while the vector is computed (in the embedder's thread): once it
-        arrives only the classifier's head is left (~0.05 ms, against ~1 ms of rules), so
-        the knowledge search waiting on the same vector goes out without queueing behind
-        them."""
+        The rules run while the vector is computed (in the embedder's thread, beside the
+        retrieval's embedding in its own): once it arrives only the classifier's head is
+        left (~0.05 ms)."""
         pending: asyncio.Future[NDArray[np.float32]] | None = None
-        if self.embeddings is not None and embed_text.strip() and applies(embed_text):
+        if (
+            self.classifier is not None
+            and self.embeddings is not None
+            and embed_text.strip()
+            and self.classifier.reads(embed_text)
+        ):
             pending = asyncio.ensure_future(self.embeddings.embed(embed_text))
         embedding = None
         try:
@@ -165,7 +170,7 @@ class InjectionDetector:
         model (without one, or for text the model cannot read, the rules decide alone);
         `rules` is the rules' verdict on it when the caller has it already."""
         verdict = rules if rules is not None else self.score_rules(text)
-        if self.classifier is None or embedding is None or not applies(text):
+        if self.classifier is None or embedding is None or not self.classifier.reads(text):
             return verdict
         p = round(self.classifier.probability(embedding, verdict.score, text), 4)
         if p <= verdict.score:

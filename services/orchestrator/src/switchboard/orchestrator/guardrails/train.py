@@ -16,27 +16,26 @@ import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from switchboard.common.redaction import ALL_KINDS, Redactor
-from switchboard.embeddings.local import BUNDLED_MODEL, LocalEmbedder
+from switchboard.embeddings.multilingual import MULTILINGUAL_MODEL, MultilingualEmbedder
 from switchboard.orchestrator.guardrails.classifier import (
     CHAR_BUCKETS,
     MODEL_PATH,
     RULES_SCALE,
     WORD_BUCKETS,
     InjectionModel,
-    applies,
     char_buckets,
     shape,
     word_buckets,
 )
 from switchboard.orchestrator.guardrails.injection import InjectionDetector
 
-VERSION = 3
+VERSION = 4  # multilingual vectors: the model reads every script
 L2 = 0.3
 THRESHOLD = 0.5  # the tenant default (GuardrailPolicy.injection_threshold)
 
@@ -140,7 +139,13 @@ def training_rows(data: Path) -> list[dict[str, Any]]:
     return [r for r in injection_rows(data) if r["split"] == "dev"]
 
 
-def embed_as_the_turn_does(embedder: LocalEmbedder, texts: Sequence[str]) -> F64:
+class SyncEmbedder(Protocol):
+    """An embedder that can run in the calling thread (both local models can)."""
+
+    def embed_sync(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+def embed_as_the_turn_does(embedder: SyncEmbedder, texts: Sequence[str]) -> F64:
     """The vectors of the texts as the orchestrator embeds them: after redaction."""
     redactor = Redactor()
     redacted = [redactor.redact(t, ALL_KINDS).text for t in texts]
@@ -155,9 +160,11 @@ def train(
     labels = np.array([r["label"] == "attack" for r in rows], dtype=np.float64)
     detector = InjectionDetector()
     rules = np.array([detector.score_rules(t).score for t in texts], dtype=np.float64)
-    readable = np.array([applies(t) for t in texts])
+    # Every row: the multilingual model reads every script (before version 4, the English
+    # model's classifier abstained outside Latin letters).
+    readable = np.ones(len(rows), dtype=bool)
     print(f"training on {len(rows)} dev rows ({int(labels.sum())} attacks); embedding them ...")
-    vectors = embed_as_the_turn_does(LocalEmbedder(), texts)
+    vectors = embed_as_the_turn_does(MultilingualEmbedder(), texts)
     features = design(vectors, texts, rules)
     daily = np.array([everyday(r) for r in rows])
 
@@ -198,7 +205,7 @@ def train(
     digest = hashlib.sha256("\n".join(f"{r['id']}\t{r['label']}" for r in rows).encode())
     model = InjectionModel(
         version=VERSION,
-        embedding_model=BUNDLED_MODEL,
+        embedding_model=MULTILINGUAL_MODEL,
         weights=w[:dims].astype(np.float32),
         rules_weight=float(w[-4]),
         bias=bias,
