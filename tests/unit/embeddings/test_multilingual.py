@@ -42,3 +42,11 @@ def test_the_async_api_gives_the_same_vectors_off_the_event_loop(
     text = "Où est ma commande ?"
     vector = asyncio.run(embedder.embed([text]))[0]
     assert np.allclose(vector, embedder.embed_sync([text])[0], atol=1e-6)
+
+
+def test_the_wheel_does_not_set_the_blas_limit_around_each_call(
+    embedder: MultilingualEmbedder,
+) -> None:
+    # The limit is set once for the process; per call it cost a third of a message's time.
+    # A new wheel version that renames the attribute fails here instead of slowing down.
+    assert embedder._model._model._threadpool is None
