@@ -61,6 +61,8 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # seven languages and eight attack categories, mostly without the usual trigger words
     # (thirteenth pass): leave-one-source-out on them is a new author's text.
     rows += load_jsonl(data / "injection_dev6.jsonl")
+    # Dev only: more such authors, each with other industries and styles (fourteenth pass).
+    rows += load_jsonl(data / "injection_dev7.jsonl")
     # Held out, never tuned on: 120 attacks and 120 look-alikes and everyday messages in
     # seven languages, written by an author who saw neither the rules nor the other sets
     # (thirteenth pass; scored once before and once after that pass's rules).
