@@ -7,6 +7,7 @@ import re
 
 from switchboard.orchestrator.guardrails._text import Rule, rx
 from switchboard.orchestrator.guardrails.goal_hijacking import GOAL_HIJACKING_RULES
+from switchboard.orchestrator.guardrails.setup_and_output import SETUP_AND_OUTPUT_RULES
 
 _OWN = re.compile(
     r"\b(?:my|our|mis|mes|nos|meine|meinen|unsere|mie|miei|minhas|meus|mijn|onze)\b"
@@ -146,6 +147,7 @@ _SELF_CONFIG_TRIGGERS = (
 
 _RULES = (
     *GOAL_HIJACKING_RULES,
+    *SETUP_AND_OUTPUT_RULES,
     Rule(
         "instruction override",
         0.6,
