@@ -77,17 +77,6 @@ NEW_DIRECTIVE = re.compile(
 )
 
 
-# Writing no contact center asks for: poems, essays, songs, jokes, code, fake reviews.
-_OFF_TASK_WRITING = (
-    r"poems?|essays?|stor(?:y|ies)|songs?|raps?|jokes?|sonnets?|haikus?|lyrics|limericks?"
-    r"|fairy tales?|speech|manifesto|(?:python |javascript )?(?:script|program|code)"
-    r"|fake (?:\d+-star )?reviews?|gedicht\w*|aufsatz|essay|geschichte|lied|witz\w*"
-    r"|programm|bewerbung|gutenachtgeschichte|poème|dissertation|histoire|chanson|blagues?"
-    r"|slogans?|poema|ensayo|cuento|canción|chistes?|código|reseñas|poesia|tema|storia"
-    r"|canzone|barzellett\w+|favola|codice|recension\w+|opstel|verhaal|moppen"
-    r"|redação|conto|piada"
-)
-
 GOAL_HIJACKING_RULES = (
     Rule(
         # "Now new tasks follow", "concentrate on your new task", "nun folgen neue

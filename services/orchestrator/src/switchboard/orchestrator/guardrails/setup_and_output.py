@@ -6,7 +6,17 @@ dropped for off-task writing, the task declared done, a role assigned, dictated 
 import re
 
 from switchboard.orchestrator.guardrails._text import Rule, rx
-from switchboard.orchestrator.guardrails.goal_hijacking import _OFF_TASK_WRITING
+
+# Writing no contact center asks for: poems, essays, songs, jokes, code, fake reviews.
+_OFF_TASK_WRITING = (
+    r"poems?|essays?|stor(?:y|ies)|songs?|raps?|jokes?|sonnets?|haikus?|lyrics|limericks?"
+    r"|fairy tales?|speech|manifesto|(?:python |javascript )?(?:script|program|code)"
+    r"|fake (?:\d+-star )?reviews?|gedicht\w*|aufsatz|essay|geschichte|lied|witz\w*"
+    r"|programm|bewerbung|gutenachtgeschichte|poème|dissertation|histoire|chanson|blagues?"
+    r"|slogans?|poema|ensayo|cuento|canción|chistes?|código|reseñas|poesia|tema|storia"
+    r"|canzone|barzellett\w+|favola|codice|recension\w+|opstel|verhaal|moppen"
+    r"|redação|conto|piada"
+)
 
 SETUP_AND_OUTPUT_RULES = (
     Rule(
