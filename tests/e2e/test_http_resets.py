@@ -47,16 +47,19 @@ async def test_a_cascaded_answer_reaches_a_plain_client_without_the_cheap_one(
     client: AsyncOpenAI,
 ) -> None:
     # The simulator quotes the message, so the cheap answer hedges ("I'm not sure") and the
-    # cascade re-runs it on frontier after it was generated whole.
+    # cascade re-runs it on frontier after it was generated whole. Replies of 120 tokens: at
+    # the default 40, two models' replies to the same message are alike about once in 120
+    # messages (same greeting, same one sentence); at 120, none in 3,000 tried.
     message = f"hi, I'm not sure. thanks! {word_marker(6)}"
-    shown, done = await plain_stream(client, "auto", message, {"sim.tool": "none"})
+    controls = {"sim.tool": "none", "sim.tokens": "120"}
+    shown, done = await plain_stream(client, "auto", message, controls)
     assert done["tier"] == "frontier" and done["resets"] == 1, done
     assert shown == done["content"]
     # The cheap model's wording never reached the client: it is not a prefix of the answer.
     whole = await client.chat.completions.create(
         model="cheap",
         messages=[{"role": "user", "content": message}],
-        metadata={"sim.tool": "none"},
+        metadata=controls,
     )
     cheap_answer = whole.choices[0].message.content or ""
     assert cheap_answer and not shown.startswith(cheap_answer)
