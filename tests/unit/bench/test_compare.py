@@ -319,3 +319,55 @@ async def test_cpu_counts_children_only_where_asked() -> None:
     # The parent (this test) only waited on a pipe; the child's 0.4 s is counted where asked.
     assert both.stats["me"].cpu_s >= 0.35
     assert alone.stats["me"].cpu_s < both.stats["me"].cpu_s - 0.25
+
+
+async def test_each_phase_waits_for_a_quiet_machine_and_the_log_says_so() -> None:
+    calls: list[str] = []
+    lines: list[str] = []
+
+    async def settle() -> tuple[float, float]:
+        calls.append("settle")
+        return 2.5, 0.12
+
+    async def run(phase: Phase) -> LoadResult:
+        calls.append(phase.name)
+        return result("x", [10.0, 20.0])
+
+    await run_rounds(
+        [PathSpec("x", run)],
+        [Phase("probe", 1, 2, paced=False), Phase("load", 2, 2, paced=False)],
+        1,
+        {},
+        phase_timeout_s=5,
+        log=lines.append,
+        settle=settle,
+    )
+    assert calls == ["settle", "probe", "settle", "load"]
+    assert "after 2.5s settling (0.12 cores)" in lines[1]
+    assert "TTFT p50 15.0" in lines[1]
+
+
+async def test_waiting_for_quiet_ends_on_a_quiet_process_and_gives_up_on_a_busy_one() -> None:
+    import asyncio
+    import sys
+
+    from switchboard.bench.procstats import wait_until_idle
+
+    sleeper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(30)"
+    )
+    spinner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    try:
+        waited, cores = await wait_until_idle(
+            {"sleeper": sleeper.pid}, max_cores=0.2, window_s=0.2, timeout_s=5
+        )
+        assert waited < 1 and cores <= 0.2
+        waited, cores = await wait_until_idle(
+            {"spinner": spinner.pid}, max_cores=0.2, window_s=0.2, timeout_s=0.5
+        )
+        # It gives up after the timeout (within one window), and says how busy it was.
+        assert 0.5 <= waited < 1.0 and cores > 0.2
+    finally:
+        for child in (sleeper, spinner):
+            child.kill()
+            await child.wait()

@@ -2,7 +2,10 @@ import pytest
 
 from switchboard.conversation.tokens import (
     COUNT_OVERHEAD_BYTES,
+    _encoding_named,
     count_tokens,
+    encoding_for,
+    load_encodings,
     remembering_counter,
 )
 
@@ -30,3 +33,13 @@ def test_a_remembering_counter_is_bounded_in_bytes() -> None:
     huge = remembering_counter(200)
     huge("word " * 100)  # larger than the whole cache: counted, not kept
     assert huge.currsize == 0
+
+
+def test_models_of_one_vocabulary_share_one_tokenizer_loaded_at_start() -> None:
+    load_encodings()
+    loaded = _encoding_named.cache_info().currsize
+    # bpe_openai builds a whole new vocabulary per call: one per model would be one each.
+    assert encoding_for("gpt-4o-mini") is encoding_for("gpt-4o") is encoding_for("")
+    assert encoding_for("claude-sonnet-4-6") is not encoding_for("gpt-4o")
+    # Every vocabulary a count can use was loaded by load_encodings: none is built later.
+    assert _encoding_named.cache_info().currsize == loaded == 2

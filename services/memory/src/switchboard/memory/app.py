@@ -40,6 +40,7 @@ from switchboard.common.tenants import TenantStore
 from switchboard.common.topics import Topics
 from switchboard.conversation.facts import facts_of
 from switchboard.conversation.records import messages_of, turn_problem
+from switchboard.conversation.tokens import load_encodings
 from switchboard.memory.cache import ContextCache
 from switchboard.memory.metrics import TURNS
 from switchboard.memory.retention import RetentionSweeper
@@ -272,6 +273,7 @@ async def serve(settings: MemorySettings) -> None:
         lag.start()
         stack.push_async_callback(lag.stop)
         tune_process()
+        load_encodings()  # frozen with the rest, never walked by a collection
         freeze_startup_objects()
         health_server.ready = True
         log.info("memory serving gRPC on %s", address)

@@ -40,7 +40,7 @@ from switchboard.common.retry import retrying
 from switchboard.common.telemetry import setup_telemetry
 from switchboard.common.tenants import TenantConfig, TenantStore
 from switchboard.common.topics import Topics
-from switchboard.conversation.tokens import count_tokens
+from switchboard.conversation.tokens import count_tokens, load_encodings
 from switchboard.embeddings import EmbeddingSettings, QueryEmbeddings, create_embedder
 from switchboard.embeddings.multilingual import MultilingualEmbedder
 from switchboard.knowledge_index.index import KnowledgeIndex
@@ -401,6 +401,7 @@ async def serve(settings: OrchestratorSettings) -> None:
         lag.start()
         stack.push_async_callback(lag.stop)
         tune_process()
+        load_encodings()  # frozen with the rest, never walked by a collection
         freeze_startup_objects()
         health_server.ready = True
         log.info("orchestrator ready (topic prefix %r)", settings.kafka.topic_prefix)

@@ -47,7 +47,7 @@ from switchboard.bench.peers import (
     LiteLLM,
 )
 from switchboard.bench.platform import ROOT, Platform, Ports
-from switchboard.bench.procstats import Sampler
+from switchboard.bench.procstats import Sampler, wait_until_idle
 from switchboard.bench.streams import measure_stream_memory
 from switchboard.knowledge import bench as knowledge_bench
 
@@ -295,8 +295,25 @@ async def side_by_side(
             ),
         )
     phases = [p for p in phases if p.requests > 0]
+    quiet = {n: pid for n, pid in monitored.items() if n != LOAD_DRIVER}
+
+    async def settle() -> tuple[float, float]:
+        return await wait_until_idle(
+            quiet,
+            max_cores=args.settle_cores,
+            window_s=args.settle_window_s,
+            timeout_s=args.settle_timeout_s,
+            with_children=frozenset({LITELLM}),
+        )
+
     runs = await run_rounds(
-        specs, phases, args.rounds, monitored, args.phase_timeout_s, frozenset({LITELLM})
+        specs,
+        phases,
+        args.rounds,
+        monitored,
+        args.phase_timeout_s,
+        frozenset({LITELLM}),
+        settle=settle if args.settle_timeout_s > 0 else None,
     )
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(first_text_token_delay_ms=PACED_TOKEN_DELAY_MS, first_text_tokens=PACED_TOKENS)

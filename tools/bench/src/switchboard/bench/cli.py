@@ -102,6 +102,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phase-timeout-s", type=float, default=900.0, help="per phase of one path"
     )
+    settle = parser.add_argument_group(
+        "settling", "before each phase, wait until the monitored processes are quiet"
+    )
+    settle.add_argument(
+        "--settle-cores",
+        type=float,
+        default=0.3,
+        help="quiet: the processes together use at most this many cores over one window",
+    )
+    settle.add_argument("--settle-window-s", type=float, default=1.0, help="one measurement")
+    settle.add_argument(
+        "--settle-timeout-s",
+        type=float,
+        default=30.0,
+        help="longest wait before a phase (0: no settling)",
+    )
     parser.add_argument("--ready-timeout-s", type=float, default=120.0, help="per process start")
     parser.add_argument("--install-timeout-s", type=float, default=900.0, help="LiteLLM's install")
     parser.add_argument(

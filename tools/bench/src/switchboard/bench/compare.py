@@ -15,6 +15,7 @@ Phases, per round and path:
 """
 
 import asyncio
+import gc
 import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -83,6 +84,16 @@ class PhaseRun:
     pacing: Pacing | None = None
 
 
+Settle = Callable[[], Awaitable[tuple[float, float]]]
+"""Waits until the machine is quiet; returns the seconds waited and the cores then in use."""
+
+
+def settle_note(settled: tuple[float, float]) -> str:
+    """How long a phase waited for a quiet machine, for the log."""
+    waited, cores = settled
+    return f"{waited:.1f}s settling ({cores:.2f} cores)"
+
+
 def round_order(names: Sequence[str], round_index: int) -> list[str]:
     """The paths' order in a round: as given in even rounds, reversed in odd ones, so that
     over two rounds every path has the same mean position (a machine warming up, or another
@@ -98,10 +109,12 @@ async def run_rounds(
     phase_timeout_s: float,
     with_children: frozenset[str] = frozenset(),
     log: Callable[[str], None] = lambda line: print(line, flush=True),
+    settle: Settle | None = None,
 ) -> dict[str, dict[str, list[PhaseRun]]]:
     """Every phase through every path, `rounds` times; the load and paced phases sample the
     CPU of every `monitored` process (all of them for every path: the servers' figures during the
-    other paths are their background). A phase that overruns `phase_timeout_s` fails the run."""
+    other paths are their background). A phase that overruns `phase_timeout_s` fails the run.
+    `settle`, when given, is awaited before each phase (`procstats.wait_until_idle`)."""
     runs: dict[str, dict[str, list[PhaseRun]]] = {
         p.name: {ph.name: [] for ph in phases} for p in paths
     }
@@ -111,6 +124,12 @@ async def run_rounds(
         log(f"round {r + 1}/{rounds}: {', '.join(order)}")
         for phase in phases:
             for position, name in enumerate(order):
+                waited = f", after {settle_note(await settle())}" if settle else ""
+                # The load driver's own full collections walked every sample of the earlier
+                # phases (a pause of 70-90 ms by round 2), counted as the latency of whichever
+                # request was in flight: what is alive now is never walked again.
+                gc.collect()
+                gc.freeze()
                 sampler = (
                     Sampler(monitored, with_children=with_children)
                     if phase.name in SAMPLED
@@ -126,7 +145,12 @@ async def run_rounds(
                 cpu = {k: s.cpu_s for k, s in sampler.stats.items()} if sampler else {}
                 runs[name][phase.name].append(PhaseRun(r, position, result, cpu, phase.pacing))
                 ok = sum(1 for s in result.samples if s.outcome == "ok")
-                done = f"{ok}/{len(result.samples)} ok in {result.wall_s:.1f}s"
+                done = f"{ok}/{len(result.samples)} ok in {result.wall_s:.1f}s{waited}"
+                ttft_ms = [s.ttft_s * 1000 for s in result.samples if s.ttft_s is not None]
+                if ttft_ms:
+                    # Per round, so that a round out of line with the other shows in the log.
+                    p50, p99 = percentile(ttft_ms, 50), percentile(ttft_ms, 99)
+                    done += f", TTFT p50 {p50:.1f} p99 {p99:.1f} ms"
                 log(f"  {phase.name:13} {name:17} {done}")
     return runs
 

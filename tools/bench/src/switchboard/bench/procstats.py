@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -104,3 +105,37 @@ class Sampler:
                 stats.rss_end_mb = _rss_mb(process)
             except psutil.NoSuchProcess:
                 stats.cpu_end_s = stats.cpu_start_s
+
+
+async def wait_until_idle(
+    pids: dict[str, int],
+    *,
+    max_cores: float,
+    window_s: float,
+    timeout_s: float,
+    with_children: frozenset[str] = frozenset(),
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float]:
+    """Wait until `pids` together use at most `max_cores` CPU over one `window_s`, so that
+    a phase does not start on the backlog a previous phase left (a queue still draining, a
+    peer still answering requests its client gave up on). Returns the seconds waited and
+    the cores used in the last window; gives up after `timeout_s` (the phase then runs on a
+    busy machine, and the caller logs it)."""
+    processes = {}
+    for name, pid in pids.items():
+        try:
+            processes[name] = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+
+    def total() -> float:
+        return sum(_cpu(p, name in with_children) for name, p in processes.items())
+
+    started = clock()
+    while True:
+        before, t0 = total(), clock()
+        await asyncio.sleep(window_s)
+        cores = (total() - before) / max(clock() - t0, 1e-9)
+        waited = clock() - started
+        if cores <= max_cores or waited >= timeout_s:
+            return waited, cores
