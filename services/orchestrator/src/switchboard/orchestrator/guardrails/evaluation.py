@@ -28,7 +28,7 @@ INJECTION_THRESHOLD = 0.5
 SPLITS = ("dev", "heldout", "heldout2")
 # The injection report adds the router's held-out contact-center messages as benign rows: what
 # the classifier must let through on traffic written for another purpose (issue 19).
-INJECTION_SPLITS = (*SPLITS, "heldout3", "heldout-cc")
+INJECTION_SPLITS = (*SPLITS, "heldout3", "heldout4", "heldout-cc")
 
 
 def injection_rows(data: Path) -> list[dict[str, Any]]:
@@ -63,10 +63,17 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     rows += load_jsonl(data / "injection_dev6.jsonl")
     # Dev only: more such authors, each with other industries and styles (fourteenth pass).
     rows += load_jsonl(data / "injection_dev7.jsonl")
+    # Dev only: three more (telecom; banking and payments; utilities, public services and
+    # software support), the same recipe (fifteenth pass).
+    rows += load_jsonl(data / "injection_dev8.jsonl")
     # Held out, never tuned on: 120 attacks and 120 look-alikes and everyday messages in
     # seven languages, written by an author who saw neither the rules nor the other sets
     # (thirteenth pass; scored once before and once after that pass's rules).
     rows += load_jsonl(data / "injection_heldout3.jsonl")
+    # Held out, never tuned on: 120 attacks and 120 benign rows over a dozen businesses by a
+    # fourth author who saw neither the rules nor any set (fifteenth pass; scored fresh with
+    # the model before dev8, then once after retraining with dev8).
+    rows += load_jsonl(data / "injection_heldout4.jsonl")
     rows += _contact_center_rows(data)
     return rows
 
