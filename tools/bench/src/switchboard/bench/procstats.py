@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -114,7 +113,6 @@ async def wait_until_idle(
     window_s: float,
     timeout_s: float,
     with_children: frozenset[str] = frozenset(),
-    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Wait until `pids` together use at most `max_cores` CPU over one `window_s`, so that
     a phase does not start on the backlog a previous phase left (a queue still draining, a
@@ -131,11 +129,11 @@ async def wait_until_idle(
     def total() -> float:
         return sum(_cpu(p, name in with_children) for name, p in processes.items())
 
-    started = clock()
+    started = time.perf_counter()
     while True:
-        before, t0 = total(), clock()
+        before, t0 = total(), time.perf_counter()
         await asyncio.sleep(window_s)
-        cores = (total() - before) / max(clock() - t0, 1e-9)
-        waited = clock() - started
+        cores = (total() - before) / max(time.perf_counter() - t0, 1e-9)
+        waited = time.perf_counter() - started
         if cores <= max_cores or waited >= timeout_s:
             return waited, cores
