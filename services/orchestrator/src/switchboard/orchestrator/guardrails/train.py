@@ -237,13 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-benign-blocked",
         type=float,
-        default=0.015,
+        default=0.03,
         help="share of dev's benign rows the default threshold may block (cross-validated)",
     )
     parser.add_argument(
         "--max-everyday-blocked",
         type=float,
-        default=0.002,
+        default=0.005,
         help="share of dev's everyday customer requests it may block (cross-validated)",
     )
     args = parser.parse_args(argv)
