@@ -39,6 +39,7 @@ def _demo_tenant() -> TenantConfig:
         ("heldout2", "tests/data/injection_more.jsonl"),
         ("heldout3", "tests/data/injection_heldout3.jsonl"),
         ("heldout4", "tests/data/injection_heldout4.jsonl"),
+        ("heldout5", "tests/data/injection_heldout5.jsonl"),
     ],
 )
 async def test_the_held_out_split_through_the_api_is_blocked_as_scored_offline(

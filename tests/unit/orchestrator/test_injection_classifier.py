@@ -25,8 +25,10 @@ from switchboard.orchestrator.guardrails.classifier import (
     WORD_BUCKETS,
     InjectionClassifier,
     InjectionModel,
+    Neighbours,
     applies,
     char_buckets,
+    principal_basis,
     shape,
     word_buckets,
 )
@@ -262,17 +264,80 @@ def test_the_committed_model_round_trips_through_its_json(tmp_path: Path) -> Non
     model = InjectionModel.load()
     assert model.word_weights is not None and model.word_weights.shape == (WORD_BUCKETS,)
     assert model.char_weights is not None and model.char_weights.shape == (CHAR_BUCKETS,)
+    assert model.neighbours is not None
     path = tmp_path / "model.json"
-    path.write_text(model.to_json())
+    model.save(path)
     again = InjectionModel.load(path)
     assert again.shape_weights == pytest.approx(model.shape_weights)
     assert np.allclose(again.word_weights, model.word_weights, atol=1e-5)  # type: ignore[arg-type]
     assert np.allclose(again.char_weights, model.char_weights, atol=1e-5)  # type: ignore[arg-type]
+    assert again.neighbours is not None and again.neighbours.k == model.neighbours.k
+    assert np.array_equal(again.neighbours.attacks, model.neighbours.attacks)
+    assert np.array_equal(again.neighbours.benign, model.neighbours.benign)
+    assert np.array_equal(again.neighbours.projection, model.neighbours.projection)
+    assert (again.logit_scale, again.neighbour_weight, again.neighbour_bias) == pytest.approx(
+        (model.logit_scale, model.neighbour_weight, model.neighbour_bias)
+    )
+
+
+# The identity basis: margins in the vectors' own dimensions.
+IDENTITY = (np.zeros(DIMENSIONS, dtype=np.float32), np.eye(DIMENSIONS, dtype=np.float32))
+
+
+def _memory(attacks: list[Vectors], benign: list[Vectors], k: int) -> Neighbours:
+    vectors = np.stack([*attacks, *benign])
+    is_attack = np.arange(len(vectors)) < len(attacks)
+    return Neighbours.remember(vectors, is_attack, IDENTITY, k)
+
+
+def test_the_neighbour_margin_is_the_nearest_attacks_minus_the_nearest_benign() -> None:
+    memory = _memory([_unit(0), _unit(2)], [_unit(1), _unit(3), _unit(4)], k=2)
+    towards_attack = (_unit(0) * 0.8 + _unit(1) * 0.6).astype(np.float32)
+    # Nearest attacks: 0.8 and 0; nearest benign: 0.6 and 0.
+    assert memory.margin(towards_attack)[0] == pytest.approx((0.8 + 0.0) / 2 - (0.6 + 0.0) / 2)
+    batch = memory.margin(np.stack([ATTACK_LIKE, BENIGN_LIKE]))
+    assert batch[0] > 0 > batch[1]
+
+
+def test_neighbours_compare_in_the_principal_directions_they_were_given() -> None:
+    rng = np.random.default_rng(7)
+    # Vectors that vary along two directions only, plus a constant offset.
+    vectors = np.zeros((40, DIMENSIONS), dtype=np.float32)
+    vectors[:, 5] = 1.0
+    vectors[:, 0] = rng.normal(size=40)
+    vectors[:, 1] = rng.normal(size=40)
+    mean, projection = principal_basis(vectors, 2)
+    assert projection.shape == (DIMENSIONS, 2)
+    assert mean[5] == pytest.approx(1.0)
+    # The two directions found span dimensions 0 and 1: nothing of the others is kept.
+    assert np.abs(projection[2:]).max() < 1e-5
+    memory = Neighbours.remember(vectors, vectors[:, 0] > 0, (mean, projection), k=3)
+    assert memory.attacks.shape[1] == 2
+    assert np.allclose(np.linalg.norm(memory.attacks, axis=1), 1.0, atol=1e-5)
+    query = np.zeros(DIMENSIONS, dtype=np.float32)
+    query[5], query[0] = 1.0, 2.0
+    assert memory.margin(query)[0] > 0 > memory.margin(-query + 2 * mean)[0]
+
+
+def test_neighbours_move_the_verdict_by_their_weight() -> None:
+    memory = _memory([_unit(0)], [_unit(1)], k=1)
+    plain = _model([0.0] * DIMENSIONS)
+    combined = replace(
+        plain, neighbours=memory, logit_scale=2.0, neighbour_weight=3.0, neighbour_bias=-0.5
+    )
+    # The regression says 0 either way; the margin is +1 for an attack-like vector, -1 else.
+    assert InjectionClassifier(plain).probability(ATTACK_LIKE, 0.0) == pytest.approx(0.5)
+    assert InjectionClassifier(combined).probability(ATTACK_LIKE, 0.0) == pytest.approx(
+        1 / (1 + math.exp(-(3.0 - 0.5)))
+    )
+    assert InjectionClassifier(combined).probability(BENIGN_LIKE, 0.0) == pytest.approx(
+        1 / (1 + math.exp(-(-3.0 - 0.5)))
+    )
 
 
 def test_a_model_without_letter_ngrams_still_loads(tmp_path: Path) -> None:
     data = json.loads(InjectionModel.load().to_json())
-    del data["char_weights"]
+    del data["char_weights"], data["neighbours"]  # a version-2 model had neither
     path = tmp_path / "v2.json"
     path.write_text(json.dumps(data))
     model = InjectionModel.load(path)

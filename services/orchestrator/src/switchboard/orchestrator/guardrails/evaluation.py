@@ -28,7 +28,7 @@ INJECTION_THRESHOLD = 0.5
 SPLITS = ("dev", "heldout", "heldout2")
 # The injection report adds the router's held-out contact-center messages as benign rows: what
 # the classifier must let through on traffic written for another purpose (issue 19).
-INJECTION_SPLITS = (*SPLITS, "heldout3", "heldout4", "heldout-cc")
+INJECTION_SPLITS = (*SPLITS, "heldout3", "heldout4", "heldout5", "heldout-cc")
 
 
 def injection_rows(data: Path) -> list[dict[str, Any]]:
@@ -66,6 +66,9 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # Dev only: three more (telecom; banking and payments; utilities, public services and
     # software support), the same recipe (fifteenth pass).
     rows += load_jsonl(data / "injection_dev8.jsonl")
+    # Dev only: three more (education and public administration; property and home
+    # services; consumer electronics and gaming), the same recipe (sixteenth pass).
+    rows += load_jsonl(data / "injection_dev9.jsonl")
     # Held out, never tuned on: 120 attacks and 120 look-alikes and everyday messages in
     # seven languages, written by an author who saw neither the rules nor the other sets
     # (thirteenth pass; scored once before and once after that pass's rules).
@@ -74,6 +77,9 @@ def injection_rows(data: Path) -> list[dict[str, Any]]:
     # fourth author who saw neither the rules nor any set (fifteenth pass; scored fresh with
     # the model before dev8, then once after retraining with dev8).
     rows += load_jsonl(data / "injection_heldout4.jsonl")
+    # Held out, never tuned on: a fifth author's 240 rows over another dozen businesses
+    # (sixteenth pass; scored fresh with the model before dev9, then once after).
+    rows += load_jsonl(data / "injection_heldout5.jsonl")
     rows += _contact_center_rows(data)
     return rows
 

@@ -138,7 +138,7 @@ class InjectionDetector:
 
         The rules run while the vector is computed (in the embedder's thread, beside the
         retrieval's embedding in its own): once it arrives only the classifier's head is
-        left (~0.05 ms)."""
+        left (~0.2 ms with its nearest examples, decision 0087)."""
         pending: asyncio.Future[NDArray[np.float32]] | None = None
         if (
             self.classifier is not None

@@ -7,8 +7,10 @@ features and the regularisation were chosen by leave-one-source-out and 5-fold
 cross-validation on dev (docs/decisions/0013); the decision point is then set
 by leave-one-source-out cross-validation on dev, so that the tenant default threshold (0.5)
 blocks at most `--max-benign-blocked` of dev's benign rows and at most
-`--max-everyday-blocked` of its everyday customer requests (`everyday`). The
-result is `injection_model.json` beside the classifier, committed with the code.
+`--max-everyday-blocked` of its everyday customer requests (`everyday`). The verdict
+combines the regression with the margin of the nearest dev examples (decision 0087). The
+result is `injection_model.json` and `injection_model.neighbours.npz` beside the classifier,
+committed with the code.
 """
 
 import argparse
@@ -29,14 +31,23 @@ from switchboard.orchestrator.guardrails.classifier import (
     RULES_SCALE,
     WORD_BUCKETS,
     InjectionModel,
+    Neighbours,
     char_buckets,
+    neighbours_path,
+    principal_basis,
     shape,
     word_buckets,
 )
 from switchboard.orchestrator.guardrails.injection import InjectionDetector
 
-VERSION = 4  # multilingual vectors: the model reads every script
+VERSION = 5  # multilingual vectors, and the nearest known examples (decision 0087)
 L2 = 0.3
+# The nearest examples' margin: how many neighbours, and its weight beside the regression
+# (both in standard deviations of dev's benign rows; chosen by leave-one-source-out on dev).
+NEIGHBOURS = 5
+NEIGHBOUR_WEIGHT = 0.5
+# The examples are compared in this many principal directions of the dev vectors (of 512).
+NEIGHBOUR_DIMENSIONS = 128
 THRESHOLD = 0.5  # the tenant default (GuardrailPolicy.injection_threshold)
 
 F64 = NDArray[np.float64]
@@ -160,9 +171,6 @@ def train(
     labels = np.array([r["label"] == "attack" for r in rows], dtype=np.float64)
     detector = InjectionDetector()
     rules = np.array([detector.score_rules(t).score for t in texts], dtype=np.float64)
-    # Every row: the multilingual model reads every script (before version 4, the English
-    # model's classifier abstained outside Latin letters).
-    readable = np.ones(len(rows), dtype=bool)
     print(f"training on {len(rows)} dev rows ({int(labels.sum())} attacks); embedding them ...")
     vectors = embed_as_the_turn_does(MultilingualEmbedder(), texts)
     features = design(vectors, texts, rules)
@@ -175,24 +183,37 @@ def train(
     groups = [source_group(r) for r in rows]
     names = sorted(set(groups))
     folds = np.array([names.index(g) for g in groups])
-    held = np.zeros(len(rows))
+    logits = np.zeros(len(rows))
+    margins = np.zeros(len(rows))
     everything = fit(features, labels, L2)
+    attack = labels == 1
+    # Unsupervised, so fitted once on every dev vector, labels unseen.
+    basis = principal_basis(vectors, NEIGHBOUR_DIMENSIONS)
     for k in range(len(names)):
-        w = fit(features[folds != k], labels[folds != k], L2, everything)
-        held[folds == k] = 1.0 / (1.0 + np.exp(-(features[folds == k] @ w)))
+        inside = folds == k
+        w = fit(features[~inside], labels[~inside], L2, everything)
+        logits[inside] = features[inside] @ w
+        memory = Neighbours.remember(vectors[~inside], attack[~inside], basis, NEIGHBOURS)
+        margins[inside] = memory.margin(vectors[inside])
     print(f"leave-one-source-out over {len(names)} sources: {', '.join(names)}")
     benign = labels == 0
-    cut = THRESHOLD
-    for candidate in np.arange(0.5, 0.995, 0.005):
-        final = np.where(readable, np.maximum(rules, held >= candidate), rules >= THRESHOLD)
+    # Both scores in standard deviations of dev's benign rows, then summed.
+    logit_mean, logit_sd = float(logits[benign].mean()), float(logits[benign].std())
+    margin_mean, margin_sd = float(margins[benign].mean()), float(margins[benign].std())
+    combined = (logits - logit_mean) / logit_sd + NEIGHBOUR_WEIGHT * (
+        margins - margin_mean
+    ) / margin_sd
+    cut = float(combined.max())
+    for candidate in np.quantile(combined[benign], np.linspace(0.8, 0.9999, 4000)):
+        final = np.maximum(rules, combined >= candidate)
         blocked = (final[benign] >= THRESHOLD).mean()
         daily_blocked = (final[daily] >= THRESHOLD).mean() if daily.any() else 0.0
         cut = float(candidate)
         if blocked <= max_benign_blocked and daily_blocked <= max_everyday_blocked:
             break
-    final = np.where(readable, np.maximum(rules, held >= cut), rules >= THRESHOLD)
+    final = np.maximum(rules, combined >= cut)
     print(
-        f"dev cross-validation at probability {cut:.3f}: attacks caught "
+        f"dev cross-validation at {cut:.3f} benign standard deviations: attacks caught "
         f"{(final[~benign] >= THRESHOLD).mean():.1%}, benign blocked "
         f"{(final[benign] >= THRESHOLD).mean():.2%}, everyday requests blocked "
         f"{int((final[daily] >= THRESHOLD).sum())}/{int(daily.sum())}"
@@ -200,33 +221,40 @@ def train(
 
     w = everything
     dims = vectors.shape[1]
-    # Shift the intercept so that probability `cut` becomes 0.5, the tenant default.
-    bias = float(w[-1] - np.log(cut / (1 - cut)))
+    # The verdict's logit is the combined score minus `cut`: 0.5, the tenant default, is the
+    # decision point.
+    logit_scale = 1.0 / logit_sd
+    neighbour_weight = NEIGHBOUR_WEIGHT / margin_sd
+    neighbour_bias = -(logit_mean / logit_sd + NEIGHBOUR_WEIGHT * margin_mean / margin_sd + cut)
+    neighbours = Neighbours.remember(vectors, attack, basis, NEIGHBOURS)
     digest = hashlib.sha256("\n".join(f"{r['id']}\t{r['label']}" for r in rows).encode())
     model = InjectionModel(
         version=VERSION,
         embedding_model=MULTILINGUAL_MODEL,
         weights=w[:dims].astype(np.float32),
         rules_weight=float(w[-4]),
-        bias=bias,
+        bias=float(w[-1]),
         word_weights=w[dims : dims + WORD_BUCKETS].astype(np.float32),
         char_weights=w[dims + WORD_BUCKETS : dims + WORD_BUCKETS + CHAR_BUCKETS].astype(np.float32),
         shape_weights=(float(w[-3]), float(w[-2])),
         trained_on=f"tests/data dev split: {len(rows)} rows, sha256 {digest.hexdigest()[:16]}",
+        neighbours=neighbours,
+        logit_scale=logit_scale,
+        neighbour_weight=neighbour_weight,
+        neighbour_bias=neighbour_bias,
     )
-    out.write_text(
-        model.to_json(
-            {
-                "l2": L2,
-                "decision_probability": round(cut, 3),
-                "attacks": int(labels.sum()),
-                "max_benign_blocked": max_benign_blocked,
-                "max_everyday_blocked": max_everyday_blocked,
-            }
-        )
-        + "\n"
+
+    model.save(
+        out,
+        {
+            "l2": L2,
+            "decision_point": round(cut, 4),
+            "attacks": int(labels.sum()),
+            "max_benign_blocked": max_benign_blocked,
+            "max_everyday_blocked": max_everyday_blocked,
+        },
     )
-    print(f"wrote {out}")
+    print(f"wrote {out} and {neighbours_path(out).name}")
     return model
 
 
