@@ -84,7 +84,7 @@ class InjectionModel:
     @classmethod
     def load(cls, path: Path = MODEL_PATH) -> "InjectionModel":
         data = json.loads(path.read_text())
-        combination = data.get("neighbours")
+        combination = data.get("neighbours") or {}
         return cls(
             version=int(data["version"]),
             embedding_model=str(data["embedding_model"]),
@@ -111,9 +111,9 @@ class InjectionModel:
                 if combination
                 else None
             ),
-            logit_scale=float(combination["logit_scale"]) if combination else 1.0,
-            neighbour_weight=float(combination["weight"]) if combination else 0.0,
-            neighbour_bias=float(combination["bias"]) if combination else 0.0,
+            logit_scale=float(combination.get("logit_scale", 1.0)),
+            neighbour_weight=float(combination.get("weight", 0.0)),
+            neighbour_bias=float(combination.get("bias", 0.0)),
         )
 
     def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:

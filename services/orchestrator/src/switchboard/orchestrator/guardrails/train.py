@@ -197,12 +197,13 @@ def train(
         margins[inside] = memory.margin(vectors[inside])
     print(f"leave-one-source-out over {len(names)} sources: {', '.join(names)}")
     benign = labels == 0
-    # Both scores in standard deviations of dev's benign rows, then summed.
-    logit_mean, logit_sd = float(logits[benign].mean()), float(logits[benign].std())
-    margin_mean, margin_sd = float(margins[benign].mean()), float(margins[benign].std())
-    combined = (logits - logit_mean) / logit_sd + NEIGHBOUR_WEIGHT * (
-        margins - margin_mean
-    ) / margin_sd
+    # Both scores in standard deviations of dev's benign rows, then summed: the verdict's
+    # logit is logit_scale * logit + neighbour_weight * margin + offset - cut.
+    logit_scale = 1.0 / float(logits[benign].std())
+    neighbour_weight = NEIGHBOUR_WEIGHT / float(margins[benign].std())
+    offset = -(logit_scale * float(logits[benign].mean()))
+    offset -= neighbour_weight * float(margins[benign].mean())
+    combined = logit_scale * logits + neighbour_weight * margins + offset
     cut = float(combined.max())
     for candidate in np.quantile(combined[benign], np.linspace(0.8, 0.9999, 4000)):
         final = np.maximum(rules, combined >= candidate)
@@ -221,11 +222,6 @@ def train(
 
     w = everything
     dims = vectors.shape[1]
-    # The verdict's logit is the combined score minus `cut`: 0.5, the tenant default, is the
-    # decision point.
-    logit_scale = 1.0 / logit_sd
-    neighbour_weight = NEIGHBOUR_WEIGHT / margin_sd
-    neighbour_bias = -(logit_mean / logit_sd + NEIGHBOUR_WEIGHT * margin_mean / margin_sd + cut)
     neighbours = Neighbours.remember(vectors, attack, basis, NEIGHBOURS)
     digest = hashlib.sha256("\n".join(f"{r['id']}\t{r['label']}" for r in rows).encode())
     model = InjectionModel(
@@ -241,7 +237,8 @@ def train(
         neighbours=neighbours,
         logit_scale=logit_scale,
         neighbour_weight=neighbour_weight,
-        neighbour_bias=neighbour_bias,
+        # Minus `cut`: 0.5, the tenant default, is the decision point.
+        neighbour_bias=offset - cut,
     )
 
     model.save(
