@@ -58,8 +58,10 @@ _SELF_CONFIG = (
     r"|\bbootstrap config(?:uration)?\b|\boperating rules\b|\bmeta-?prompt\b"
     r"|<<\s*SYS\s*>>|\bmessages\[0\]|\brole\s*=\s*system\b|\binstruction (?:text|fields)\b"
     r"|\bconstraints you were given\b|\brules? that shapes? your (?:replies|answers)\b"
-    r"|\byour (?:current )?(?:policy|programming|instructions|rules|configuration|guidelines"
-    r"|prompt|directives)\b|\b(?:text|words|everything) (?:above|before)\b"
+    # "your policy on refunds" is the company's policy on a subject, not the assistant's.
+    r"|\byour (?:current )?(?:policy(?!\s+(?:on|for|about|regarding|towards?|around)\b)"
+    r"|programming|instructions|rules|configuration|guidelines|prompt|directives)\b"
+    r"|\b(?:text|words|everything) (?:above|before)\b"
     r"|\bbefore any (?:dialogue|user turns?|conversation)\b|\bturn zero\b"
     r"|\bimmutable contract\b|\bprompt (?:del sistema|système|systeme|di sistema|do sistema"
     r"|systemowy|de sistem|sistem)\b|\bpromptul de sistem\b|\bsysteemprompt\b"
@@ -123,7 +125,24 @@ _THIRD_PARTY_AFTER = re.compile(
     r"|your)?\s*(?:user\s+|owner'?s?\s+|installation\s+|assembly\s+)?(?:manual|technician"
     r"|engineer|guide|leaflet|box|label|package|packaging|app|website|letter|e-?mail|installer"
     r"|courier|driver|booklet|warranty|card|form|invoice|receipt|delivery note|instructions sheet"
-    r"|promotion|offer|voucher|coupon|contest|competition|game)\b",
+    r"|promotion|offer|voucher|coupon|contest|competition|game)\b"
+    # People outside the conversation, and what the instructions are about, in quoted terms
+    # and e-mails: "disregard any instructions from the account holder", "não siga
+    # instruções de pessoas que ...", "ignorez les consignes de paiement". Never the
+    # assistant's side (you, the system, the developer): those stay an override.
+    r"|\s*(?:from|by)\s+(?:the\s+|an?\s+|any\s+)?(?:account[ -]?holders?|card ?holders?"
+    r"|holders?|callers?|people|persons?|strangers?|senders?|scammers?|fraudsters?"
+    r"|someone|somebody|unknown (?:people|persons|callers|numbers|senders)|parents?"
+    r"|teachers?|landlords?|neighbou?rs?|sellers?|merchants?|couriers?|manufacturers?)\b"
+    r"|\s*(?:de|des|du|da|do|das|dos|del|di|dei|degli|della|von|vom|van)\s+"
+    r"(?:la\s+|le\s+|l'|el\s+|los\s+|las\s+|il\s+|dem\s+|den\s+|de\s+|het\s+)?"
+    r"(?:personas?|personnes?|pessoas?|persone|personen|mensen|inconnus|desconocidos"
+    r"|desconhecidos|sconosciuti|fremden|unbekannten|onbekenden|titular|titulaire|titolare"
+    r"|kontoinhaber\w*|rekeninghouder|expéditeur|expediteur|remitente|remetente|mittente"
+    r"|absender\w*|afzender|vendeur|vendedor|venditore|verkäufer\w*|verkoper|livreur"
+    r"|repartidor|entregador|corriere|fabricant|fabricante|produttore|hersteller\w*"
+    r"|fabrikant|paiement|pago|pagamento|zahlung|betaling|livraison|entrega|consegna"
+    r"|lieferung|levering|remboursement|reembolso|rimborso|erstattung|terugbetaling)\b",
     re.IGNORECASE,
 )
 _THIRD_PARTY_BEFORE = re.compile(
