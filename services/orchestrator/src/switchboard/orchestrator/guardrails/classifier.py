@@ -176,7 +176,7 @@ class Neighbours:
     benign: NDArray[np.float32]
     mean: NDArray[np.float32]  # (dimensions,)
     projection: NDArray[np.float32]  # (dimensions, dims)
-    k: int = 5
+    k: int  # how many nearest of each label the margin averages (the model file says)
 
     @classmethod
     def remember(
